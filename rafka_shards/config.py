@@ -1,0 +1,208 @@
+"""The broker's one typed configuration: every setting and every limit, with its unit, default and bounds.
+
+Runs in the serving process at start-up. Values come, in increasing precedence, from the defaults below, an
+optional JSON config file (``--config``), environment variables ``RAFKA_<NAME>`` and command-line flags. Each
+field's metadata carries its documentation and bounds, so ``serve --help`` and validation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+class Durability(enum.Enum):
+    """When data is fsynced relative to acknowledging it."""
+
+    # acks=all is acknowledged only after the batch is fsynced (group commit); the high watermark is the fsynced
+    # offset, so consumers never see data that a crash could take back.
+    FSYNC = "fsync"
+    # Kafka's interval mode: fsync every flush_interval_ms; acks=all is acknowledged after the write.
+    FLUSH = "flush"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of bounds; the message names the setting."""
+
+
+def _setting(default: Any, doc: str, lo: int | None = None, hi: int | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "min": lo, "max": hi})
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> Endpoint:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host or not port_text.isdigit():
+            raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{what}: port {port} is outside 0..65535")
+        return cls(host.strip("[]"), port)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    data_dir: Path = _setting(Path("rafka-data"), "directory holding the metadata log and partition logs")
+    listen: str = _setting("127.0.0.1:9092", "HOST:PORT of the Kafka listener")
+    advertise: str = _setting("", "HOST:PORT given to clients in Metadata (default: the listener)")
+    admin_listen: str = _setting("127.0.0.1:9644", "HOST:PORT of the HTTP admin endpoint ('' to disable)")
+    broker_id: int = _setting(0, "this shard's Kafka broker id", 0, 2**31 - 1)
+    rack: str = _setting("", "rack (node name) reported in Metadata; empty for none")
+    log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING, ERROR")
+
+    # Topics.
+    auto_create_topics: bool = _setting(True, "create unknown topics on Metadata/Produce, as Kafka does")
+    default_partitions: int = _setting(1, "partitions of an auto-created topic (Kafka's num.partitions)", 1, 10_000)
+    default_replication_factor: int = _setting(1, "replication factor when a request says -1", 1, 16)
+
+    # Durability.
+    durability: Durability = _setting(Durability.FSYNC, "fsync: acks=all after fsync; flush: interval fsync")
+    flush_interval_ms: int = _setting(1000, "in flush mode, the longest time written data stays unsynced", 1, 3_600_000)
+    fsync_threads: int = _setting(4, "worker threads that run fsync for group commit", 1, 64)
+
+    # Log defaults (topic configs override them per topic).
+    log_segment_bytes: int = _setting(GIB, "segment.bytes default", 14, GIB)
+    log_segment_ms: int = _setting(7 * 24 * 3600 * 1000, "segment.ms default", 1, 2**62)
+    log_retention_ms: int = _setting(7 * 24 * 3600 * 1000, "retention.ms default (-1 unlimited)", -1, 2**62)
+    log_retention_bytes: int = _setting(-1, "retention.bytes default (-1 unlimited)", -1, 2**62)
+    log_retention_check_interval_ms: int = _setting(300_000, "how often retention runs", 100, 86_400_000)
+    message_max_bytes: int = _setting(1_048_588, "largest record batch accepted (max.message.bytes)", 64, 256 * MIB)
+
+    # Limits: every buffer and queue has a bound.
+    socket_request_max_bytes: int = _setting(100 * MIB, "largest request frame; bigger closes the connection",
+                                             64, GIB)
+    connections_max: int = _setting(10_000, "open client connections per shard", 1, 1_000_000)
+    inflight_requests_per_connection_max: int = _setting(
+        64, "requests read from one connection before its responses are written (then reading pauses)", 1, 10_000
+    )
+    fetch_max_bytes: int = _setting(55 * MIB, "upper bound on one Fetch response (Kafka's fetch.max.bytes)",
+                                    1024, GIB)
+    fetch_max_wait_ms: int = _setting(30_000, "upper bound on a Fetch's max_wait_ms (long poll)", 0, 300_000)
+    produce_timeout_max_ms: int = _setting(300_000, "upper bound on a Produce's timeout_ms", 0, 3_600_000)
+    shutdown_timeout_ms: int = _setting(30_000, "graceful shutdown deadline", 100, 600_000)
+
+    @property
+    def listen_endpoint(self) -> Endpoint:
+        return Endpoint.parse(self.listen, "listen")
+
+    @property
+    def advertise_endpoint(self) -> Endpoint:
+        if self.advertise:
+            return Endpoint.parse(self.advertise, "advertise")
+        ep = self.listen_endpoint
+        if _is_wildcard(ep.host):
+            raise ConfigError(f"listen is {ep}: set --advertise to an address clients can reach")
+        return ep
+
+    @property
+    def admin_endpoint(self) -> Endpoint | None:
+        return Endpoint.parse(self.admin_listen, "admin_listen") if self.admin_listen else None
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def settings() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(BrokerConfig))
+
+
+def _convert(f: dataclasses.Field[Any], raw: object, source: str) -> Any:
+    """Turn a raw value (string from env/flags, JSON value from a file) into the field's type, checking bounds."""
+    kind = type(f.default)
+    name = f.name
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                value: Any = raw
+            elif str(raw).lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif str(raw).lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError(f"expected true/false, got {raw!r}")
+        elif kind is int:
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise ValueError(f"expected an integer, got {raw!r}")
+            value = int(raw)
+        elif issubclass(kind, enum.Enum):
+            value = kind(str(raw))
+        elif issubclass(kind, Path):
+            value = Path(str(raw))
+        else:
+            if not isinstance(raw, str):
+                raise ValueError(f"expected a string, got {raw!r}")
+            value = raw
+    except ValueError as e:
+        raise ConfigError(f"{name} (from {source}): {e}") from None
+    lo, hi = f.metadata.get("min"), f.metadata.get("max")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if lo is not None and value < lo:
+            raise ConfigError(f"{name} (from {source}): {value} is below the minimum {lo}")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{name} (from {source}): {value} is above the maximum {hi}")
+    return value
+
+
+def load_config(
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> BrokerConfig:
+    """Merge defaults < config file < environment < flags into one validated BrokerConfig."""
+    fields = {f.name: f for f in settings()}
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = orjson.loads(config_file.read_bytes())
+        except OSError as e:
+            raise ConfigError(f"config file {config_file}: {e.strerror}") from None
+        except orjson.JSONDecodeError as e:
+            raise ConfigError(f"config file {config_file}: not valid JSON: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file}: expected a JSON object of settings")
+        for key, raw in loaded.items():
+            name = str(key).replace("-", "_").replace(".", "_")
+            if name not in fields:
+                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
+            values[name] = _convert(fields[name], raw, f"config file {config_file}")
+    env = os.environ if environ is None else environ
+    for name, f in fields.items():
+        key = "RAFKA_" + name.upper()
+        if key in env:
+            values[name] = _convert(f, env[key], f"environment {key}")
+    for name, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        if name not in fields:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _convert(fields[name], raw, f"--{name.replace('_', '-')}")
+    config = BrokerConfig(**values)
+    # Parse the endpoints now so a typo fails at start-up with the setting's name.
+    config.listen_endpoint  # noqa: B018
+    config.advertise_endpoint  # noqa: B018
+    config.admin_endpoint  # noqa: B018
+    return config
