@@ -52,9 +52,7 @@ class FrameDecoder:
                 if size < 0:
                     raise FrameError(f"negative frame length {size}")
                 if size > self._max_frame_bytes:
-                    raise FrameError(
-                        f"frame length {size} exceeds socket.request.max.bytes {self._max_frame_bytes}"
-                    )
+                    raise FrameError(f"frame length {size} exceeds socket.request.max.bytes {self._max_frame_bytes}")
                 if end - pos - 4 < size:
                     break
                 frames.append(bytes(view[pos + 4 : pos + 4 + size]))

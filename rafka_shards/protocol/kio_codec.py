@@ -27,6 +27,8 @@ from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import SerialError
 from kio.static.primitive import i32Timedelta, i64Timedelta
 
+from rafka_shards.protocol import guard
+
 _API_NAMES: Mapping[int, str] = api_key_map
 
 
@@ -94,8 +96,13 @@ def decode_request(api_key: int, version: int, frame: bytes, offset: int) -> Any
     cls = request_class(api_key, version)
     assert cls is not None, (api_key, version)
     try:
+        # kio's native reader aborts the process on absurd length prefixes: check the structure first.
+        guard.check(cls, frame, offset)
+    except guard.GuardError as e:
+        raise RequestDecodeError(f"{cls.__name__} v{version}: {e}") from None
+    try:
         obj, size = _reader(cls)(frame, offset)
-    except (SerialError, ValueError, TypeError, OverflowError, UnicodeDecodeError) as e:
+    except (SerialError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
         raise RequestDecodeError(f"{cls.__name__} v{version}: {type(e).__name__}: {e}") from None
     if offset + size != len(frame):
         raise RequestDecodeError(
