@@ -89,14 +89,12 @@ class BrokerConfig:
     message_max_bytes: int = _setting(1_048_588, "largest record batch accepted (max.message.bytes)", 64, 256 * MIB)
 
     # Limits: every buffer and queue has a bound.
-    socket_request_max_bytes: int = _setting(100 * MIB, "largest request frame; bigger closes the connection",
-                                             64, GIB)
+    socket_request_max_bytes: int = _setting(100 * MIB, "largest request frame; bigger closes the connection", 64, GIB)
     connections_max: int = _setting(10_000, "open client connections per shard", 1, 1_000_000)
     inflight_requests_per_connection_max: int = _setting(
         64, "requests read from one connection before its responses are written (then reading pauses)", 1, 10_000
     )
-    fetch_max_bytes: int = _setting(55 * MIB, "upper bound on one Fetch response (Kafka's fetch.max.bytes)",
-                                    1024, GIB)
+    fetch_max_bytes: int = _setting(55 * MIB, "upper bound on one Fetch response (Kafka's fetch.max.bytes)", 1024, GIB)
     fetch_max_wait_ms: int = _setting(30_000, "upper bound on a Fetch's max_wait_ms (long poll)", 0, 300_000)
     produce_timeout_max_ms: int = _setting(300_000, "upper bound on a Produce's timeout_ms", 0, 3_600_000)
     shutdown_timeout_ms: int = _setting(30_000, "graceful shutdown deadline", 100, 600_000)
@@ -147,7 +145,10 @@ def _convert(f: dataclasses.Field[Any], raw: object, source: str) -> Any:
         elif kind is int:
             if isinstance(raw, bool) or not isinstance(raw, int | str):
                 raise ValueError(f"expected an integer, got {raw!r}")
-            value = int(raw)
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"expected an integer, got {raw!r}") from None
         elif issubclass(kind, enum.Enum):
             value = kind(str(raw))
         elif issubclass(kind, Path):
