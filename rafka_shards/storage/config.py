@@ -1,0 +1,60 @@
+"""Per-partition log settings, Kafka's topic config names mapped onto typed fields with units.
+
+Runs in the shard that owns the partition; sans-IO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+SEGMENT_BYTES_MAX = 1024 * 1024 * 1024  # file positions are u32 in the offset index
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    segment_bytes: int = SEGMENT_BYTES_MAX
+    segment_ms: int = 7 * 24 * 3600 * 1000
+    retention_ms: int = 7 * 24 * 3600 * 1000  # -1 = unlimited
+    retention_bytes: int = -1  # -1 = unlimited
+    index_interval_bytes: int = 4096
+    max_message_bytes: int = 1_048_588
+    message_timestamp_type: str = "CreateTime"
+
+    def __post_init__(self) -> None:
+        if not 14 <= self.segment_bytes <= SEGMENT_BYTES_MAX:
+            raise ValueError(f"segment.bytes must be in 14..{SEGMENT_BYTES_MAX}, got {self.segment_bytes}")
+        if self.segment_ms < 1:
+            raise ValueError(f"segment.ms must be >= 1, got {self.segment_ms}")
+        if self.retention_ms < -1 or self.retention_bytes < -1:
+            raise ValueError("retention.ms and retention.bytes must be >= -1")
+        if self.index_interval_bytes < 0 or self.max_message_bytes < 0:
+            raise ValueError("index.interval.bytes and max.message.bytes must be >= 0")
+        if self.message_timestamp_type not in ("CreateTime", "LogAppendTime"):
+            raise ValueError(
+                f"message.timestamp.type must be CreateTime or LogAppendTime, got {self.message_timestamp_type!r}"
+            )
+
+    @staticmethod
+    def from_topic_configs(configs: Mapping[str, str], defaults: LogConfig) -> LogConfig:
+        changes: dict[str, object] = {}
+        for key, field in _INT_KEYS.items():
+            if key in configs:
+                try:
+                    changes[field] = int(configs[key])
+                except ValueError:
+                    raise ValueError(f"{key} must be an integer, got {configs[key]!r}") from None
+        if "message.timestamp.type" in configs:
+            changes["message_timestamp_type"] = configs["message.timestamp.type"]
+        return dataclasses.replace(defaults, **changes)  # type: ignore[arg-type]
+
+
+_INT_KEYS = {
+    "segment.bytes": "segment_bytes",
+    "segment.ms": "segment_ms",
+    "retention.ms": "retention_ms",
+    "retention.bytes": "retention_bytes",
+    "index.interval.bytes": "index_interval_bytes",
+    "max.message.bytes": "max_message_bytes",
+}

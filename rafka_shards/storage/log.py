@@ -1,0 +1,391 @@
+"""A partition's log: ordered segments, offsets, durability hooks, recovery, retention (Kafka's UnifiedLog, one node).
+
+Runs in the shard that owns the partition, on its event loop thread; synchronous file I/O, no asyncio. Only
+``FlushJob.run`` is called from a worker thread, and it touches nothing but duplicated file descriptors.
+
+Crash story:
+- ``append`` = one pwrite(2) of the batches into the active segment (the page cache). Nothing is durable yet.
+- ``flush_begin`` captures every file written since the previous flush (segment logs, their indexes, and the
+  directory when a segment was created) and the log end offset; ``FlushJob.run`` fsyncs them; ``flush_complete``
+  moves ``durable_offset`` to that end offset. The shard acknowledges acks=all only once ``durable_offset`` is past
+  the batch (group commit: one job covers every append made before ``flush_begin``).
+- ``open`` recovers: every segment from the recovery point on (the first segment that may hold unflushed data; all
+  of them when the point is unknown) is scanned batch by batch with its CRC; the first torn or corrupt batch and
+  everything after it are cut off (and later segments removed), the truncation is fsynced, the indexes of scanned
+  segments are rebuilt. Fsynced batches were written completely before any later byte, so they always survive.
+- The recovery point is written (atomically: temp file, fsync, rename, fsync dir) when a flush completes that made
+  every segment before the active one durable, and at close.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rafka_shards.model import ErrorCode, KafkaError
+from rafka_shards.records.batch import BatchHeader, assign_offsets
+from rafka_shards.records.builder import offset_for_timestamp_in_batch
+from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.segment import LogSegment
+
+RECOVERY_POINT_FILE = "recovery-point"
+EPOCH_FILE = "leader-epoch-checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendInfo:
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int
+    log_start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    data: memoryview | bytes
+    first_offset: int
+    next_offset: int
+
+
+class FlushJob:
+    """fsync of the files written since the previous job. Built on the loop thread, run on a worker thread."""
+
+    def __init__(self, fds: list[int], target_offset: int, rolled_to: int | None) -> None:
+        # Duplicated descriptors: a segment closed or deleted while the job runs is harmless.
+        self._fds = [os.dup(fd) for fd in fds]
+        self.target_offset = target_offset
+        self.rolled_to = rolled_to  # base offset of the active segment if older segments became durable here
+
+    def run(self) -> None:
+        try:
+            for fd in self._fds:
+                os.fsync(fd)
+        finally:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = []
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class PartitionLog:
+    def __init__(self, directory: Path, config: LogConfig) -> None:
+        self.directory = directory
+        self.config = config
+        self.segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self.log_start_offset = 0
+        self.log_end_offset = 0
+        self.durable_offset = 0
+        self.high_watermark = 0
+        self._dirty: dict[int, LogSegment] = {}  # base offset -> segment written since the last flush_begin
+        self._dir_dirty = False
+        self._rolled_since_flush: int | None = None
+        self._epochs: list[tuple[int, int]] = []  # (leader epoch, start offset)
+
+    # ---- opening and recovery ----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, config: LogConfig, now_ms: int) -> PartitionLog:
+        directory.mkdir(parents=True, exist_ok=True)
+        log = cls(directory, config)
+        log._recover(now_ms)
+        return log
+
+    def _recover(self, now_ms: int) -> None:
+        bases = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
+        recovery_point = self._read_recovery_point()
+        interval = self.config.index_interval_bytes
+        cut = False
+        for i, base in enumerate(bases):
+            seg = LogSegment(self.directory, base, now_ms)
+            if cut:
+                seg.delete()  # follows a torn segment: its data cannot be trusted to be contiguous
+                continue
+            next_base = bases[i + 1] if i + 1 < len(bases) else None
+            if recovery_point is not None and next_base is not None and next_base <= recovery_point:
+                last = next_base
+                if seg.load(last):
+                    self._add_segment(seg)
+                    continue
+            truncated, headers = seg.recover(interval)
+            if next_base is not None and (truncated or seg.next_offset != next_base):
+                cut = True
+            if not headers and self.segments:
+                seg.delete()
+                continue
+            self._add_segment(seg)
+        if not self.segments:
+            self._add_segment(LogSegment(self.directory, 0, now_ms))
+            self._dir_dirty = True
+        self.log_start_offset = self.segments[0].base_offset
+        self.log_end_offset = self.segments[-1].next_offset
+        self.durable_offset = self.log_end_offset
+        self.high_watermark = self.log_end_offset
+        # Recovery truncated in place and fsynced; make the directory (deleted segments) durable too.
+        _fsync_dir(self.directory)
+        self._load_epochs()
+        self._write_recovery_point(self.segments[-1].base_offset)
+
+    def _add_segment(self, seg: LogSegment) -> None:
+        self.segments.append(seg)
+        self._bases.append(seg.base_offset)
+
+    def _read_recovery_point(self) -> int | None:
+        try:
+            text = (self.directory / RECOVERY_POINT_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _write_recovery_point(self, offset: int) -> None:
+        _write_atomically(self.directory / RECOVERY_POINT_FILE, f"{offset}\n".encode())
+
+    # ---- leader epochs (KIP-101) -------------------------------------------------------------------------------
+
+    def _load_epochs(self) -> None:
+        path = self.directory / EPOCH_FILE
+        entries: list[tuple[int, int]] = []
+        try:
+            lines = path.read_text().split("\n")
+        except FileNotFoundError:
+            lines = []
+        for line in lines[2:]:
+            parts = line.split()
+            if len(parts) == 2 and all(p.lstrip("-").isdigit() for p in parts):
+                entries.append((int(parts[0]), int(parts[1])))
+        kept = [(e, o) for e, o in entries if o < self.log_end_offset]
+        self._epochs = kept
+        if kept != entries:
+            self._write_epochs()
+
+    def _write_epochs(self) -> None:
+        body = "0\n" + f"{len(self._epochs)}\n" + "".join(f"{e} {o}\n" for e, o in self._epochs)
+        _write_atomically(self.directory / EPOCH_FILE, body.encode())
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        epochs = self._epochs
+        i = bisect.bisect_right(epochs, (epoch, 2**63)) - 1
+        if i < 0:
+            return -1, -1
+        found = epochs[i][0]
+        if i + 1 < len(epochs):
+            return found, epochs[i + 1][1]
+        return found, self.log_end_offset
+
+    # ---- appending ---------------------------------------------------------------------------------------------
+
+    def append(self, buf: bytearray, headers: list[BatchHeader], leader_epoch: int, now_ms: int) -> AppendInfo:
+        config = self.config
+        for h in headers:
+            if h.size > config.max_message_bytes:
+                raise KafkaError(
+                    ErrorCode.MESSAGE_TOO_LARGE,
+                    f"batch of {h.size} bytes; max.message.bytes is {config.max_message_bytes}",
+                )
+        active = self.segments[-1]
+        if active.size > 0 and (
+            active.size + len(buf) > config.segment_bytes
+            or now_ms - active.created_ms > config.segment_ms
+            # relative offsets in the index are u32: roll long before a segment could span 2**32 offsets
+            or self.log_end_offset - active.base_offset >= 2**31
+        ):
+            active = self._roll(now_ms)
+        base = self.log_end_offset
+        append_time = now_ms if config.message_timestamp_type == "LogAppendTime" else None
+        next_offset = assign_offsets(buf, headers, base, leader_epoch, append_time)
+        if not self._epochs or leader_epoch > self._epochs[-1][0]:
+            self._epochs.append((leader_epoch, base))
+            self._write_epochs()
+        active.append(buf, headers, base, config.index_interval_bytes)
+        self._dirty[active.base_offset] = active
+        self.log_end_offset = next_offset
+        return AppendInfo(base, next_offset - 1, -1 if append_time is None else append_time, self.log_start_offset)
+
+    def _roll(self, now_ms: int) -> LogSegment:
+        seg = LogSegment(self.directory, self.log_end_offset, now_ms)
+        self._add_segment(seg)
+        self._dir_dirty = True
+        self._rolled_since_flush = seg.base_offset
+        return seg
+
+    # ---- durability --------------------------------------------------------------------------------------------
+
+    def flush_begin(self) -> FlushJob | None:
+        if not self._dirty and not self._dir_dirty:
+            return None
+        fds: list[int] = []
+        for seg in self._dirty.values():
+            fds.extend(seg.fds())
+        if self._dir_dirty:
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            fds.append(dir_fd)
+        job = FlushJob(fds, self.log_end_offset, self._rolled_since_flush)
+        if self._dir_dirty:
+            os.close(dir_fd)
+        self._dirty = {}
+        self._dir_dirty = False
+        self._rolled_since_flush = None
+        return job
+
+    def flush_complete(self, job: FlushJob) -> None:
+        self.durable_offset = max(self.durable_offset, job.target_offset)
+        if job.rolled_to is not None:
+            self._write_recovery_point(job.rolled_to)
+
+    def flush_now(self) -> None:
+        job = self.flush_begin()
+        if job is not None:
+            job.run()
+            self.flush_complete(job)
+
+    def update_high_watermark(self, offset: int) -> None:
+        assert offset <= self.log_end_offset, (offset, self.log_end_offset)
+        self.high_watermark = max(self.high_watermark, offset)
+
+    def update_config(self, config: LogConfig) -> None:
+        self.config = config
+
+    # ---- reading -----------------------------------------------------------------------------------------------
+
+    def _segment_index(self, offset: int) -> int:
+        return max(0, bisect.bisect_right(self._bases, offset) - 1)
+
+    def read(self, offset: int, max_bytes: int, upper_bound: int, *, min_one_batch: bool) -> ReadResult:
+        if not self.log_start_offset <= offset <= self.log_end_offset:
+            raise KafkaError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} is outside the log [{self.log_start_offset}, {self.log_end_offset}]",
+            )
+        upper_bound = min(upper_bound, self.log_end_offset)
+        i = self._segment_index(offset)
+        while i < len(self.segments) and offset < upper_bound:
+            seg = self.segments[i]
+            if offset >= seg.next_offset:
+                i += 1
+                continue
+            start = seg.position_of(offset)
+            end = seg.position_of(upper_bound) if upper_bound < seg.next_offset else seg.size
+            data = seg.read(start, end, max_bytes, min_one_batch)
+            if not data:
+                break
+            first = seg.header_at(start)
+            last_base = _last_batch_base(data)
+            last = seg.header_at(start + last_base)
+            return ReadResult(data, first.base_offset, last.next_offset)
+        return ReadResult(b"", -1, offset)
+
+    def offset_for_timestamp(self, target_ms: int) -> tuple[int, int] | None:
+        for seg in self.segments:
+            if seg.max_timestamp < target_ms:
+                continue
+            for h in seg.iter_headers(seg.time_lookup_position(target_ms)):
+                if h.max_timestamp >= target_ms:
+                    batch = os.pread(seg.fd, h.size, h.position)
+                    found = offset_for_timestamp_in_batch(batch, target_ms)
+                    if found is not None:
+                        return found
+        return None
+
+    def max_timestamp_offset(self) -> tuple[int, int] | None:
+        best: LogSegment | None = None
+        for seg in self.segments:
+            if seg.max_timestamp >= 0 and (best is None or seg.max_timestamp > best.max_timestamp):
+                best = seg
+        if best is None:
+            return None
+        h = best.header_at(best.max_timestamp_batch_position)
+        batch = os.pread(best.fd, h.size, best.max_timestamp_batch_position)
+        return offset_for_timestamp_in_batch(batch, h.max_timestamp)
+
+    def size_bytes(self) -> int:
+        return sum(seg.size for seg in self.segments)
+
+    # ---- retention and truncation ------------------------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int) -> int:
+        deleted = 0
+        config = self.config
+        total = self.size_bytes()
+        while len(self.segments) > 1:
+            seg = self.segments[0]
+            if seg.next_offset > self.high_watermark:
+                break
+            expired = (
+                config.retention_ms >= 0 and seg.max_timestamp >= 0 and now_ms - seg.max_timestamp > config.retention_ms
+            )
+            oversized = config.retention_bytes >= 0 and total - seg.size >= config.retention_bytes
+            if not (expired or oversized):
+                break
+            total -= seg.size
+            self.segments.pop(0)
+            self._bases.pop(0)
+            self._dirty.pop(seg.base_offset, None)
+            seg.delete()
+            deleted += 1
+            self.log_start_offset = self.segments[0].base_offset
+        if deleted:
+            _fsync_dir(self.directory)
+        return deleted
+
+    def truncate_to(self, offset: int) -> None:
+        offset = max(offset, self.log_start_offset)
+        while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
+            seg = self.segments.pop()
+            self._bases.pop()
+            self._dirty.pop(seg.base_offset, None)
+            seg.delete()
+        self.segments[-1].truncate_to(offset, self.config.index_interval_bytes)
+        self.log_end_offset = self.segments[-1].next_offset
+        self.durable_offset = min(self.durable_offset, self.log_end_offset)
+        self.high_watermark = min(self.high_watermark, self.log_end_offset)
+        self._epochs = [(e, o) for e, o in self._epochs if o < self.log_end_offset]
+        self._write_epochs()
+        _fsync_dir(self.directory)
+
+    # ---- closing -----------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.flush_now()
+        self._write_recovery_point(self.segments[-1].base_offset)
+        for seg in self.segments:
+            seg.close()
+        self.segments = []
+
+    def delete(self) -> None:
+        for seg in self.segments:
+            seg.close()
+        self.segments = []
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _last_batch_base(data: memoryview | bytes) -> int:
+    """Position of the last batch inside ``data`` (a whole number of batches)."""
+    p = 0
+    last = 0
+    n = len(data)
+    while p + 12 <= n:
+        last = p
+        p += int.from_bytes(data[p + 8 : p + 12], "big") + 12
+    return last

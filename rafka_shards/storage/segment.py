@@ -1,0 +1,241 @@
+"""One log segment: ``<base_offset>.log`` plus a sparse offset index and a time index (Kafka's LogSegment).
+
+Runs in the shard that owns the partition; synchronous file I/O, no asyncio. The indexes live in memory (lists,
+searched by bisect) and are appended to ``.index`` (relative offset u32, position u32) and ``.timeindex``
+(timestamp i64, relative offset u32) files. The index files are a cache: a segment that is scanned at recovery
+rebuilds them, and files that fail a sanity check are rebuilt from the log.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import itertools
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+from rafka_shards.records.batch import BATCH_HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header, scan_for_recovery
+
+_INDEX_ENTRY = struct.Struct(">II")
+_TIME_ENTRY = struct.Struct(">qI")
+_LENGTH = struct.Struct(">qi")
+RECENT_BATCHES_MAX = 4096  # (offset -> position) of the newest batches, so tailing readers skip the index scan
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}"
+
+
+class LogSegment:
+    def __init__(self, directory: Path, base_offset: int, created_ms: int) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        stem = directory / segment_name(base_offset)
+        self.log_path = stem.with_suffix(".log")
+        self.index_path = stem.with_suffix(".index")
+        self.timeindex_path = stem.with_suffix(".timeindex")
+        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.index_fd = os.open(self.index_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.timeindex_fd = os.open(self.timeindex_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        self.next_offset = base_offset
+        self.created_ms = created_ms
+        self.max_timestamp = -1
+        self.max_timestamp_batch_position = -1
+        self._index_offsets: list[int] = []
+        self._index_positions: list[int] = []
+        self._time_values: list[int] = []
+        self._time_offsets: list[int] = []
+        self._bytes_since_index = 0
+        self._recent: collections.deque[tuple[int, int]] = collections.deque(maxlen=RECENT_BATCHES_MAX)
+
+    # ---- loading -----------------------------------------------------------------------------------------------
+
+    def recover(self, index_interval_bytes: int) -> tuple[bool, list[BatchHeader]]:
+        """Scan every batch (CRC included), truncate a torn or corrupt tail, rebuild the indexes.
+
+        Returns (whether anything was truncated, the valid headers).
+        """
+        headers: list[BatchHeader] = []
+        valid_end = 0
+        if self.size:
+            with mmap.mmap(self.fd, self.size, prot=mmap.PROT_READ) as mm:
+                with memoryview(mm) as view:
+                    valid_end, headers = scan_for_recovery(view)
+        if headers and headers[0].base_offset != self.base_offset:
+            valid_end, headers = 0, []  # the segment's name disagrees with its content: trust neither
+        truncated = valid_end != self.size
+        if truncated:
+            os.ftruncate(self.fd, valid_end)
+            os.fsync(self.fd)
+            self.size = valid_end
+        self._recent.clear()
+        self._rebuild_indexes(headers, index_interval_bytes)
+        return truncated, headers
+
+    def load(self, next_offset: int) -> bool:
+        """Load the index files of a segment that needs no scan; False if they fail a sanity check."""
+        self.next_offset = next_offset
+        offsets, positions = _read_pairs(self.index_fd, _INDEX_ENTRY)
+        tvalues, toffsets = _read_pairs(self.timeindex_fd, _TIME_ENTRY)
+        sane = (
+            all(a < b for a, b in itertools.pairwise(offsets))
+            and all(a < b for a, b in itertools.pairwise(positions))
+            and all(p < self.size for p in positions)
+            and all(self.base_offset + o < next_offset for o in offsets)
+            and all(a <= b for a, b in itertools.pairwise(tvalues))
+            and all(self.base_offset + o < next_offset for o in toffsets)
+        )
+        if not sane:
+            return False
+        self._index_offsets, self._index_positions = offsets, positions
+        self._time_values, self._time_offsets = tvalues, toffsets
+        if tvalues:
+            self.max_timestamp = tvalues[-1]
+            self.max_timestamp_batch_position = self.position_of(self.base_offset + toffsets[-1])
+        return True
+
+    def _rebuild_indexes(self, headers: list[BatchHeader], index_interval_bytes: int) -> None:
+        for fd in (self.index_fd, self.timeindex_fd):
+            os.ftruncate(fd, 0)
+        self._index_offsets, self._index_positions = [], []
+        self._time_values, self._time_offsets = [], []
+        self._bytes_since_index = index_interval_bytes  # index the first batch
+        self.max_timestamp = -1
+        self.max_timestamp_batch_position = -1
+        self.next_offset = self.base_offset
+        for h in headers:
+            self._index_batch(h, h.position, index_interval_bytes)
+        if headers:
+            self.next_offset = headers[-1].next_offset
+
+    # ---- appending ---------------------------------------------------------------------------------------------
+
+    def append(self, buf: bytearray, headers: list[BatchHeader], first_offset: int, index_interval_bytes: int) -> None:
+        """Write ``buf`` (batches whose offsets were assigned from ``first_offset``) with one write(2)."""
+        position = self.size
+        with memoryview(buf) as view:
+            written = 0
+            while written < len(buf):
+                written += os.pwrite(self.fd, view[written:], position + written)
+        offset = first_offset
+        for h in headers:
+            batch_position = position + h.position
+            self._index_batch_at(offset, h, batch_position, index_interval_bytes)
+            offset += h.last_offset_delta + 1
+        self.size = position + len(buf)
+        self.next_offset = offset
+
+    def _index_batch(self, h: BatchHeader, position: int, index_interval_bytes: int) -> None:
+        self._index_batch_at(h.base_offset, h, position, index_interval_bytes)
+
+    def _index_batch_at(self, base_offset: int, h: BatchHeader, position: int, index_interval_bytes: int) -> None:
+        relative = base_offset - self.base_offset
+        assert 0 <= relative < 2**32 and position < 2**32, (relative, position)
+        self._recent.append((base_offset, position))
+        if self._bytes_since_index >= index_interval_bytes:
+            self._index_offsets.append(relative)
+            self._index_positions.append(position)
+            os.write(self.index_fd, _INDEX_ENTRY.pack(relative, position))
+            self._bytes_since_index = 0
+        self._bytes_since_index += h.size
+        if h.max_timestamp > self.max_timestamp:
+            self.max_timestamp = h.max_timestamp
+            self.max_timestamp_batch_position = position
+            self._time_values.append(h.max_timestamp)
+            self._time_offsets.append(relative)
+            os.write(self.timeindex_fd, _TIME_ENTRY.pack(h.max_timestamp, relative))
+
+    # ---- reading -----------------------------------------------------------------------------------------------
+
+    def header_at(self, position: int) -> BatchHeader:
+        return parse_header(os.pread(self.fd, BATCH_HEADER_SIZE, position))
+
+    def position_of(self, offset: int) -> int:
+        """Byte position of the batch containing ``offset`` (``size`` if it is past the segment's last batch)."""
+        if offset >= self.next_offset:
+            return self.size
+        recent = self._recent
+        if recent and recent[0][0] <= offset:
+            # offset < next_offset, so the batch holding it is the last recent one starting at or before it.
+            return recent[bisect.bisect_right(recent, (offset, 2**63)) - 1][1]
+        i = bisect.bisect_right(self._index_offsets, offset - self.base_offset) - 1
+        position = self._index_positions[i] if i >= 0 else 0
+        while position < self.size:
+            h = self.header_at(position)
+            if h.last_offset >= offset:
+                return position
+            position += h.size
+        return self.size
+
+    def read(self, position: int, end_position: int, max_bytes: int, min_one_batch: bool) -> memoryview:
+        """Whole batches from ``position`` up to ``end_position``, at most ``max_bytes`` (KIP-74 aside)."""
+        want = min(max_bytes, end_position - position)
+        data = os.pread(self.fd, max(want, 0), position) if want > 0 else b""
+        p = 0
+        n = len(data)
+        while n - p >= LOG_OVERHEAD:
+            _, length = _LENGTH.unpack_from(data, p)
+            if p + length + LOG_OVERHEAD > n:
+                break
+            p += length + LOG_OVERHEAD
+        if p == 0 and min_one_batch and end_position - position >= LOG_OVERHEAD:
+            _, length = _LENGTH.unpack(os.pread(self.fd, LOG_OVERHEAD, position))
+            size = min(length + LOG_OVERHEAD, end_position - position)
+            data = os.pread(self.fd, size, position)
+            return memoryview(data)
+        return memoryview(data)[:p]
+
+    def iter_headers(self, position: int = 0) -> Iterator[BatchHeader]:
+        while position + BATCH_HEADER_SIZE <= self.size:
+            h = dataclasses.replace(self.header_at(position), position=position)
+            yield h
+            position += h.size
+
+    def time_lookup_position(self, target_ms: int) -> int:
+        """A position from which no earlier batch can hold a timestamp >= target_ms."""
+        i = bisect.bisect_left(self._time_values, target_ms) - 1
+        if i < 0:
+            return 0
+        return self.position_of(self.base_offset + self._time_offsets[i])
+
+    def truncate_to(self, offset: int, index_interval_bytes: int) -> None:
+        # Cut at the start of the batch holding ``offset``: batches are kept or dropped whole, and dropping a little
+        # more than asked is safe (a follower fetches it again), keeping a divergent record is not.
+        position = self.position_of(offset)
+        os.ftruncate(self.fd, position)
+        os.fsync(self.fd)
+        self.size = position
+        self.recover(index_interval_bytes)
+
+    # ---- files -------------------------------------------------------------------------------------------------
+
+    def fds(self) -> tuple[int, int, int]:
+        return self.fd, self.index_fd, self.timeindex_fd
+
+    def close(self) -> None:
+        for fd in self.fds():
+            os.close(fd)
+
+    def delete(self) -> None:
+        self.close()
+        for path in (self.log_path, self.index_path, self.timeindex_path):
+            path.unlink(missing_ok=True)
+
+
+def _read_pairs(fd: int, entry: struct.Struct) -> tuple[list[int], list[int]]:
+    size = os.fstat(fd).st_size
+    whole = size - size % entry.size
+    if whole != size:
+        os.ftruncate(fd, whole)  # a torn last entry
+    data = os.pread(fd, whole, 0) if whole else b""
+    firsts: list[int] = []
+    seconds: list[int] = []
+    for a, b in entry.iter_unpack(data):
+        firsts.append(a)
+        seconds.append(b)
+    return firsts, seconds

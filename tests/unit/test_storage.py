@@ -1,0 +1,208 @@
+"""The partition log on real files: round trips, rolls, recovery from torn writes and SIGKILL, retention, lookups."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rafka_shards.model import ErrorCode, KafkaError
+from rafka_shards.records.batch import validate_batches
+from rafka_shards.records.builder import Record, build_batch, decode_batches
+from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.log import PartitionLog
+
+
+def _append(log: PartitionLog, values: list[bytes], ts: int = 1000, epoch: int = 0, now_ms: int = 0) -> tuple[int, int]:
+    buf = bytearray(build_batch([Record(None, v, ts) for v in values]))
+    info = log.append(buf, validate_batches(buf, max_batch_bytes=10**7), epoch, now_ms)
+    return info.base_offset, info.last_offset
+
+
+def _all_values(log: PartitionLog) -> list[tuple[int, bytes | None]]:
+    out = []
+    offset = log.log_start_offset
+    while offset < log.high_watermark:
+        r = log.read(offset, 10**6, log.high_watermark, min_one_batch=True)
+        recs = decode_batches(r.data)
+        out += [(d.offset, d.value) for d in recs if d.offset >= offset]
+        offset = r.next_offset
+    return out
+
+
+def test_append_read_roll_reopen(tmp_path: Path) -> None:
+    config = LogConfig(segment_bytes=500)
+    log = PartitionLog.open(tmp_path, config, 0)
+    expected = []
+    for i in range(50):
+        base, last = _append(log, [b"v%d-%d" % (i, j) for j in range(3)])
+        assert (base, last) == (3 * i, 3 * i + 2)
+        expected += [(3 * i + j, b"v%d-%d" % (i, j)) for j in range(3)]
+    assert len(log.segments) > 5
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    assert _all_values(log) == expected
+    # a read starting inside a batch starts at the batch containing it
+    r = log.read(4, 10**6, log.high_watermark, min_one_batch=True)
+    assert r.first_offset == 3
+    log.close()
+    log = PartitionLog.open(tmp_path, config, 0)
+    assert log.log_end_offset == 150 and log.high_watermark == 150
+    assert _all_values(log) == expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=30), st.integers(1, 2000), st.data())
+def test_reads_return_whole_batches_below_the_bound(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], max_bytes: int, data: st.DataObject
+) -> None:
+    log = PartitionLog.open(tmp_path_factory.mktemp("log"), LogConfig(segment_bytes=700), 0)
+    for n in sizes:
+        _append(log, [b"x" * 20] * n)
+    bound = data.draw(st.integers(0, log.log_end_offset))
+    offset = data.draw(st.integers(0, log.log_end_offset))
+    r = log.read(offset, max_bytes, bound, min_one_batch=data.draw(st.booleans()))
+    headers = validate_batches(r.data, max_batch_bytes=10**6) if len(r.data) else []
+    assert len(r.data) <= max_bytes or len(headers) == 1
+    for h in headers:
+        assert h.base_offset < bound
+    if headers:
+        assert headers[0].base_offset <= offset <= headers[0].last_offset
+        assert all(a.next_offset == b.base_offset for a, b in itertools.pairwise(headers))
+    log.close()
+
+
+def test_offsets_out_of_range(tmp_path: Path) -> None:
+    log = PartitionLog.open(tmp_path, LogConfig(), 0)
+    _append(log, [b"a", b"b"])
+    with pytest.raises(KafkaError) as e:
+        log.read(3, 100, 2, min_one_batch=True)
+    assert e.value.code is ErrorCode.OFFSET_OUT_OF_RANGE
+    with pytest.raises(KafkaError):
+        log.read(-1, 100, 2, min_one_batch=True)
+    assert len(log.read(2, 100, 2, min_one_batch=True).data) == 0
+
+
+def test_torn_tail_is_cut_at_every_byte(tmp_path: Path) -> None:
+    base_dir = tmp_path / "orig"
+    log = PartitionLog.open(base_dir, LogConfig(), 0)
+    for i in range(3):
+        _append(log, [b"flushed-%d" % i])
+    log.flush_now()
+    durable = log.durable_offset
+    _append(log, [b"unflushed-a", b"unflushed-b"])
+    seg_file = log.segments[-1].log_path
+    full = seg_file.read_bytes()
+    flushed_size = len(build_batch([Record(None, b"flushed-0", 1000)])) * 3
+    for cut in range(flushed_size, len(full) + 1, 7):
+        d = tmp_path / f"cut{cut}"
+        d.mkdir()
+        (d / seg_file.name).write_bytes(full[:cut] + (b"\xff" * 9 if cut < len(full) else b""))
+        reopened = PartitionLog.open(d, LogConfig(), 0)
+        assert reopened.log_end_offset in (durable, durable + 2)
+        vals = _all_values(reopened)
+        assert vals[:3] == [(0, b"flushed-0"), (1, b"flushed-1"), (2, b"flushed-2")]
+        # appends continue at the right offset
+        assert _append(reopened, [b"next"])[0] == reopened.log_end_offset - 1
+        reopened.close()
+    log.close()
+
+
+def test_corrupt_indexes_are_rebuilt(tmp_path: Path) -> None:
+    config = LogConfig(segment_bytes=400, index_interval_bytes=50)
+    log = PartitionLog.open(tmp_path, config, 0)
+    for i in range(40):
+        _append(log, [b"v%d" % i])
+    log.close()
+    for p in tmp_path.glob("*.index"):
+        p.write_bytes(os.urandom(13))
+    for p in list(tmp_path.glob("*.timeindex"))[:2]:
+        p.unlink()
+    log = PartitionLog.open(tmp_path, config, 0)
+    assert [v for _, v in _all_values(log)] == [b"v%d" % i for i in range(40)]
+    assert log.read(17, 10**6, 40, min_one_batch=True).first_offset == 17
+
+
+def test_sigkill_keeps_every_flushed_batch(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from rafka_shards.records.batch import validate_batches
+        from rafka_shards.records.builder import Record, build_batch
+        from rafka_shards.storage.config import LogConfig
+        from rafka_shards.storage.log import PartitionLog
+        log = PartitionLog.open(Path({str(tmp_path)!r}), LogConfig(segment_bytes=20000), 0)
+        i = 0
+        while True:
+            buf = bytearray(build_batch([Record(None, b"m%d" % i, 1)]))
+            log.append(buf, validate_batches(buf, max_batch_bytes=10**6), 0, 0)
+            i += 1
+            if i % 10 == 0:
+                log.flush_now()
+                print(log.durable_offset, flush=True)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}
+    )
+    assert proc.stdout is not None
+    flushed = 0
+    deadline = time.monotonic() + 30
+    while flushed < 500 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            flushed = int(line)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert flushed >= 500
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=20000), 0)
+    values = _all_values(log)
+    assert len(values) >= flushed
+    assert [v for _, v in values] == [b"m%d" % i for i in range(len(values))]
+
+
+def test_retention_by_time_and_size(tmp_path: Path) -> None:
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=300, retention_ms=1000), 0)
+    for i in range(30):
+        _append(log, [b"x" * 50], ts=i * 100)
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    segments = len(log.segments)
+    assert log.apply_retention(now_ms=1500) > 0
+    assert log.log_start_offset > 0 and len(log.segments) < segments
+    assert all(seg.max_timestamp >= 500 for seg in log.segments[:-1])
+    with pytest.raises(KafkaError):
+        log.read(0, 100, log.high_watermark, min_one_batch=True)
+    log.update_config(LogConfig(segment_bytes=300, retention_ms=-1, retention_bytes=400))
+    log.apply_retention(now_ms=10**9)
+    assert log.size_bytes() - log.segments[0].size < 400
+
+
+def test_offset_for_timestamp_and_epochs(tmp_path: Path) -> None:
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=300), 0)
+    for i in range(20):
+        buf = bytearray(build_batch([Record(None, b"a", 1000 + 10 * i), Record(None, b"b", 1005 + 10 * i)]))
+        log.append(buf, validate_batches(buf, max_batch_bytes=10**6), i // 10, 0)
+    assert log.offset_for_timestamp(0) == (0, 1000)
+    assert log.offset_for_timestamp(1003) == (1, 1005)
+    assert log.offset_for_timestamp(1100) == (20, 1100)
+    assert log.offset_for_timestamp(5000) is None
+    assert log.max_timestamp_offset() == (39, 1195)
+    assert log.end_offset_for_epoch(0) == (0, 20)
+    assert log.end_offset_for_epoch(1) == (1, 40)
+    assert log.end_offset_for_epoch(7) == (1, 40)
+    log.truncate_to(25)
+    assert log.log_end_offset == 24  # the whole batch 24-25 holding offset 25 is dropped
+    log.close()
+    reopened = PartitionLog.open(tmp_path, LogConfig(segment_bytes=300), 0)
+    assert reopened.end_offset_for_epoch(1) == (1, reopened.log_end_offset)
