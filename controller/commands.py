@@ -1,0 +1,183 @@
+"""Typed metadata commands and their versioned wire/disk format (orjson, strict: no pickle, no eval).
+
+Runs in every process that reads or writes the metadata log. ``decode_command`` is safe on untrusted bytes: anything
+but a well-formed, known command of a known version raises ``CommandDecodeError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+FORMAT_VERSION = 1
+
+
+class CommandDecodeError(Exception):
+    """Bytes that are not a valid command of a known type and version."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterBroker:
+    TYPE: ClassVar[str] = "RegisterBroker"
+    broker_id: int
+    host: str
+    port: int
+    rack: str | None
+    incarnation: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTopic:
+    TYPE: ClassVar[str] = "CreateTopic"
+    name: str
+    topic_id: uuid.UUID
+    assignments: tuple[tuple[int, ...], ...]  # assignments[p] = replicas of partition p, preferred leader first
+    configs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePartitions:
+    TYPE: ClassVar[str] = "CreatePartitions"
+    name: str
+    new_assignments: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTopic:
+    TYPE: ClassVar[str] = "DeleteTopic"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePartition:
+    TYPE: ClassVar[str] = "ChangePartition"
+    topic: str
+    partition: int
+    leader: int
+    isr: tuple[int, ...]
+    leader_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlterTopicConfigs:
+    TYPE: ClassVar[str] = "AlterTopicConfigs"
+    name: str
+    set_configs: tuple[tuple[str, str], ...]
+    delete_configs: tuple[str, ...]
+
+
+Command = RegisterBroker | CreateTopic | CreatePartitions | DeleteTopic | ChangePartition | AlterTopicConfigs
+_TYPES: dict[str, type[Any]] = {
+    c.TYPE: c for c in (RegisterBroker, CreateTopic, CreatePartitions, DeleteTopic, ChangePartition, AlterTopicConfigs)
+}
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def encode_command(cmd: Command) -> bytes:
+    body: dict[str, Any] = {"v": FORMAT_VERSION, "type": cmd.TYPE}
+    for f in dataclasses.fields(cmd):
+        body[f.name] = _to_json(getattr(cmd, f.name))
+    return orjson.dumps(body)
+
+
+def _int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
+        raise CommandDecodeError(f"{name}: expected an integer")
+    return v
+
+
+def _str(v: Any, name: str) -> str:
+    if not isinstance(v, str):
+        raise CommandDecodeError(f"{name}: expected a string")
+    return v
+
+
+def _list(v: Any, name: str) -> list[Any]:
+    if not isinstance(v, list):
+        raise CommandDecodeError(f"{name}: expected a list")
+    return v
+
+
+def _ints(v: Any, name: str) -> tuple[int, ...]:
+    return tuple(_int(x, name) for x in _list(v, name))
+
+
+def _pairs(v: Any, name: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in _list(v, name):
+        pair = _list(item, name)
+        if len(pair) != 2:
+            raise CommandDecodeError(f"{name}: expected [key, value] pairs")
+        out.append((_str(pair[0], name), _str(pair[1], name)))
+    return tuple(out)
+
+
+def decode_command(data: bytes) -> Command:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise CommandDecodeError(f"not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise CommandDecodeError("a command is a JSON object")
+    if body.get("v") != FORMAT_VERSION:
+        raise CommandDecodeError(f"unknown command format version {body.get('v')!r}")
+    cls = _TYPES.get(body.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise CommandDecodeError(f"unknown command type {body.get('type')!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = set(body) - names - {"v", "type"}
+    missing = names - set(body)
+    if extra or missing:
+        raise CommandDecodeError(f"{cls.TYPE}: unexpected fields {sorted(extra)}, missing {sorted(missing)}")
+    b = body
+    if cls is RegisterBroker:
+        rack = b["rack"]
+        return RegisterBroker(
+            _int(b["broker_id"], "broker_id"),
+            _str(b["host"], "host"),
+            _int(b["port"], "port"),
+            None if rack is None else _str(rack, "rack"),
+            _str(b["incarnation"], "incarnation"),
+        )
+    if cls is CreateTopic:
+        try:
+            topic_id = uuid.UUID(_str(b["topic_id"], "topic_id"))
+        except ValueError:
+            raise CommandDecodeError("topic_id: not a UUID") from None
+        return CreateTopic(
+            _str(b["name"], "name"),
+            topic_id,
+            tuple(_ints(a, "assignments") for a in _list(b["assignments"], "assignments")),
+            _pairs(b["configs"], "configs"),
+        )
+    if cls is CreatePartitions:
+        return CreatePartitions(
+            _str(b["name"], "name"),
+            tuple(_ints(a, "new_assignments") for a in _list(b["new_assignments"], "new_assignments")),
+        )
+    if cls is DeleteTopic:
+        return DeleteTopic(_str(b["name"], "name"))
+    if cls is ChangePartition:
+        return ChangePartition(
+            _str(b["topic"], "topic"),
+            _int(b["partition"], "partition"),
+            _int(b["leader"], "leader"),
+            _ints(b["isr"], "isr"),
+            _int(b["leader_epoch"], "leader_epoch"),
+        )
+    return AlterTopicConfigs(
+        _str(b["name"], "name"),
+        _pairs(b["set_configs"], "set_configs"),
+        tuple(_str(x, "delete_configs") for x in _list(b["delete_configs"], "delete_configs")),
+    )

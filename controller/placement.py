@@ -1,0 +1,42 @@
+"""Replica placement for new partitions: balanced by partition count and leader count, racks spread when known.
+
+Runs wherever topics are created; pure and deterministic for a given image (ties broken by broker id).
+"""
+
+from __future__ import annotations
+
+import collections
+
+from controller.image import MetadataImage
+
+
+def place_partitions(
+    image: MetadataImage, partitions: int, replication_factor: int, start_partition: int = 0
+) -> tuple[tuple[int, ...], ...]:
+    brokers = sorted(image.brokers)
+    if replication_factor > len(brokers):
+        raise ValueError(f"replication factor {replication_factor} exceeds the {len(brokers)} registered brokers")
+    replicas_on: collections.Counter[int] = collections.Counter()
+    leaders_on: collections.Counter[int] = collections.Counter()
+    for topic in image.topics.values():
+        for p in topic.partitions:
+            replicas_on.update(p.replicas)
+            if p.replicas:
+                leaders_on[p.replicas[0]] += 1
+    rack_of = {b: image.brokers[b].rack for b in brokers}
+    out = []
+    for _ in range(partitions):
+        chosen: list[int] = []
+        # Leader: fewest leaders, then fewest replicas.
+        leader = min(brokers, key=lambda b: (leaders_on[b], replicas_on[b], b))
+        chosen.append(leader)
+        while len(chosen) < replication_factor:
+            used_racks = {rack_of[b] for b in chosen if rack_of[b] is not None}
+            candidates = [b for b in brokers if b not in chosen]
+            chosen.append(
+                min(candidates, key=lambda b: (rack_of[b] is not None and rack_of[b] in used_racks, replicas_on[b], b))
+            )
+        leaders_on[leader] += 1
+        replicas_on.update(chosen)
+        out.append(tuple(chosen))
+    return tuple(out)
