@@ -97,6 +97,9 @@ class BrokerConfig:
     fetch_max_bytes: int = _setting(55 * MIB, "upper bound on one Fetch response (Kafka's fetch.max.bytes)", 1024, GIB)
     fetch_max_wait_ms: int = _setting(30_000, "upper bound on a Fetch's max_wait_ms (long poll)", 0, 300_000)
     produce_timeout_max_ms: int = _setting(300_000, "upper bound on a Produce's timeout_ms", 0, 3_600_000)
+    producers_per_partition_max: int = _setting(
+        10_000, "idempotent producers remembered per partition (least recently used dropped)", 1, 1_000_000
+    )
     shutdown_timeout_ms: int = _setting(30_000, "graceful shutdown deadline", 100, 600_000)
 
     @property
@@ -130,7 +133,7 @@ def settings() -> list[dataclasses.Field[Any]]:
 
 def _convert(f: dataclasses.Field[Any], raw: object, source: str) -> Any:
     """Turn a raw value (string from env/flags, JSON value from a file) into the field's type, checking bounds."""
-    kind = type(f.default)
+    kind: type[Any] = type(f.default)
     name = f.name
     try:
         if kind is bool:

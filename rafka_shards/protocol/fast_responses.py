@@ -25,7 +25,7 @@ _NULL_UUID = bytes(16)
 
 
 class ProducePartitionResult(NamedTuple):
-    index: int
+    partition: int
     error_code: int
     base_offset: int
     log_append_time_ms: int
@@ -34,7 +34,7 @@ class ProducePartitionResult(NamedTuple):
 
 
 class FetchPartitionData(NamedTuple):
-    index: int
+    partition: int
     error_code: int
     high_watermark: int
     last_stable_offset: int
@@ -45,7 +45,7 @@ class FetchPartitionData(NamedTuple):
 
 class MetadataPartition(NamedTuple):
     error_code: int
-    index: int
+    partition: int
     leader_id: int
     leader_epoch: int
     replica_nodes: Sequence[int]
@@ -141,7 +141,7 @@ def encode_produce_response(
         w.string(name)
         w.length(len(partitions))
         for p in partitions:
-            buf += _PRODUCE_PARTITION.pack(p.index, p.error_code, p.base_offset)
+            buf += _PRODUCE_PARTITION.pack(p.partition, p.error_code, p.base_offset)
             buf += _I64.pack(p.log_append_time_ms)
             if version >= 5:
                 buf += _I64.pack(p.log_start_offset)
@@ -178,7 +178,7 @@ def encode_fetch_response(
             w.string(name)
         w.length(len(partitions))
         for p in partitions:
-            buf += _FETCH_PARTITION.pack(p.index, p.error_code, p.high_watermark, p.last_stable_offset)
+            buf += _FETCH_PARTITION.pack(p.partition, p.error_code, p.high_watermark, p.last_stable_offset)
             if version >= 5:
                 buf += _I64.pack(p.log_start_offset)
             w.length(-1)  # aborted_transactions: null (no transactions)
@@ -238,7 +238,7 @@ def encode_metadata_response(
         w.length(len(t.partitions))
         for p in t.partitions:
             buf += _I16.pack(p.error_code)
-            buf += _I32.pack(p.index)
+            buf += _I32.pack(p.partition)
             buf += _I32.pack(p.leader_id)
             if version >= 7:
                 buf += _I32.pack(p.leader_epoch)

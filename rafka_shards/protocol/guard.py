@@ -45,7 +45,7 @@ Step = tuple[str, Any, bool]
 
 
 @functools.cache
-def _plan(cls: type[Any]) -> tuple[bool, tuple[Step, ...]]:
+def _plan(cls: Any) -> tuple[bool, tuple[Step, ...]]:
     flexible = bool(cls.__flexible__)
     steps: list[Step] = []
     for f in dataclasses.fields(cls):
@@ -65,7 +65,7 @@ def _plan(cls: type[Any]) -> tuple[bool, tuple[Step, ...]]:
     return flexible, tuple(steps)
 
 
-def check(cls: type[Any], buf: bytes, pos: int) -> None:
+def check(cls: Any, buf: bytes, pos: int) -> None:
     """Raise GuardError unless ``buf[pos:]`` is structurally a ``cls`` (lengths within bounds)."""
     try:
         _walk(cls, buf, pos, len(buf))
@@ -97,7 +97,7 @@ def _length(buf: bytes, pos: int, flexible: bool, wide: bool) -> tuple[int, int]
     return struct.unpack_from(">h", buf, pos)[0], pos + 2
 
 
-def _walk(cls: type[Any], buf: bytes, pos: int, end: int) -> int:
+def _walk(cls: Any, buf: bytes, pos: int, end: int) -> int:
     flexible, steps = _plan(cls)
     for kind, detail, is_array in steps:
         count = 1

@@ -69,8 +69,7 @@ def _entity_class(module: types.ModuleType | None, kind: str) -> type[Any] | Non
             isinstance(value, type)
             and dataclasses.is_dataclass(value)
             and value.__module__ == module.__name__
-            and getattr(value, "__type__", None) is not None
-            and value.__type__.name == kind
+            and getattr(getattr(value, "__type__", None), "name", None) == kind
         ):
             return value
     return None
@@ -83,17 +82,17 @@ def is_flexible(api_key: int, version: int) -> bool:
 
 
 @functools.cache
-def _reader(cls: type[Any]) -> Callable[[bytes, int], tuple[Any, int]]:
-    return entity_reader(cls)  # type: ignore[no-any-return]
+def _reader(cls: Any) -> Callable[[bytes, int], tuple[Any, int]]:
+    return entity_reader(cls)
 
 
 @functools.cache
-def _writer(cls: type[Any]) -> Callable[[io.BytesIO, Any], None]:
-    return entity_writer(cls)  # type: ignore[no-any-return]
+def _writer(cls: Any) -> Callable[[io.BytesIO, Any], None]:
+    return entity_writer(cls)
 
 
 def decode_request(api_key: int, version: int, frame: bytes, offset: int) -> Any:
-    cls = request_class(api_key, version)
+    cls: Any = request_class(api_key, version)
     assert cls is not None, (api_key, version)
     try:
         # kio's native reader aborts the process on absurd length prefixes: check the structure first.
@@ -113,7 +112,8 @@ def decode_request(api_key: int, version: int, frame: bytes, offset: int) -> Any
 
 def encode(obj: Any) -> bytes:
     buf = io.BytesIO()
-    _writer(type(obj))(buf, obj)
+    cls: Any = type(obj)
+    _writer(cls)(buf, obj)
     return buf.getvalue()
 
 
@@ -161,7 +161,7 @@ def _to_uuid(value: Any) -> uuid.UUID | None:
 
 
 @functools.cache
-def _plan(cls: type[Any]) -> tuple[_FieldPlan, ...]:
+def _plan(cls: Any) -> tuple[_FieldPlan, ...]:
     hints = typing.get_type_hints(cls)
     plans = []
     for f in dataclasses.fields(cls):
@@ -170,7 +170,7 @@ def _plan(cls: type[Any]) -> tuple[_FieldPlan, ...]:
     return tuple(plans)
 
 
-def build(cls: type[Any], data: Mapping[str, Any]) -> Any:
+def build(cls: Any, data: Mapping[str, Any]) -> Any:
     """Construct kio class ``cls`` from ``data``, keeping only the fields this version has.
 
     Nested structs are given as mappings and lists of mappings. A field the version has but ``data`` lacks is an
@@ -186,7 +186,7 @@ def build(cls: type[Any], data: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def field_names(cls: type[Any]) -> Sequence[str]:
+def field_names(cls: Any) -> Sequence[str]:
     return [p.name for p in _plan(cls)]
 
 

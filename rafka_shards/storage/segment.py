@@ -63,9 +63,8 @@ class LogSegment:
         headers: list[BatchHeader] = []
         valid_end = 0
         if self.size:
-            with mmap.mmap(self.fd, self.size, prot=mmap.PROT_READ) as mm:
-                with memoryview(mm) as view:
-                    valid_end, headers = scan_for_recovery(view)
+            with mmap.mmap(self.fd, self.size, prot=mmap.PROT_READ) as mm, memoryview(mm) as view:
+                valid_end, headers = scan_for_recovery(view)
         if headers and headers[0].base_offset != self.base_offset:
             valid_end, headers = 0, []  # the segment's name disagrees with its content: trust neither
         truncated = valid_end != self.size

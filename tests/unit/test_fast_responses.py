@@ -33,7 +33,7 @@ def _ts(ms: int) -> datetime.datetime | None:
 
 produce_partition = st.builds(
     ProducePartitionResult,
-    index=i32,
+    partition=i32,
     error_code=codes,
     base_offset=i64,
     log_append_time_ms=st.just(-1) | st.integers(0, 2**41).map(lambda n: n - n % 1000),
@@ -55,7 +55,13 @@ def test_produce_matches_kio(
             {
                 "name": name,
                 "partition_responses": [
-                    {**p._asdict(), "log_append_time": _ts(p.log_append_time_ms), "record_errors": []} for p in parts
+                    {
+                        **p._asdict(),
+                        "index": p.partition,
+                        "log_append_time": _ts(p.log_append_time_ms),
+                        "record_errors": [],
+                    }
+                    for p in parts
                 ],
             }
             for name, parts in topics
@@ -66,7 +72,7 @@ def test_produce_matches_kio(
 
 fetch_partition = st.builds(
     FetchPartitionData,
-    index=i32,
+    partition=i32,
     error_code=codes,
     high_watermark=i64,
     last_stable_offset=i64,
@@ -95,7 +101,7 @@ def test_fetch_matches_kio(
                 "partitions": [
                     {
                         **p._asdict(),
-                        "partition_index": p.index,
+                        "partition_index": p.partition,
                         "aborted_transactions": None,
                         "records": None if p.records is None else b"".join(bytes(c) for c in p.records),
                     }
@@ -117,7 +123,7 @@ def test_fetch_passes_record_buffers_through() -> None:
 metadata_partition = st.builds(
     MetadataPartition,
     error_code=codes,
-    index=i32,
+    partition=i32,
     leader_id=i32,
     leader_epoch=i32,
     replica_nodes=st.lists(i32, max_size=3),
@@ -161,7 +167,7 @@ def test_metadata_matches_kio(
             {
                 **t._asdict(),
                 "topic_id": uuid.UUID(bytes=t.topic_id),
-                "partitions": [{**p._asdict(), "partition_index": p.index} for p in t.partitions],
+                "partitions": [{**p._asdict(), "partition_index": p.partition} for p in t.partitions],
             }
             for t in topics
         ],

@@ -1,0 +1,406 @@
+"""The shard's partitions and its view of cluster metadata (Kafka's ReplicaManager + metadata publisher, one shard).
+
+Runs in a shard process on its event loop. Reads metadata only through the controller's image and changes it only by
+proposing typed commands; after every new image it reconciles: opens the logs of partitions this shard now leads,
+closes those it no longer leads, deletes the data of deleted topics.
+
+On disk, under ``data_dir``:
+- ``controller/``: the metadata log (owned by the controller).
+- ``kafka/<topic>-<partition>/``: one partition's segments, a ``partition.metadata`` file naming the topic id (as
+  Kafka does since KIP-516, so data of a deleted topic is never served under a re-created topic of the same name)
+  and a ``.lock`` held with flock by the one process that serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from controller.commands import (
+    AlterTopicConfigs,
+    Command,
+    CreatePartitions,
+    CreateTopic,
+    DeleteTopic,
+    RegisterBroker,
+)
+from controller.image import MetadataImage, TopicImage
+from controller.local import CommandRejected, LocalController
+from controller.placement import place_partitions
+from controller.state_machine import RejectKind
+from rafka_shards.broker.flusher import GroupCommitFlusher
+from rafka_shards.broker.partition import Partition
+from rafka_shards.broker.producer_ids import ProducerIdAllocator
+from rafka_shards.config import BrokerConfig
+from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
+from rafka_shards.records.batch import BatchHeader
+from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.log import AppendInfo, PartitionLog
+
+log = logging.getLogger(__name__)
+
+REJECTION_CODES: Mapping[RejectKind, ErrorCode] = {
+    RejectKind.INVALID_TOPIC: ErrorCode.INVALID_TOPIC_EXCEPTION,
+    RejectKind.TOPIC_ALREADY_EXISTS: ErrorCode.TOPIC_ALREADY_EXISTS,
+    RejectKind.UNKNOWN_TOPIC: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+    RejectKind.INVALID_PARTITIONS: ErrorCode.INVALID_PARTITIONS,
+    RejectKind.INVALID_REPLICATION_FACTOR: ErrorCode.INVALID_REPLICATION_FACTOR,
+    RejectKind.INVALID_REPLICA_ASSIGNMENT: ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+    RejectKind.INVALID_CONFIG: ErrorCode.INVALID_CONFIG,
+    RejectKind.UNKNOWN_BROKER: ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+    RejectKind.STALE_LEADER_EPOCH: ErrorCode.FENCED_LEADER_EPOCH,
+    RejectKind.INVALID_REQUEST: ErrorCode.INVALID_REQUEST,
+}
+
+PARTITION_METADATA_FILE = "partition.metadata"
+LOCK_FILE = ".lock"
+
+
+def log_config_defaults(config: BrokerConfig) -> LogConfig:
+    return LogConfig(
+        segment_bytes=config.log_segment_bytes,
+        segment_ms=config.log_segment_ms,
+        retention_ms=config.log_retention_ms,
+        retention_bytes=config.log_retention_bytes,
+        max_message_bytes=config.message_max_bytes,
+    )
+
+
+class PartitionManager:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        metadata: LocalController,
+        flusher: GroupCommitFlusher,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.broker_id = config.broker_id
+        self.metadata = metadata
+        self.flusher = flusher
+        self.now_ms = now_ms
+        self.log_defaults = log_config_defaults(config)
+        self.partitions: dict[TopicPartition, Partition] = {}
+        self._locks: dict[TopicPartition, int] = {}
+        self._propose_lock = asyncio.Lock()
+        self._kafka_dir = config.data_dir / "kafka"
+        self._kafka_dir.mkdir(parents=True, exist_ok=True)
+        self.producer_ids = ProducerIdAllocator(config.data_dir / "producer_id_block")
+
+    @property
+    def image(self) -> MetadataImage:
+        return self.metadata.image
+
+    # ---- metadata changes ------------------------------------------------------------------------------------
+
+    async def propose(self, cmd: Command) -> MetadataImage:
+        """Validate, append and fsync ``cmd`` in the metadata log (off the loop thread), then reconcile."""
+        async with self._propose_lock:
+            loop = asyncio.get_running_loop()
+            try:
+                image = await loop.run_in_executor(None, self.metadata.propose, cmd)
+            except CommandRejected as e:
+                raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
+            self.reconcile(image)
+            return image
+
+    async def register(self) -> None:
+        ep = self.config.advertise_endpoint
+        await self.propose(
+            RegisterBroker(
+                broker_id=self.broker_id,
+                host=ep.host,
+                port=ep.port,
+                rack=self.config.rack or None,
+                incarnation=str(uuid.uuid4()),
+            )
+        )
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str],
+        assignments: tuple[tuple[int, ...], ...] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> TopicImage | None:
+        """Create a topic (None when ``validate_only``); raises KafkaError with the precise code."""
+        err = topic_name_error(name)
+        if err is not None:
+            raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, err)
+        if assignments is None:
+            if partitions < 1:
+                raise KafkaError(ErrorCode.INVALID_PARTITIONS, f"number of partitions must be >= 1, got {partitions}")
+            if replication_factor < 1:
+                raise KafkaError(
+                    ErrorCode.INVALID_REPLICATION_FACTOR,
+                    f"replication factor must be >= 1, got {replication_factor}",
+                )
+            assignments = self._place(partitions, replication_factor)
+        cmd = CreateTopic(
+            name=name,
+            topic_id=uuid.uuid4(),
+            assignments=assignments,
+            configs=tuple(sorted(configs.items())),
+        )
+        if validate_only:
+            rejection = self._validate(cmd)
+            if rejection is not None:
+                raise rejection
+            return None
+        image = await self.propose(cmd)
+        return image.topics[name]
+
+    def _place(self, partitions: int, replication_factor: int, start: int = 0) -> tuple[tuple[int, ...], ...]:
+        brokers = len(self.image.brokers)
+        if replication_factor > brokers:
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                f"replication factor {replication_factor} is larger than the {brokers} available broker(s)",
+            )
+        return place_partitions(self.image, partitions, replication_factor, start)
+
+    def _validate(self, cmd: Command) -> KafkaError | None:
+        from controller.state_machine import validate
+
+        rejection = validate(self.image, cmd)
+        if rejection is None:
+            return None
+        return KafkaError(REJECTION_CODES[rejection.kind], rejection.message)
+
+    async def create_partitions(
+        self, name: str, count: int, assignments: tuple[tuple[int, ...], ...] | None, *, validate_only: bool
+    ) -> None:
+        topic = self.image.topics.get(name)
+        if topic is None:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist")
+        current = len(topic.partitions)
+        if count <= current:
+            raise KafkaError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"topic {name!r} has {current} partitions; the new count {count} must be larger",
+            )
+        rf = len(topic.partitions[0].replicas) if topic.partitions else 1
+        if assignments is None:
+            assignments = self._place(count - current, rf, current)
+        elif len(assignments) != count - current:
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"{len(assignments)} assignments given for {count - current} new partitions",
+            )
+        cmd = CreatePartitions(name=name, new_assignments=assignments)
+        if validate_only:
+            error = self._validate(cmd)
+            if error is not None:
+                raise error
+            return
+        await self.propose(cmd)
+
+    async def delete_topic(self, name: str) -> None:
+        await self.propose(DeleteTopic(name=name))
+
+    async def alter_topic_configs(self, name: str, set_configs: Mapping[str, str], delete: tuple[str, ...]) -> None:
+        await self.propose(
+            AlterTopicConfigs(name=name, set_configs=tuple(sorted(set_configs.items())), delete_configs=delete)
+        )
+
+    async def auto_create(self, name: str) -> TopicImage | None:
+        """Create ``name`` with the defaults if auto creation is on; None when it is off."""
+        if not self.config.auto_create_topics:
+            return None
+        existing = self.image.topics.get(name)
+        if existing is not None:
+            return existing
+        try:
+            await self.create_topic(name, self.config.default_partitions, self.config.default_replication_factor, {})
+            return self.image.topics[name]
+        except KafkaError as e:
+            if e.code is ErrorCode.TOPIC_ALREADY_EXISTS:  # created concurrently by another request
+                return self.image.topics[name]
+            raise
+
+    # ---- serving ---------------------------------------------------------------------------------------------
+
+    def append(self, p: Partition, buf: bytearray, headers: list[BatchHeader]) -> AppendInfo:
+        """Write validated batches to ``p`` (page cache) and queue the partition for the next group commit.
+
+        A retry of an idempotent producer's recent batch is not written again: it gets its first offsets back.
+        """
+        duplicate = p.producers.check(headers)
+        if duplicate is not None:
+            return AppendInfo(
+                base_offset=duplicate.first_offset,
+                last_offset=duplicate.last_offset,
+                log_append_time_ms=-1,
+                log_start_offset=p.log.log_start_offset,
+            )
+        info = p.append(buf, headers, self.now_ms())
+        p.producers.update(headers, info.base_offset)
+        self.flusher.mark_dirty(p)
+        return info
+
+    def lookup(self, topic: str, partition: int) -> Partition:
+        """The partition this shard leads, or a KafkaError with the precise reason it cannot serve it."""
+        p = self.partitions.get(TopicPartition(topic, partition))
+        if p is not None:
+            return p
+        raise KafkaError(*self.unavailable_reason(topic, partition))
+
+    def unavailable_reason(self, topic: str, partition: int) -> tuple[ErrorCode, str]:
+        err = topic_name_error(topic)
+        if err is not None:
+            return ErrorCode.INVALID_TOPIC_EXCEPTION, err
+        t = self.image.topics.get(topic)
+        if t is None:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {topic!r} does not exist"
+        if not 0 <= partition < len(t.partitions):
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {topic!r} has no partition {partition}"
+        leader = t.partitions[partition].leader
+        if leader < 0:
+            return ErrorCode.LEADER_NOT_AVAILABLE, f"{topic}-{partition} has no leader"
+        return ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} is led by broker {leader}, not {self.broker_id}"
+
+    # ---- reconciliation --------------------------------------------------------------------------------------
+
+    def reconcile(self, image: MetadataImage) -> None:
+        """Open, update and close partition logs so that this shard serves exactly what the image says it leads."""
+        wanted: dict[TopicPartition, tuple[TopicImage, int]] = {}
+        for topic in image.topics.values():
+            for p in topic.partitions:
+                if p.leader == self.broker_id:
+                    wanted[TopicPartition(topic.name, p.partition)] = (topic, p.leader_epoch)
+        for tp in list(self.partitions):
+            if tp not in wanted or wanted[tp][0].topic_id != self.partitions[tp].topic_id:
+                topic_gone = image.topics.get(tp.topic) is None or (
+                    image.topics[tp.topic].topic_id != self.partitions[tp].topic_id
+                )
+                self._close_partition(tp, delete=topic_gone)
+        now = self.now_ms()
+        for tp, (topic, epoch) in wanted.items():
+            existing = self.partitions.get(tp)
+            log_config = self._log_config(topic)
+            if existing is None:
+                self._open_partition(tp, topic.topic_id, epoch, log_config, now)
+            else:
+                existing.leader_epoch = epoch
+                if existing.log.config != log_config:
+                    existing.log.update_config(log_config)
+        self._remove_stray_directories(image)
+
+    def _log_config(self, topic: TopicImage) -> LogConfig:
+        try:
+            return LogConfig.from_topic_configs(topic.configs, self.log_defaults)
+        except ValueError as e:  # validated before it entered the metadata log: a bug if it happens
+            raise AssertionError(f"topic {topic.name}: invalid configs in the metadata image: {e}") from e
+
+    def partition_dir(self, tp: TopicPartition) -> Path:
+        # The name was validated against Kafka's rule before it entered the metadata log; assert it again here,
+        # right before it becomes a path.
+        assert topic_name_error(tp.topic) is None, tp.topic
+        return self._kafka_dir / f"{tp.topic}-{tp.partition}"
+
+    def _open_partition(
+        self, tp: TopicPartition, topic_id: uuid.UUID, epoch: int, log_config: LogConfig, now_ms: int
+    ) -> None:
+        directory = self.partition_dir(tp)
+        marker = directory / PARTITION_METADATA_FILE
+        if directory.exists():
+            recorded = _read_topic_id(marker)
+            if recorded != topic_id:
+                log.warning("removing %s: it holds data of topic id %s, not %s", directory, recorded, topic_id)
+                shutil.rmtree(directory)
+        fresh = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise RuntimeError(f"{directory} is locked by another process: two shards must never serve {tp}") from None
+        if fresh:
+            _write_atomically(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
+        plog = PartitionLog.open(directory, log_config, now_ms)
+        durability = self.config.durability
+        self.partitions[tp] = Partition(
+            tp, topic_id, directory, plog, epoch, durability, self.config.producers_per_partition_max
+        )
+        self._locks[tp] = lock_fd
+        log.info(
+            "serving %s (topic id %s, leader epoch %d): log start %d, end %d",
+            tp,
+            topic_id,
+            epoch,
+            plog.log_start_offset,
+            plog.log_end_offset,
+        )
+
+    def _close_partition(self, tp: TopicPartition, *, delete: bool) -> None:
+        p = self.partitions.pop(tp)
+        p.close(delete=delete)
+        lock_fd = self._locks.pop(tp)
+        os.close(lock_fd)
+        if delete:
+            shutil.rmtree(p.directory, ignore_errors=True)
+        log.info("%s %s", "deleted" if delete else "stopped serving", tp)
+
+    def _remove_stray_directories(self, image: MetadataImage) -> None:
+        """Delete partition directories of topics that no longer exist (a crash between delete and cleanup)."""
+        for entry in os.scandir(self._kafka_dir):
+            if not entry.is_dir():
+                continue
+            topic, sep, part = entry.name.rpartition("-")
+            if not sep or not part.isdigit():
+                continue
+            t = image.topics.get(topic)
+            if t is not None and int(part) < len(t.partitions):
+                recorded = _read_topic_id(Path(entry.path) / PARTITION_METADATA_FILE)
+                if recorded is None or recorded == t.topic_id:
+                    continue
+            if TopicPartition(topic, int(part)) in self.partitions:
+                continue
+            log.info("removing %s: its topic no longer exists", entry.path)
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def apply_retention(self) -> int:
+        now = self.now_ms()
+        return sum(p.log.apply_retention(now) for p in self.partitions.values())
+
+    def close(self) -> None:
+        for tp in list(self.partitions):
+            self._close_partition(tp, delete=False)
+
+
+def _read_topic_id(path: Path) -> uuid.UUID | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "topic_id":
+                return uuid.UUID(value.strip())
+    return None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

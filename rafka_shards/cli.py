@@ -1,0 +1,104 @@
+"""Command line: ``python -m rafka_shards serve`` starts a working single-node broker with no configuration.
+
+Runs in the serving process. Flags are generated from ``BrokerConfig``'s fields (their docs and bounds), so ``--help``
+lists every setting; each one can also come from ``RAFKA_<NAME>`` in the environment or a JSON ``--config`` file.
+Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a fatal error while serving, 2 on bad usage or a
+configuration or start-up error (port in use, unusable data directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from rafka_shards import __version__
+from rafka_shards.config import BrokerConfig, ConfigError, load_config, settings
+
+log = logging.getLogger("rafka_shards")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rafka_shards", description="A Kafka-compatible broker.")
+    parser.add_argument("--version", action="version", version=f"rafka_shards {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run a broker",
+        description="Run a broker. Every flag can also be set as RAFKA_<NAME> in the environment "
+        "or in a JSON file given with --config; flags win over the environment, which wins over the file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--config", type=Path, default=None, help="JSON file of settings")
+    for f in settings():
+        bounds = ""
+        if f.metadata.get("min") is not None:
+            bounds = f" [{f.metadata['min']}..{f.metadata['max']}]"
+        default = f.default.value if hasattr(f.default, "value") else f.default
+        serve.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{f.metadata['doc']}{bounds} (default: {default})",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    flags = {f.name: getattr(args, f.name) for f in settings()}
+    try:
+        config = load_config(flags, config_file=args.config)
+    except ConfigError as e:
+        print(f"rafka_shards: configuration error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return serve(config)
+
+
+def serve(config: BrokerConfig) -> int:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is a dependency; plain asyncio still works without it
+        return asyncio.run(_serve(config))
+    return int(uvloop.run(_serve(config)))
+
+
+async def _serve(config: BrokerConfig) -> int:
+    from rafka_shards.server.admin import start_admin
+    from rafka_shards.server.shard import Shard, StartupError
+
+    shard = Shard(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shard.request_stop)
+    admin = None
+    try:
+        await shard.start()
+        admin_ep = config.admin_endpoint
+        if admin_ep is not None:
+            try:
+                admin = await start_admin(shard, admin_ep)
+            except OSError as e:
+                raise StartupError(f"cannot listen on {admin_ep} for the admin API: {e.strerror}") from None
+            log.info("admin API on http://%s", admin_ep)
+    except StartupError as e:
+        log.error("%s", e)
+        await shard.stop()
+        return 2
+    fatal = await shard.wait_stopped()
+    log.info("shutting down")
+    if admin is not None:
+        with contextlib.suppress(OSError):
+            await admin.cleanup()
+    await shard.stop()
+    return 1 if fatal is not None else 0

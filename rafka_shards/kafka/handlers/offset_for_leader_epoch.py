@@ -1,0 +1,35 @@
+"""OffsetForLeaderEpoch (API key 23), versions 2-4: the end offset of a leader epoch (KIP-101, KIP-279).
+
+Runs in a shard process, on the partition's leader. Clients (librdkafka, KIP-320) use it after a leader change to
+detect log truncation; followers will use it in the replication issue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rafka_shards.kafka.api import ApiHandler, RequestContext, ResponseBody
+from rafka_shards.model import KafkaError
+from rafka_shards.protocol import kio_codec
+
+
+async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
+    manager = ctx.manager
+    topics = []
+    for topic in req.topics:
+        name = str(topic.topic)
+        parts = []
+        for rp in topic.partitions:
+            index = int(rp.partition)
+            try:
+                p = manager.lookup(name, index)
+                p.check_leader_epoch(int(getattr(rp, "current_leader_epoch", -1)))
+                epoch, end = p.log.end_offset_for_epoch(int(rp.leader_epoch))
+                parts.append({"error_code": 0, "partition": index, "leader_epoch": epoch, "end_offset": end})
+            except KafkaError as e:
+                parts.append({"error_code": int(e.code), "partition": index, "leader_epoch": -1, "end_offset": -1})
+        topics.append({"topic": name, "partitions": parts})
+    return kio_codec.encode_response(23, ctx.version, {"throttle_time": 0, "topics": topics})
+
+
+HANDLER = ApiHandler(key=23, min_version=2, max_version=4, handle=handle)
