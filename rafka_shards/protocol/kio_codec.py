@@ -103,10 +103,9 @@ def decode_request(api_key: int, version: int, frame: bytes, offset: int) -> Any
         obj, size = _reader(cls)(frame, offset)
     except (SerialError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
         raise RequestDecodeError(f"{cls.__name__} v{version}: {type(e).__name__}: {e}") from None
-    if offset + size != len(frame):
-        raise RequestDecodeError(
-            f"{cls.__name__} v{version}: {len(frame) - offset - size} trailing bytes after the request body"
-        )
+    # Trailing bytes are ignored, as Kafka's own parser does: librdkafka 2.16 sends 3 extra bytes after
+    # a Metadata v12 request for all topics, and Kafka brokers accept it.
+    del size
     return obj
 
 

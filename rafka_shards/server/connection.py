@@ -132,6 +132,7 @@ class KafkaConnection(asyncio.Protocol):
             header, body_offset = parse_request_header(frame, kio_codec.is_flexible(api_key, version))
             request = kio_codec.decode_request(api_key, version, frame, body_offset)
         except (HeaderError, kio_codec.RequestDecodeError) as e:
+            log.debug("malformed frame from %s: %s", self.peer, frame[:256].hex())
             self._abort(f"malformed {handler.name} v{version} request: {e}")
             return
         ctx = RequestContext(header, self._shard.manager, self._config, self._shard.apis)
