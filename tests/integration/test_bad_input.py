@@ -1,0 +1,176 @@
+"""Bad input over raw sockets: each gets the precise Kafka error or a closed connection; the broker stays up."""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+from typing import Any
+
+import psutil
+import pytest
+from kio.schema.api_versions.v0.request import ApiVersionsRequest
+from kio.schema.errors import ErrorCode
+from kio.schema.fetch.v4.request import FetchPartition, FetchRequest, FetchTopic
+from kio.schema.produce.v8.request import PartitionProduceData, ProduceRequest, TopicProduceData
+from kio.serial import entity_reader, entity_writer
+
+from rafka_shards.records.builder import Record, build_batch
+from tests.conftest import Broker
+
+pytestmark = pytest.mark.integration
+
+
+def _request(api_key: int, version: int, body: Any, correlation_id: int = 1) -> bytes:
+    buf = io.BytesIO()
+    entity_writer(type(body))(buf, body)
+    payload = struct.pack(">hhih", api_key, version, correlation_id, 4) + b"test" + buf.getvalue()
+    return struct.pack(">i", len(payload)) + payload
+
+
+def _recv_frame(sock: socket.socket) -> bytes:
+    head = _recv_exact(sock, 4)
+    (n,) = struct.unpack(">i", head)
+    return _recv_exact(sock, n)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("closed")
+        out += chunk
+    return out
+
+
+def _connect(broker: Broker) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionError:
+        return True
+
+
+def _still_serving(broker: Broker) -> None:
+    assert broker.alive()
+    with _connect(broker) as s:
+        s.sendall(_request(18, 0, ApiVersionsRequest()))
+        assert len(_recv_frame(s)) > 10
+
+
+def _produce(broker: Broker, topic: str, records: bytes) -> Any:
+    from kio.schema.produce.v8.response import ProduceResponse
+
+    req = ProduceRequest(
+        transactional_id=None,
+        acks=-1,
+        timeout=__import__("datetime").timedelta(seconds=10),
+        topic_data=(TopicProduceData(name=topic, partition_data=(PartitionProduceData(index=0, records=records),)),),
+    )
+    with _connect(broker) as s:
+        s.sendall(_request(0, 8, req))
+        frame = _recv_frame(s)
+    resp, _ = entity_reader(ProduceResponse)(frame[4:], 0)
+    return resp.responses[0].partition_responses[0]
+
+
+def test_oversized_frame_closes_without_allocating(broker: Broker) -> None:
+    assert broker.proc is not None
+    rss_before = psutil.Process(broker.proc.pid).memory_info().rss
+    with _connect(broker) as s:
+        s.sendall(struct.pack(">i", 2**31 - 1) + b"\x00" * 100)
+        assert _closed(s)
+    with _connect(broker) as s:
+        s.sendall(struct.pack(">i", 200 * 1024 * 1024))
+        assert _closed(s)
+    assert psutil.Process(broker.proc.pid).memory_info().rss < rss_before + 50 * 1024 * 1024
+    _still_serving(broker)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        struct.pack(">i", -7) + b"abcd",
+        struct.pack(">i", 3) + b"abc",  # shorter than a header
+        struct.pack(">i", 12) + struct.pack(">hhi", 999, 0, 1) + b"\x00\x00\x00\x00",  # unknown API key
+        struct.pack(">i", 12) + struct.pack(">hhi", 0, 99, 1) + b"\x00\x00\x00\x00",  # unsupported Produce version
+        struct.pack(">i", 30) + bytes(range(30)),  # garbage
+        struct.pack(">i", 40) + struct.pack(">hhih", 3, 12, 1, 0) + b"\x00" + b"\xff" * 29,  # Metadata v12 garbage
+    ],
+)
+def test_malformed_frames_close_the_connection(broker: Broker, payload: bytes) -> None:
+    with _connect(broker) as s:
+        s.sendall(payload)
+        assert _closed(s)
+    _still_serving(broker)
+
+
+def test_truncated_frame_then_close(broker: Broker) -> None:
+    with _connect(broker) as s:
+        s.sendall(struct.pack(">i", 1000) + b"\x00" * 10)
+    _still_serving(broker)
+
+
+def test_unsupported_api_versions_version_gets_error_and_ranges(broker: Broker) -> None:
+    from kio.schema.api_versions.v0.response import ApiVersionsResponse
+
+    with _connect(broker) as s:
+        s.sendall(_request(18, 99, ApiVersionsRequest()))
+        frame = _recv_frame(s)
+    assert struct.unpack(">i", frame[:4])[0] == 1
+    resp, _ = entity_reader(ApiVersionsResponse)(frame[4:], 0)
+    assert resp.error_code == ErrorCode.unsupported_version
+    ranges = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
+    assert ranges[0] == (3, 11) and ranges[1] == (4, 16) and ranges[3] == (0, 12)
+
+
+def test_corrupt_crc_is_refused_and_nothing_appended(broker: Broker, topic_name: str) -> None:
+    good = build_batch([Record(b"k", b"v", 1)])
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    r = _produce(broker, topic_name, bytes(bad))
+    assert r.error_code == ErrorCode.corrupt_message
+    r = _produce(broker, topic_name, good[:-5])
+    assert r.error_code == ErrorCode.corrupt_message
+    r = _produce(broker, topic_name, good)
+    assert r.error_code == ErrorCode.none and r.base_offset == 0  # nothing was appended before
+    _still_serving(broker)
+
+
+def test_invalid_topic_name(broker: Broker) -> None:
+    r = _produce(broker, "../etc", build_batch([Record(b"k", b"v", 1)]))
+    assert r.error_code == ErrorCode.invalid_topic_exception
+    assert not (broker.data_dir / "etc").exists()
+
+
+def test_fetch_out_of_range_and_unknown_partition(broker: Broker, topic_name: str) -> None:
+    from kio.schema.fetch.v4.response import FetchResponse
+
+    assert _produce(broker, topic_name, build_batch([Record(b"k", b"v", 1)])).error_code == ErrorCode.none
+    req = FetchRequest(
+        replica_id=-1,
+        max_wait=__import__("datetime").timedelta(milliseconds=10),
+        min_bytes=1,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        topics=(
+            FetchTopic(
+                topic=topic_name,
+                partitions=(
+                    FetchPartition(partition=0, fetch_offset=5, partition_max_bytes=1 << 20),
+                    FetchPartition(partition=7, fetch_offset=0, partition_max_bytes=1 << 20),
+                ),
+            ),
+        ),
+    )
+    with _connect(broker) as s:
+        s.sendall(_request(1, 4, req))
+        frame = _recv_frame(s)
+    resp, _ = entity_reader(FetchResponse)(frame[4:], 0)
+    codes = [p.error_code for p in resp.responses[0].partitions]
+    assert codes == [ErrorCode.offset_out_of_range, ErrorCode.unknown_topic_or_partition]
+    _still_serving(broker)
