@@ -100,7 +100,7 @@ def test_sigkill_during_acks_all_stream_loses_nothing_acknowledged(
     assert len(acked) >= acked_before_kill
     broker.start()
     got = _consume_all(broker.bootstrap, topic_name, partitions)
-    for p, records in got.items():
+    for records in got.values():
         assert [o for o, _ in records] == list(range(len(records)))  # dense, in order
         values = [int(v.decode()[1:]) for _, v in records]
         assert values == sorted(values) and len(set(values)) == len(values)  # in send order, no duplicates
