@@ -1,0 +1,31 @@
+# rafka_shards: a single-node Kafka-compatible broker.
+#   docker build -t rafka_shards .
+#   docker run -p 9092:9092 -p 9644:9644 -e RAFKA_ADVERTISE=localhost:9092 -v rafka-data:/var/lib/rafka rafka_shards
+FROM python:3.11-slim
+
+# Compilers are only needed if a dependency has no wheel for the platform; they are removed in the same layer.
+WORKDIR /src
+COPY setup.cfg pyproject.toml README.md ./
+COPY rafka_shards ./rafka_shards
+COPY controller ./controller
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --no-cache-dir . \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
+    && rm -rf /var/lib/apt/lists/* /src
+
+RUN groupadd --system rafka && useradd --system --gid rafka --home-dir /var/lib/rafka rafka \
+    && mkdir -p /var/lib/rafka && chown rafka:rafka /var/lib/rafka
+USER rafka
+WORKDIR /var/lib/rafka
+VOLUME ["/var/lib/rafka"]
+
+# Listen on all interfaces inside the container; advertise what clients outside can reach (override at run time).
+ENV RAFKA_DATA_DIR=/var/lib/rafka \
+    RAFKA_LISTEN=0.0.0.0:9092 \
+    RAFKA_ADMIN_LISTEN=0.0.0.0:9644 \
+    RAFKA_ADVERTISE=localhost:9092
+EXPOSE 9092 9644
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9644/v1/status/ready').status == 200 else 1)"
+CMD ["python", "-m", "rafka_shards", "serve"]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine with Python 3.11, then runs the checks and the tests.
+#   bash ops/test.sh            # everything
+#   bash ops/test.sh -k kcat    # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v kcat >/dev/null 2>&1; then
+    echo "==> installing kcat (Debian package) for the kcat integration tests"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat
+fi
+
+echo "==> installing the package with its [test] extras"
+python -m pip install -q -e '.[test]'
+
+echo "==> ruff"
+ruff check .
+ruff format --check .
+echo "==> mypy --strict"
+mypy
+echo "==> import contracts"
+lint-imports
+echo "==> pytest"
+python -m pytest -n auto "$@"
