@@ -1,0 +1,248 @@
+"""First throughput benchmark: librdkafka producers in separate processes, then one consumer reading it all back.
+
+    python bench/produce_consume.py                       # starts its own broker in a temporary directory
+    python bench/produce_consume.py --bootstrap HOST:PORT --broker-pid PID
+    python bench/produce_consume.py --help
+
+Every run is bounded by a message count and a time limit, listens on 127.0.0.1 only, and cleans up what it started.
+It prints produced and consumed MB/s, the broker's CPU seconds per MB (psutil, over the broker process) and the
+clients' CPU seconds, and appends one CSV row to --out. The full harness with peers is a later issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _producer(bootstrap: str, topic: str, count: int, size: int, acks: str, linger_ms: int, deadline: float, q: Any) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": acks,
+            "linger.ms": linger_ms,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.kbytes": 512 * 1024,
+            "compression.type": "none",
+        }
+    )
+    payload = os.urandom(size)
+    errors = 0
+    acked = 0
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        nonlocal errors, acked
+        if err is not None:
+            errors += 1
+        else:
+            acked += 1
+
+    started = time.perf_counter()
+    sent = 0
+    while sent < count and time.time() < deadline:
+        try:
+            p.produce(topic, value=payload, on_delivery=on_delivery)
+            sent += 1
+        except BufferError:
+            p.poll(0.001)
+    p.flush(max(1.0, deadline - time.time()))
+    elapsed = time.perf_counter() - started
+    cpu = psutil.Process().cpu_times()
+    q.put({"acked": acked, "errors": errors, "seconds": elapsed, "cpu": cpu.user + cpu.system})
+
+
+def _consumer(bootstrap: str, topic: str, partitions: int, expected: int, deadline: float, q: Any) -> None:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 52428800,
+            "max.partition.fetch.bytes": 4 * 1048576,
+            "queued.max.messages.kbytes": 256 * 1024,
+        }
+    )
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    got = 0
+    nbytes = 0
+    started = None
+    while got < expected and time.time() < deadline:
+        msgs = c.consume(10000, 0.5)
+        if msgs and started is None:
+            started = time.perf_counter()
+        for m in msgs:
+            if m.error() is None:
+                got += 1
+                nbytes += len(m.value())
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    c.close()
+    cpu = psutil.Process().cpu_times()
+    q.put({"consumed": got, "bytes": nbytes, "seconds": elapsed, "cpu": cpu.user + cpu.system})
+
+
+def _start_broker(data_dir: Path, port: int, admin_port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rafka_shards",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
+            "--log-level",
+            "WARNING",
+            *extra,
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/v1/status/ready", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the broker did not become ready within 30 s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bootstrap", help="use a running broker instead of starting one")
+    ap.add_argument("--broker-pid", type=int, help="pid of that broker, for its CPU figures")
+    ap.add_argument("--producers", type=int, default=2, help="producer processes (default 2)")
+    ap.add_argument("--messages", type=int, default=400_000, help="messages in total (default 400,000)")
+    ap.add_argument("--size", type=int, default=1024, help="message size in bytes (default 1024)")
+    ap.add_argument("--partitions", type=int, default=8, help="partitions of the topic (default 8)")
+    ap.add_argument("--acks", default="all", choices=["0", "1", "all"], help="producer acks (default all)")
+    ap.add_argument("--linger-ms", type=int, default=5, help="producer linger.ms (default 5)")
+    ap.add_argument("--max-seconds", type=float, default=120, help="time limit for each phase (default 120)")
+    ap.add_argument("--broker-arg", action="append", default=[], help="extra argument for `serve` (repeatable)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/produce_consume.csv"), help="CSV to append to")
+    args = ap.parse_args()
+    if args.messages <= 0 or args.producers <= 0 or args.partitions <= 0 or args.size <= 0:
+        ap.error("--messages, --producers, --partitions and --size must be positive")
+
+    tmp = None
+    proc = None
+    try:
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+            broker = psutil.Process(args.broker_pid) if args.broker_pid else None
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="rafka-bench-"))
+            port = _free_port()
+            proc = _start_broker(tmp / "data", port, _free_port(), args.broker_arg)
+            bootstrap = f"127.0.0.1:{port}"
+            broker = psutil.Process(proc.pid)
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        topic = f"bench-{int(time.time())}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures complete
+        for f in admin.create_topics([NewTopic(topic, args.partitions, 1)]).values():
+            f.result(30)
+
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        cpu0 = _cpu(broker)
+        deadline = time.time() + args.max_seconds
+        per = args.messages // args.producers
+        t0 = time.perf_counter()
+        procs = [
+            ctx.Process(target=_producer, args=(bootstrap, topic, per, args.size, args.acks, args.linger_ms, deadline, q))
+            for _ in range(args.producers)
+        ]
+        for p in procs:
+            p.start()
+        results = [q.get(timeout=args.max_seconds + 60) for _ in procs]
+        for p in procs:
+            p.join()
+        produce_s = time.perf_counter() - t0
+        cpu1 = _cpu(broker)
+        acked = sum(r["acked"] for r in results)
+        errors = sum(r["errors"] for r in results)
+        produce_mb = acked * args.size / 1e6
+
+        c = ctx.Process(target=_consumer, args=(bootstrap, topic, args.partitions, acked, time.time() + args.max_seconds, q))
+        c.start()
+        cres = q.get(timeout=args.max_seconds + 60)
+        c.join()
+        cpu2 = _cpu(broker)
+        consume_mb = cres["bytes"] / 1e6
+        row = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "messages": acked,
+            "size": args.size,
+            "partitions": args.partitions,
+            "producers": args.producers,
+            "acks": args.acks,
+            "linger_ms": args.linger_ms,
+            "errors": errors,
+            "produce_mb_s": round(produce_mb / produce_s, 1),
+            "consume_mb_s": round(consume_mb / cres["seconds"], 1) if cres["seconds"] else 0,
+            "consumed": cres["consumed"],
+            "broker_cpu_s_per_mb_produce": round((cpu1 - cpu0) / produce_mb, 4) if broker and produce_mb else "",
+            "broker_cpu_s_per_mb_consume": round((cpu2 - cpu1) / consume_mb, 4) if broker and consume_mb else "",
+            "producer_cpu_s": round(sum(r["cpu"] for r in results), 1),
+            "consumer_cpu_s": round(cres["cpu"], 1),
+            "produce_s": round(produce_s, 2),
+            "consume_s": round(cres["seconds"], 2),
+        }
+        for k, v in row.items():
+            print(f"{k:30} {v}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        new = not args.out.exists()
+        with args.out.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        return 0 if errors == 0 and cres["consumed"] == acked else 1
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cpu(p: psutil.Process | None) -> float:
+    if p is None:
+        return 0.0
+    t = p.cpu_times()
+    return float(t.user + t.system + t.children_user + t.children_system)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
