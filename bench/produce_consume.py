@@ -36,7 +36,9 @@ def _free_port() -> int:
         return port
 
 
-def _producer(bootstrap: str, topic: str, count: int, size: int, acks: str, linger_ms: int, deadline: float, q: Any) -> None:
+def _producer(
+    bootstrap: str, topic: str, count: int, size: int, acks: str, linger_ms: int, deadline: float, q: Any
+) -> None:
     from confluent_kafka import Producer
 
     p = Producer(
@@ -177,7 +179,9 @@ def main() -> int:
         per = args.messages // args.producers
         t0 = time.perf_counter()
         procs = [
-            ctx.Process(target=_producer, args=(bootstrap, topic, per, args.size, args.acks, args.linger_ms, deadline, q))
+            ctx.Process(
+                target=_producer, args=(bootstrap, topic, per, args.size, args.acks, args.linger_ms, deadline, q)
+            )
             for _ in range(args.producers)
         ]
         for p in procs:
@@ -191,7 +195,8 @@ def main() -> int:
         errors = sum(r["errors"] for r in results)
         produce_mb = acked * args.size / 1e6
 
-        c = ctx.Process(target=_consumer, args=(bootstrap, topic, args.partitions, acked, time.time() + args.max_seconds, q))
+        consume_deadline = time.time() + args.max_seconds
+        c = ctx.Process(target=_consumer, args=(bootstrap, topic, args.partitions, acked, consume_deadline, q))
         c.start()
         cres = q.get(timeout=args.max_seconds + 60)
         c.join()

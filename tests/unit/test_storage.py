@@ -206,3 +206,12 @@ def test_offset_for_timestamp_and_epochs(tmp_path: Path) -> None:
     log.close()
     reopened = PartitionLog.open(tmp_path, LogConfig(segment_bytes=300), 0)
     assert reopened.end_offset_for_epoch(1) == (1, reopened.log_end_offset)
+
+
+def test_roll_by_age_with_injected_clock(tmp_path: Path) -> None:
+    log = PartitionLog.open(tmp_path, LogConfig(segment_ms=1000), now_ms=0)
+    _append(log, [b"a"], now_ms=0)
+    _append(log, [b"b"], now_ms=999)
+    assert len(log.segments) == 1
+    _append(log, [b"c"], now_ms=1001)
+    assert len(log.segments) == 2 and log.segments[-1].base_offset == 2
