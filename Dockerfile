@@ -8,15 +8,17 @@ WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
 COPY rafka_shards ./rafka_shards
 COPY controller ./controller
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install --no-cache-dir . \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/* /src
 
-RUN groupadd --system rafka && useradd --system --gid rafka --home-dir /var/lib/rafka rafka \
-    && mkdir -p /var/lib/rafka && chown rafka:rafka /var/lib/rafka
-USER rafka
+RUN groupadd --system --gid 10001 rafka \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/rafka rafka \
+    && mkdir -p /var/lib/rafka && chown 10001:10001 /var/lib/rafka
+USER 10001:10001
 WORKDIR /var/lib/rafka
 VOLUME ["/var/lib/rafka"]
 
@@ -27,5 +29,6 @@ ENV RAFKA_DATA_DIR=/var/lib/rafka \
     RAFKA_ADVERTISE=localhost:9092
 EXPOSE 9092 9644
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9644/v1/status/ready').status == 200 else 1)"
+HEALTHCHECK --interval=10s --timeout=3s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9644/v1/status/ready')"]
 CMD ["python", "-m", "rafka_shards", "serve"]

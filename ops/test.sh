@@ -22,5 +22,7 @@ echo "==> mypy --strict"
 mypy
 echo "==> import contracts"
 lint-imports
+echo "==> hadolint Dockerfile"
+hadolint Dockerfile
 echo "==> pytest"
 python -m pytest -n auto "$@"
