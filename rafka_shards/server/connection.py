@@ -212,9 +212,8 @@ class KafkaConnection(asyncio.Protocol):
             self._reading_paused = True
         self._inflight_max = 0  # keeps reading paused from now on
 
-    @property
-    def idle(self) -> bool:
-        return not self._pending
+    def pending_tasks(self) -> list[asyncio.Future[ResponseBody | None]]:
+        return [p.task for p in self._pending if not p.task.done()]
 
     def close(self) -> None:
         self._closing = True

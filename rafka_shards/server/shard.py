@@ -164,8 +164,10 @@ class Shard:
             self._server.close()
         for conn in list(self.connections):
             conn.stop_reading()
-        while any(not c.idle for c in self.connections) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        in_flight = [t for c in self.connections for t in c.pending_tasks()]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(0)  # let the done-callbacks write those responses
         for conn in list(self.connections):
             conn.close()
         flusher_task = None

@@ -124,3 +124,13 @@ def test_admin_create_describe_delete(broker: Broker, topic_name: str) -> None:
         f.result(timeout=10)
     assert topic_name not in admin.list_topics(timeout=10).topics
     assert not (broker.data_dir / "kafka" / f"{topic_name}-0").exists()
+
+
+def test_min_insync_replicas_is_enforced_for_acks_all(broker: Broker, topic_name: str) -> None:
+    _create(AdminClient({"bootstrap.servers": broker.bootstrap}), topic_name, 1, {"min.insync.replicas": "2"})
+    errors: list[int] = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "retries": 0, "message.timeout.ms": 5000})
+    p.produce(topic_name, value=b"x", on_delivery=lambda err, _m: errors.append(err.code() if err else 0))
+    p.flush(10)
+    assert errors == [KafkaError.NOT_ENOUGH_REPLICAS]
+    assert len(_produce(broker.bootstrap, topic_name, messages(3, 1), acks="1")) == 3

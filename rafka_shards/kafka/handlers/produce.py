@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from controller.image import TopicImage
 from rafka_shards.config import Durability
 from rafka_shards.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody, timeout_ms
 from rafka_shards.model import ErrorCode, KafkaError
@@ -42,6 +43,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                 if req.transactional_id is not None:
                     raise KafkaError(ErrorCode.INVALID_REQUEST, "transactions are not supported by this broker")
                 p = manager.lookup(name, index)
+                if acks == -1:
+                    _check_min_insync(manager.image.topics[name], index)
                 if pd.records is None:
                     raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "records are null")
                 headers = validate_batches(pd.records, max_batch_bytes=p.log.config.max_message_bytes)
@@ -72,6 +75,17 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             raise CloseConnection("acks=0 produce failed for at least one partition")
         return None
     return encode_produce_response(ctx.version, results)
+
+
+def _check_min_insync(topic: TopicImage, index: int) -> None:
+    """acks=all needs at least min.insync.replicas in the ISR (Kafka's NOT_ENOUGH_REPLICAS otherwise)."""
+    min_isr = int(topic.configs.get("min.insync.replicas", "1"))
+    isr = topic.partitions[index].isr
+    if len(isr) < min_isr:
+        raise KafkaError(
+            ErrorCode.NOT_ENOUGH_REPLICAS,
+            f"{topic.name}-{index}: {len(isr)} in-sync replica(s), min.insync.replicas is {min_isr}",
+        )
 
 
 def _outcome(fut: asyncio.Future[None]) -> tuple[ErrorCode, str | None]:
