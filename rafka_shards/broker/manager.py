@@ -42,6 +42,7 @@ from rafka_shards.config import BrokerConfig
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
 from rafka_shards.records.batch import BatchHeader
 from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.files import write_atomically
 from rafka_shards.storage.log import AppendInfo, PartitionLog
 
 log = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ class PartitionManager:
             os.close(lock_fd)
             raise RuntimeError(f"{directory} is locked by another process: two shards must never serve {tp}") from None
         if fresh:
-            _write_atomically(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
+            write_atomically(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
         plog = PartitionLog.open(directory, log_config, now_ms)
         durability = self.config.durability
         self.partitions[tp] = Partition(
@@ -388,19 +389,3 @@ def _read_topic_id(path: Path) -> uuid.UUID | None:
             if key.strip() == "topic_id":
                 return uuid.UUID(value.strip())
     return None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

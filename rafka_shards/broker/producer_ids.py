@@ -8,8 +8,9 @@ Kafka's KIP-730; today one shard owns the file under its data directory.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from rafka_shards.storage.files import write_atomically
 
 BLOCK_SIZE = 1000
 PRODUCER_ID_MAX = 2**63 - 1
@@ -39,16 +40,4 @@ class ProducerIdAllocator:
         return pid
 
     def _persist(self, limit: int) -> None:
-        tmp = self._path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, f"{limit}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
-        dir_fd = os.open(self._path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self._path, f"{limit}\n".encode())

@@ -29,6 +29,7 @@ from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import BatchHeader, assign_offsets
 from rafka_shards.records.builder import offset_for_timestamp_in_batch
 from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.files import fsync_dir, write_atomically
 from rafka_shards.storage.segment import LogSegment
 
 RECOVERY_POINT_FILE = "recovery-point"
@@ -67,26 +68,6 @@ class FlushJob:
             for fd in self._fds:
                 os.close(fd)
             self._fds = []
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class PartitionLog:
@@ -144,7 +125,7 @@ class PartitionLog:
         self.durable_offset = self.log_end_offset
         self.high_watermark = self.log_end_offset
         # Recovery truncated in place and fsynced; make the directory (deleted segments) durable too.
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._load_epochs()
         self._write_recovery_point(self.segments[-1].base_offset)
 
@@ -160,7 +141,7 @@ class PartitionLog:
         return int(text) if text.isdigit() else None
 
     def _write_recovery_point(self, offset: int) -> None:
-        _write_atomically(self.directory / RECOVERY_POINT_FILE, f"{offset}\n".encode())
+        write_atomically(self.directory / RECOVERY_POINT_FILE, f"{offset}\n".encode())
 
     # ---- leader epochs (KIP-101) -------------------------------------------------------------------------------
 
@@ -182,7 +163,7 @@ class PartitionLog:
 
     def _write_epochs(self) -> None:
         body = "0\n" + f"{len(self._epochs)}\n" + "".join(f"{e} {o}\n" for e, o in self._epochs)
-        _write_atomically(self.directory / EPOCH_FILE, body.encode())
+        write_atomically(self.directory / EPOCH_FILE, body.encode())
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         epochs = self._epochs
@@ -346,7 +327,7 @@ class PartitionLog:
             deleted += 1
             self.log_start_offset = self.segments[0].base_offset
         if deleted:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return deleted
 
     def truncate_to(self, offset: int) -> None:
@@ -362,7 +343,7 @@ class PartitionLog:
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
         self._epochs = [(e, o) for e, o in self._epochs if o < self.log_end_offset]
         self._write_epochs()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # ---- closing -----------------------------------------------------------------------------------------------
 
