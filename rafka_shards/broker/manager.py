@@ -91,6 +91,8 @@ class PartitionManager:
         self.partitions: dict[TopicPartition, Partition] = {}
         self._locks: dict[TopicPartition, int] = {}
         self._propose_lock = asyncio.Lock()
+        # Proposals in flight, owned here so that none is lost when its requester goes away (bounded by requests).
+        self._proposals: set[asyncio.Task[MetadataImage]] = set()
         self._kafka_dir = config.data_dir / "kafka"
         self._kafka_dir.mkdir(parents=True, exist_ok=True)
         self.producer_ids = ProducerIdAllocator(config.data_dir / "producer_id_block")
@@ -102,7 +104,23 @@ class PartitionManager:
     # ---- metadata changes ------------------------------------------------------------------------------------
 
     async def propose(self, cmd: Command) -> MetadataImage:
-        """Validate, append and fsync ``cmd`` in the metadata log (off the loop thread), then reconcile."""
+        """Validate, append and fsync ``cmd`` in the metadata log (off the loop thread), then reconcile.
+
+        The work runs in its own task, shielded from the caller: a request whose connection closes while the
+        command is being fsynced must not skip the reconciliation of a command that is already in the log
+        (that once left a created topic with no open partition log, refused with NOT_LEADER_OR_FOLLOWER forever).
+        """
+        task = asyncio.get_running_loop().create_task(self._propose(cmd))
+        self._proposals.add(task)
+        task.add_done_callback(self._proposal_done)
+        return await asyncio.shield(task)
+
+    def _proposal_done(self, task: asyncio.Task[MetadataImage]) -> None:
+        self._proposals.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a rejection whose requester left is not an error worth a warning
+
+    async def _propose(self, cmd: Command) -> MetadataImage:
         async with self._propose_lock:
             loop = asyncio.get_running_loop()
             try:
@@ -376,6 +394,11 @@ class PartitionManager:
     def apply_retention(self) -> int:
         now = self.now_ms()
         return sum(p.log.apply_retention(now) for p in self.partitions.values())
+
+    async def drain_proposals(self) -> None:
+        """Shutdown: let metadata commands already in flight finish (and reconcile) before closing."""
+        if self._proposals:
+            await asyncio.gather(*self._proposals, return_exceptions=True)
 
     def close(self) -> None:
         for tp in list(self.partitions):

@@ -135,6 +135,8 @@ class KafkaConnection(asyncio.Protocol):
             log.debug("malformed frame from %s: %s", self.peer, frame[:256].hex())
             self._abort(f"malformed {handler.name} v{version} request: {e}")
             return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s v%d correlation id %d", self.peer, handler.name, version, correlation_id)
         ctx = RequestContext(header, self._shard.manager, self._config, self._shard.apis)
         task: asyncio.Future[ResponseBody | None] = asyncio.ensure_future(handler.handle(ctx, request))
         # ApiVersions responses always use header v0 so that any client can read them (KIP-511).

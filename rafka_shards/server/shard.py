@@ -183,6 +183,7 @@ class Shard:
             except TimeoutError:
                 log.error("the last group commit did not finish before the shutdown deadline")
         if self._manager is not None:
+            await self._manager.drain_proposals()
             self._manager.close()  # flush_now + clean-shutdown marker per partition
         if self._controller is not None:
             self._controller.close()

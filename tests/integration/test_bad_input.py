@@ -174,3 +174,20 @@ def test_fetch_out_of_range_and_unknown_partition(broker: Broker, topic_name: st
     codes = [p.error_code for p in resp.responses[0].partitions]
     assert codes == [ErrorCode.offset_out_of_range, ErrorCode.unknown_topic_or_partition]
     _still_serving(broker)
+
+
+def test_client_leaving_during_auto_create_does_not_wedge_the_topic(broker: Broker, topic_name: str) -> None:
+    """Regression: a Metadata request that auto-creates a topic, whose connection is reset at once, left the
+    topic in the metadata log without an open partition log (NOT_LEADER_OR_FOLLOWER forever)."""
+    from kio.schema.metadata.v4.request import MetadataRequest, MetadataRequestTopic
+
+    for i in range(5):
+        name = f"{topic_name}-{i}"
+        s = _connect(broker)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+        s.sendall(
+            _request(3, 4, MetadataRequest(topics=(MetadataRequestTopic(name=name),), allow_auto_topic_creation=True))
+        )
+        s.close()
+        r = _produce(broker, name, build_batch([Record(b"k", b"v", 1)]))
+        assert r.error_code == ErrorCode.none, r
