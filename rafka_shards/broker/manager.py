@@ -89,6 +89,7 @@ class PartitionManager:
         self.now_ms = now_ms
         self.log_defaults = log_config_defaults(config)
         self.partitions: dict[TopicPartition, Partition] = {}
+        self._image = metadata.image
         self._locks: dict[TopicPartition, int] = {}
         self._propose_lock = asyncio.Lock()
         # Proposals in flight, owned here so that none is lost when its requester goes away (bounded by requests).
@@ -99,7 +100,9 @@ class PartitionManager:
 
     @property
     def image(self) -> MetadataImage:
-        return self.metadata.image
+        """The image this shard has reconciled with. Not the controller's newest: a command being proposed (its
+        fsync runs on a worker thread) becomes visible to requests only once its partitions are open."""
+        return self._image
 
     # ---- metadata changes ------------------------------------------------------------------------------------
 
@@ -292,6 +295,7 @@ class PartitionManager:
 
     def reconcile(self, image: MetadataImage) -> None:
         """Open, update and close partition logs so that this shard serves exactly what the image says it leads."""
+        self._image = image
         wanted: dict[TopicPartition, tuple[TopicImage, int]] = {}
         for topic in image.topics.values():
             for p in topic.partitions:
