@@ -58,6 +58,10 @@ class Partition:
         self.leader_epoch = leader_epoch
         self.durability = durability
         self.producers = ProducerStateTable(producers_max)
+        # Producer state is not snapshotted; rebuild it from the batches recovery scanned (at least the active
+        # segment), so a retry of a recent batch is still recognised after a restart.
+        for h in log_.take_recovered_headers():
+            self.producers.update((h,), h.base_offset)
         # (last offset of an append, future resolved once it is durable); appends are in offset order, so a deque
         # drained from the left suffices. Bounded by in-flight produce requests (connections x in-flight limit).
         self._ack_waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()

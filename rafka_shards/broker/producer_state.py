@@ -5,9 +5,10 @@ before appending it: a retry of one of the producer's last ``BATCHES_REMEMBERED`
 offsets it was first written at (the client is told "ok" again, nothing is appended); a gap in the sequence is
 OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch is INVALID_PRODUCER_EPOCH. Header fields only: no record is read.
 
-State lives in memory. A producer the table does not know (new, evicted, or from before a restart) is accepted at
-any sequence, as Kafka accepts a producer whose state has expired; so across a broker restart a retry can be
-appended twice. Kafka closes that gap with producer-state snapshots; this broker does not have them yet.
+State lives in memory and is rebuilt at start-up from the batch headers that log recovery scans (every segment after
+the recovery point, at least the active one), so a retry of a recent batch is recognised across a restart. A
+producer the table does not know (new, evicted, or last seen in an older segment) is accepted at any sequence, as
+Kafka accepts a producer whose state has expired; Kafka's producer-state snapshots would close that remaining gap.
 """
 
 from __future__ import annotations

@@ -84,6 +84,9 @@ class PartitionLog:
         self._dir_dirty = False
         self._rolled_since_flush: int | None = None
         self._epochs: list[tuple[int, int]] = []  # (leader epoch, start offset)
+        # Headers of the batches recovery scanned (the segments after the recovery point, at least the active one),
+        # in offset order: the shard rebuilds idempotent-producer state from them, then calls take_recovered_headers.
+        self._recovered_headers: list[BatchHeader] = []
 
     # ---- opening and recovery ----------------------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class PartitionLog:
             if not headers and self.segments:
                 seg.delete()
                 continue
+            self._recovered_headers.extend(headers)
             self._add_segment(seg)
         if not self.segments:
             self._add_segment(LogSegment(self.directory, 0, now_ms))
@@ -142,6 +146,11 @@ class PartitionLog:
 
     def _write_recovery_point(self, offset: int) -> None:
         write_atomically(self.directory / RECOVERY_POINT_FILE, f"{offset}\n".encode())
+
+    def take_recovered_headers(self) -> list[BatchHeader]:
+        """The batch headers scanned at open (once; the list is released)."""
+        headers, self._recovered_headers = self._recovered_headers, []
+        return headers
 
     # ---- leader epochs (KIP-101) -------------------------------------------------------------------------------
 

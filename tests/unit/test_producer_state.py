@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rafka_shards.broker.producer_state import ProducerStateTable
@@ -50,3 +52,27 @@ def test_non_idempotent_batches_and_bound() -> None:
         t.update(_batch(pid, 0, 0), pid * 10)
     assert len(t) == 2  # least recently used producers are dropped
     assert t.check(_batch(0, 0, 7)) is None  # forgotten producer: accepted at any sequence, as documented
+
+
+def test_state_is_rebuilt_from_recovered_batches(tmp_path: Path) -> None:
+    import uuid
+
+    from rafka_shards.broker.partition import Partition
+    from rafka_shards.config import Durability
+    from rafka_shards.model import TopicPartition
+    from rafka_shards.storage.config import LogConfig
+    from rafka_shards.storage.log import PartitionLog
+
+    log = PartitionLog.open(tmp_path, LogConfig(), 0)
+    log.take_recovered_headers()
+    for seq in (0, 2, 4):
+        buf = bytearray(build_batch([Record(None, b"v", 1)] * 2, producer_id=9, producer_epoch=0, base_sequence=seq))
+        log.append(buf, validate_batches(buf, max_batch_bytes=10**6), 0, 0)
+    log.close()
+    reopened = PartitionLog.open(tmp_path, LogConfig(), 0)
+    p = Partition(TopicPartition("t", 0), uuid.uuid4(), tmp_path, reopened, 0, Durability.FSYNC, 100)
+    dup = p.producers.check(_batch(9, 0, 2))
+    assert dup is not None and (dup.first_offset, dup.last_offset) == (2, 3)
+    with pytest.raises(KafkaError) as e:
+        p.producers.check(_batch(9, 0, 10))
+    assert e.value.code is ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
