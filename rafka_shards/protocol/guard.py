@@ -17,6 +17,8 @@ from typing import Any
 
 from kio.serial._introspect import classify_field, get_field_tag
 
+from rafka_shards.protocol.framing import HeaderError, read_uvarint
+
 _FIXED = {
     "bool": 1,
     "int8": 1,
@@ -71,26 +73,14 @@ def check(cls: Any, buf: bytes, pos: int) -> None:
         _walk(cls, buf, pos, len(buf))
     except (IndexError, struct.error):
         raise GuardError(f"{cls.__name__}: truncated") from None
-
-
-def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise GuardError("varint too long")
+    except HeaderError as e:  # a varint that runs past the end or is too long
+        raise GuardError(f"{cls.__name__}: {e}") from None
 
 
 def _length(buf: bytes, pos: int, flexible: bool, wide: bool) -> tuple[int, int]:
     """Element or byte count of an array/string/bytes (-1 for null) and the position after the prefix."""
     if flexible:
-        n, pos = _uvarint(buf, pos)
+        n, pos = read_uvarint(buf, pos)
         return n - 1, pos
     if wide:
         return struct.unpack_from(">i", buf, pos)[0], pos + 4
@@ -122,12 +112,12 @@ def _walk(cls: Any, buf: bytes, pos: int, end: int) -> int:
             if pos > end:
                 raise GuardError(f"{cls.__name__}: truncated")
     if flexible:
-        tags, pos = _uvarint(buf, pos)
+        tags, pos = read_uvarint(buf, pos)
         if tags > end - pos:
             raise GuardError(f"{cls.__name__}: {tags} tagged fields in {end - pos} bytes")
         for _ in range(tags):
-            _tag, pos = _uvarint(buf, pos)
-            size, pos = _uvarint(buf, pos)
+            _tag, pos = read_uvarint(buf, pos)
+            size, pos = read_uvarint(buf, pos)
             if size > end - pos:
                 raise GuardError(f"{cls.__name__}: tagged field of {size} bytes in {end - pos} bytes")
             pos += size
