@@ -70,9 +70,35 @@ class AlterTopicConfigs:
     delete_configs: tuple[str, ...]
 
 
-Command = RegisterBroker | CreateTopic | CreatePartitions | DeleteTopic | ChangePartition | AlterTopicConfigs
+@dataclass(frozen=True, slots=True)
+class AllocateProducerIds:
+    """A block of ``count`` producer ids for one broker (KIP-730): ids are unique across the cluster and restarts."""
+
+    TYPE: ClassVar[str] = "AllocateProducerIds"
+    broker_id: int
+    count: int
+
+
+Command = (
+    RegisterBroker
+    | CreateTopic
+    | CreatePartitions
+    | DeleteTopic
+    | ChangePartition
+    | AlterTopicConfigs
+    | AllocateProducerIds
+)
 _TYPES: dict[str, type[Any]] = {
-    c.TYPE: c for c in (RegisterBroker, CreateTopic, CreatePartitions, DeleteTopic, ChangePartition, AlterTopicConfigs)
+    c.TYPE: c
+    for c in (
+        RegisterBroker,
+        CreateTopic,
+        CreatePartitions,
+        DeleteTopic,
+        ChangePartition,
+        AlterTopicConfigs,
+        AllocateProducerIds,
+    )
 }
 
 
@@ -128,6 +154,11 @@ def decode_command(data: bytes) -> Command:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise CommandDecodeError(f"not JSON: {e}") from None
+    return command_from_json(body)
+
+
+def command_from_json(body: Any) -> Command:
+    """A command from its parsed JSON object (as embedded in a controller channel message)."""
     if not isinstance(body, dict):
         raise CommandDecodeError("a command is a JSON object")
     if body.get("v") != FORMAT_VERSION:
@@ -176,6 +207,8 @@ def decode_command(data: bytes) -> Command:
             _ints(b["isr"], "isr"),
             _int(b["leader_epoch"], "leader_epoch"),
         )
+    if cls is AllocateProducerIds:
+        return AllocateProducerIds(_int(b["broker_id"], "broker_id"), _int(b["count"], "count"))
     return AlterTopicConfigs(
         _str(b["name"], "name"),
         _pairs(b["set_configs"], "set_configs"),

@@ -49,3 +49,6 @@ class MetadataImage:
     brokers: Mapping[int, BrokerRegistration] = field(default_factory=lambda: _EMPTY)
     topics: Mapping[str, TopicImage] = field(default_factory=lambda: MappingProxyType({}))
     topics_by_id: Mapping[uuid.UUID, str] = field(default_factory=lambda: MappingProxyType({}))
+    next_producer_id: int = 0  # the first producer id no broker has been given yet
+    # The newest block of producer ids each broker was given: [start, end).
+    producer_id_blocks: Mapping[int, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))

@@ -1,8 +1,9 @@
 """The single-node controller: a quorum of one over the local metadata log.
 
-Runs in the serving process. ``propose`` validates, appends and fsyncs, then applies: when it returns, the command
-is durable and the new image reflects it. The Raft controller (a later issue) implements the same ``MetadataClient``
-protocol, so the broker does not change when the log becomes replicated.
+Runs in the supervisor process (shards reach it through the controller channel, ``controller/channel.py``).
+``propose`` validates, appends and fsyncs, then applies: when it returns, the command is durable and the new image
+reflects it. The Raft controller (a later issue) replaces this class behind the same channel, so shards do not change
+when the log becomes replicated.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Protocol
 
 import orjson
 
@@ -24,13 +24,6 @@ class CommandRejected(Exception):
     def __init__(self, rejection: Rejection) -> None:
         super().__init__(rejection.message)
         self.rejection = rejection
-
-
-class MetadataClient(Protocol):
-    @property
-    def image(self) -> MetadataImage: ...
-
-    def propose(self, cmd: Command) -> MetadataImage: ...
 
 
 class LocalController:
@@ -71,6 +64,14 @@ class LocalController:
     @property
     def image(self) -> MetadataImage:
         return self._image
+
+    @property
+    def log_end_offset(self) -> int:
+        """The offset the next command will get; every record before it is fsynced."""
+        return len(self._log)
+
+    def payloads(self, offset: int, count_max: int) -> list[bytes]:
+        return self._log.payloads(offset, count_max)
 
     def propose(self, cmd: Command) -> MetadataImage:
         rejection = validate(self._image, cmd)

@@ -73,6 +73,10 @@ class MetadataLog:
         self._records.append(payload)
         return len(self._records) - 1
 
+    def payloads(self, offset: int, count_max: int) -> list[bytes]:
+        """Up to ``count_max`` encoded commands from ``offset`` on (every one already fsynced)."""
+        return self._records[offset : offset + count_max]
+
     def read_from(self, offset: int) -> Iterator[tuple[int, Command]]:
         for i in range(offset, len(self._records)):
             yield i, decode_command(self._records[i])

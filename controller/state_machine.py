@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from controller.commands import (
+    AllocateProducerIds,
     AlterTopicConfigs,
     ChangePartition,
     Command,
@@ -27,6 +28,8 @@ from controller.topic_config import validate_topic_configs
 
 PARTITIONS_PER_TOPIC_MAX = 100_000
 REPLICATION_FACTOR_MAX = 16
+PRODUCER_ID_BLOCK_MAX = 1_000_000
+PRODUCER_ID_MAX = 2**63 - 1
 
 
 class RejectKind(enum.Enum):
@@ -122,6 +125,16 @@ def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
                 RejectKind.STALE_LEADER_EPOCH, f"leader epoch {cmd.leader_epoch} does not move past {p.leader_epoch}"
             )
         return None
+    if isinstance(cmd, AllocateProducerIds):
+        if cmd.broker_id not in image.brokers:
+            return Rejection(RejectKind.UNKNOWN_BROKER, f"broker {cmd.broker_id} is not registered")
+        if not 1 <= cmd.count <= PRODUCER_ID_BLOCK_MAX:
+            return Rejection(
+                RejectKind.INVALID_REQUEST, f"producer id block size {cmd.count} not in 1..{PRODUCER_ID_BLOCK_MAX}"
+            )
+        if image.next_producer_id + cmd.count > PRODUCER_ID_MAX:
+            return Rejection(RejectKind.INVALID_REQUEST, "producer ids exhausted")
+        return None
     assert isinstance(cmd, AlterTopicConfigs)
     topic = image.topics.get(cmd.name)
     if topic is None:
@@ -174,6 +187,13 @@ def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
         parts = list(topic.partitions)
         parts[cmd.partition] = new
         return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
+    if isinstance(cmd, AllocateProducerIds):
+        start = image.next_producer_id
+        blocks = dict(image.producer_id_blocks)
+        blocks[cmd.broker_id] = (start, start + cmd.count)
+        return replace(
+            image, offset=offset, next_producer_id=start + cmd.count, producer_id_blocks=MappingProxyType(blocks)
+        )
     topic = image.topics[cmd.name]
     merged = {k: v for k, v in topic.configs.items() if k not in cmd.delete_configs}
     merged.update(cmd.set_configs)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+SHARDS_MAX = 256
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
@@ -63,12 +64,24 @@ class Endpoint:
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     data_dir: Path = _setting(Path("rafka-data"), "directory holding the metadata log and partition logs")
-    listen: str = _setting("127.0.0.1:9092", "HOST:PORT of the Kafka listener")
-    advertise: str = _setting("", "HOST:PORT given to clients in Metadata (default: the listener)")
-    admin_listen: str = _setting("127.0.0.1:9644", "HOST:PORT of the HTTP admin endpoint ('' to disable)")
-    broker_id: int = _setting(0, "this shard's Kafka broker id", 0, 2**31 - 1)
-    rack: str = _setting("", "rack (node name) reported in Metadata; empty for none")
+    shards: str = _setting("auto", f"shard processes on this node: 1..{SHARDS_MAX}, or auto (one per usable CPU core)")
+    listen: str = _setting("127.0.0.1:9092", "HOST:PORT of shard 0's Kafka listener; shard i listens on PORT+i")
+    advertise: str = _setting("", "HOST:PORT given to clients for shard 0 (shard i: PORT+i); default: the listener")
+    admin_listen: str = _setting("127.0.0.1:9644", "HOST:PORT of the node's HTTP admin and /metrics endpoint ('' off)")
+    broker_id: int = _setting(0, "Kafka broker id of shard 0; shard i is broker_id+i", 0, 2**31 - 1 - SHARDS_MAX)
+    rack: str = _setting("", "rack reported for this node's brokers in Metadata (default: the host name)")
     log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING, ERROR")
+
+    # Supervision of shard processes.
+    shard_restart_backoff_ms: int = _setting(500, "first delay before restarting a dead shard (doubles)", 0, 600_000)
+    shard_restart_backoff_max_ms: int = _setting(30_000, "longest delay before restarting a dead shard", 0, 3_600_000)
+    shard_restarts_max: int = _setting(
+        10, "restarts of one shard within shard_restart_window_ms before the node gives up (exit 1)", 1, 10_000
+    )
+    shard_restart_window_ms: int = _setting(300_000, "window of shard_restarts_max", 1000, 86_400_000)
+    metadata_propagation_timeout_ms: int = _setting(
+        10_000, "how long a metadata change waits for every shard to apply it before answering anyway", 100, 600_000
+    )
 
     # Topics.
     auto_create_topics: bool = _setting(True, "create unknown topics on Metadata/Produce, as Kafka does")
@@ -103,6 +116,13 @@ class BrokerConfig:
     shutdown_timeout_ms: int = _setting(30_000, "graceful shutdown deadline", 100, 600_000)
 
     @property
+    def shard_count(self) -> int:
+        """The number of shards: ``shards``, or the CPUs this process may run on when it is ``auto``."""
+        if self.shards == "auto":
+            return max(1, min(SHARDS_MAX, usable_cpus()))
+        return int(self.shards)
+
+    @property
     def listen_endpoint(self) -> Endpoint:
         return Endpoint.parse(self.listen, "listen")
 
@@ -118,6 +138,28 @@ class BrokerConfig:
     @property
     def admin_endpoint(self) -> Endpoint | None:
         return Endpoint.parse(self.admin_listen, "admin_listen") if self.admin_listen else None
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _check_shards(config: BrokerConfig) -> None:
+    text = config.shards.strip()
+    if text != "auto" and (not text.isdigit() or not 1 <= int(text) <= SHARDS_MAX):
+        raise ConfigError(f"shards: expected auto or a number of shards in 1..{SHARDS_MAX}, got {config.shards!r}")
+    count = config.shard_count
+    for what, ep in (("listen", config.listen_endpoint), ("advertise", config.advertise_endpoint)):
+        if ep.port != 0 and ep.port + count - 1 > 65535:
+            raise ConfigError(
+                f"{what}: {count} shards need ports {ep.port}..{ep.port + count - 1}, beyond 65535; "
+                "use a lower port or fewer shards"
+            )
+    if config.broker_id + count - 1 > 2**31 - 1:
+        raise ConfigError(f"broker_id: {count} shards need broker ids up to {config.broker_id + count - 1}")
 
 
 def _is_wildcard(host: str) -> bool:
@@ -209,4 +251,5 @@ def load_config(
     config.listen_endpoint  # noqa: B018
     config.advertise_endpoint  # noqa: B018
     config.admin_endpoint  # noqa: B018
+    _check_shards(config)
     return config

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,26 +15,53 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free right now (shard i listens on base + i).
+
+    Chosen below the kernel's ephemeral range, so a client's outgoing connection cannot take one of them between
+    this check and the broker's bind (or between a broker's stop and its restart).
+    """
+    rng = random.Random()
+    high = min(_ephemeral_low(), 65536) - count
+    for _ in range(200):
+        base = rng.randrange(10_000, high)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 class Broker:
-    """One broker process with its data directory; restartable on the same ports."""
+    """One node (supervisor + shard processes) with its data directory; restartable on the same ports."""
 
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, data_dir: Path, extra_args: list[str] | None = None, shards: int = 1) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.shards = shards
+        self.port = free_port_range(shards + 1)
+        self.admin_port = self.port + shards
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-broker.log"
@@ -40,6 +69,28 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port + i for i in range(self.shards)]
+
+    def admin_get(self, path: str) -> object:
+        with urllib.request.urlopen(f"{self.admin}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def shard_pids(self) -> list[int]:
+        shards = self.admin_get("/v1/shards")
+        assert isinstance(shards, list)
+        return [int(s["pid"]) for s in shards]
+
+    def process_tree(self) -> list[psutil.Process]:
+        """The supervisor and every process it started (shards, and multiprocessing helpers)."""
+        assert self.proc is not None
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
     @property
     def admin(self) -> str:
@@ -58,12 +109,15 @@ class Broker:
                 str(self.data_dir),
                 "--listen",
                 self.bootstrap,
+                "--shards",
+                str(self.shards),
                 "--admin-listen",
                 f"127.0.0.1:{self.admin_port}",
                 *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() takes down the node and its shards at once
         )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -87,20 +141,29 @@ class Broker:
             return ""
 
     def stop(self) -> int:
-        """SIGTERM and wait; the exit code (0 for a clean shutdown)."""
+        """SIGTERM and wait; the exit code (0 for a clean shutdown). Fails if any process of the node outlives it."""
         assert self.proc is not None
+        tree = self.process_tree()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(STOP_TIMEOUT_S)
+            code = self.proc.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        if alive:
+            for p in alive:
+                p.kill()
+            raise AssertionError(f"processes outlived the node: {[(p.pid, p.name()) for p in alive]}")
+        return code
 
     def kill(self) -> None:
+        """A crash of the whole node: SIGKILL to the supervisor and every shard at the same instant."""
         if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            tree = self.process_tree()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            psutil.wait_procs(tree, timeout=STOP_TIMEOUT_S)
 
     def restart(self) -> None:
         assert self.stop() == 0, self.log()

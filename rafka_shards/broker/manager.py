@@ -1,11 +1,12 @@
 """The shard's partitions and its view of cluster metadata (Kafka's ReplicaManager + metadata publisher, one shard).
 
-Runs in a shard process on its event loop. Reads metadata only through the controller's image and changes it only by
-proposing typed commands; after every new image it reconciles: opens the logs of partitions this shard now leads,
-closes those it no longer leads, deletes the data of deleted topics.
+Runs in a shard process on its event loop. Reads metadata only through the image its controller link applied and
+changes it only by proposing typed commands; after every new image it reconciles: opens the logs of partitions this
+shard now leads, closes those it no longer leads, deletes the data of deleted topics. Several shards share
+``data_dir/kafka``; each opens only the partitions whose leader is its broker id.
 
 On disk, under ``data_dir``:
-- ``controller/``: the metadata log (owned by the controller).
+- ``controller/``: the metadata log (owned by the controller in the supervisor).
 - ``kafka/<topic>-<partition>/``: one partition's segments, a ``partition.metadata`` file naming the topic id (as
   Kafka does since KIP-516, so data of a deleted topic is never served under a re-created topic of the same name)
   and a ``.lock`` held with flock by the one process that serves it.
@@ -22,8 +23,10 @@ import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from controller.commands import (
+    AllocateProducerIds,
     AlterTopicConfigs,
     Command,
     CreatePartitions,
@@ -32,14 +35,14 @@ from controller.commands import (
     RegisterBroker,
 )
 from controller.image import MetadataImage, TopicImage
-from controller.local import CommandRejected, LocalController
+from controller.local import CommandRejected
 from controller.placement import place_partitions
 from controller.state_machine import RejectKind
 from rafka_shards.broker.flusher import GroupCommitFlusher
 from rafka_shards.broker.partition import Partition
-from rafka_shards.broker.producer_ids import ProducerIdAllocator
 from rafka_shards.config import BrokerConfig
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
+from rafka_shards.probe import Probe
 from rafka_shards.records.batch import BatchHeader
 from rafka_shards.storage.config import LogConfig
 from rafka_shards.storage.files import write_atomically
@@ -62,6 +65,15 @@ REJECTION_CODES: Mapping[RejectKind, ErrorCode] = {
 
 PARTITION_METADATA_FILE = "partition.metadata"
 LOCK_FILE = ".lock"
+PRODUCER_ID_BLOCK_SIZE = 1000
+
+
+class MetadataProposer(Protocol):
+    """How a shard changes metadata: the controller link (``rafka_shards.server.controller_link``)."""
+
+    async def propose(self, cmd: Command) -> int:
+        """The command's offset once committed and applied here; raises CommandRejected."""
+        ...
 
 
 def log_config_defaults(config: BrokerConfig) -> LogConfig:
@@ -78,60 +90,60 @@ class PartitionManager:
     def __init__(
         self,
         config: BrokerConfig,
-        metadata: LocalController,
+        image: MetadataImage,
         flusher: GroupCommitFlusher,
         now_ms: Callable[[], int],
+        probe: Probe,
     ) -> None:
         self.config = config
         self.broker_id = config.broker_id
-        self.metadata = metadata
         self.flusher = flusher
         self.now_ms = now_ms
+        self.probe = probe
         self.log_defaults = log_config_defaults(config)
         self.partitions: dict[TopicPartition, Partition] = {}
-        self._image = metadata.image
+        self._image = image
+        self._proposer: MetadataProposer | None = None
         self._locks: dict[TopicPartition, int] = {}
-        self._propose_lock = asyncio.Lock()
-        # Proposals in flight, owned here so that none is lost when its requester goes away (bounded by requests).
-        self._proposals: set[asyncio.Task[MetadataImage]] = set()
         self._kafka_dir = config.data_dir / "kafka"
         self._kafka_dir.mkdir(parents=True, exist_ok=True)
-        self.producer_ids = ProducerIdAllocator(config.data_dir / "producer_id_block")
+        self._producer_ids = (0, 0)  # [next, end) of this shard's current block
+        self._producer_ids_lock = asyncio.Lock()
+
+    def attach(self, proposer: MetadataProposer) -> None:
+        self._proposer = proposer
 
     @property
     def image(self) -> MetadataImage:
-        """The image this shard has reconciled with. Not the controller's newest: a command being proposed (its
-        fsync runs on a worker thread) becomes visible to requests only once its partitions are open."""
+        """The image this shard has reconciled with: a topic is visible to requests only once its partitions are
+        open here."""
         return self._image
 
     # ---- metadata changes ------------------------------------------------------------------------------------
 
     async def propose(self, cmd: Command) -> MetadataImage:
-        """Validate, append and fsync ``cmd`` in the metadata log (off the loop thread), then reconcile.
+        """Have the controller commit ``cmd``; returns once this shard has applied and reconciled it.
 
-        The work runs in its own task, shielded from the caller: a request whose connection closes while the
-        command is being fsynced must not skip the reconciliation of a command that is already in the log
-        (that once left a created topic with no open partition log, refused with NOT_LEADER_OR_FOLLOWER forever).
+        A requester that goes away meanwhile does not matter: the command reaches this shard as a record like any
+        other, and reconciliation runs when it arrives, not when the requester resumes.
         """
-        task = asyncio.get_running_loop().create_task(self._propose(cmd))
-        self._proposals.add(task)
-        task.add_done_callback(self._proposal_done)
-        return await asyncio.shield(task)
+        assert self._proposer is not None, "no controller link"
+        try:
+            offset = await self._proposer.propose(cmd)
+        except CommandRejected as e:
+            raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
+        assert self._image.offset >= offset, (self._image.offset, offset)
+        return self._image
 
-    def _proposal_done(self, task: asyncio.Task[MetadataImage]) -> None:
-        self._proposals.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a rejection whose requester left is not an error worth a warning
-
-    async def _propose(self, cmd: Command) -> MetadataImage:
-        async with self._propose_lock:
-            loop = asyncio.get_running_loop()
-            try:
-                image = await loop.run_in_executor(None, self.metadata.propose, cmd)
-            except CommandRejected as e:
-                raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
-            self.reconcile(image)
-            return image
+    async def allocate_producer_id(self) -> int:
+        """A producer id no other shard or incarnation hands out: blocks of ids come from the metadata log."""
+        async with self._producer_ids_lock:
+            next_id, end = self._producer_ids
+            if next_id >= end:
+                await self.propose(AllocateProducerIds(self.broker_id, PRODUCER_ID_BLOCK_SIZE))
+                next_id, end = self._image.producer_id_blocks[self.broker_id]
+            self._producer_ids = (next_id + 1, end)
+            return next_id
 
     async def register(self) -> None:
         ep = self.config.advertise_endpoint
@@ -268,6 +280,10 @@ class PartitionManager:
         info = p.append(buf, headers, self.now_ms())
         p.producers.update(headers, info.base_offset)
         self.flusher.mark_dirty(p)
+        counts = p.probe
+        counts.bytes_in += len(buf)
+        counts.batches_in += len(headers)
+        counts.records_in += info.last_offset - info.base_offset + 1
         return info
 
     def lookup(self, topic: str, partition: int) -> Partition:
@@ -354,7 +370,14 @@ class PartitionManager:
         plog = PartitionLog.open(directory, log_config, now_ms)
         durability = self.config.durability
         self.partitions[tp] = Partition(
-            tp, topic_id, directory, plog, epoch, durability, self.config.producers_per_partition_max
+            tp,
+            topic_id,
+            directory,
+            plog,
+            epoch,
+            durability,
+            self.config.producers_per_partition_max,
+            self.probe.partition(tp),
         )
         self._locks[tp] = lock_fd
         log.info(
@@ -369,6 +392,7 @@ class PartitionManager:
     def _close_partition(self, tp: TopicPartition, *, delete: bool) -> None:
         p = self.partitions.pop(tp)
         p.close(delete=delete)
+        self.probe.forget_partition(tp)
         lock_fd = self._locks.pop(tp)
         os.close(lock_fd)
         if delete:
@@ -398,11 +422,6 @@ class PartitionManager:
     def apply_retention(self) -> int:
         now = self.now_ms()
         return sum(p.log.apply_retention(now) for p in self.partitions.values())
-
-    async def drain_proposals(self) -> None:
-        """Shutdown: let metadata commands already in flight finish (and reconcile) before closing."""
-        if self._proposals:
-            await asyncio.gather(*self._proposals, return_exceptions=True)
 
     def close(self) -> None:
         for tp in list(self.partitions):

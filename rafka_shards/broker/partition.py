@@ -21,6 +21,7 @@ from pathlib import Path
 from rafka_shards.broker.producer_state import ProducerStateTable
 from rafka_shards.config import Durability
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
+from rafka_shards.probe import PartitionProbe
 from rafka_shards.records.batch import BatchHeader
 from rafka_shards.storage.log import AppendInfo, PartitionLog
 
@@ -33,6 +34,7 @@ class Partition:
         "_closed",
         "_data_waiters",
         "directory",
+        "probe",
         "durability",
         "leader_epoch",
         "log",
@@ -50,8 +52,10 @@ class Partition:
         leader_epoch: int,
         durability: Durability,
         producers_max: int,
+        probe: PartitionProbe,
     ) -> None:
         self.tp = tp
+        self.probe = probe  # byte/batch counts, plain integers flushed to metrics by the shard
         self.topic_id = topic_id
         self.directory = directory
         self.log = log_

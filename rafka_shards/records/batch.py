@@ -210,3 +210,15 @@ def scan_for_recovery(buf: Buffer, start: int = 0) -> tuple[int, list[BatchHeade
             headers.append(h)
             pos += h.size
     return pos, headers
+
+
+def count_batches(buf: bytes | memoryview) -> int:
+    """Batches in a buffer of whole batches (a fetch result), by their length fields only."""
+    count = 0
+    pos = 0
+    end = len(buf)
+    while end - pos >= LOG_OVERHEAD:
+        _, length = _LENGTH.unpack_from(buf, pos)
+        pos += LOG_OVERHEAD + length
+        count += 1
+    return count

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 import socket
+import time
 import typing
 from typing import TYPE_CHECKING
 
@@ -40,11 +41,15 @@ log = logging.getLogger(__name__)
 
 
 class _Pending:
-    __slots__ = ("correlation_id", "flexible_header", "task")
+    __slots__ = ("api", "correlation_id", "flexible_header", "started", "task")
 
-    def __init__(self, correlation_id: int, flexible_header: bool, task: asyncio.Future[ResponseBody | None]) -> None:
+    def __init__(
+        self, api: str, correlation_id: int, flexible_header: bool, task: asyncio.Future[ResponseBody | None]
+    ) -> None:
+        self.api = api
         self.correlation_id = correlation_id
         self.flexible_header = flexible_header
+        self.started = time.perf_counter()
         self.task = task
 
 
@@ -122,8 +127,9 @@ class KafkaConnection(asyncio.Protocol):
             if api_key == API_VERSIONS_KEY:
                 # KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client can downgrade.
                 body = unsupported_version_body(self._shard.apis)
-                self._enqueue(correlation_id, False, _done(body))
+                self._enqueue(handler.name, correlation_id, False, _done(body))
                 return
+            self._shard.probe.request_error(handler.name, "UNSUPPORTED_VERSION")
             self._abort(
                 f"{handler.name} v{version} is not supported (versions {handler.min_version}-{handler.max_version})"
             )
@@ -133,6 +139,7 @@ class KafkaConnection(asyncio.Protocol):
             request = kio_codec.decode_request(api_key, version, frame, body_offset)
         except (HeaderError, kio_codec.RequestDecodeError) as e:
             log.debug("malformed frame from %s: %s", self.peer, frame[:256].hex())
+            self._shard.probe.request_error(handler.name, "MALFORMED_REQUEST")
             self._abort(f"malformed {handler.name} v{version} request: {e}")
             return
         if log.isEnabledFor(logging.DEBUG):
@@ -141,11 +148,12 @@ class KafkaConnection(asyncio.Protocol):
         task: asyncio.Future[ResponseBody | None] = asyncio.ensure_future(handler.handle(ctx, request))
         # ApiVersions responses always use header v0 so that any client can read them (KIP-511).
         flexible_header = api_key != API_VERSIONS_KEY and kio_codec.is_flexible(api_key, version)
-        self._shard.probe.request(handler.name)
-        self._enqueue(correlation_id, flexible_header, task)
+        self._enqueue(handler.name, correlation_id, flexible_header, task)
 
-    def _enqueue(self, correlation_id: int, flexible_header: bool, task: asyncio.Future[ResponseBody | None]) -> None:
-        self._pending.append(_Pending(correlation_id, flexible_header, task))
+    def _enqueue(
+        self, api: str, correlation_id: int, flexible_header: bool, task: asyncio.Future[ResponseBody | None]
+    ) -> None:
+        self._pending.append(_Pending(api, correlation_id, flexible_header, task))
         task.add_done_callback(self._on_response_ready)
 
     def _on_response_ready(self, _task: asyncio.Future[ResponseBody | None]) -> None:
@@ -153,13 +161,17 @@ class KafkaConnection(asyncio.Protocol):
         if self._closing or transport is None:
             return
         pending = self._pending
+        probe = self._shard.probe
         while pending and pending[0].task.done():
             p = pending.popleft()
             if p.task.cancelled():
+                probe.request_error(p.api, "CANCELLED")
                 self._abort("request cancelled")
                 return
             exc = p.task.exception()
+            probe.request(p.api, time.perf_counter() - p.started)
             if exc is not None:
+                probe.request_error(p.api, "CONNECTION_CLOSED" if isinstance(exc, CloseConnection) else "INTERNAL")
                 if isinstance(exc, CloseConnection):
                     self._close_after_writes(str(exc))
                     return

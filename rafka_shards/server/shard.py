@@ -1,54 +1,44 @@
 """A shard: one process, one event loop, one Kafka listener, one broker id, the partitions it leads.
 
-Runs in the serving process (with ``--shards`` a supervisor will run several). Owns the listener socket, the client
-connections, the group-commit flusher task, the retention task and the partition manager. Start-up order: open the
-metadata log (replay), register this broker, open the logs it leads (recovery), then listen. Shutdown order: stop
-accepting, stop reading, let in-flight requests finish (bounded by shutdown_timeout_ms), a last group commit, close
-the logs (flush + clean-shutdown marker), close the metadata log.
+Runs in a shard process spawned by the supervisor (``rafka_shards.node.supervisor``), which made the listening socket
+and the controller channel and passes both. Owns the client connections, the group-commit flusher task, the
+retention task and the partition manager. Start-up order: catch up with the controller's metadata (opening and
+recovering the logs this shard leads as the records arrive), register this broker, start accepting on the listener,
+tell the supervisor it is ready. Shutdown order: stop accepting, stop reading, let in-flight requests finish
+(bounded by shutdown_timeout_ms), a last group commit, close the logs (flush + clean-shutdown marker), close the
+channel. The shard also stops, gracefully, when its supervisor goes away (the channel closes or its parent changes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import logging
+import os
+import socket
 import time
 from collections.abc import Mapping
 
-from controller.local import LocalController
+from controller.channel import PartitionStats, Stats
+from controller.image import MetadataImage
 from rafka_shards.broker.flusher import GroupCommitFlusher
 from rafka_shards.broker.manager import PartitionManager
 from rafka_shards.config import BrokerConfig, Durability
 from rafka_shards.kafka.api import ApiHandler
 from rafka_shards.kafka.registry import HANDLERS
+from rafka_shards.probe import Probe
 from rafka_shards.server.connection import KafkaConnection
+from rafka_shards.server.controller_link import ControllerLink, ControllerLost
 
 log = logging.getLogger(__name__)
 
 
+PROBE_FLUSH_INTERVAL_S = 1.0
+PARENT_CHECK_INTERVAL_S = 1.0
+
+
 class StartupError(Exception):
-    """The shard cannot start (port in use, data dir unusable); the message says what to change."""
-
-
-class Probe:
-    """Counters of this shard, kept apart from the logic (Redpanda's probe pattern); exported by the admin API."""
-
-    def __init__(self) -> None:
-        self.requests: collections.Counter[str] = collections.Counter()
-        self.protocol_errors = 0
-        self.fsync_rounds = 0
-        self.fsync_seconds_total = 0.0
-
-    def request(self, api: str) -> None:
-        self.requests[api] += 1
-
-    def protocol_error(self) -> None:
-        self.protocol_errors += 1
-
-    def fsync(self, seconds: float) -> None:
-        self.fsync_rounds += 1
-        self.fsync_seconds_total += seconds
+    """The shard cannot start (data dir unusable, controller gone); the message says what to change."""
 
 
 def wall_clock_ms() -> int:
@@ -56,15 +46,25 @@ def wall_clock_ms() -> int:
 
 
 class Shard:
-    def __init__(self, config: BrokerConfig, apis: Mapping[int, ApiHandler] = HANDLERS) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        listener: socket.socket,
+        channel: socket.socket,
+        parent_pid: int,
+        apis: Mapping[int, ApiHandler] = HANDLERS,
+    ) -> None:
         self.config = config
         self.apis = apis
         self.probe = Probe()
         self.connections: set[KafkaConnection] = set()
         self.ready = False
+        self._listener = listener
+        self._channel = channel
+        self._parent_pid = parent_pid
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._controller: LocalController | None = None
+        self._link: ControllerLink | None = None
         self._manager: PartitionManager | None = None
         self._flusher: GroupCommitFlusher | None = None
         self._fatal: BaseException | None = None
@@ -77,32 +77,33 @@ class Shard:
 
     async def start(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        self._controller = await loop.run_in_executor(None, LocalController.open, config.data_dir / "controller")
         interval = config.flush_interval_ms if config.durability is Durability.FLUSH else None
         self._flusher = GroupCommitFlusher(
             config.fsync_threads, interval_ms=interval, observe_fsync_seconds=self.probe.fsync
         )
-        self._manager = PartitionManager(config, self._controller, self._flusher, wall_clock_ms)
-        self._manager.reconcile(self._controller.image)
-        await self._manager.register()
+        manager = PartitionManager(
+            config, MetadataImage(offset=-1, cluster_id=""), self._flusher, wall_clock_ms, self.probe
+        )
+        self._manager = manager
+        self._link = ControllerLink(self._channel, manager.reconcile, self._stats, self._controller_lost)
+        try:
+            await self._link.connect()
+        except (ControllerLost, OSError) as e:
+            raise StartupError(f"no controller channel: {e}") from None
+        manager.attach(self._link)
+        await manager.register()
         self._spawn(self._flusher.run(), "flusher")
         self._spawn(self._retention_loop(), "retention")
-        ep = config.listen_endpoint
-        try:
-            self._server = await loop.create_server(
-                lambda: KafkaConnection(self), ep.host, ep.port, reuse_address=True, backlog=1024
-            )
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise StartupError(f"cannot listen on {ep}: port {ep.port} is already in use") from None
-            raise StartupError(f"cannot listen on {ep}: {e.strerror}") from None
+        self._spawn(self._probe_loop(), "probe")
+        self._spawn(self._parent_watch(), "parent-watch")
+        self._server = await loop.create_server(lambda: KafkaConnection(self), sock=self._listener, backlog=1024)
         self.ready = True
+        self._link.ready(config.broker_id, self.bound_port)
         log.info(
             "broker %d ready: Kafka listener on %s (advertised %s), data in %s, durability=%s",
             config.broker_id,
-            ep,
+            config.listen_endpoint,
             config.advertise_endpoint,
             config.data_dir,
             config.durability.value,
@@ -139,6 +140,44 @@ class Shard:
 
     def request_stop(self) -> None:
         self._stopped.set()
+
+    def _stats(self, request_id: int) -> Stats:
+        self.probe.flush()  # /metrics reads the counters right after this answer
+        partitions = tuple(
+            PartitionStats(
+                tp.topic,
+                tp.partition,
+                p.log.log_start_offset,
+                p.log.high_watermark,
+                p.log.log_end_offset,
+                p.log.size_bytes(),
+            )
+            for tp, p in self.manager.partitions.items()
+        )
+        return Stats(request_id, len(self.connections), partitions)
+
+    def _controller_lost(self, exc: BaseException) -> None:
+        if isinstance(exc, AssertionError | OSError | RuntimeError):
+            self.fatal(exc)  # applying a record failed: an invariant or the disk broke
+            return
+        log.warning("shard %d stopping: %s", self.config.broker_id, exc)
+        self.request_stop()
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_FLUSH_INTERVAL_S)
+            self.probe.flush()
+
+    async def _parent_watch(self) -> None:
+        """Belt and braces with the channel's end of file: a shard never outlives its supervisor."""
+        while True:
+            await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
+            if os.getppid() != self._parent_pid:
+                log.warning(
+                    "shard %d stopping: its supervisor (pid %d) is gone", self.config.broker_id, self._parent_pid
+                )
+                self.request_stop()
+                return
 
     async def _retention_loop(self) -> None:
         interval = self.config.log_retention_check_interval_ms / 1000
@@ -183,10 +222,10 @@ class Shard:
             except TimeoutError:
                 log.error("the last group commit did not finish before the shutdown deadline")
         if self._manager is not None:
-            await self._manager.drain_proposals()
             self._manager.close()  # flush_now + clean-shutdown marker per partition
-        if self._controller is not None:
-            self._controller.close()
+        self.probe.flush()
+        if self._link is not None:
+            await self._link.close()
         if self._server is not None:
             await self._server.wait_closed()
         log.info("broker %d stopped", self.config.broker_id)

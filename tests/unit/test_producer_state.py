@@ -60,6 +60,7 @@ def test_state_is_rebuilt_from_recovered_batches(tmp_path: Path) -> None:
     from rafka_shards.broker.partition import Partition
     from rafka_shards.config import Durability
     from rafka_shards.model import TopicPartition
+    from rafka_shards.probe import PartitionProbe
     from rafka_shards.storage.config import LogConfig
     from rafka_shards.storage.log import PartitionLog
 
@@ -70,7 +71,8 @@ def test_state_is_rebuilt_from_recovered_batches(tmp_path: Path) -> None:
         log.append(buf, validate_batches(buf, max_batch_bytes=10**6), 0, 0)
     log.close()
     reopened = PartitionLog.open(tmp_path, LogConfig(), 0)
-    p = Partition(TopicPartition("t", 0), uuid.uuid4(), tmp_path, reopened, 0, Durability.FSYNC, 100)
+    tp = TopicPartition("t", 0)
+    p = Partition(tp, uuid.uuid4(), tmp_path, reopened, 0, Durability.FSYNC, 100, PartitionProbe(tp))
     dup = p.producers.check(_batch(9, 0, 2))
     assert dup is not None and (dup.first_offset, dup.last_offset) == (2, 3)
     with pytest.raises(KafkaError) as e:

@@ -19,6 +19,7 @@ from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import validate_batches
 from rafka_shards.records.builder import Record, build_batch, decode_batches
 from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.files import write_atomically
 from rafka_shards.storage.log import PartitionLog
 
 
@@ -215,3 +216,11 @@ def test_roll_by_age_with_injected_clock(tmp_path: Path) -> None:
     assert len(log.segments) == 1
     _append(log, [b"c"], now_ms=1001)
     assert len(log.segments) == 2 and log.segments[-1].base_offset == 2
+
+
+def test_write_atomically_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    write_atomically(target, b"one")
+    write_atomically(target, b"two two")
+    assert target.read_bytes() == b"two two"
+    assert not (tmp_path / "f.tmp").exists()

@@ -17,8 +17,9 @@ from typing import Any
 
 from rafka_shards.broker.partition import Partition
 from rafka_shards.kafka.api import ApiHandler, RequestContext, ResponseBody, timeout_ms
-from rafka_shards.model import ErrorCode, KafkaError
+from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
 from rafka_shards.protocol.fast_responses import FetchPartitionData, encode_fetch_response
+from rafka_shards.records.batch import count_batches
 
 _NO_TOPIC_ID = bytes(16)
 
@@ -40,6 +41,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         topics, total, failed, readable = _read_all(ctx, req, max_bytes)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or failed or remaining <= 0 or not readable:
+            _count(ctx, topics)
             return encode_fetch_response(version, topics)
         # Long poll: any of these partitions' high watermark moving (or the partition going away) wakes us.
         waiter: asyncio.Future[None] = loop.create_future()
@@ -52,6 +54,21 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         finally:
             for p in readable:
                 p.remove_data_waiter(waiter)
+
+
+def _count(ctx: RequestContext, topics: list[tuple[str, bytes, list[FetchPartitionData]]]) -> None:
+    """Bytes and batches out per partition, and partition errors, for the shard's metrics."""
+    manager = ctx.manager
+    for name, _, parts in topics:
+        for part in parts:
+            if part.error_code:
+                manager.probe.request_error("Fetch", ErrorCode(part.error_code).name)
+            elif part.records:
+                p = manager.partitions.get(TopicPartition(name, part.partition))
+                if p is not None:
+                    for buf in part.records:
+                        p.probe.bytes_out += len(buf)
+                        p.probe.batches_out += count_batches(buf)
 
 
 def _read_all(

@@ -26,7 +26,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         if pid >= 0 and 0 <= epoch < EPOCH_MAX:
             body.update(producer_id=pid, producer_epoch=epoch + 1)
         else:
-            body.update(producer_id=ctx.manager.producer_ids.allocate(), producer_epoch=0)
+            body.update(producer_id=await ctx.manager.allocate_producer_id(), producer_epoch=0)
     return kio_codec.encode_response(22, ctx.version, body)
 
 

@@ -50,6 +50,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                 headers = validate_batches(pd.records, max_batch_bytes=p.log.config.max_message_bytes)
                 info = manager.append(p, bytearray(pd.records), headers)
             except KafkaError as e:
+                manager.probe.request_error("Produce", e.code.name)
                 parts.append(ProducePartitionResult(index, int(e.code), -1, -1, -1, e.message))
                 continue
             if wait_for_fsync:
@@ -65,6 +66,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         for t, i, fut in pending:
             code, message = _outcome(fut)
             if code is not ErrorCode.NONE:
+                manager.probe.request_error("Produce", code.name)
                 old = results[t][1][i]
                 results[t][1][i] = ProducePartitionResult(old.partition, int(code), -1, -1, -1, message)
             if not fut.done():

@@ -1,0 +1,225 @@
+"""The controller's end of the controller channels: one session per shard process, over a socket pair.
+
+Runs in the supervisor process on its event loop; the thin asyncio shell around ``controller.channel`` and the
+``LocalController`` (the only writer of the metadata log). What it guarantees shards:
+
+- every shard receives every committed record, in order, starting from offset 0 when its session opens;
+- a record is sent only after it is fsynced (the controller appends and fsyncs before it is visible here);
+- a proposal is answered after the record is committed AND every ready shard (and the proposer) has applied it, or
+  after ``metadata_propagation_timeout_ms``: so once CreateTopics answers, the new partitions are open on their
+  shards and a client that goes straight to the leader is served, not refused.
+
+Bounds: proposals are serialised (one fsync at a time); a shard whose unread channel data passes
+``SESSION_BUFFER_BYTES_MAX`` is disconnected (it then stops, and the supervisor restarts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from controller.channel import (
+    RECORDS_PER_MESSAGE_MAX,
+    Applied,
+    ChannelDecoder,
+    ChannelError,
+    Hello,
+    Message,
+    Propose,
+    Proposed,
+    Ready,
+    Rejected,
+    Stats,
+    StatsRequest,
+    encode,
+    encode_records,
+)
+from controller.commands import Command
+from controller.local import CommandRejected, LocalController
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 256 * 1024
+SESSION_BUFFER_BYTES_MAX = 256 * 1024 * 1024
+STATS_PENDING_MAX = 64
+
+
+class ShardSession:
+    """One shard process's channel, seen from the controller."""
+
+    def __init__(self, server: ControllerServer, index: int, sock: socket.socket) -> None:
+        self.server = server
+        self.index = index
+        self._sock = sock
+        self.sent_offset = -1  # the last record offset pushed to this shard
+        self.applied_offset = -1  # the last offset the shard says it applied and reconciled
+        self.ready = False
+        self.ready_event = asyncio.Event()
+        self.broker_id = -1
+        self.port = -1
+        self._writer: asyncio.StreamWriter | None = None
+        self._stats: dict[int, asyncio.Future[Stats]] = {}
+        self._next_stats_id = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def run(self) -> None:
+        """Serve the shard until it disconnects (it stopped or died) or misbehaves."""
+        reader, self._writer = await asyncio.open_connection(sock=self._sock, limit=READ_CHUNK_BYTES)
+        controller = self.server.controller
+        self._write(encode(Hello(controller.image.cluster_id, controller.log_end_offset - 1)))
+        self.push()
+        decoder = ChannelDecoder()
+        try:
+            while True:
+                data = await reader.read(READ_CHUNK_BYTES)
+                if not data:
+                    return
+                for msg in decoder.feed(data):
+                    self._handle(msg)
+        except ChannelError as e:
+            log.error("shard %d sent a bad controller message, disconnecting it: %s", self.index, e)
+        except ConnectionError:
+            return
+        finally:
+            self.close()
+
+    def push(self) -> None:
+        """Send every committed record this shard has not been sent yet, in order."""
+        controller = self.server.controller
+        end = controller.log_end_offset
+        while not self._closed and self.sent_offset + 1 < end:
+            first = self.sent_offset + 1
+            payloads = controller.payloads(first, RECORDS_PER_MESSAGE_MAX)
+            self._write(encode_records(first, payloads))
+            self.sent_offset += len(payloads)
+
+    async def stats(self, timeout_s: float) -> Stats | None:
+        if self._closed or not self.ready or len(self._stats) >= STATS_PENDING_MAX:
+            return None
+        self._next_stats_id += 1
+        request_id = self._next_stats_id
+        fut: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
+        self._stats[request_id] = fut
+        self._write(encode(StatsRequest(request_id)))
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            log.warning("shard %d did not answer a stats request within %.1fs", self.index, timeout_s)
+            return None
+        finally:
+            self._stats.pop(request_id, None)
+
+    def _handle(self, msg: Message) -> None:
+        if isinstance(msg, Applied):
+            if msg.offset > self.sent_offset:
+                raise ChannelError(f"applied offset {msg.offset} beyond the last record sent {self.sent_offset}")
+            self.applied_offset = max(self.applied_offset, msg.offset)
+            self.server.progress()
+        elif isinstance(msg, Propose):
+            task = asyncio.get_running_loop().create_task(self._propose(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(msg, Ready):
+            self.broker_id, self.port = msg.broker_id, msg.port
+            self.ready = True
+            self.ready_event.set()
+            self.server.progress()
+        elif isinstance(msg, Stats):
+            fut = self._stats.get(msg.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        else:
+            raise ChannelError(f"unexpected {type(msg).__name__} from a shard")
+
+    async def _propose(self, msg: Propose) -> None:
+        try:
+            offset = await self.server.propose(msg.command, self)
+        except CommandRejected as e:
+            self._write(encode(Rejected(msg.request_id, e.rejection.kind.value, e.rejection.message)))
+            return
+        self._write(encode(Proposed(msg.request_id, offset)))
+
+    def _write(self, frame: bytes) -> None:
+        writer = self._writer
+        if writer is None or self._closed:
+            return
+        if writer.transport.get_write_buffer_size() > SESSION_BUFFER_BYTES_MAX:
+            log.error("shard %d is not reading its controller channel; disconnecting it", self.index)
+            self.close()
+            return
+        writer.write(frame)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.ready = False
+        for fut in self._stats.values():
+            fut.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        else:
+            self._sock.close()
+        self.server.forget(self)
+
+
+class ControllerServer:
+    def __init__(self, controller: LocalController, propagation_timeout_s: float) -> None:
+        self.controller = controller
+        self.sessions: set[ShardSession] = set()
+        self._propagation_timeout_s = propagation_timeout_s
+        self._lock = asyncio.Lock()
+        self._progress = asyncio.Event()  # set (and replaced) whenever a shard applies, becomes ready or leaves
+        self.on_commit: Callable[[], None] = lambda: None
+
+    def open_session(self, index: int, sock: socket.socket) -> ShardSession:
+        session = ShardSession(self, index, sock)
+        self.sessions.add(session)
+        return session
+
+    def forget(self, session: ShardSession) -> None:
+        self.sessions.discard(session)
+        self.progress()
+
+    def progress(self) -> None:
+        """A shard applied records, became ready or left: wake proposals waiting for propagation."""
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def propose(self, cmd: Command, requester: ShardSession | None = None) -> int:
+        """Commit ``cmd`` (fsynced, off the loop thread), push it to every shard, wait until they applied it."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            image = await loop.run_in_executor(None, self.controller.propose, cmd)
+        offset = image.offset
+        for session in list(self.sessions):
+            session.push()
+        self.on_commit()
+        await self._wait_applied(offset, requester)
+        return offset
+
+    async def _wait_applied(self, offset: int, requester: ShardSession | None) -> None:
+        deadline = time.monotonic() + self._propagation_timeout_s
+
+        def behind() -> list[ShardSession]:
+            return [s for s in self.sessions if (s.ready or s is requester) and s.applied_offset < offset]
+
+        while True:
+            progress = self._progress
+            late = behind()
+            if not late:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                shards = ", ".join(str(s.index) for s in late)
+                log.warning("metadata offset %d not applied by shard(s) %s within the timeout", offset, shards)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)

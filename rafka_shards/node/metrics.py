@@ -1,0 +1,88 @@
+"""``GET /metrics`` for the whole node: every shard's counters and histograms, plus live gauges, in one exposition.
+
+Runs in the supervisor process. Counters and histograms come from prometheus-client's multiprocess files, which every
+shard process writes (``rafka_shards.probe``) and which outlive the process, so a restarted shard's counts are not
+lost. Gauges come from the shards that are alive right now (asked over the controller channel just before the
+exposition is rendered) and from psutil for each shard process: CPU seconds, resident memory, restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from controller.channel import Stats
+
+if TYPE_CHECKING:
+    from rafka_shards.node.supervisor import Supervisor
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class NodeMetrics:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=str(supervisor.metrics_dir))  # type: ignore[no-untyped-call]
+        self.registry.register(self)
+        self._stats: dict[int, Stats] = {}
+
+    async def render(self) -> bytes:
+        stats = await self._supervisor.gather_stats()
+        # No await between setting the snapshot and rendering it: concurrent scrapes cannot mix snapshots.
+        self._stats = stats
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        sup = self._supervisor
+        up = GaugeMetricFamily("rafka_shard_up", "1 if the shard process is running and ready", labels=["shard"])
+        restarts = CounterMetricFamily(
+            "rafka_shard_restarts", "times the supervisor restarted the shard after it died", labels=["shard"]
+        )
+        cpu = CounterMetricFamily(
+            "rafka_shard_cpu_seconds", "user+system CPU time of the current shard process", labels=["shard"]
+        )
+        rss = GaugeMetricFamily("rafka_shard_resident_memory_bytes", "resident set size of the shard", labels=["shard"])
+        connections = GaugeMetricFamily("rafka_active_connections", "open Kafka client connections", labels=["shard"])
+        for slot in sup.slots:
+            shard = str(slot.index)
+            up.add_metric([shard], 1.0 if slot.ready else 0.0)
+            restarts.add_metric([shard], slot.restarts_total)
+            pid = slot.pid
+            if pid is not None and slot.process is not None and slot.process.exitcode is None:
+                try:
+                    proc = psutil.Process(pid)
+                    with proc.oneshot():
+                        times = proc.cpu_times()
+                        cpu.add_metric([shard], times.user + times.system)
+                        rss.add_metric([shard], proc.memory_info().rss)
+                except psutil.Error:
+                    pass  # exited between the check and the read
+            stats = self._stats.get(slot.index)
+            if stats is not None:
+                connections.add_metric([shard], stats.connections)
+        yield from (up, restarts, cpu, rss, connections)
+
+        labels = ["topic", "partition"]
+        leo = GaugeMetricFamily("rafka_partition_log_end_offset", "offset the next record will get", labels=labels)
+        hw = GaugeMetricFamily("rafka_partition_high_watermark", "offset up to which consumers read", labels=labels)
+        start = GaugeMetricFamily("rafka_partition_log_start_offset", "first offset still in the log", labels=labels)
+        size = GaugeMetricFamily("rafka_partition_size_bytes", "bytes of the partition's segments", labels=labels)
+        for stats in self._stats.values():
+            for p in stats.partitions:
+                key = [p.topic, str(p.partition)]
+                leo.add_metric(key, p.log_end_offset)
+                hw.add_metric(key, p.high_watermark)
+                start.add_metric(key, p.log_start_offset)
+                size.add_metric(key, p.size_bytes)
+        yield from (leo, hw, start, size)
+
+        if sup.controller is not None:
+            offset = GaugeMetricFamily("rafka_metadata_offset", "offset of the last committed metadata record")
+            offset.add_metric([], sup.controller.image.offset)
+            yield offset

@@ -1,0 +1,109 @@
+"""A shard's metrics, kept apart from the logic (Redpanda's probe pattern), in prometheus-client's multiprocess mode.
+
+Runs in a shard process. The supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before it spawns shards, so each shard's
+values live in memory-mapped files there; the supervisor's ``/metrics`` sums them over every shard process that ever
+ran, so counters survive a shard's restart (even after SIGKILL). Without that variable (unit tests) the metrics are
+ordinary in-process ones.
+
+Per-partition byte and batch counts are added to plain integers on the produce and fetch paths and moved into the
+shared files by ``flush`` (every second, and before the shard answers a stats request, which ``/metrics`` sends first),
+so the hot path pays an integer add per partition, not a locked write to a memory map. A SIGKILL loses at most the
+last second of those counts. Gauges (log end offset, size, connections) are not stored here: ``/metrics`` asks the
+live shards for them, so a dead shard's gauges vanish with it.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from rafka_shards.model import TopicPartition
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+FSYNC_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+REQUESTS = Counter("rafka_requests", "Kafka requests received, by API", ["api"])
+REQUEST_ERRORS = Counter(
+    "rafka_request_errors",
+    "Kafka requests that failed, by API and error: a partition-level error code in Produce/Fetch, "
+    "or the connection closed over the request",
+    ["api", "error"],
+)
+REQUEST_LATENCY = Histogram(
+    "rafka_request_latency_seconds",
+    "time from reading a request to writing its response, by API",
+    ["api"],
+    buckets=LATENCY_BUCKETS_S,
+)
+FSYNC_LATENCY = Histogram(
+    "rafka_fsync_duration_seconds", "duration of one group-commit round of fsyncs", buckets=FSYNC_BUCKETS_S
+)
+_LABELS = ["topic", "partition"]
+BYTES_IN = Counter("rafka_partition_bytes_in", "record batch bytes appended, by partition", _LABELS)
+BATCHES_IN = Counter("rafka_partition_batches_in", "record batches appended, by partition", _LABELS)
+RECORDS_IN = Counter("rafka_partition_records_in", "records appended (from batch headers), by partition", _LABELS)
+BYTES_OUT = Counter("rafka_partition_bytes_out", "record batch bytes sent to consumers, by partition", _LABELS)
+BATCHES_OUT = Counter("rafka_partition_batches_out", "record batches sent to consumers, by partition", _LABELS)
+
+
+class PartitionProbe:
+    """Counts of one partition since the last flush; plain integers on the hot path."""
+
+    __slots__ = ("batches_in", "batches_out", "bytes_in", "bytes_out", "records_in", "tp")
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.bytes_in = 0
+        self.batches_in = 0
+        self.records_in = 0
+        self.bytes_out = 0
+        self.batches_out = 0
+
+    def flush(self) -> None:
+        labels = (self.tp.topic, str(self.tp.partition))
+        for counter, name in (
+            (BYTES_IN, "bytes_in"),
+            (BATCHES_IN, "batches_in"),
+            (RECORDS_IN, "records_in"),
+            (BYTES_OUT, "bytes_out"),
+            (BATCHES_OUT, "batches_out"),
+        ):
+            value = getattr(self, name)
+            if value:
+                counter.labels(*labels).inc(value)
+                setattr(self, name, 0)
+
+
+class Probe:
+    """The shard's request and fsync metrics, plus the partition probes it flushes."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[TopicPartition, PartitionProbe] = {}
+        self.protocol_errors = 0
+
+    def partition(self, tp: TopicPartition) -> PartitionProbe:
+        probe = self.partitions.get(tp)
+        if probe is None:
+            probe = self.partitions[tp] = PartitionProbe(tp)
+        return probe
+
+    def forget_partition(self, tp: TopicPartition) -> None:
+        probe = self.partitions.pop(tp, None)
+        if probe is not None:
+            probe.flush()
+
+    def request(self, api: str, latency_s: float) -> None:
+        REQUESTS.labels(api).inc()
+        REQUEST_LATENCY.labels(api).observe(latency_s)
+
+    def request_error(self, api: str, error: str) -> None:
+        REQUEST_ERRORS.labels(api, error).inc()
+
+    def protocol_error(self) -> None:
+        self.protocol_errors += 1
+
+    def fsync(self, seconds: float) -> None:
+        FSYNC_LATENCY.observe(seconds)
+
+    def flush(self) -> None:
+        for probe in self.partitions.values():
+            probe.flush()
