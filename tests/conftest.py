@@ -54,6 +54,24 @@ def free_port_range(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports")
 
 
+def wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until every process has exited; those still running after ``timeout_s``. A zombie counts as exited: an
+    orphan's exit status is reaped by init, which may take a while in a container."""
+
+    def running(p: psutil.Process) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if running(p)]
+    return alive
+
+
 class Broker:
     """One node (supervisor + shard processes) with its data directory; restartable on the same ports."""
 
@@ -150,7 +168,7 @@ class Broker:
         except subprocess.TimeoutExpired:
             self.kill()
             raise
-        _, alive = psutil.wait_procs(tree, timeout=5)
+        alive = wait_gone(tree, timeout_s=5)
         if alive:
             for p in alive:
                 p.kill()
@@ -163,7 +181,7 @@ class Broker:
             tree = self.process_tree()
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-            psutil.wait_procs(tree, timeout=STOP_TIMEOUT_S)
+            wait_gone(tree, timeout_s=STOP_TIMEOUT_S)
 
     def restart(self) -> None:
         assert self.stop() == 0, self.log()

@@ -62,16 +62,19 @@ def _still_serving(broker: Broker) -> None:
         assert len(_recv_frame(s)) > 10
 
 
-def _produce(broker: Broker, topic: str, records: bytes) -> Any:
+def _produce(broker: Broker, topic: str, records: bytes, partition: int = 0, shard: int = 0) -> Any:
+    """Produce v8 of ``records`` to one partition, sent to the given shard's port; the partition's response."""
     from kio.schema.produce.v8.response import ProduceResponse
 
     req = ProduceRequest(
         transactional_id=None,
         acks=-1,
         timeout=__import__("datetime").timedelta(seconds=10),
-        topic_data=(TopicProduceData(name=topic, partition_data=(PartitionProduceData(index=0, records=records),)),),
+        topic_data=(
+            TopicProduceData(name=topic, partition_data=(PartitionProduceData(index=partition, records=records),)),
+        ),
     )
-    with _connect(broker) as s:
+    with socket.create_connection(("127.0.0.1", broker.port + shard), timeout=10) as s:
         s.sendall(_request(0, 8, req))
         frame = _recv_frame(s)
     resp, _ = entity_reader(ProduceResponse)(frame[4:], 0)
