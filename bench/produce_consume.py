@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -107,7 +108,64 @@ def _consumer(bootstrap: str, topic: str, partitions: int, expected: int, deadli
     q.put({"consumed": got, "bytes": nbytes, "seconds": elapsed, "cpu": cpu.user + cpu.system})
 
 
-def _start_broker(data_dir: Path, port: int, admin_port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+def _write_lines(path: Path, count: int, size: int) -> None:
+    """``count`` newline-delimited messages of ``size`` bytes (the newline is the delimiter, not payload)."""
+    line = os.urandom(size).hex()[:size].encode() + b"\n"
+    with path.open("wb") as f:
+        for _ in range(count // 1000):
+            f.write(line * 1000)
+        f.write(line * (count % 1000))
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _kcat_produce(bootstrap: str, topic: str, lines: Path, args: argparse.Namespace, deadline: float) -> list[Any]:
+    """``--producers`` kcat processes (librdkafka in C: far less client CPU per message than a Python loop), each
+    sending the file's lines to the topic's partitions; acknowledged counts come from the partitions' end offsets."""
+    import resource
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-l", str(lines), "-X", f"acks={args.acks}"]
+    cmd += ["-X", f"linger.ms={args.linger_ms}", "-X", "queue.buffering.max.kbytes=1048576"]
+    cmd += ["-X", "queue.buffering.max.messages=1000000"]
+    procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE) for _ in range(args.producers)]
+    started = time.perf_counter()
+    errors = 0
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        errors += proc.returncode != 0
+        if proc.returncode != 0:
+            print(err.decode(errors="replace")[-2000:], file=sys.stderr)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # With acks=1 the high watermark (the fsynced offset under durability=fsync) may trail the last acknowledgement
+    # by one group commit: wait for it to settle, bounded.
+    expected = _count_lines(lines) * args.producers
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count"})
+    settle = time.monotonic() + 10
+    while True:
+        acked = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(args.partitions))
+        if acked >= expected or time.monotonic() > settle:
+            break
+        time.sleep(0.05)
+    c.close()
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return [{"acked": acked, "errors": errors, "seconds": seconds, "cpu": cpu}]
+
+
+def _start_broker(
+    data_dir: Path, admin_port: int, shards: int, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A node with ``shards`` shard processes on ephemeral ports; the process and shard 0's address."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -117,7 +175,9 @@ def _start_broker(data_dir: Path, port: int, admin_port: int, extra: list[str]) 
             "--data-dir",
             str(data_dir),
             "--listen",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",
+            "--shards",
+            str(shards),
             "--admin-listen",
             f"127.0.0.1:{admin_port}",
             "--log-level",
@@ -129,14 +189,16 @@ def _start_broker(data_dir: Path, port: int, admin_port: int, extra: list[str]) 
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/v1/status/ready", timeout=1):
-                return proc
+                pass
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/v1/shards", timeout=5) as r:
+                return proc, str(json.loads(r.read())[0]["listen"])
         except OSError:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("the broker did not become ready within 30 s")
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap", help="use a running broker instead of starting one")
     ap.add_argument("--broker-pid", type=int, help="pid of that broker, for its CPU figures")
@@ -147,12 +209,40 @@ def main() -> int:
     ap.add_argument("--acks", default="all", choices=["0", "1", "all"], help="producer acks (default all)")
     ap.add_argument("--linger-ms", type=int, default=5, help="producer linger.ms (default 5)")
     ap.add_argument("--max-seconds", type=float, default=120, help="time limit for each phase (default 120)")
+    ap.add_argument(
+        "--client",
+        choices=["python", "kcat"],
+        default="python",
+        help="load generator: confluent-kafka producer processes, or kcat (C) processes reading a file",
+    )
+    ap.add_argument("--shards", type=int, default=1, help="shard processes of the broker it starts (default 1)")
     ap.add_argument("--broker-arg", action="append", default=[], help="extra argument for `serve` (repeatable)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/produce_consume.csv"), help="CSV to append to")
-    args = ap.parse_args()
-    if args.messages <= 0 or args.producers <= 0 or args.partitions <= 0 or args.size <= 0:
-        ap.error("--messages, --producers, --partitions and --size must be positive")
+    return ap
 
+
+def main() -> int:
+    ap = parser()
+    args = ap.parse_args()
+    if args.messages <= 0 or args.producers <= 0 or args.partitions <= 0 or args.size <= 0 or args.shards <= 0:
+        ap.error("--messages, --producers, --partitions, --size and --shards must be positive")
+    row = run(args)
+    append_csv(args.out, row)
+    return 0 if row["errors"] == 0 and row["consumed"] == row["messages"] else 1
+
+
+def append_csv(path: Path, row: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One produce phase then one consume phase; the CSV row (also printed)."""
     tmp = None
     proc = None
     try:
@@ -161,9 +251,7 @@ def main() -> int:
             broker = psutil.Process(args.broker_pid) if args.broker_pid else None
         else:
             tmp = Path(tempfile.mkdtemp(prefix="rafka-bench-"))
-            port = _free_port()
-            proc = _start_broker(tmp / "data", port, _free_port(), args.broker_arg)
-            bootstrap = f"127.0.0.1:{port}"
+            proc, bootstrap = _start_broker(tmp / "data", _free_port(), args.shards, args.broker_arg)
             broker = psutil.Process(proc.pid)
         from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -174,21 +262,32 @@ def main() -> int:
 
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
+        if args.client == "kcat":
+            # On tmpfs when there is one: writing back a big input file would compete with the broker's disk.
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            lines = tmp_input = Path(tempfile.mkstemp(prefix="rafka-bench-", suffix=".txt", dir=shm)[1])
+            _write_lines(lines, args.messages // args.producers, args.size)
         cpu0 = _cpu(broker)
         deadline = time.time() + args.max_seconds
         per = args.messages // args.producers
         t0 = time.perf_counter()
-        procs = [
-            ctx.Process(
-                target=_producer, args=(bootstrap, topic, per, args.size, args.acks, args.linger_ms, deadline, q)
-            )
-            for _ in range(args.producers)
-        ]
-        for p in procs:
-            p.start()
-        results = [q.get(timeout=args.max_seconds + 60) for _ in procs]
-        for p in procs:
-            p.join()
+        if args.client == "kcat":
+            try:
+                results = _kcat_produce(bootstrap, topic, tmp_input, args, deadline)
+            finally:
+                tmp_input.unlink()
+        else:
+            procs = [
+                ctx.Process(
+                    target=_producer, args=(bootstrap, topic, per, args.size, args.acks, args.linger_ms, deadline, q)
+                )
+                for _ in range(args.producers)
+            ]
+            for p in procs:
+                p.start()
+            results = [q.get(timeout=args.max_seconds + 60) for _ in procs]
+            for p in procs:
+                p.join()
         produce_s = time.perf_counter() - t0
         cpu1 = _cpu(broker)
         acked = sum(r["acked"] for r in results)
@@ -205,11 +304,13 @@ def main() -> int:
         row = {
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "messages": acked,
+            "shards": args.shards if proc is not None else "",
             "size": args.size,
             "partitions": args.partitions,
             "producers": args.producers,
             "acks": args.acks,
             "linger_ms": args.linger_ms,
+            "client": args.client,
             "errors": errors,
             "produce_mb_s": round(produce_mb / produce_s, 1),
             "consume_mb_s": round(consume_mb / cres["seconds"], 1) if cres["seconds"] else 0,
@@ -223,14 +324,7 @@ def main() -> int:
         }
         for k, v in row.items():
             print(f"{k:30} {v}")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        new = not args.out.exists()
-        with args.out.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        return 0 if errors == 0 and cres["consumed"] == acked else 1
+        return row
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -243,10 +337,17 @@ def main() -> int:
 
 
 def _cpu(p: psutil.Process | None) -> float:
+    """CPU seconds of the broker: the supervisor and every shard process (live ones counted one by one)."""
     if p is None:
         return 0.0
-    t = p.cpu_times()
-    return float(t.user + t.system + t.children_user + t.children_system)
+    total = 0.0
+    for proc in [p, *p.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 if __name__ == "__main__":
