@@ -1,6 +1,8 @@
-# rafka_shards: a single-node Kafka-compatible broker.
+# rafka_shards: a Kafka-compatible broker node (a supervisor and one shard process per CPU of the container).
 #   docker build -t rafka_shards .
-#   docker run -p 9092:9092 -p 9644:9644 -e RAFKA_ADVERTISE=localhost:9092 -v rafka-data:/var/lib/rafka rafka_shards
+#   docker run --cpus 2 -e RAFKA_SHARDS=2 -p 9092-9093:9092-9093 -p 9644:9644 \
+#       -e RAFKA_ADVERTISE=localhost:9092 -v rafka-data:/var/lib/rafka rafka_shards
+# Shard i listens on 9092+i and is advertised as RAFKA_ADVERTISE's port + i: publish one port per shard.
 FROM python:3.11-slim
 
 # Compilers are only needed if a dependency has no wheel for the platform; they are removed in the same layer.
@@ -27,7 +29,7 @@ ENV RAFKA_DATA_DIR=/var/lib/rafka \
     RAFKA_LISTEN=0.0.0.0:9092 \
     RAFKA_ADMIN_LISTEN=0.0.0.0:9644 \
     RAFKA_ADVERTISE=localhost:9092
-EXPOSE 9092 9644
+EXPOSE 9092-9099 9644
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9644/v1/status/ready')"]

@@ -140,11 +140,20 @@ class BrokerConfig:
         return Endpoint.parse(self.admin_listen, "admin_listen") if self.admin_listen else None
 
 
-def usable_cpus() -> int:
+def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may run on: its affinity mask, bounded by a cgroup v2 CPU quota (a container's CPU limit,
+    which the affinity mask does not show)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
 
 def _check_shards(config: BrokerConfig) -> None:

@@ -333,7 +333,6 @@ class PartitionManager:
                 existing.leader_epoch = epoch
                 if existing.log.config != log_config:
                     existing.log.update_config(log_config)
-        self._remove_stray_directories(image)
 
     def _log_config(self, topic: TopicImage) -> LogConfig:
         try:
@@ -399,24 +398,6 @@ class PartitionManager:
             shutil.rmtree(p.directory, ignore_errors=True)
         log.info("%s %s", "deleted" if delete else "stopped serving", tp)
 
-    def _remove_stray_directories(self, image: MetadataImage) -> None:
-        """Delete partition directories of topics that no longer exist (a crash between delete and cleanup)."""
-        for entry in os.scandir(self._kafka_dir):
-            if not entry.is_dir():
-                continue
-            topic, sep, part = entry.name.rpartition("-")
-            if not sep or not part.isdigit():
-                continue
-            t = image.topics.get(topic)
-            if t is not None and int(part) < len(t.partitions):
-                recorded = _read_topic_id(Path(entry.path) / PARTITION_METADATA_FILE)
-                if recorded is None or recorded == t.topic_id:
-                    continue
-            if TopicPartition(topic, int(part)) in self.partitions:
-                continue
-            log.info("removing %s: its topic no longer exists", entry.path)
-            shutil.rmtree(entry.path, ignore_errors=True)
-
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
     def apply_retention(self) -> int:
@@ -426,6 +407,50 @@ class PartitionManager:
     def close(self) -> None:
         for tp in list(self.partitions):
             self._close_partition(tp, delete=False)
+
+
+def remove_stray_partition_dirs(kafka_dir: Path, image: MetadataImage) -> list[Path]:
+    """Delete partition directories of topics that no longer exist (a crash between DeleteTopic and the owning
+    shard's cleanup); the ones removed.
+
+    Runs in the supervisor at node start, before any shard is spawned: a running shard may be behind or ahead of
+    another in the metadata log, so only a moment when no shard runs can tell a stray directory from one a shard just
+    created. A directory whose lock is held is skipped all the same.
+    """
+    removed: list[Path] = []
+    if not kafka_dir.is_dir():
+        return removed
+    for entry in os.scandir(kafka_dir):
+        if not entry.is_dir():
+            continue
+        topic, sep, part = entry.name.rpartition("-")
+        if not sep or not part.isdigit():
+            continue
+        t = image.topics.get(topic)
+        if t is not None and int(part) < len(t.partitions):
+            recorded = _read_topic_id(Path(entry.path) / PARTITION_METADATA_FILE)
+            if recorded is None or recorded == t.topic_id:
+                continue
+        if _locked(Path(entry.path) / LOCK_FILE):
+            continue
+        log.info("removing %s: its topic no longer exists", entry.path)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _read_topic_id(path: Path) -> uuid.UUID | None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from controller.channel import Stats
 from controller.local import LocalController
+from rafka_shards.broker.manager import remove_stray_partition_dirs
 from rafka_shards.config import BrokerConfig
 from rafka_shards.node.controller_server import ControllerServer, ShardSession
 from rafka_shards.server.shard_process import run_shard
@@ -114,6 +115,7 @@ class Supervisor:
         self._lock_data_dir()
         self.controller = await loop.run_in_executor(None, LocalController.open, config.data_dir / "controller")
         self.server = ControllerServer(self.controller, config.metadata_propagation_timeout_ms / 1000)
+        remove_stray_partition_dirs(config.data_dir / "kafka", self.controller.image)
         self._bind_listeners()
         # Every shard process writes its metric values under this directory (prometheus-client multiprocess mode);
         # values of an earlier run of the node are not this run's.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rafka_shards.config import MIB, BrokerConfig, ConfigError, Durability, load_config
+from rafka_shards.config import MIB, BrokerConfig, ConfigError, Durability, load_config, usable_cpus
 
 
 def test_defaults_need_no_configuration() -> None:
@@ -40,6 +40,9 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
         ({"listen": "127.0.0.1:70000"}, {}, "outside 0..65535"),
         ({"listen": "0.0.0.0:9092"}, {}, "set --advertise"),
         ({"durability": "sometimes"}, {}, "durability"),
+        ({"shards": "0"}, {}, "shards: expected auto or a number of shards in 1..256"),
+        ({"shards": "300"}, {}, "shards: expected auto or a number"),
+        ({"shards": "4", "listen": "127.0.0.1:65533"}, {}, "4 shards need ports 65533..65536, beyond 65535"),
     ],
 )
 def test_bad_values_name_the_setting(flags: dict[str, str], env: dict[str, str], message: str) -> None:
@@ -57,3 +60,16 @@ def test_bad_config_file(tmp_path: Path) -> None:
         load_config({}, environ={}, config_file=f)
     with pytest.raises(ConfigError, match=r"missing\.json"):
         load_config({}, environ={}, config_file=tmp_path / "missing.json")
+
+
+def test_shard_count() -> None:
+    assert load_config({"shards": "3"}, environ={}).shard_count == 3
+    assert load_config({}, environ={}).shard_count == usable_cpus() >= 1  # auto
+
+
+def test_usable_cpus_respects_a_cgroup_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: rounds up to 2
+    assert usable_cpus(cpu_max) == min(2, usable_cpus(tmp_path / "absent"))
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus(cpu_max) == usable_cpus(tmp_path / "absent")
