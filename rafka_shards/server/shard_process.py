@@ -2,8 +2,8 @@
 
 Runs in a fresh interpreter (multiprocessing's ``spawn`` start method: nothing is inherited but the arguments and the
 two sockets the supervisor made, so no thread or event loop state crosses a fork). Exit codes, read by the
-supervisor: 0 after a clean stop (SIGTERM/SIGINT, or the supervisor went away), 1 on a fatal error, 2 when the shard
-could not start.
+supervisor: 0 after a clean stop (SIGTERM from the supervisor, or the supervisor went away), 1 on a fatal error,
+2 when the shard could not start.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ async def _serve(config: BrokerConfig, listener: socket.socket, channel: socket.
     log = logging.getLogger("rafka_shards.shard")
     shard = Shard(config, listener, channel, parent_pid)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, shard.request_stop)
+    loop.add_signal_handler(signal.SIGTERM, shard.request_stop)
+    # Ctrl-C in a terminal sends SIGINT to the whole process group: the supervisor handles it and stops the shards
+    # in order (SIGTERM). A shard stopping on its own meanwhile would look like a death to restart.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         await shard.start()
     except StartupError as e:
