@@ -78,7 +78,6 @@ class Probe:
 
     def __init__(self) -> None:
         self.partitions: dict[TopicPartition, PartitionProbe] = {}
-        self.protocol_errors = 0
 
     def partition(self, tp: TopicPartition) -> PartitionProbe:
         probe = self.partitions.get(tp)
@@ -97,9 +96,6 @@ class Probe:
 
     def request_error(self, api: str, error: str) -> None:
         REQUEST_ERRORS.labels(api, error).inc()
-
-    def protocol_error(self) -> None:
-        self.protocol_errors += 1
 
     def fsync(self, seconds: float) -> None:
         FSYNC_LATENCY.observe(seconds)

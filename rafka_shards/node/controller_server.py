@@ -20,7 +20,6 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
 
 from controller.channel import (
     RECORDS_PER_MESSAGE_MAX,
@@ -177,7 +176,6 @@ class ControllerServer:
         self._propagation_timeout_s = propagation_timeout_s
         self._lock = asyncio.Lock()
         self._progress = asyncio.Event()  # set (and replaced) whenever a shard applies, becomes ready or leaves
-        self.on_commit: Callable[[], None] = lambda: None
 
     def open_session(self, index: int, sock: socket.socket) -> ShardSession:
         session = ShardSession(self, index, sock)
@@ -201,7 +199,6 @@ class ControllerServer:
         offset = image.offset
         for session in list(self.sessions):
             session.push()
-        self.on_commit()
         await self._wait_applied(offset, requester)
         return offset
 

@@ -135,6 +135,9 @@ class Supervisor:
             await asyncio.wait((ready, exited, stop), return_when=asyncio.FIRST_COMPLETED)
             for f in (ready, exited, stop):
                 f.cancel()
+            # Let the cancelled exit-waiter run its finally (remove_reader on the sentinel) now: later, it would
+            # remove the reader the shard's monitor adds for the same sentinel.
+            await asyncio.gather(ready, exited, stop, return_exceptions=True)
             if self._stop.is_set():
                 raise StartupError("stopped during start-up", exit_code=0)
             if not slot.ready:

@@ -208,7 +208,6 @@ class KafkaConnection(asyncio.Protocol):
 
     def _abort(self, reason: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, reason)
-        self._shard.probe.protocol_error()
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
