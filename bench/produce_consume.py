@@ -265,8 +265,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.client == "kcat":
             # On tmpfs when there is one: writing back a big input file would compete with the broker's disk.
             shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-            lines = tmp_input = Path(tempfile.mkstemp(prefix="rafka-bench-", suffix=".txt", dir=shm)[1])
-            _write_lines(lines, args.messages // args.producers, args.size)
+            tmp_input = Path(tempfile.mkstemp(prefix="rafka-bench-", suffix=".txt", dir=shm)[1])
+            _write_lines(tmp_input, args.messages // args.producers, args.size)
         cpu0 = _cpu(broker)
         deadline = time.time() + args.max_seconds
         per = args.messages // args.producers

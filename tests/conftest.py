@@ -191,14 +191,18 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "data")
+def running(b: Broker) -> Iterator[Broker]:
+    """Fixture body: start ``b``, hand it to the test, then require a clean SIGTERM shutdown if it still runs."""
     b.start()
     yield b
     if b.alive():
         code = b.stop()
-        assert code == 0, f"broker exited with {code} on SIGTERM:\n{b.log()}"
+        assert code == 0, f"node exited with {code} on SIGTERM:\n{b.log()}"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    yield from running(Broker(tmp_path / "data"))
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from kio.schema.errors import ErrorCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from rafka_shards.records.builder import Record, build_batch
-from tests.conftest import Broker, wait_gone
+from tests.conftest import Broker, running, wait_gone
 from tests.integration.test_bad_input import _produce
 
 pytestmark = pytest.mark.integration
@@ -37,22 +37,12 @@ PARTITIONS = 8
 
 @pytest.fixture(params=[1, 2, 4], ids=lambda n: f"{n}-shards")
 def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "data", shards=request.param)
-    b.start()
-    yield b
-    if b.alive():
-        code = b.stop()
-        assert code == 0, f"node exited with {code} on SIGTERM:\n{b.log()}"
+    yield from running(Broker(tmp_path / "data", shards=request.param))
 
 
 @pytest.fixture
 def two_shards(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "data", shards=2, extra_args=["--shard-restart-backoff-ms", "100"])
-    b.start()
-    yield b
-    if b.alive():
-        code = b.stop()
-        assert code == 0, f"node exited with {code} on SIGTERM:\n{b.log()}"
+    yield from running(Broker(tmp_path / "data", shards=2, extra_args=["--shard-restart-backoff-ms", "100"]))
 
 
 def _create(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
@@ -91,17 +81,22 @@ def _confluent(bootstrap: str, topic: str) -> None:
     for p, v in sent:
         producer.produce(topic, value=v, partition=p)
     assert producer.flush(30) == 0
+    _check(sent, _read(bootstrap, topic, len(sent)))
+
+
+def _read(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of up to ``count`` messages from the start of every partition, with librdkafka."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     got: list[tuple[int, int, bytes]] = []
-    deadline = time.monotonic() + 30
-    while len(got) < len(sent) and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
         m = consumer.poll(0.5)
         if m is not None:
             assert m.error() is None, m.error()
             got.append((m.partition(), m.offset(), m.value()))
     consumer.close()
-    _check(sent, got)
+    return got
 
 
 def _kafka_python(bootstrap: str, topic: str) -> None:
@@ -222,7 +217,7 @@ def test_metrics_count_what_was_produced(node: Broker, topic_name: str) -> None:
         per_partition[p] += 1
         producer.produce(topic_name, value=b"x" * (i % 50), partition=p)
     assert producer.flush(30) == 0
-    _confluent_consume_count(node.bootstrap, topic_name, 1000)
+    assert len(_read(node.bootstrap, topic_name, 1000)) == 1000
     m = _metrics(node)
     for p in range(PARTITIONS):
         labels = (("partition", str(p)), ("topic", topic_name))
@@ -242,19 +237,6 @@ def test_metrics_count_what_was_produced(node: Broker, topic_name: str) -> None:
         assert m[("rafka_shard_restarts_total", (("shard", str(shard)),))] == 0
         assert m[("rafka_shard_cpu_seconds_total", (("shard", str(shard)),))] > 0
         assert m[("rafka_shard_resident_memory_bytes", (("shard", str(shard)),))] > 10_000_000
-
-
-def _confluent_consume_count(bootstrap: str, topic: str, count: int) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-    seen = 0
-    deadline = time.monotonic() + 30
-    while seen < count and time.monotonic() < deadline:
-        m = consumer.poll(0.5)
-        if m is not None and m.error() is None:
-            seen += 1
-    consumer.close()
-    assert seen == count
 
 
 def test_sigterm_stops_every_process_cleanly(node: Broker) -> None:
@@ -326,17 +308,9 @@ def test_sigkill_of_one_shard_during_acks_all_stream_loses_nothing(two_shards: B
     after_kill = [v for p, _, v in acked if p in victim_partitions and int(v[1:]) > killed_at]
     assert after_kill, "nothing sent after the kill reached the restarted shard's partitions"
 
-    consumer = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "check", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic_name, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     got: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
-    seen = 0
-    deadline = time.monotonic() + 60
-    while seen < total and time.monotonic() < deadline:
-        m = consumer.poll(0.5)
-        if m is not None and m.error() is None:
-            got[m.partition()].append((m.offset(), m.value()))
-            seen += 1
-    consumer.close()
+    for p, o, v in _read(node.bootstrap, topic_name, total, timeout_s=60):
+        got[p].append((o, v))
     for records in got.values():
         assert [o for o, _ in records] == list(range(len(records)))
         values = [int(v[1:]) for _, v in records]
