@@ -79,6 +79,14 @@ class AllocateProducerIds:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class NoOp:
+    """A Raft entry that carries no metadata (a new leader's no-op, a membership change): it only advances the
+    offset, so shards see one dense sequence of offsets (KRaft's NoOpRecord). Never proposed by a shard."""
+
+    TYPE: ClassVar[str] = "NoOp"
+
+
 Command = (
     RegisterBroker
     | CreateTopic
@@ -87,6 +95,7 @@ Command = (
     | ChangePartition
     | AlterTopicConfigs
     | AllocateProducerIds
+    | NoOp
 )
 _TYPES: dict[str, type[Any]] = {
     c.TYPE: c
@@ -98,6 +107,7 @@ _TYPES: dict[str, type[Any]] = {
         ChangePartition,
         AlterTopicConfigs,
         AllocateProducerIds,
+        NoOp,
     )
 }
 
@@ -207,6 +217,8 @@ def command_from_json(body: Any) -> Command:
             _ints(b["isr"], "isr"),
             _int(b["leader_epoch"], "leader_epoch"),
         )
+    if cls is NoOp:
+        return NoOp()
     if cls is AllocateProducerIds:
         return AllocateProducerIds(_int(b["broker_id"], "broker_id"), _int(b["count"], "count"))
     return AlterTopicConfigs(

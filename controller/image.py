@@ -10,6 +10,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
+
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +55,97 @@ class MetadataImage:
     next_producer_id: int = 0  # the first producer id no broker has been given yet
     # The newest block of producer ids each broker was given: [start, end).
     producer_id_blocks: Mapping[int, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class ImageDecodeError(Exception):
+    """Bytes that are not an encoded metadata image."""
+
+
+IMAGE_FORMAT_VERSION = 1
+
+
+def encode_image(image: MetadataImage) -> bytes:
+    """The image as one JSON document: the Raft snapshot's payload and what a shard starts from."""
+    return orjson.dumps(
+        {
+            "v": IMAGE_FORMAT_VERSION,
+            "offset": image.offset,
+            "cluster_id": image.cluster_id,
+            "brokers": [[b.broker_id, b.host, b.port, b.rack, b.incarnation] for b in image.brokers.values()],
+            "topics": [
+                {
+                    "name": t.name,
+                    "id": str(t.topic_id),
+                    "configs": dict(t.configs),
+                    "partitions": [
+                        [p.partition, list(p.replicas), list(p.isr), p.leader, p.leader_epoch, p.partition_epoch]
+                        for p in t.partitions
+                    ],
+                }
+                for t in image.topics.values()
+            ],
+            "next_producer_id": image.next_producer_id,
+            "producer_id_blocks": [[b, s, e] for b, (s, e) in image.producer_id_blocks.items()],
+        }
+    )
+
+
+def _ints(v: Any, n: int | None = None) -> list[int]:
+    if not isinstance(v, list) or (n is not None and len(v) != n):
+        raise ImageDecodeError("expected a list of integers")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise ImageDecodeError("expected integers")
+    return v
+
+
+def decode_image(data: bytes) -> MetadataImage:
+    try:
+        body = orjson.loads(data)
+        if not isinstance(body, dict) or body.get("v") != IMAGE_FORMAT_VERSION:
+            raise ImageDecodeError("not a metadata image of a known version")
+        brokers: dict[int, BrokerRegistration] = {}
+        for b in body["brokers"]:
+            broker_id, host, port, rack, incarnation = b
+            if not (isinstance(host, str) and isinstance(incarnation, str) and (rack is None or isinstance(rack, str))):
+                raise ImageDecodeError("bad broker registration")
+            _ints([broker_id, port])
+            brokers[broker_id] = BrokerRegistration(broker_id, host, port, rack, incarnation)
+        topics: dict[str, TopicImage] = {}
+        for t in body["topics"]:
+            configs = t["configs"]
+            if not isinstance(t["name"], str) or not isinstance(configs, dict):
+                raise ImageDecodeError("bad topic")
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in configs.items()):
+                raise ImageDecodeError("bad topic configs")
+            partitions = []
+            for p in t["partitions"]:
+                if not isinstance(p, list) or len(p) != 6:
+                    raise ImageDecodeError("bad partition")
+                index, replicas, isr, leader, leader_epoch, partition_epoch = p
+                _ints([index, leader, leader_epoch, partition_epoch])
+                partitions.append(
+                    PartitionImage(
+                        index, tuple(_ints(replicas)), tuple(_ints(isr)), leader, leader_epoch, partition_epoch
+                    )
+                )
+            topic = TopicImage(t["name"], uuid.UUID(t["id"]), tuple(partitions), MappingProxyType(dict(configs)))
+            topics[topic.name] = topic
+        blocks = {}
+        for item in body["producer_id_blocks"]:
+            b, s, e = _ints(item, 3)
+            blocks[b] = (s, e)
+        offset, next_producer_id = _ints([body["offset"], body["next_producer_id"]])
+        cluster_id = body["cluster_id"]
+        if not isinstance(cluster_id, str):
+            raise ImageDecodeError("bad cluster id")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ImageDecodeError(f"bad metadata image: {e}") from None
+    return MetadataImage(
+        offset=offset,
+        cluster_id=cluster_id,
+        brokers=MappingProxyType(brokers),
+        topics=MappingProxyType(topics),
+        topics_by_id=MappingProxyType({t.topic_id: t.name for t in topics.values()}),
+        next_producer_id=next_producer_id,
+        producer_id_blocks=MappingProxyType(blocks),
+    )

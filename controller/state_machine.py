@@ -20,6 +20,7 @@ from controller.commands import (
     CreatePartitions,
     CreateTopic,
     DeleteTopic,
+    NoOp,
     RegisterBroker,
 )
 from controller.image import BrokerRegistration, MetadataImage, PartitionImage, TopicImage
@@ -74,6 +75,8 @@ def _check_assignments(
 
 
 def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
+    if isinstance(cmd, NoOp):
+        return None
     if isinstance(cmd, RegisterBroker):
         if cmd.broker_id < 0 or not 0 < cmd.port < 65536 or not cmd.host:
             return Rejection(RejectKind.INVALID_REQUEST, f"bad broker registration {cmd}")
@@ -160,6 +163,8 @@ def _with_topic(image: MetadataImage, topic: TopicImage, offset: int) -> Metadat
 def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
     rejection = validate(image, cmd)
     assert rejection is None, f"command at offset {offset} does not apply: {rejection}"
+    if isinstance(cmd, NoOp):
+        return replace(image, offset=offset)
     if isinstance(cmd, RegisterBroker):
         brokers: dict[int, BrokerRegistration] = dict(image.brokers)
         brokers[cmd.broker_id] = BrokerRegistration(cmd.broker_id, cmd.host, cmd.port, cmd.rack, cmd.incarnation)
