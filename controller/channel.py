@@ -6,11 +6,13 @@ messages. Frames are ``[u32 length][JSON object]``, with a bound on the length; 
 log, whose command encoding it embeds verbatim.
 
 The conversation (KRaft's broker-to-controller metadata fetch, pushed instead of polled because both ends are on one
-node): on connect the controller sends ``Hello`` and then every metadata record in order as ``Records``, and keeps
-pushing new records as they commit. The shard applies them, reconciles its partitions and answers ``Applied`` with the
-offset it has reached; it asks for changes with ``Propose`` and gets ``Proposed`` (committed, and applied by every
-ready shard) or ``Rejected``. ``Ready`` says the shard is listening; ``StatsRequest``/``Stats`` serve the admin API
-and ``/metrics`` with the live state only the shard knows (log offsets, sizes, connections).
+node): on connect the controller sends ``Hello`` with its snapshot image and then every later metadata record in
+order as ``Records``, and keeps pushing new records as they are applied (``Image`` replaces the shard's image when
+the controller installed a leader's snapshot past what the shard was sent). The shard applies them, reconciles its
+partitions and answers ``Applied`` with the offset it has reached; it asks for changes with ``Propose`` and gets
+``Proposed`` (committed, and applied by every ready shard) or ``Rejected``. ``Ready`` says the shard is listening;
+``StatsRequest``/``Stats`` serve the admin API and ``/metrics`` with the live state only the shard knows (log offsets,
+sizes, connections).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import orjson
 
 from controller.commands import Command, CommandDecodeError, command_from_json, encode_command
+from controller.image import ImageDecodeError, MetadataImage, encode_image, image_from_json
 
 FRAME_BYTES_MAX = 64 * 1024 * 1024
 RECORDS_PER_MESSAGE_MAX = 4096
@@ -38,8 +41,15 @@ class ChannelError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    cluster_id: str
-    high_offset: int  # the controller's last committed offset when the session started (-1: empty log)
+    high_offset: int  # the controller's last applied offset when the session started
+    image: MetadataImage  # the controller's snapshot: the shard starts here, Records follow from image.offset + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """The controller installed a snapshot past what this shard was sent: replace the image, records follow."""
+
+    image: MetadataImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +113,7 @@ class Stats:
     partitions: tuple[PartitionStats, ...]
 
 
-Message = Hello | Records | Proposed | Rejected | StatsRequest | Propose | Applied | Ready | Stats
+Message = Hello | Image | Records | Proposed | Rejected | StatsRequest | Propose | Applied | Ready | Stats
 
 
 def _frame(body: bytes) -> bytes:
@@ -117,15 +127,26 @@ def encode_records(first_offset: int, payloads: Sequence[bytes]) -> bytes:
     return _frame(b'{"t":"records","first":%d,"commands":[%b]}' % (first_offset, b",".join(payloads)))
 
 
+def encode_hello(high_offset: int, image: bytes) -> bytes:
+    """A ``Hello`` frame embedding an encoded image verbatim."""
+    return _frame(b'{"t":"hello","high":%d,"image":%b}' % (high_offset, image))
+
+
+def encode_image_message(image: bytes) -> bytes:
+    return _frame(b'{"t":"image","image":%b}' % image)
+
+
 def encode(msg: Message) -> bytes:
     body: dict[str, Any]
+    if isinstance(msg, Hello):
+        return encode_hello(msg.high_offset, encode_image(msg.image))
+    if isinstance(msg, Image):
+        return encode_image_message(encode_image(msg.image))
     if isinstance(msg, Records):
         return encode_records(msg.first_offset, [encode_command(c) for c in msg.commands])
     if isinstance(msg, Propose):
         return _frame(b'{"t":"propose","id":%d,"command":%b}' % (msg.request_id, encode_command(msg.command)))
-    if isinstance(msg, Hello):
-        body = {"t": "hello", "cluster_id": msg.cluster_id, "high": msg.high_offset}
-    elif isinstance(msg, Proposed):
+    if isinstance(msg, Proposed):
         body = {"t": "proposed", "id": msg.request_id, "offset": msg.offset}
     elif isinstance(msg, Rejected):
         body = {"t": "rejected", "id": msg.request_id, "kind": msg.kind, "message": msg.message}
@@ -189,10 +210,12 @@ def decode(body_bytes: bytes) -> Message:
             return Records(_int(body, "first"), tuple(command_from_json(c) for c in commands))
         if kind == "propose":
             return Propose(_int(body, "id"), command_from_json(body.get("command")))
-    except CommandDecodeError as e:
+        if kind == "hello":
+            return Hello(_int(body, "high"), image_from_json(body.get("image")))
+        if kind == "image":
+            return Image(image_from_json(body.get("image")))
+    except (CommandDecodeError, ImageDecodeError) as e:
         raise ChannelError(f"{kind}: {e}") from None
-    if kind == "hello":
-        return Hello(_str(body, "cluster_id"), _int(body, "high"))
     if kind == "proposed":
         return Proposed(_int(body, "id"), _int(body, "offset"))
     if kind == "rejected":

@@ -101,6 +101,14 @@ def _ints(v: Any, n: int | None = None) -> list[int]:
 def decode_image(data: bytes) -> MetadataImage:
     try:
         body = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ImageDecodeError(f"bad metadata image: {e}") from None
+    return image_from_json(body)
+
+
+def image_from_json(body: Any) -> MetadataImage:
+    """An image from its parsed JSON (as embedded in a controller channel message)."""
+    try:
         if not isinstance(body, dict) or body.get("v") != IMAGE_FORMAT_VERSION:
             raise ImageDecodeError("not a metadata image of a known version")
         brokers: dict[int, BrokerRegistration] = {}
@@ -138,7 +146,7 @@ def decode_image(data: bytes) -> MetadataImage:
         cluster_id = body["cluster_id"]
         if not isinstance(cluster_id, str):
             raise ImageDecodeError("bad cluster id")
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise ImageDecodeError(f"bad metadata image: {e}") from None
     return MetadataImage(
         offset=offset,

@@ -44,12 +44,20 @@ class RejectKind(enum.Enum):
     UNKNOWN_BROKER = "unknown_broker"
     STALE_LEADER_EPOCH = "stale_leader_epoch"
     INVALID_REQUEST = "invalid_request"
+    # Not about the command: the quorum has no leader, or leadership moved before the command committed. Retry.
+    CONTROLLER_UNAVAILABLE = "controller_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
     kind: RejectKind
     message: str
+
+
+class CommandRejected(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.message)
+        self.rejection = rejection
 
 
 def _check_assignments(

@@ -72,6 +72,21 @@ class BrokerConfig:
     rack: str = _setting("", "rack reported for this node's brokers in Metadata (default: the host name)")
     log_level: str = _setting("INFO", "logging level: DEBUG, INFO, WARNING, ERROR")
 
+    # The metadata controller (a Raft quorum; one voter, on this node, unless controller_voters says otherwise).
+    node_id: int = _setting(1, "this node's id in the controller quorum", 1, 2**31 - 1)
+    controller_voters: str = _setting(
+        "", "the first voters: ID@HOST:PORT,... (empty: this node alone); only read when the quorum is created"
+    )
+    controller_listen: str = _setting("", "HOST:PORT for Raft traffic from other nodes (default: its voter entry)")
+    controller_peers: str = _setting("", "ID@HOST:PORT,... of nodes that are not first voters (learners added later)")
+    controller_secret: str = _setting("", "shared secret: every controller-to-controller frame carries its HMAC")
+    cluster_id: str = _setting("", "cluster id for a new quorum (default: random for one node, derived from voters)")
+    raft_election_timeout_ms: int = _setting(1000, "Raft election timeout (randomized up to twice this)", 50, 60_000)
+    raft_heartbeat_interval_ms: int = _setting(100, "Raft heartbeat interval", 10, 10_000)
+    controller_snapshot_entries: int = _setting(
+        10_000, "metadata entries applied since the last snapshot that trigger a new one", 10, 10_000_000
+    )
+
     # Supervision of shard processes.
     shard_restart_backoff_ms: int = _setting(500, "first delay before restarting a dead shard (doubles)", 0, 600_000)
     shard_restart_backoff_max_ms: int = _setting(30_000, "longest delay before restarting a dead shard", 0, 3_600_000)
@@ -135,6 +150,20 @@ class BrokerConfig:
             raise ConfigError(f"listen is {ep}: set --advertise to an address clients can reach")
         return ep
 
+    def controller_addresses(self) -> tuple[dict[int, Endpoint], dict[int, Endpoint]]:
+        """(first voters, all known controller nodes) from controller_voters and controller_peers."""
+        voters = _parse_nodes(self.controller_voters, "controller_voters")
+        peers = _parse_nodes(self.controller_peers, "controller_peers")
+        both = set(voters) & set(peers)
+        if both:
+            raise ConfigError(f"controller_peers: nodes {sorted(both)} are already in controller_voters")
+        return voters, {**voters, **peers}
+
+    def controller_listen_endpoint(self) -> Endpoint | None:
+        if self.controller_listen:
+            return Endpoint.parse(self.controller_listen, "controller_listen")
+        return self.controller_addresses()[1].get(self.node_id)
+
     @property
     def admin_endpoint(self) -> Endpoint | None:
         return Endpoint.parse(self.admin_listen, "admin_listen") if self.admin_listen else None
@@ -169,6 +198,27 @@ def _check_shards(config: BrokerConfig) -> None:
             )
     if config.broker_id + count - 1 > 2**31 - 1:
         raise ConfigError(f"broker_id: {count} shards need broker ids up to {config.broker_id + count - 1}")
+
+
+def _parse_nodes(text: str, what: str) -> dict[int, Endpoint]:
+    out: dict[int, Endpoint] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node, sep, address = item.partition("@")
+        if not sep or not node.isdigit() or not 0 < int(node) < 2**31:
+            raise ConfigError(f"{what}: expected ID@HOST:PORT with ID in 1..2147483647, got {item!r}")
+        if int(node) in out:
+            raise ConfigError(f"{what}: node {node} is listed twice")
+        out[int(node)] = Endpoint.parse(address, what)
+    return out
+
+
+def _check_controller(config: BrokerConfig) -> None:
+    voters, known = config.controller_addresses()
+    if voters and config.node_id not in known:
+        raise ConfigError(f"node_id {config.node_id} is in neither controller_voters nor controller_peers")
+    if config.raft_heartbeat_interval_ms * 3 > config.raft_election_timeout_ms:
+        raise ConfigError("raft_heartbeat_interval_ms: must be at most a third of raft_election_timeout_ms")
+    config.controller_listen_endpoint()
 
 
 def _is_wildcard(host: str) -> bool:
@@ -261,4 +311,5 @@ def load_config(
     config.advertise_endpoint  # noqa: B018
     config.admin_endpoint  # noqa: B018
     _check_shards(config)
+    _check_controller(config)
     return config

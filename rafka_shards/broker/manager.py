@@ -35,9 +35,8 @@ from controller.commands import (
     RegisterBroker,
 )
 from controller.image import MetadataImage, TopicImage
-from controller.local import CommandRejected
 from controller.placement import place_partitions
-from controller.state_machine import RejectKind
+from controller.state_machine import CommandRejected, RejectKind
 from rafka_shards.broker.flusher import GroupCommitFlusher
 from rafka_shards.broker.partition import Partition
 from rafka_shards.config import BrokerConfig
@@ -61,6 +60,7 @@ REJECTION_CODES: Mapping[RejectKind, ErrorCode] = {
     RejectKind.UNKNOWN_BROKER: ErrorCode.INVALID_REPLICA_ASSIGNMENT,
     RejectKind.STALE_LEADER_EPOCH: ErrorCode.FENCED_LEADER_EPOCH,
     RejectKind.INVALID_REQUEST: ErrorCode.INVALID_REQUEST,
+    RejectKind.CONTROLLER_UNAVAILABLE: ErrorCode.NOT_CONTROLLER,
 }
 
 PARTITION_METADATA_FILE = "partition.metadata"

@@ -1,15 +1,15 @@
 """The controller's end of the controller channels: one session per shard process, over a socket pair.
 
 Runs in the supervisor process on its event loop; the thin asyncio shell around ``controller.channel`` and the
-``LocalController`` (the only writer of the metadata log). What it guarantees shards:
+node's ``RaftController``. What it guarantees shards:
 
-- every shard receives every committed record, in order, starting from offset 0 when its session opens;
-- a record is sent only after it is fsynced (the controller appends and fsyncs before it is visible here);
+- every shard receives the controller's snapshot image and then every applied record after it, in order;
+- a record is sent only after the controller applied it, so after it was committed by the Raft quorum;
 - a proposal is answered after the record is committed AND every ready shard (and the proposer) has applied it, or
   after ``metadata_propagation_timeout_ms``: so once CreateTopics answers, the new partitions are open on their
   shards and a client that goes straight to the leader is served, not refused.
 
-Bounds: proposals are serialised (one fsync at a time); a shard whose unread channel data passes
+Bounds: a shard whose unread channel data passes
 ``SESSION_BUFFER_BYTES_MAX`` is disconnected (it then stops, and the supervisor restarts it).
 """
 
@@ -26,7 +26,6 @@ from controller.channel import (
     Applied,
     ChannelDecoder,
     ChannelError,
-    Hello,
     Message,
     Propose,
     Proposed,
@@ -35,10 +34,13 @@ from controller.channel import (
     Stats,
     StatsRequest,
     encode,
+    encode_hello,
+    encode_image_message,
     encode_records,
 )
 from controller.commands import Command
-from controller.local import CommandRejected, LocalController
+from controller.state_machine import CommandRejected
+from rafka_shards.node.raft_controller import RaftController
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ class ShardSession:
         """Serve the shard until it disconnects (it stopped or died) or misbehaves."""
         reader, self._writer = await asyncio.open_connection(sock=self._sock, limit=READ_CHUNK_BYTES)
         controller = self.server.controller
-        self._write(encode(Hello(controller.image.cluster_id, controller.log_end_offset - 1)))
+        self._write(encode_hello(controller.applied_offset, controller.snapshot_image()))
+        self.sent_offset = controller.snapshot_offset
         self.push()
         decoder = ChannelDecoder()
         try:
@@ -90,8 +93,10 @@ class ShardSession:
     def push(self) -> None:
         """Send every committed record this shard has not been sent yet, in order."""
         controller = self.server.controller
-        end = controller.log_end_offset
-        while not self._closed and self.sent_offset + 1 < end:
+        if not self._closed and self.sent_offset < controller.snapshot_offset:
+            self._write(encode_image_message(controller.snapshot_image()))
+            self.sent_offset = controller.snapshot_offset
+        while not self._closed and self.sent_offset < controller.applied_offset:
             first = self.sent_offset + 1
             payloads = controller.payloads(first, RECORDS_PER_MESSAGE_MAX)
             self._write(encode_records(first, payloads))
@@ -139,6 +144,8 @@ class ShardSession:
         try:
             offset = await self.server.propose(msg.command, self)
         except CommandRejected as e:
+            # The reason (say, the topic exists) must be visible in the shard's image when it reads the answer.
+            await self.server.wait_applied(self.server.controller.applied_offset, self)
             self._write(encode(Rejected(msg.request_id, e.rejection.kind.value, e.rejection.message)))
             return
         self._write(encode(Proposed(msg.request_id, offset)))
@@ -170,11 +177,11 @@ class ShardSession:
 
 
 class ControllerServer:
-    def __init__(self, controller: LocalController, propagation_timeout_s: float) -> None:
+    def __init__(self, controller: RaftController, propagation_timeout_s: float) -> None:
         self.controller = controller
+        controller.on_applied = self.push_all
         self.sessions: set[ShardSession] = set()
         self._propagation_timeout_s = propagation_timeout_s
-        self._lock = asyncio.Lock()
         self._progress = asyncio.Event()  # set (and replaced) whenever a shard applies, becomes ready or leaves
 
     def open_session(self, index: int, sock: socket.socket) -> ShardSession:
@@ -191,18 +198,19 @@ class ControllerServer:
         self._progress.set()
         self._progress = asyncio.Event()
 
-    async def propose(self, cmd: Command, requester: ShardSession | None = None) -> int:
-        """Commit ``cmd`` (fsynced, off the loop thread), push it to every shard, wait until they applied it."""
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            image = await loop.run_in_executor(None, self.controller.propose, cmd)
-        offset = image.offset
+    def push_all(self) -> None:
+        """The controller applied records: send them to every shard."""
         for session in list(self.sessions):
             session.push()
-        await self._wait_applied(offset, requester)
+
+    async def propose(self, cmd: Command, requester: ShardSession | None = None) -> int:
+        """Commit ``cmd`` through the quorum, then wait until every ready shard of this node applied it."""
+        offset = await self.controller.propose(cmd)
+        self.push_all()
+        await self.wait_applied(offset, requester)
         return offset
 
-    async def _wait_applied(self, offset: int, requester: ShardSession | None) -> None:
+    async def wait_applied(self, offset: int, requester: ShardSession | None) -> None:
         deadline = time.monotonic() + self._propagation_timeout_s
 
         def behind() -> list[ShardSession]:

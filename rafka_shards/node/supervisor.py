@@ -34,10 +34,10 @@ import time
 from dataclasses import dataclass, field
 
 from controller.channel import Stats
-from controller.local import LocalController
 from rafka_shards.broker.manager import remove_stray_partition_dirs
 from rafka_shards.config import BrokerConfig
 from rafka_shards.node.controller_server import ControllerServer, ShardSession
+from rafka_shards.node.raft_controller import RaftController
 from rafka_shards.server.shard_process import run_shard
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class Supervisor:
         self.config = config
         self.shard_count = config.shard_count
         self.slots: list[ShardSlot] = []
-        self.controller: LocalController | None = None
+        self.controller: RaftController | None = None
         self.server: ControllerServer | None = None
         self.metrics_dir = config.data_dir / "metrics"
         self.started = False
@@ -111,10 +111,12 @@ class Supervisor:
 
     async def start(self) -> None:
         config = self.config
-        loop = asyncio.get_running_loop()
         self._lock_data_dir()
-        self.controller = await loop.run_in_executor(None, LocalController.open, config.data_dir / "controller")
+        self.controller = await RaftController.open(config)
+        await self.controller.start()
         self.server = ControllerServer(self.controller, config.metadata_propagation_timeout_ms / 1000)
+        # The image must hold everything committed before this start, or a topic created meanwhile would look stray.
+        await self.controller.wait_caught_up()
         remove_stray_partition_dirs(config.data_dir / "kafka", self.controller.image)
         self._bind_listeners()
         # Every shard process writes its metric values under this directory (prometheus-client multiprocess mode);
@@ -324,7 +326,7 @@ class Supervisor:
             await self._end_session(slot)
             slot.listener.close()
         if self.controller is not None:
-            self.controller.close()
+            await self.controller.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -23,6 +23,7 @@ from controller.channel import (
     ChannelDecoder,
     ChannelError,
     Hello,
+    Image,
     Message,
     Propose,
     Proposed,
@@ -35,8 +36,7 @@ from controller.channel import (
 )
 from controller.commands import Command
 from controller.image import MetadataImage
-from controller.local import CommandRejected
-from controller.state_machine import Rejection, RejectKind, apply
+from controller.state_machine import CommandRejected, Rejection, RejectKind, apply
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +144,21 @@ class ControllerLink:
         elif isinstance(msg, Hello):
             if self._image is not None:
                 raise ControllerLost("a second hello on the controller channel")
-            self._image = MetadataImage(offset=-1, cluster_id=msg.cluster_id)
             self._high_at_hello = msg.high_offset
-            if msg.high_offset < 0:
-                self._caught_up.set()
+            self._replace_image(msg.image)
+        elif isinstance(msg, Image):
+            if self._image is None or msg.image.offset <= self._image.offset:
+                raise ControllerLost("an image that does not move the shard forward")
+            self._replace_image(msg.image)
         else:
             raise ControllerLost(f"unexpected {type(msg).__name__} from the controller")
+
+    def _replace_image(self, image: MetadataImage) -> None:
+        self._image = image
+        self._on_image(image)
+        self._send(Applied(image.offset))
+        if image.offset >= self._high_at_hello:
+            self._caught_up.set()
 
     def _read_loop_done(self, task: asyncio.Task[None]) -> None:
         exc: BaseException = ControllerLost("the controller link was cancelled")

@@ -1,7 +1,9 @@
-"""The metadata controller's pure parts: commands, state machine, metadata log, and the controller channel codec."""
+"""The metadata controller's parts: commands, state machine, image codec, metadata log, the controller channel codec,
+and the node's Raft controller with one voter."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from pathlib import Path
@@ -16,6 +18,7 @@ from controller.channel import (
     ChannelDecoder,
     ChannelError,
     Hello,
+    Image,
     Message,
     PartitionStats,
     Propose,
@@ -41,8 +44,11 @@ from controller.commands import (
     decode_command,
     encode_command,
 )
-from controller.local import CommandRejected, LocalController
-from controller.state_machine import RejectKind
+from controller.image import MetadataImage, decode_image, encode_image
+from controller.metadata_log import MetadataLog
+from controller.state_machine import CommandRejected, RejectKind, apply
+from rafka_shards.config import BrokerConfig
+from rafka_shards.node.raft_controller import RaftController
 
 TOPIC_ID = uuid.UUID("6f1c9c1e-8a8f-4c52-9a57-0d8b2b1f6a01")
 COMMANDS: list[Command] = [
@@ -79,39 +85,87 @@ def test_bad_commands_are_refused(data: bytes) -> None:
         decode_command(data)
 
 
+def _image(commands: list[Command]) -> MetadataImage:
+    image = MetadataImage(offset=0, cluster_id="cluster-1")
+    for i, cmd in enumerate(commands):
+        image = apply(image, cmd, i + 1)
+    return image
+
+
+def test_image_codec_round_trips() -> None:
+    image = _image(COMMANDS[:7])
+    assert decode_image(encode_image(image)) == image
+    assert image.topics["orders"].configs == {"segment.bytes": "1048576"}
+
+
+async def _open_controller(tmp_path: Path) -> RaftController:
+    config = BrokerConfig(data_dir=tmp_path, raft_election_timeout_ms=300, raft_heartbeat_interval_ms=50)
+    controller = await RaftController.open(config)
+    await controller.start()
+    await asyncio.wait_for(controller.wait_caught_up(), 10)
+    return controller
+
+
 def test_producer_id_blocks_are_unique_across_brokers_and_restarts(tmp_path: Path) -> None:
-    c = LocalController.open(tmp_path)
-    c.propose(COMMANDS[0])
-    c.propose(COMMANDS[1])
+    asyncio.run(_producer_id_blocks(tmp_path))
+
+
+async def _producer_id_blocks(tmp_path: Path) -> None:
+    c = await _open_controller(tmp_path)
+    await c.propose(COMMANDS[0])
+    await c.propose(COMMANDS[1])
     blocks = []
     for broker in (0, 1, 0):
-        blocks.append(c.propose(AllocateProducerIds(broker, 1000)).producer_id_blocks[broker])
-    c.close()
-    reopened = LocalController.open(tmp_path)  # replay gives the same state: no block is handed out twice
-    blocks.append(reopened.propose(AllocateProducerIds(1, 10)).producer_id_blocks[1])
+        await c.propose(AllocateProducerIds(broker, 1000))
+        blocks.append(c.image.producer_id_blocks[broker])
+    await c.close()
+    reopened = await _open_controller(tmp_path)  # the log replays to the same state: no block is handed out twice
+    await reopened.propose(AllocateProducerIds(1, 10))
+    blocks.append(reopened.image.producer_id_blocks[1])
     assert blocks == [(0, 1000), (1000, 2000), (2000, 3000), (3000, 3010)]
     with pytest.raises(CommandRejected) as e:
-        reopened.propose(AllocateProducerIds(7, 10))
+        await reopened.propose(AllocateProducerIds(7, 10))
     assert e.value.rejection.kind is RejectKind.UNKNOWN_BROKER
+    await reopened.close()
+
+
+def test_concurrent_proposals_are_validated_in_log_order(tmp_path: Path) -> None:
+    """Two creates of one topic in flight at once: the second is refused before it enters the log."""
+    asyncio.run(_concurrent_creates(tmp_path))
+
+
+async def _concurrent_creates(tmp_path: Path) -> None:
+    c = await _open_controller(tmp_path)
+    await c.propose(COMMANDS[0])
+    await c.propose(COMMANDS[1])
+    results = await asyncio.gather(
+        c.propose(COMMANDS[2]), c.propose(CreateTopic("orders", uuid.uuid4(), ((0,),), ())), return_exceptions=True
+    )
+    assert isinstance(results[0], int)
+    assert isinstance(results[1], CommandRejected) and results[1].rejection.kind is RejectKind.TOPIC_ALREADY_EXISTS
+    assert c.image.topics["orders"].topic_id == TOPIC_ID
+    await c.close()
 
 
 def test_metadata_log_cuts_a_torn_tail(tmp_path: Path) -> None:
-    c = LocalController.open(tmp_path)
+    """The pre-Raft metadata log, still read once to upgrade a data directory."""
+    log = MetadataLog.open(tmp_path)
     for cmd in COMMANDS[:3]:
-        c.propose(cmd)
-    c.close()
+        log.append(cmd)
+    log.close()
     log_file = tmp_path / "metadata.log"
     good = log_file.stat().st_size
     with log_file.open("ab") as f:
         f.write(b"\x00\x00\x01\x00garbage")  # a crash in the middle of an append
-    reopened = LocalController.open(tmp_path)
-    assert reopened.image.offset == 2 and "orders" in reopened.image.topics
+    reopened = MetadataLog.open(tmp_path)
+    assert len(reopened) == 3
     assert log_file.stat().st_size == good
     assert reopened.payloads(1, 10) == [encode_command(c) for c in COMMANDS[1:3]]
 
 
 MESSAGES: list[Message] = [
-    Hello("cluster-1", 41),
+    Hello(41, _image(COMMANDS[:4])),
+    Image(_image(COMMANDS[:6])),
     Records(7, tuple(COMMANDS)),
     Proposed(3, 9),
     Rejected(4, "topic_already_exists", "topic 'orders' already exists"),

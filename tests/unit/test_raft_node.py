@@ -203,7 +203,7 @@ def test_leader_sends_its_snapshot_to_a_follower_behind_it() -> None:
     n.compact(Index(4), b"four")
     # Add node 2 as a learner: the entries it needs are gone, so it gets the snapshot.
     n.propose_conf_change(ConfChangeOp.ADD_LEARNER, N2)
-    probe = [m for m in drain(n) if isinstance(m, Append) and m.dst == N2][0]
+    probe = next(m for m in drain(n) if isinstance(m, Append) and m.dst == N2)
     n.step(AppendResp(N2, N1, n.term, False, probe.prev_index, Index(0), 0))
     msgs = drain(n)
     snaps = [m for m in msgs if isinstance(m, InstallSnapshot)]

@@ -1,0 +1,498 @@
+"""The node's metadata controller: one member of the Raft quorum that replicates the metadata log.
+
+Runs in the supervisor process on its event loop: the thin asyncio shell around ``controller.raft.node.RaftNode``.
+It owns ``data_dir/controller/raft`` (``controller.raft.wal``), the Raft transport to the other controllers
+(``raft_transport``), the applied metadata image, and the proposals waiting for their entries. The Ready loop is the
+only place that touches the disk, and it does so in this order for every Ready: persist (fsync when the Ready must
+be synced, in an executor thread), then send the messages, then apply the committed entries. So a vote, a term and
+every entry a leader counts are durable before any peer hears of them, and nothing is applied or acknowledged that
+is not durable on a quorum.
+
+Proposals: the leader validates each command against its speculative image (the applied image plus its proposals
+not yet committed), so a bad command never enters the log, and accepts proposals only once it has applied an entry
+of its own term (everything an earlier leader left in its log is then applied and visible to validation). A
+follower forwards the command to the leader over the transport and returns once its own image has applied it.
+Offsets seen by shards are Raft indexes; Raft no-ops and membership entries reach them as ``NoOp`` commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from controller.commands import Command, CommandDecodeError, NoOp, command_from_json, decode_command, encode_command
+from controller.image import MetadataImage, decode_image, encode_image
+from controller.metadata_log import MetadataLog
+from controller.raft import messages as raft_messages
+from controller.raft.node import (
+    ConfChangeError,
+    ConfChangeOp,
+    NotLeader,
+    ProposalDropped,
+    RaftConfig,
+    RaftNode,
+    Role,
+    Status,
+)
+from controller.raft.types import NO_NODE, ConfState, Entry, EntryKind, Index, NodeId, Snapshot, Term
+from controller.raft.wal import RaftStorage
+from controller.state_machine import CommandRejected, Rejection, RejectKind, apply, validate
+from rafka_shards.config import BrokerConfig
+from rafka_shards.node.raft_transport import KIND_FORWARD, KIND_FORWARD_RESULT, KIND_RAFT, PeerTransport
+
+log = logging.getLogger(__name__)
+
+NOOP_PAYLOAD = encode_command(NoOp())
+FORWARD_TIMEOUT_S = 10.0
+FORWARDS_PENDING_MAX = 4096
+PROPOSALS_PENDING_MAX = 16384
+
+
+class ControllerUnavailable(Exception):
+    """No leader, or leadership moved before the request committed: the caller may retry."""
+
+
+@dataclass(slots=True)
+class _Waiter:
+    term: Term
+    future: asyncio.Future[int]
+
+
+def _unavailable(message: str) -> CommandRejected:
+    return CommandRejected(Rejection(RejectKind.CONTROLLER_UNAVAILABLE, message))
+
+
+def bootstrap_snapshot(config: BrokerConfig, voters: frozenset[NodeId]) -> Snapshot:
+    """Index 0 of a new quorum: the first voters and an empty image, or the image of a pre-Raft metadata log."""
+    directory = config.data_dir / "controller"
+    image = MetadataImage(offset=0, cluster_id=config.cluster_id or _default_cluster_id(config, voters))
+    legacy = directory / "metadata.log"
+    if legacy.exists():
+        # Upgrade from the single-node metadata log: its state becomes the quorum's starting point.
+        meta = directory / "cluster.json"
+        if meta.exists():
+            image = MetadataImage(offset=0, cluster_id=str(orjson.loads(meta.read_bytes())["cluster_id"]))
+        old = MetadataLog.open(directory)
+        for offset, cmd in old.read_from(0):
+            image = apply(image, cmd, offset)
+        old.close()
+        image = MetadataImage(
+            offset=0,
+            cluster_id=image.cluster_id,
+            brokers=image.brokers,
+            topics=image.topics,
+            topics_by_id=image.topics_by_id,
+            next_producer_id=image.next_producer_id,
+            producer_id_blocks=image.producer_id_blocks,
+        )
+    return Snapshot(Index(0), Term(0), ConfState(voters), encode_image(image))
+
+
+def _default_cluster_id(config: BrokerConfig, voters: frozenset[NodeId]) -> str:
+    if len(voters) == 1 and not config.controller_voters:
+        return str(uuid.uuid4())
+    # Every first voter must derive the same id without talking to the others.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "rafka-shards:" + config.controller_voters))
+
+
+class RaftController:
+    def __init__(self, config: BrokerConfig, storage: RaftStorage, node: RaftNode) -> None:
+        self.config = config
+        self.node = node
+        self.storage = storage
+        addresses = {n: ep for n, ep in config.controller_addresses()[1].items() if n != config.node_id}
+        self.transport = PeerTransport(config.node_id, config.controller_secret.encode(), addresses, self._on_frame)
+        self.image = decode_image(storage.snapshot.data)
+        self._snapshot_image = storage.snapshot.data
+        self.on_applied: Callable[[], None] = lambda: None
+        self._wake = asyncio.Event()
+        self._applied_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._waiters: dict[int, _Waiter] = {}
+        self._speculative: MetadataImage | None = None
+        self._speculative_term = Term(-1)
+        self._forwards: dict[int, asyncio.Future[dict[str, object]]] = {}
+        self._forward_tasks: set[asyncio.Task[None]] = set()
+        self._next_forward = 0
+        self._last_leader = NO_NODE
+        self.leader_changes = 0
+        self.fsync_seconds_sum = 0.0
+        self.fsync_count = 0
+        self._closed = False
+
+    @classmethod
+    async def open(cls, config: BrokerConfig) -> RaftController:
+        voters_map, _ = config.controller_addresses()
+        voters = frozenset(NodeId(n) for n in voters_map) or frozenset({NodeId(config.node_id)})
+        loop = asyncio.get_running_loop()
+        boot = await loop.run_in_executor(None, bootstrap_snapshot, config, voters)
+        directory = config.data_dir / "controller" / "raft"
+        storage, entries = await loop.run_in_executor(None, RaftStorage.open, directory, boot)
+        raft_config = RaftConfig(
+            NodeId(config.node_id),
+            election_timeout_ms=config.raft_election_timeout_ms,
+            heartbeat_interval_ms=config.raft_heartbeat_interval_ms,
+        )
+        now_ms = int(loop.time() * 1000)
+        node = RaftNode(raft_config, random.Random(), now_ms, storage.hard_state, storage.snapshot, entries)
+        return cls(config, storage, node)
+
+    async def start(self) -> None:
+        """Listen for peers, replay the committed log into the image, start ticking."""
+        await self.transport.start(self.config.controller_listen_endpoint())
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._ready_loop(), name="raft-ready"))
+        self._tasks.append(loop.create_task(self._tick_loop(), name="raft-tick"))
+        if self.node.conf.voters == {self.node.id}:
+            # A quorum of one elects itself at its first election timeout; campaign now instead of waiting.
+            self.node.tick(self._now_ms() + 2 * self.config.raft_election_timeout_ms)
+        self._wake.set()
+
+    async def wait_caught_up(self) -> None:
+        """Until this node knows a leader of the current term and has applied everything it knew committed, twice
+        a heartbeat apart (so the commit index reflects the leader's). Logs while the quorum is not reachable."""
+        interval_s = self.config.raft_heartbeat_interval_ms / 1000
+        waited_s = 0.0
+        settled = 0
+        while settled < 2:
+            node = self.node
+            known = node.leader != NO_NODE and node.term_at(node.commit) == node.term
+            settled = settled + 1 if known and self.image.offset >= node.commit else 0
+            await asyncio.sleep(interval_s)
+            waited_s += interval_s
+            if waited_s >= 5 and settled == 0 and int(waited_s / interval_s) % int(5 / interval_s) == 0:
+                log.warning("waiting for the controller quorum (node %d, term %d, no leader yet)", node.id, node.term)
+
+    def _now_ms(self) -> int:
+        return int(asyncio.get_running_loop().time() * 1000)
+
+    # ---- what the controller channel and the admin API read --------------------------------------------------
+
+    @property
+    def applied_offset(self) -> int:
+        return self.image.offset
+
+    @property
+    def snapshot_offset(self) -> int:
+        return self.node.snapshot.index
+
+    def snapshot_image(self) -> bytes:
+        """The encoded image at ``snapshot_offset``: where a shard starts before it reads records."""
+        return self._snapshot_image
+
+    def payloads(self, first: int, count_max: int) -> list[bytes]:
+        """Encoded commands of applied entries from ``first`` (after the snapshot) on."""
+        assert first > self.node.snapshot.index, (first, self.node.snapshot.index)
+        last = min(self.image.offset, first + count_max - 1)
+        if last < first:
+            return []
+        return [e.data if e.kind == EntryKind.NORMAL else NOOP_PAYLOAD for e in self.node.entries(first, last)]
+
+    def status(self) -> Status:
+        return self.node.status()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node.role == Role.LEADER
+
+    # ---- proposals -------------------------------------------------------------------------------------------
+
+    async def propose(self, cmd: Command) -> int:
+        """Commit ``cmd`` and return its offset once this node has applied it. Raises CommandRejected (for a
+        command that does not validate, or, with CONTROLLER_UNAVAILABLE, when there is no leader to take it)."""
+        if isinstance(cmd, NoOp):
+            raise CommandRejected(Rejection(RejectKind.INVALID_REQUEST, "NoOp is not proposed"))
+        deadline = time.monotonic() + 2 * self.config.raft_election_timeout_ms / 1000 + FORWARD_TIMEOUT_S
+        while True:
+            if self.node.role == Role.LEADER:
+                if await self._leader_ready(deadline):
+                    offset = await self._propose_local(cmd, deadline)
+                    break
+                continue
+            leader = self.node.leader
+            if leader == NO_NODE:
+                await self._wait_applied_change(deadline, "no controller leader")
+                continue
+            result = await self._forward(leader, {"op": "propose", "command": orjson.loads(encode_command(cmd))})
+            if "offset" in result:
+                offset = int(str(result["offset"]))
+                break
+            if result.get("kind") == RejectKind.CONTROLLER_UNAVAILABLE.value:
+                await self._wait_applied_change(deadline, str(result.get("message")))
+                continue
+            raise CommandRejected(Rejection(RejectKind(str(result["kind"])), str(result.get("message"))))
+        while self.image.offset < offset:
+            await self._wait_applied_change(deadline, f"offset {offset} committed but not applied here in time")
+        return offset
+
+    async def _leader_ready(self, deadline: float) -> bool:
+        """A new leader takes proposals once it applied an entry of its own term; False if it lost leadership."""
+        while self.node.role == Role.LEADER and self.node.term_at(self.image.offset) != self.node.term:
+            await self._wait_applied_change(deadline, "the new controller leader is catching up")
+        return self.node.role == Role.LEADER
+
+    async def _wait_applied_change(self, deadline: float, why: str) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _unavailable(why)
+        event = self._applied_event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), min(remaining, 0.05))
+
+    async def _propose_local(self, cmd: Command, deadline: float) -> int:
+        node = self.node
+        if self._speculative is None or self._speculative_term != node.term:
+            self._speculative = self.image
+            self._speculative_term = node.term
+        rejection = validate(self._speculative, cmd)
+        while rejection is not None and self._waiters and validate(self.image, cmd) is None:
+            # It conflicts only with proposals still in flight: answer once they are applied, so the requester's
+            # image shows why (the topic it could not create exists by then), or take it if they were lost.
+            await self._wait_applied_change(deadline, "conflicting proposals still in flight")
+            if self._speculative is None or self._speculative_term != node.term:
+                raise _unavailable("leadership moved")
+            rejection = validate(self._speculative if self._waiters else self.image, cmd)
+        if rejection is not None:
+            raise CommandRejected(rejection)
+        if len(self._waiters) >= PROPOSALS_PENDING_MAX:
+            raise _unavailable(f"{PROPOSALS_PENDING_MAX} metadata proposals pending")
+        try:
+            index = node.propose(encode_command(cmd))
+        except (NotLeader, ProposalDropped) as e:
+            raise _unavailable(str(e)) from None
+        self._speculative = apply(self._speculative, cmd, index)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = _Waiter(node.term, fut)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise _unavailable(f"metadata entry {index} not committed in time") from None
+
+    async def change_membership(self, op: ConfChangeOp, node_id: int) -> int:
+        """Add a learner, promote it, or remove a member (leader only; followers forward). Returns the offset."""
+        if self.node.role != Role.LEADER:
+            leader = self.node.leader
+            if leader == NO_NODE:
+                raise ControllerUnavailable("no controller leader")
+            result = await self._forward(leader, {"op": "conf", "change": op.value, "node": node_id})
+            if "offset" not in result:
+                self._raise_forward_error(result)
+            return int(str(result["offset"]))
+        deadline = time.monotonic() + FORWARD_TIMEOUT_S
+        if not await self._leader_ready(deadline):
+            raise ControllerUnavailable("leadership moved")
+        try:
+            index = self.node.propose_conf_change(op, NodeId(node_id))
+        except NotLeader as e:
+            raise ControllerUnavailable(str(e)) from None
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters[index] = _Waiter(self.node.term, fut)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), FORWARD_TIMEOUT_S)
+        except TimeoutError:
+            raise ControllerUnavailable(f"membership entry {index} not committed in time") from None
+
+    async def add_voter(self, node_id: int, catch_up_timeout_s: float = 30.0) -> None:
+        """Dissertation 4.2.1: join as a learner, wait until it has caught up, then promote it."""
+        conf = self.node.conf
+        if node_id in conf.voters:
+            return
+        if node_id not in conf.learners:
+            await self.change_membership(ConfChangeOp.ADD_LEARNER, node_id)
+        deadline = time.monotonic() + catch_up_timeout_s
+        while True:
+            try:
+                await self.change_membership(ConfChangeOp.PROMOTE, node_id)
+                return
+            except ProposalDropped:
+                pass
+            except ControllerUnavailable as e:
+                if "caught up" not in str(e) and "not committed yet" not in str(e):
+                    raise
+            if time.monotonic() > deadline:
+                raise ControllerUnavailable(f"node {node_id} did not catch up within {catch_up_timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
+
+    def transfer_leadership(self, target: int) -> None:
+        self.node.transfer_leadership(NodeId(target))
+        self._wake.set()
+
+    def _raise_forward_error(self, result: dict[str, object]) -> None:
+        kind = str(result.get("kind"))
+        message = str(result.get("message"))
+        if kind == "conf_change":
+            raise ConfChangeError(message)
+        raise ControllerUnavailable(message)
+
+    # ---- forwarding to the leader ----------------------------------------------------------------------------
+
+    async def _forward(self, leader: NodeId, request: dict[str, object]) -> dict[str, object]:
+        if len(self._forwards) >= FORWARDS_PENDING_MAX:
+            raise _unavailable("too many forwarded proposals pending")
+        self._next_forward += 1
+        request_id = self._next_forward
+        fut: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self._forwards[request_id] = fut
+        self.transport.send(leader, KIND_FORWARD, orjson.dumps({"id": request_id, **request}))
+        try:
+            return await asyncio.wait_for(fut, FORWARD_TIMEOUT_S)
+        except TimeoutError:
+            return {"kind": RejectKind.CONTROLLER_UNAVAILABLE.value, "message": f"leader {leader} did not answer"}
+        finally:
+            self._forwards.pop(request_id, None)
+
+    async def _serve_forward(self, src: int, body: dict[str, object]) -> None:
+        request_id = body.get("id")
+        answer: dict[str, object]
+        try:
+            if body.get("op") == "propose":
+                answer = {"offset": await self.propose(command_from_json(body.get("command")))}
+            elif body.get("op") == "conf":
+                op = ConfChangeOp(str(body.get("change")))
+                answer = {"offset": await self.change_membership(op, int(str(body.get("node"))))}
+            else:
+                answer = {"kind": RejectKind.INVALID_REQUEST.value, "message": "unknown forwarded operation"}
+        except CommandRejected as e:
+            answer = {"kind": e.rejection.kind.value, "message": e.rejection.message}
+        except (CommandDecodeError, ValueError) as e:
+            answer = {"kind": "conf_change" if isinstance(e, ConfChangeError) else "invalid_request", "message": str(e)}
+        except (ControllerUnavailable, ProposalDropped) as e:
+            answer = {"kind": RejectKind.CONTROLLER_UNAVAILABLE.value, "message": str(e)}
+        self.transport.send(src, KIND_FORWARD_RESULT, orjson.dumps({"id": request_id, **answer}))
+
+    def _on_frame(self, kind: int, src: int, body: bytes) -> None:
+        if kind == KIND_RAFT:
+            try:
+                msg = raft_messages.decode(body)
+            except raft_messages.MessageDecodeError as e:
+                self.transport.count("malformed")
+                log.warning("malformed Raft message from node %d: %s", src, e)
+                return
+            if msg.src != src:
+                self.transport.count("spoofed_source")
+                return
+            self.node.step(msg)
+            self._wake.set()
+            return
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self.transport.count("malformed")
+            return
+        if not isinstance(parsed, dict):
+            self.transport.count("malformed")
+            return
+        if kind == KIND_FORWARD:
+            if len(self._forward_tasks) >= FORWARDS_PENDING_MAX:
+                self.transport.count("forward_overload")
+                return
+            task = asyncio.get_running_loop().create_task(self._serve_forward(src, parsed))
+            self._forward_tasks.add(task)
+            task.add_done_callback(self._forward_tasks.discard)
+        else:
+            fut = self._forwards.get(parsed.get("id"))  # type: ignore[arg-type]
+            if fut is not None and not fut.done():
+                fut.set_result(parsed)
+
+    # ---- the loops -------------------------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        interval_s = self.config.raft_heartbeat_interval_ms / 2000
+        while True:
+            await asyncio.sleep(interval_s)
+            self.node.tick(self._now_ms())
+            if self.node.has_ready():
+                self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.node.has_ready():
+                rd = self.node.ready()
+                if rd.must_sync or rd.snapshot is not None:
+                    started = time.monotonic()
+                    await loop.run_in_executor(None, self.storage.save, rd)
+                    self.fsync_seconds_sum += time.monotonic() - started
+                    self.fsync_count += 1
+                elif rd.hard_state is not None:
+                    self.storage.save(rd)  # only the commit index moved: a small unsynced write
+                for msg in rd.messages:
+                    self.transport.send(msg.dst, KIND_RAFT, raft_messages.encode(msg))
+                if rd.snapshot is not None:
+                    self.image = decode_image(rd.snapshot.data)
+                    assert self.image.offset == rd.snapshot.index, (self.image.offset, rd.snapshot.index)
+                    self._snapshot_image = rd.snapshot.data
+                    self._fail_waiters_up_to(rd.snapshot.index)
+                for entry in rd.committed:
+                    self._apply(entry)
+                self._after_apply()
+                await self._maybe_compact()
+
+    def _apply(self, entry: Entry) -> None:
+        assert entry.index == self.image.offset + 1, (entry.index, self.image.offset)
+        if entry.kind == EntryKind.NORMAL:
+            self.image = apply(self.image, decode_command(entry.data), entry.index)
+        else:
+            self.image = apply(self.image, NoOp(), entry.index)
+        waiter = self._waiters.pop(entry.index, None)
+        if waiter is not None and not waiter.future.done():
+            if waiter.term == entry.term:
+                waiter.future.set_result(entry.index)
+            else:
+                waiter.future.set_exception(_unavailable("leadership moved before the entry committed; retry"))
+
+    def _fail_waiters_up_to(self, index: int) -> None:
+        for at in [i for i in self._waiters if i <= index]:
+            waiter = self._waiters.pop(at)
+            if not waiter.future.done():
+                waiter.future.set_exception(_unavailable("replaced by the leader's snapshot; retry"))
+
+    def _after_apply(self) -> None:
+        if self.node.role != Role.LEADER:
+            self._speculative = None
+        leader = self.node.leader
+        if leader != self._last_leader and leader != NO_NODE:
+            self.leader_changes += 1
+            log.info("controller leader is node %d (term %d)", leader, self.node.term)
+        if leader != NO_NODE:
+            self._last_leader = leader
+        self._applied_event.set()
+        self._applied_event = asyncio.Event()
+        self.on_applied()
+
+    async def _maybe_compact(self) -> None:
+        node = self.node
+        if node.applied - node.snapshot.index < self.config.controller_snapshot_entries:
+            return
+        assert self.image.offset == node.applied
+        data = encode_image(self.image)
+        snap = node.compact(node.applied, data)
+        after = node.entries(snap.index + 1, node.last_index) if node.last_index > snap.index else []
+        await asyncio.get_running_loop().run_in_executor(None, self.storage.compact, snap, after)
+        self._snapshot_image = data
+        log.info("controller snapshot at offset %d (%d bytes)", snap.index, len(data))
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self._forward_tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._forward_tasks, return_exceptions=True)
+        await self.transport.close()
+        for waiter in self._waiters.values():
+            if not waiter.future.done():
+                waiter.future.cancel()
+        self.storage.close()

@@ -1,0 +1,188 @@
+"""Controller-to-controller transport: authenticated frames over TCP, one outbound connection per peer.
+
+Runs in the supervisor process on its event loop (the thin asyncio shell around ``controller.raft``). A frame is
+``[u32 length][32-byte HMAC-SHA256(secret, rest)][u8 kind][u32 src][body]``: every frame carries the MAC of the
+shared secret (an empty secret still MACs, so a node with a secret never accepts a node without one). A node writes
+only on its own outbound connections and reads only on inbound ones, so each direction has one ordered stream.
+
+Bounds: a frame larger than ``FRAME_BYTES_MAX`` closes the connection; at most ``QUEUE_BYTES_MAX`` of frames wait for
+one peer (Raft retransmits what is dropped; a forwarded proposal times out). Frames from unknown nodes, with a bad
+MAC, or of an unknown kind are dropped and counted in ``dropped`` by reason, never handed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import hmac
+import logging
+import struct
+from collections.abc import Callable
+
+from controller.raft.messages import SNAPSHOT_BYTES_MAX
+from rafka_shards.config import Endpoint
+
+log = logging.getLogger(__name__)
+
+KIND_RAFT = 1
+KIND_FORWARD = 2  # a follower asks the leader to propose (JSON)
+KIND_FORWARD_RESULT = 3  # the leader's answer (JSON)
+KINDS = {KIND_RAFT, KIND_FORWARD, KIND_FORWARD_RESULT}
+FRAME_BYTES_MAX = SNAPSHOT_BYTES_MAX + 4096
+QUEUE_BYTES_MAX = 128 * 1024 * 1024
+CONNECTIONS_INBOUND_MAX = 64
+_HEAD = struct.Struct(">I32sBI")
+_MAC_FROM = 4 + 32
+
+Handler = Callable[[int, int, bytes], None]  # (kind, src, body)
+
+
+def _mac(secret: bytes, rest: bytes) -> bytes:
+    return hmac.new(secret, rest, hashlib.sha256).digest()
+
+
+def encode_frame(secret: bytes, kind: int, src: int, body: bytes) -> bytes:
+    rest = struct.pack(">BI", kind, src) + body
+    return struct.pack(">I", 32 + len(rest)) + _mac(secret, rest) + rest
+
+
+class _PeerLink:
+    """Frames queued for one peer and the task that connects and writes them."""
+
+    def __init__(self, transport: PeerTransport, node: int, address: Endpoint) -> None:
+        self.node = node
+        self.address = address
+        self._transport = transport
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-peer-{node}")
+        self.connected = False
+
+    def send(self, frame: bytes) -> None:
+        if self._queued_bytes + len(frame) > QUEUE_BYTES_MAX:
+            self._transport.count("queue_full")
+            return
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff_s = 0.05
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.address.host, self.address.port), timeout=2
+                )
+            except (OSError, TimeoutError):
+                self._drop_queue()  # Raft resends; nothing queued may wait for a peer that is down
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 1.0)
+                continue
+            backoff_s = 0.05
+            self.connected = True
+            try:
+                while True:
+                    while self._queue:
+                        frame = self._queue.popleft()
+                        self._queued_bytes -= len(frame)
+                        writer.write(frame)
+                    await writer.drain()
+                    self._wake.clear()
+                    if not self._queue:
+                        await self._wake.wait()
+            except (OSError, ConnectionError):
+                pass
+            finally:
+                self.connected = False
+                writer.close()
+                with contextlib.suppress(OSError, ConnectionError):
+                    await writer.wait_closed()
+
+    def _drop_queue(self) -> None:
+        self._queue.clear()
+        self._queued_bytes = 0
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+class PeerTransport:
+    def __init__(self, node_id: int, secret: bytes, addresses: dict[int, Endpoint], handler: Handler) -> None:
+        self.node_id = node_id
+        self._secret = secret
+        self.addresses = dict(addresses)
+        self._handler = handler
+        self._links: dict[int, _PeerLink] = {}
+        self._server: asyncio.Server | None = None
+        self._inbound: set[asyncio.Task[None]] = set()
+        self.dropped: collections.Counter[str] = collections.Counter()
+
+    def count(self, reason: str) -> None:
+        self.dropped[reason] += 1
+
+    async def start(self, listen: Endpoint | None) -> None:
+        if listen is not None:
+            self._server = await asyncio.start_server(self._serve, listen.host, listen.port, limit=1024 * 1024)
+
+    def send(self, dst: int, kind: int, body: bytes) -> None:
+        link = self._links.get(dst)
+        if link is None:
+            address = self.addresses.get(dst)
+            if address is None:
+                self.count("no_address")
+                return
+            link = self._links[dst] = _PeerLink(self, dst, address)
+        link.send(encode_frame(self._secret, kind, self.node_id, body))
+
+    def connected(self, node: int) -> bool:
+        link = self._links.get(node)
+        return link is not None and link.connected
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._inbound) >= CONNECTIONS_INBOUND_MAX:
+            self.count("too_many_connections")
+            writer.close()
+            return
+        self._inbound.add(task)
+        try:
+            while True:
+                head = await reader.readexactly(4)
+                (length,) = struct.unpack(">I", head)
+                if not 37 <= length <= FRAME_BYTES_MAX:
+                    self.count("bad_frame")
+                    return
+                data = await reader.readexactly(length)
+                mac, rest = data[:32], data[32:]
+                if not hmac.compare_digest(mac, _mac(self._secret, rest)):
+                    self.count("bad_secret")
+                    log.warning("controller frame with a bad MAC from %s: closing", writer.get_extra_info("peername"))
+                    return
+                kind, src = struct.unpack_from(">BI", rest)
+                if kind not in KINDS:
+                    self.count("unknown_kind")
+                    continue
+                if src not in self.addresses or src == self.node_id:
+                    self.count("unknown_node")
+                    continue
+                self._handler(kind, src, rest[5:])
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            return
+        finally:
+            self._inbound.discard(task)
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._inbound):
+            task.cancel()
+        await asyncio.gather(*self._inbound, return_exceptions=True)
+        await asyncio.gather(*(link.close() for link in self._links.values()))
+        if self._server is not None:
+            await self._server.wait_closed()
