@@ -115,6 +115,11 @@ class Broker:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the node's process without waiting for it (nodes of a cluster wait for each other's quorum)."""
         assert self.proc is None or self.proc.poll() is not None
         log = open(self.log_path, "ab")  # noqa: SIM115  (the broker process owns it until it exits)
         self.proc = subprocess.Popen(
@@ -138,6 +143,9 @@ class Broker:
             start_new_session=True,  # its own process group: kill() takes down the node and its shards at once
         )
         log.close()
+
+    def wait_ready(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,7 +1,8 @@
 """The node's HTTP admin endpoint (aiohttp): probes, ``/metrics``, a read-only view of shards and topics.
 
-Runs in the supervisor process. The full admin API (brokers, topic changes, partitions, controller) arrives with the
-Raft controller issue. Every response but ``/metrics`` (Prometheus text) is JSON; errors are
+Runs in the supervisor process. The controller's Raft state and voters (``/v1/controller``) and the registered
+brokers are here; topic writes, maintenance, partitions and health are not yet. Every response but ``/metrics``
+(Prometheus text) is JSON; errors are
 ``{"error": ..., "message": ...}`` with a 4xx/5xx status.
 """
 
@@ -13,8 +14,10 @@ import orjson
 from aiohttp import web
 
 from controller.image import MetadataImage
+from controller.raft.node import ConfChangeError, ConfChangeOp, NotLeader, ProposalDropped
 from rafka_shards.config import Endpoint
 from rafka_shards.node.metrics import CONTENT_TYPE, NodeMetrics
+from rafka_shards.node.raft_controller import ControllerUnavailable, RaftController
 from rafka_shards.node.supervisor import describe_exit
 
 if TYPE_CHECKING:
@@ -110,6 +113,82 @@ def build_app(supervisor: Supervisor) -> web.Application:
             {"name": t.name, "topic_id": str(t.topic_id), "configs": dict(t.configs), "partitions": partitions}
         )
 
+    def controller() -> RaftController:
+        assert supervisor.controller is not None
+        return supervisor.controller
+
+    async def controller_status(_request: web.Request) -> web.Response:
+        """Raft state as this node sees it: leader, term, indexes, voters and learners with their lag."""
+        c = controller()
+        st = c.status()
+        match: dict[int, int] = {p.node: p.match for p in st.peers}
+        match[st.node] = st.last_index if st.role.value == "leader" else st.commit
+
+        def member(n: int) -> dict[str, Any]:
+            out: dict[str, Any] = {"id": n}
+            if st.role.value == "leader":
+                out["match_index"] = match.get(n, 0)
+                out["lag"] = max(0, st.last_index - match.get(n, 0))
+            return out
+
+        return _json(
+            {
+                "node_id": st.node,
+                "role": st.role.value,
+                "leader": st.leader or None,
+                "term": st.term,
+                "commit_index": st.commit,
+                "applied_index": c.applied_offset,
+                "last_index": st.last_index,
+                "snapshot_index": st.snapshot_index,
+                "voters": [member(n) for n in sorted(st.conf.voters)],
+                "learners": [member(n) for n in sorted(st.conf.learners)],
+                "leader_changes": c.leader_changes,
+                "transport_dropped": dict(c.transport.dropped),
+            }
+        )
+
+    def _node_id(request: web.Request) -> int:
+        text = request.match_info["id"]
+        if not text.isdigit() or not 0 < int(text) < 2**31:
+            raise web.HTTPBadRequest(
+                body=orjson.dumps({"error": "bad_request", "message": f"id: expected a node id, got {text!r}"}),
+                content_type="application/json",
+            )
+        return int(text)
+
+    async def add_voter(request: web.Request) -> web.Response:
+        node = _node_id(request)
+        try:
+            await controller().add_voter(node)
+        except ConfChangeError as e:
+            return _json({"error": "conflict", "message": str(e)}, status=409)
+        except (ControllerUnavailable, ProposalDropped, NotLeader) as e:
+            return _json({"error": "unavailable", "message": str(e), "retry_after_ms": 500}, status=503)
+        return _json({"voter": node, "voters": sorted(controller().status().conf.voters)})
+
+    async def remove_voter(request: web.Request) -> web.Response:
+        node = _node_id(request)
+        try:
+            await controller().change_membership(ConfChangeOp.REMOVE, node)
+        except ConfChangeError as e:
+            return _json({"error": "conflict", "message": str(e)}, status=409)
+        except (ControllerUnavailable, ProposalDropped, NotLeader) as e:
+            return _json({"error": "unavailable", "message": str(e), "retry_after_ms": 500}, status=503)
+        return _json({"removed": node, "voters": sorted(controller().status().conf.voters)})
+
+    async def brokers(_request: web.Request) -> web.Response:
+        return _json(
+            [
+                {"broker_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack, "incarnation": b.incarnation}
+                for b in sorted(image().brokers.values(), key=lambda b: b.broker_id)
+            ]
+        )
+
+    app.router.add_get("/v1/controller", controller_status)
+    app.router.add_post("/v1/controller/voters/{id}", add_voter)
+    app.router.add_delete("/v1/controller/voters/{id}", remove_voter)
+    app.router.add_get("/v1/brokers", brokers)
     app.router.add_get("/v1/status/ready", ready)
     app.router.add_get("/v1/status/live", live)
     app.router.add_get("/v1/shards", shards)

@@ -344,10 +344,15 @@ class RaftController:
         fut: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         self._forwards[request_id] = fut
         self.transport.send(leader, KIND_FORWARD, orjson.dumps({"id": request_id, **request}))
+        deadline = time.monotonic() + FORWARD_TIMEOUT_S
         try:
-            return await asyncio.wait_for(fut, FORWARD_TIMEOUT_S)
-        except TimeoutError:
-            return {"kind": RejectKind.CONTROLLER_UNAVAILABLE.value, "message": f"leader {leader} did not answer"}
+            while not fut.done():
+                # A leader that died may never answer: give up as soon as this node follows another leader.
+                if self.node.leader != leader or time.monotonic() > deadline:
+                    return {"kind": RejectKind.CONTROLLER_UNAVAILABLE.value, "message": f"leader {leader} is gone"}
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), 0.05)
+            return fut.result()
         finally:
             self._forwards.pop(request_id, None)
 

@@ -116,7 +116,14 @@ class Supervisor:
         await self.controller.start()
         self.server = ControllerServer(self.controller, config.metadata_propagation_timeout_ms / 1000)
         # The image must hold everything committed before this start, or a topic created meanwhile would look stray.
-        await self.controller.wait_caught_up()
+        caught_up = asyncio.ensure_future(self.controller.wait_caught_up())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((caught_up, stop), return_when=asyncio.FIRST_COMPLETED)
+        for f in (caught_up, stop):
+            f.cancel()
+        await asyncio.gather(caught_up, stop, return_exceptions=True)
+        if self._stop.is_set():
+            raise StartupError("stopped while waiting for the controller quorum", exit_code=0)
         remove_stray_partition_dirs(config.data_dir / "kafka", self.controller.image)
         self._bind_listeners()
         # Every shard process writes its metric values under this directory (prometheus-client multiprocess mode);
