@@ -118,7 +118,7 @@ class PeerTransport:
         self._handler = handler
         self._links: dict[int, _PeerLink] = {}
         self._server: asyncio.Server | None = None
-        self._inbound: set[asyncio.Task[None]] = set()
+        self._inbound: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.dropped: collections.Counter[str] = collections.Counter()
 
     def count(self, reason: str) -> None:
@@ -149,7 +149,7 @@ class PeerTransport:
             self.count("too_many_connections")
             writer.close()
             return
-        self._inbound.add(task)
+        self._inbound[task] = writer
         try:
             while True:
                 head = await reader.readexactly(4)
@@ -174,15 +174,17 @@ class PeerTransport:
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             return
         finally:
-            self._inbound.discard(task)
+            self._inbound.pop(task, None)
             writer.close()
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._inbound):
-            task.cancel()
-        await asyncio.gather(*self._inbound, return_exceptions=True)
+        # Closing the connections ends their readers (cancelling a start_server handler makes asyncio log an error).
+        tasks = list(self._inbound)
+        for writer in list(self._inbound.values()):
+            writer.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(link.close() for link in self._links.values()))
         if self._server is not None:
             await self._server.wait_closed()
