@@ -15,6 +15,7 @@ from pathlib import Path
 import crc32c
 
 from controller.commands import Command, CommandDecodeError, decode_command, encode_command
+from controller.files import fsync_dir
 
 RECORD_BYTES_MAX = 1024 * 1024
 _FRAME = struct.Struct(">II")
@@ -34,11 +35,7 @@ class MetadataLog:
         created = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if created:
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(directory)
         data = os.pread(fd, os.fstat(fd).st_size, 0)
         records: list[bytes] = []
         pos = 0

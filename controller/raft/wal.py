@@ -23,6 +23,7 @@ from pathlib import Path
 
 import crc32c
 
+from controller.files import fsync_dir, write_atomically
 from controller.raft.messages import ENTRY_BYTES_MAX, SNAPSHOT_BYTES_MAX
 from controller.raft.node import Ready
 from controller.raft.types import ConfState, Entry, EntryKind, HardState, Index, NodeId, Snapshot, Term
@@ -38,26 +39,6 @@ _MAGIC = b"RSNP"
 
 class StorageCorrupt(Exception):
     """A snapshot file that fails its checksum: the node must not start from it."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def encode_snapshot(snap: Snapshot) -> bytes:
@@ -110,12 +91,12 @@ class RaftStorage:
             snapshot = decode_snapshot(snap_path.read_bytes())
         else:
             snapshot = bootstrap
-            _write_atomically(snap_path, encode_snapshot(snapshot))
+            write_atomically(snap_path, encode_snapshot(snapshot))
         wal_path = directory / "wal"
         created = not wal_path.exists()
         fd = os.open(wal_path, os.O_RDWR | os.O_CREAT, 0o644)
         if created:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         data = os.pread(fd, os.fstat(fd).st_size, 0)
         hard_state = HardState(Term(0), NodeId(0), Index(0))
         entries: list[Entry] = []
@@ -176,10 +157,10 @@ class RaftStorage:
         self._install(snapshot, entries_after, self.hard_state)
 
     def _install(self, snapshot: Snapshot, entries: list[Entry], hard_state: HardState) -> None:
-        _write_atomically(self.directory / "snapshot", encode_snapshot(snapshot))
+        write_atomically(self.directory / "snapshot", encode_snapshot(snapshot))
         self.snapshot = snapshot
         data = b"".join([_hard_state_record(hard_state)] + [_entry_record(e) for e in entries])
-        _write_atomically(self.directory / "wal", data)
+        write_atomically(self.directory / "wal", data)
         os.close(self._fd)
         self._fd = os.open(self.directory / "wal", os.O_RDWR)
         self._end = len(data)

@@ -34,6 +34,7 @@ from controller.commands import (
     DeleteTopic,
     RegisterBroker,
 )
+from controller.files import write_atomically
 from controller.image import MetadataImage, TopicImage
 from controller.placement import place_partitions
 from controller.state_machine import CommandRejected, RejectKind
@@ -44,7 +45,6 @@ from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name
 from rafka_shards.probe import Probe
 from rafka_shards.records.batch import BatchHeader
 from rafka_shards.storage.config import LogConfig
-from rafka_shards.storage.files import write_atomically
 from rafka_shards.storage.log import AppendInfo, PartitionLog
 
 log = logging.getLogger(__name__)

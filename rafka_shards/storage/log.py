@@ -25,11 +25,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.files import fsync_dir, write_atomically
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import BatchHeader, assign_offsets
 from rafka_shards.records.builder import offset_for_timestamp_in_batch
 from rafka_shards.storage.config import LogConfig
-from rafka_shards.storage.files import fsync_dir, write_atomically
 from rafka_shards.storage.segment import LogSegment
 
 RECOVERY_POINT_FILE = "recovery-point"

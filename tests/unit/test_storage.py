@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from controller.files import write_atomically
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import validate_batches
 from rafka_shards.records.builder import Record, build_batch, decode_batches
 from rafka_shards.storage.config import LogConfig
-from rafka_shards.storage.files import write_atomically
 from rafka_shards.storage.log import PartitionLog
 
 

@@ -1,6 +1,7 @@
-"""Small durable-file helpers shared by the broker's on-disk state (partition logs, markers, producer id blocks).
+"""Small durable-file helpers shared by every on-disk state: the broker's (partition logs, markers) and the
+controller's (Raft log and snapshot, the pre-Raft metadata log).
 
-Runs in any broker process; synchronous. ``write_atomically`` gives all-or-nothing replacement of a small file that
+Runs in any process; synchronous. ``write_atomically`` gives all-or-nothing replacement of a small file that
 survives power loss: write a temporary file, fsync it, rename it over the target, fsync the directory.
 """
 
