@@ -769,7 +769,3 @@ class RaftNode:
             self.id, self.role, self.term, self.leader, self.commit, self.applied, self.last_index,
             self._snapshot.index, self.conf, peers,
         )  # fmt: skip
-
-    @property
-    def transferee(self) -> NodeId:
-        return self._transferee

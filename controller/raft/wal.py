@@ -80,7 +80,6 @@ class RaftStorage:
         self._end = end
         self.hard_state = hard_state
         self.snapshot = snapshot
-        self.fsyncs = 0
 
     @classmethod
     def open(cls, directory: Path, bootstrap: Snapshot) -> tuple[RaftStorage, list[Entry]]:
@@ -149,7 +148,6 @@ class RaftStorage:
             self._end += len(data)
         if rd.must_sync:
             os.fsync(self._fd)
-            self.fsyncs += 1
 
     def compact(self, snapshot: Snapshot, entries_after: list[Entry]) -> None:
         """The snapshot is durable before the entries it covers leave the log."""

@@ -8,6 +8,7 @@ brokers are here; topic writes, maintenance, partitions and health are not yet. 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -157,25 +158,22 @@ def build_app(supervisor: Supervisor) -> web.Application:
             )
         return int(text)
 
-    async def add_voter(request: web.Request) -> web.Response:
-        node = _node_id(request)
+    async def change_voters(change: Awaitable[object], result: dict[str, Any]) -> web.Response:
         try:
-            await controller().add_voter(node)
+            await change
         except ConfChangeError as e:
             return _json({"error": "conflict", "message": str(e)}, status=409)
         except (ControllerUnavailable, ProposalDropped, NotLeader) as e:
             return _json({"error": "unavailable", "message": str(e), "retry_after_ms": 500}, status=503)
-        return _json({"voter": node, "voters": sorted(controller().status().conf.voters)})
+        return _json({**result, "voters": sorted(controller().status().conf.voters)})
+
+    async def add_voter(request: web.Request) -> web.Response:
+        node = _node_id(request)
+        return await change_voters(controller().add_voter(node), {"voter": node})
 
     async def remove_voter(request: web.Request) -> web.Response:
         node = _node_id(request)
-        try:
-            await controller().change_membership(ConfChangeOp.REMOVE, node)
-        except ConfChangeError as e:
-            return _json({"error": "conflict", "message": str(e)}, status=409)
-        except (ControllerUnavailable, ProposalDropped, NotLeader) as e:
-            return _json({"error": "unavailable", "message": str(e), "retry_after_ms": 500}, status=503)
-        return _json({"removed": node, "voters": sorted(controller().status().conf.voters)})
+        return await change_voters(controller().change_membership(ConfChangeOp.REMOVE, node), {"removed": node})
 
     async def brokers(_request: web.Request) -> web.Response:
         return _json(

@@ -205,8 +205,7 @@ class ControllerServer:
 
     async def propose(self, cmd: Command, requester: ShardSession | None = None) -> int:
         """Commit ``cmd`` through the quorum, then wait until every ready shard of this node applied it."""
-        offset = await self.controller.propose(cmd)
-        self.push_all()
+        offset = await self.controller.propose(cmd)  # applied here, so on_applied already pushed it to every shard
         await self.wait_applied(offset, requester)
         return offset
 

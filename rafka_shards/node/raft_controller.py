@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -84,15 +85,7 @@ def bootstrap_snapshot(config: BrokerConfig, voters: frozenset[NodeId]) -> Snaps
         for offset, cmd in old.read_from(0):
             image = apply(image, cmd, offset)
         old.close()
-        image = MetadataImage(
-            offset=0,
-            cluster_id=image.cluster_id,
-            brokers=image.brokers,
-            topics=image.topics,
-            topics_by_id=image.topics_by_id,
-            next_producer_id=image.next_producer_id,
-            producer_id_blocks=image.producer_id_blocks,
-        )
+        image = dataclasses.replace(image, offset=0)
     return Snapshot(Index(0), Term(0), ConfState(voters), encode_image(image))
 
 
@@ -111,7 +104,6 @@ class RaftController:
         addresses = {n: ep for n, ep in config.controller_addresses()[1].items() if n != config.node_id}
         self.transport = PeerTransport(config.node_id, config.controller_secret.encode(), addresses, self._on_frame)
         self.image = decode_image(storage.snapshot.data)
-        self._snapshot_image = storage.snapshot.data
         self.on_applied: Callable[[], None] = lambda: None
         self._wake = asyncio.Event()
         self._applied_event = asyncio.Event()
@@ -124,9 +116,6 @@ class RaftController:
         self._next_forward = 0
         self._last_leader = NO_NODE
         self.leader_changes = 0
-        self.fsync_seconds_sum = 0.0
-        self.fsync_count = 0
-        self._closed = False
 
     @classmethod
     async def open(cls, config: BrokerConfig) -> RaftController:
@@ -160,15 +149,15 @@ class RaftController:
         """Until this node knows a leader of the current term and has applied everything it knew committed, twice
         a heartbeat apart (so the commit index reflects the leader's). Logs while the quorum is not reachable."""
         interval_s = self.config.raft_heartbeat_interval_ms / 1000
-        waited_s = 0.0
+        warn_at = time.monotonic() + 5
         settled = 0
         while settled < 2:
             node = self.node
             known = node.leader != NO_NODE and node.term_at(node.commit) == node.term
             settled = settled + 1 if known and self.image.offset >= node.commit else 0
             await asyncio.sleep(interval_s)
-            waited_s += interval_s
-            if waited_s >= 5 and settled == 0 and int(waited_s / interval_s) % int(5 / interval_s) == 0:
+            if settled == 0 and time.monotonic() >= warn_at:
+                warn_at += 5
                 log.warning("waiting for the controller quorum (node %d, term %d, no leader yet)", node.id, node.term)
 
     def _now_ms(self) -> int:
@@ -186,7 +175,7 @@ class RaftController:
 
     def snapshot_image(self) -> bytes:
         """The encoded image at ``snapshot_offset``: where a shard starts before it reads records."""
-        return self._snapshot_image
+        return self.node.snapshot.data
 
     def payloads(self, first: int, count_max: int) -> list[bytes]:
         """Encoded commands of applied entries from ``first`` (after the snapshot) on."""
@@ -198,10 +187,6 @@ class RaftController:
 
     def status(self) -> Status:
         return self.node.status()
-
-    @property
-    def is_leader(self) -> bool:
-        return self.node.role == Role.LEADER
 
     # ---- proposals -------------------------------------------------------------------------------------------
 
@@ -315,30 +300,25 @@ class RaftController:
                 await self.change_membership(ConfChangeOp.PROMOTE, node_id)
                 return
             except ProposalDropped:
-                pass
-            except ControllerUnavailable as e:
-                if "caught up" not in str(e) and "not committed yet" not in str(e):
-                    raise
+                pass  # not caught up yet, or the learner's own entry is not committed yet
             if time.monotonic() > deadline:
                 raise ControllerUnavailable(f"node {node_id} did not catch up within {catch_up_timeout_s:.0f} s")
             await asyncio.sleep(0.1)
-
-    def transfer_leadership(self, target: int) -> None:
-        self.node.transfer_leadership(NodeId(target))
-        self._wake.set()
 
     def _raise_forward_error(self, result: dict[str, object]) -> None:
         kind = str(result.get("kind"))
         message = str(result.get("message"))
         if kind == "conf_change":
             raise ConfChangeError(message)
+        if kind == "dropped":
+            raise ProposalDropped(message)
         raise ControllerUnavailable(message)
 
     # ---- forwarding to the leader ----------------------------------------------------------------------------
 
     async def _forward(self, leader: NodeId, request: dict[str, object]) -> dict[str, object]:
         if len(self._forwards) >= FORWARDS_PENDING_MAX:
-            raise _unavailable("too many forwarded proposals pending")
+            return {"kind": RejectKind.CONTROLLER_UNAVAILABLE.value, "message": "too many forwarded requests pending"}
         self._next_forward += 1
         request_id = self._next_forward
         fut: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
@@ -371,7 +351,9 @@ class RaftController:
             answer = {"kind": e.rejection.kind.value, "message": e.rejection.message}
         except (CommandDecodeError, ValueError) as e:
             answer = {"kind": "conf_change" if isinstance(e, ConfChangeError) else "invalid_request", "message": str(e)}
-        except (ControllerUnavailable, ProposalDropped) as e:
+        except ProposalDropped as e:
+            answer = {"kind": "dropped", "message": str(e)}  # the leader cannot take it now; the caller may retry
+        except ControllerUnavailable as e:
             answer = {"kind": RejectKind.CONTROLLER_UNAVAILABLE.value, "message": str(e)}
         self.transport.send(src, KIND_FORWARD_RESULT, orjson.dumps({"id": request_id, **answer}))
 
@@ -427,10 +409,7 @@ class RaftController:
             while self.node.has_ready():
                 rd = self.node.ready()
                 if rd.must_sync or rd.snapshot is not None:
-                    started = time.monotonic()
                     await loop.run_in_executor(None, self.storage.save, rd)
-                    self.fsync_seconds_sum += time.monotonic() - started
-                    self.fsync_count += 1
                 elif rd.hard_state is not None:
                     self.storage.save(rd)  # only the commit index moved: a small unsynced write
                 for msg in rd.messages:
@@ -438,7 +417,6 @@ class RaftController:
                 if rd.snapshot is not None:
                     self.image = decode_image(rd.snapshot.data)
                     assert self.image.offset == rd.snapshot.index, (self.image.offset, rd.snapshot.index)
-                    self._snapshot_image = rd.snapshot.data
                     self._fail_waiters_up_to(rd.snapshot.index)
                 for entry in rd.committed:
                     self._apply(entry)
@@ -486,11 +464,9 @@ class RaftController:
         snap = node.compact(node.applied, data)
         after = node.entries(snap.index + 1, node.last_index) if node.last_index > snap.index else []
         await asyncio.get_running_loop().run_in_executor(None, self.storage.compact, snap, after)
-        self._snapshot_image = data
         log.info("controller snapshot at offset %d (%d bytes)", snap.index, len(data))
 
     async def close(self) -> None:
-        self._closed = True
         for task in self._tasks:
             task.cancel()
         for task in list(self._forward_tasks):

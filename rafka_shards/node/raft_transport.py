@@ -59,7 +59,6 @@ class _PeerLink:
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-peer-{node}")
-        self.connected = False
 
     def send(self, frame: bytes) -> None:
         if self._queued_bytes + len(frame) > QUEUE_BYTES_MAX:
@@ -82,7 +81,6 @@ class _PeerLink:
                 backoff_s = min(backoff_s * 2, 1.0)
                 continue
             backoff_s = 0.05
-            self.connected = True
             try:
                 while True:
                     while self._queue:
@@ -96,7 +94,6 @@ class _PeerLink:
             except (OSError, ConnectionError):
                 pass
             finally:
-                self.connected = False
                 writer.close()
                 with contextlib.suppress(OSError, ConnectionError):
                     await writer.wait_closed()
@@ -137,10 +134,6 @@ class PeerTransport:
                 return
             link = self._links[dst] = _PeerLink(self, dst, address)
         link.send(encode_frame(self._secret, kind, self.node_id, body))
-
-    def connected(self, node: int) -> bool:
-        link = self._links.get(node)
-        return link is not None and link.connected
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
