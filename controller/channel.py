@@ -11,8 +11,9 @@ order as ``Records``, and keeps pushing new records as they are applied (``Image
 the controller installed a leader's snapshot past what the shard was sent). The shard applies them, reconciles its
 partitions and answers ``Applied`` with the offset it has reached; it asks for changes with ``Propose`` and gets
 ``Proposed`` (committed, and applied by every ready shard) or ``Rejected``. ``Ready`` says the shard is listening;
-``StatsRequest``/``Stats`` serve the admin API and ``/metrics`` with the live state only the shard knows (log offsets,
-sizes, connections).
+``Heartbeat``/``HeartbeatAck`` renew the broker's lease (``controller.leases``) and report how far its image is
+behind; ``StatsRequest``/``Stats`` serve the admin API and ``/metrics`` with the live state only the shard knows (log
+offsets, sizes, connections).
 """
 
 from __future__ import annotations
@@ -76,6 +77,19 @@ class StatsRequest:
     request_id: int
 
 
+HEARTBEAT_OK = "ok"  # the lease is renewed from when the heartbeat was sent
+HEARTBEAT_FENCED = "fenced"  # the controller fenced this broker (or does not know this incarnation): serve nothing
+HEARTBEAT_UNAVAILABLE = "unavailable"  # no controller leader answered: the lease is not renewed
+HEARTBEAT_STATUSES = (HEARTBEAT_OK, HEARTBEAT_FENCED, HEARTBEAT_UNAVAILABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    request_id: int
+    status: str  # one of HEARTBEAT_STATUSES
+    message: str
+
+
 # ---- shard -> controller -------------------------------------------------------------------------------------------
 
 
@@ -87,6 +101,16 @@ class Propose:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The broker is alive, runs ``incarnation`` and has applied metadata up to ``offset`` (its lag is known)."""
+
+    request_id: int
+    broker_id: int
+    incarnation: str
     offset: int
 
 
@@ -113,7 +137,20 @@ class Stats:
     partitions: tuple[PartitionStats, ...]
 
 
-Message = Hello | Image | Records | Proposed | Rejected | StatsRequest | Propose | Applied | Ready | Stats
+Message = (
+    Hello
+    | Image
+    | Records
+    | Proposed
+    | Rejected
+    | StatsRequest
+    | HeartbeatAck
+    | Propose
+    | Applied
+    | Heartbeat
+    | Ready
+    | Stats
+)
 
 
 def _frame(body: bytes) -> bytes:
@@ -156,6 +193,16 @@ def encode(msg: Message) -> bytes:
         body = {"t": "applied", "offset": msg.offset}
     elif isinstance(msg, Ready):
         body = {"t": "ready", "broker_id": msg.broker_id, "port": msg.port}
+    elif isinstance(msg, Heartbeat):
+        body = {
+            "t": "heartbeat",
+            "id": msg.request_id,
+            "broker_id": msg.broker_id,
+            "incarnation": msg.incarnation,
+            "offset": msg.offset,
+        }
+    elif isinstance(msg, HeartbeatAck):
+        body = {"t": "heartbeat_ack", "id": msg.request_id, "status": msg.status, "message": msg.message}
     else:
         body = {
             "t": "stats",
@@ -226,6 +273,13 @@ def decode(body_bytes: bytes) -> Message:
         return Applied(_int(body, "offset"))
     if kind == "ready":
         return Ready(_int(body, "broker_id"), _int(body, "port"))
+    if kind == "heartbeat":
+        return Heartbeat(_int(body, "id"), _int(body, "broker_id"), _str(body, "incarnation"), _int(body, "offset"))
+    if kind == "heartbeat_ack":
+        status = _str(body, "status")
+        if status not in HEARTBEAT_STATUSES:
+            raise ChannelError(f"heartbeat_ack.status: unknown {status!r}")
+        return HeartbeatAck(_int(body, "id"), status, _str(body, "message"))
     if kind == "stats":
         partitions = body.get("partitions")
         if not isinstance(partitions, list):

@@ -80,6 +80,56 @@ class AllocateProducerIds:
 
 
 @dataclass(frozen=True, slots=True)
+class FenceBroker:
+    """The broker's lease expired (proposed by the active controller only): it stops leading; each partition it led
+    moves to another usable in-sync replica or becomes leaderless, with a new leader epoch."""
+
+    TYPE: ClassVar[str] = "FenceBroker"
+    broker_id: int
+    incarnation: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnfenceBroker:
+    """A fenced broker heartbeats again and has caught up with the metadata: leaderless partitions whose ISR holds it
+    get it back as leader."""
+
+    TYPE: ClassVar[str] = "UnfenceBroker"
+    broker_id: int
+    incarnation: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetBrokerMaintenance:
+    """Maintenance on: the broker hands leadership to another usable in-sync replica where there is one and gets no
+    new replicas. Off: it is an ordinary broker again."""
+
+    TYPE: ClassVar[str] = "SetBrokerMaintenance"
+    broker_id: int
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DecommissionBroker:
+    """The broker is leaving: no new replicas, leadership handed off as in maintenance; it is drained once no
+    partition lists it as a replica (reassign them away)."""
+
+    TYPE: ClassVar[str] = "DecommissionBroker"
+    broker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReassignPartition:
+    """New replica list for one partition (preferred leader first). The leader and ISR stay; every in-sync replica
+    must be kept, because only they hold the partition's acknowledged data."""
+
+    TYPE: ClassVar[str] = "ReassignPartition"
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NoOp:
     """A Raft entry that carries no metadata (a new leader's no-op, a membership change): it only advances the
     offset, so shards see one dense sequence of offsets (KRaft's NoOpRecord). Never proposed by a shard."""
@@ -95,6 +145,11 @@ Command = (
     | ChangePartition
     | AlterTopicConfigs
     | AllocateProducerIds
+    | FenceBroker
+    | UnfenceBroker
+    | SetBrokerMaintenance
+    | DecommissionBroker
+    | ReassignPartition
     | NoOp
 )
 _TYPES: dict[str, type[Any]] = {
@@ -107,6 +162,11 @@ _TYPES: dict[str, type[Any]] = {
         ChangePartition,
         AlterTopicConfigs,
         AllocateProducerIds,
+        FenceBroker,
+        UnfenceBroker,
+        SetBrokerMaintenance,
+        DecommissionBroker,
+        ReassignPartition,
         NoOp,
     )
 }
@@ -142,6 +202,12 @@ def _str(v: Any, name: str) -> str:
 def _list(v: Any, name: str) -> list[Any]:
     if not isinstance(v, list):
         raise CommandDecodeError(f"{name}: expected a list")
+    return v
+
+
+def _bool(v: Any, name: str) -> bool:
+    if not isinstance(v, bool):
+        raise CommandDecodeError(f"{name}: expected true or false")
     return v
 
 
@@ -219,6 +285,16 @@ def command_from_json(body: Any) -> Command:
         )
     if cls is NoOp:
         return NoOp()
+    if cls is FenceBroker or cls is UnfenceBroker:
+        return cls(_int(b["broker_id"], "broker_id"), _str(b["incarnation"], "incarnation"))  # type: ignore[no-any-return]
+    if cls is SetBrokerMaintenance:
+        return SetBrokerMaintenance(_int(b["broker_id"], "broker_id"), _bool(b["enabled"], "enabled"))
+    if cls is DecommissionBroker:
+        return DecommissionBroker(_int(b["broker_id"], "broker_id"))
+    if cls is ReassignPartition:
+        return ReassignPartition(
+            _str(b["topic"], "topic"), _int(b["partition"], "partition"), _ints(b["replicas"], "replicas")
+        )
     if cls is AllocateProducerIds:
         return AllocateProducerIds(_int(b["broker_id"], "broker_id"), _int(b["count"], "count"))
     return AlterTopicConfigs(

@@ -22,6 +22,17 @@ class BrokerRegistration:
     port: int
     rack: str | None
     incarnation: str
+    # Lease state, set only by the controller's commands: a fenced broker's lease expired (it leads nothing until it
+    # heartbeats again); a broker in maintenance gives up leadership where another in-sync replica can take it;
+    # a decommissioning broker gets no new replicas.
+    fenced: bool = False
+    maintenance: bool = False
+    decommissioning: bool = False
+
+    @property
+    def usable(self) -> bool:
+        """May lead partitions and take new replicas."""
+        return not (self.fenced or self.maintenance or self.decommissioning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +82,10 @@ def encode_image(image: MetadataImage) -> bytes:
             "v": IMAGE_FORMAT_VERSION,
             "offset": image.offset,
             "cluster_id": image.cluster_id,
-            "brokers": [[b.broker_id, b.host, b.port, b.rack, b.incarnation] for b in image.brokers.values()],
+            "brokers": [
+                [b.broker_id, b.host, b.port, b.rack, b.incarnation, b.fenced, b.maintenance, b.decommissioning]
+                for b in image.brokers.values()
+            ],
             "topics": [
                 {
                     "name": t.name,
@@ -113,11 +127,16 @@ def image_from_json(body: Any) -> MetadataImage:
             raise ImageDecodeError("not a metadata image of a known version")
         brokers: dict[int, BrokerRegistration] = {}
         for b in body["brokers"]:
-            broker_id, host, port, rack, incarnation = b
+            if not isinstance(b, list) or len(b) not in (5, 8):  # 5: written before leases existed
+                raise ImageDecodeError("bad broker registration")
+            broker_id, host, port, rack, incarnation = b[:5]
+            flags = b[5:] or [False, False, False]
             if not (isinstance(host, str) and isinstance(incarnation, str) and (rack is None or isinstance(rack, str))):
                 raise ImageDecodeError("bad broker registration")
+            if not all(isinstance(f, bool) for f in flags):
+                raise ImageDecodeError("bad broker flags")
             _ints([broker_id, port])
-            brokers[broker_id] = BrokerRegistration(broker_id, host, port, rack, incarnation)
+            brokers[broker_id] = BrokerRegistration(broker_id, host, port, rack, incarnation, *flags)
         topics: dict[str, TopicImage] = {}
         for t in body["topics"]:
             configs = t["configs"]

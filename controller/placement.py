@@ -1,6 +1,7 @@
 """Replica placement for new partitions: balanced by partition count and leader count, racks spread when known.
 
-Runs wherever topics are created; pure and deterministic for a given image (ties broken by broker id).
+Runs wherever topics are created; pure and deterministic for a given image (ties broken by broker id). Only usable
+brokers (not fenced, not in maintenance, not decommissioning) get new replicas.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import collections
 from controller.image import MetadataImage
 
 
+def usable_brokers(image: MetadataImage) -> list[int]:
+    return sorted(b for b, reg in image.brokers.items() if reg.usable)
+
+
 def place_partitions(
     image: MetadataImage, partitions: int, replication_factor: int, start_partition: int = 0
 ) -> tuple[tuple[int, ...], ...]:
-    brokers = sorted(image.brokers)
+    brokers = usable_brokers(image)
     if replication_factor > len(brokers):
-        raise ValueError(f"replication factor {replication_factor} exceeds the {len(brokers)} registered brokers")
+        raise ValueError(f"replication factor {replication_factor} exceeds the {len(brokers)} usable brokers")
     replicas_on: collections.Counter[int] = collections.Counter()
     leaders_on: collections.Counter[int] = collections.Counter()
     for topic in image.topics.values():

@@ -8,7 +8,7 @@ what ``validate`` checked, because a command in the log that does not apply mean
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -19,9 +19,14 @@ from controller.commands import (
     Command,
     CreatePartitions,
     CreateTopic,
+    DecommissionBroker,
     DeleteTopic,
+    FenceBroker,
     NoOp,
+    ReassignPartition,
     RegisterBroker,
+    SetBrokerMaintenance,
+    UnfenceBroker,
 )
 from controller.image import BrokerRegistration, MetadataImage, PartitionImage, TopicImage
 from controller.names import topic_name_error
@@ -44,6 +49,8 @@ class RejectKind(enum.Enum):
     UNKNOWN_BROKER = "unknown_broker"
     STALE_LEADER_EPOCH = "stale_leader_epoch"
     INVALID_REQUEST = "invalid_request"
+    # The command is well formed but the cluster's state does not allow it now (say, a leader outside the ISR).
+    CONFLICT = "conflict"
     # Not about the command: the quorum has no leader, or leadership moved before the command committed. Retry.
     CONTROLLER_UNAVAILABLE = "controller_unavailable"
 
@@ -82,9 +89,54 @@ def _check_assignments(
     return None
 
 
+def _broker_rejection(image: MetadataImage, cmd: Command) -> Rejection | None:
+    assert isinstance(cmd, FenceBroker | UnfenceBroker | SetBrokerMaintenance | DecommissionBroker)
+    reg = image.brokers.get(cmd.broker_id)
+    if reg is None:
+        return Rejection(RejectKind.UNKNOWN_BROKER, f"broker {cmd.broker_id} is not registered")
+    if isinstance(cmd, FenceBroker | UnfenceBroker) and reg.incarnation != cmd.incarnation:
+        return Rejection(RejectKind.CONFLICT, f"broker {cmd.broker_id} registered again since (incarnation changed)")
+    if isinstance(cmd, FenceBroker) and reg.fenced:
+        return Rejection(RejectKind.CONFLICT, f"broker {cmd.broker_id} is fenced already")
+    if isinstance(cmd, UnfenceBroker) and not reg.fenced:
+        return Rejection(RejectKind.CONFLICT, f"broker {cmd.broker_id} is not fenced")
+    if isinstance(cmd, SetBrokerMaintenance) and reg.maintenance == cmd.enabled:
+        return Rejection(
+            RejectKind.CONFLICT, f"broker {cmd.broker_id} is {'already' if cmd.enabled else 'not'} in maintenance"
+        )
+    if isinstance(cmd, DecommissionBroker) and reg.decommissioning:
+        return Rejection(RejectKind.CONFLICT, f"broker {cmd.broker_id} is decommissioning already")
+    return None
+
+
+def _reassignment_rejection(image: MetadataImage, cmd: ReassignPartition) -> Rejection | None:
+    topic = image.topics.get(cmd.topic)
+    if topic is None or not 0 <= cmd.partition < len(topic.partitions):
+        return Rejection(RejectKind.UNKNOWN_TOPIC, f"{cmd.topic}-{cmd.partition} does not exist")
+    rejection = _check_assignments(image, (cmd.replicas,), None)
+    if rejection is not None:
+        return rejection
+    p = topic.partitions[cmd.partition]
+    dropped = [r for r in p.isr if r not in cmd.replicas]
+    if dropped:
+        return Rejection(
+            RejectKind.CONFLICT,
+            f"{cmd.topic}-{cmd.partition}: in-sync replica(s) {dropped} hold the acknowledged data and cannot be "
+            "removed; only replicas outside the ISR can be",
+        )
+    leaving = [r for r in cmd.replicas if r not in p.replicas and image.brokers[r].decommissioning]
+    if leaving:
+        return Rejection(RejectKind.CONFLICT, f"broker(s) {leaving} are decommissioning and take no new replicas")
+    return None
+
+
 def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
     if isinstance(cmd, NoOp):
         return None
+    if isinstance(cmd, FenceBroker | UnfenceBroker | SetBrokerMaintenance | DecommissionBroker):
+        return _broker_rejection(image, cmd)
+    if isinstance(cmd, ReassignPartition):
+        return _reassignment_rejection(image, cmd)
     if isinstance(cmd, RegisterBroker):
         if cmd.broker_id < 0 or not 0 < cmd.port < 65536 or not cmd.host:
             return Rejection(RejectKind.INVALID_REQUEST, f"bad broker registration {cmd}")
@@ -130,7 +182,10 @@ def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
         if not set(cmd.isr) <= set(p.replicas) or len(set(cmd.isr)) != len(cmd.isr):
             return Rejection(RejectKind.INVALID_REQUEST, f"ISR {cmd.isr} is not a set of replicas {p.replicas}")
         if cmd.leader != -1 and cmd.leader not in cmd.isr:
-            return Rejection(RejectKind.INVALID_REQUEST, f"leader {cmd.leader} is not in the ISR {cmd.isr}")
+            return Rejection(RejectKind.CONFLICT, f"leader {cmd.leader} is not in the ISR {cmd.isr}")
+        reg = image.brokers.get(cmd.leader)
+        if cmd.leader != -1 and (reg is None or reg.fenced):
+            return Rejection(RejectKind.CONFLICT, f"broker {cmd.leader} is fenced or not registered: it cannot lead")
         if cmd.leader_epoch < p.leader_epoch or (cmd.leader != p.leader and cmd.leader_epoch == p.leader_epoch):
             return Rejection(
                 RejectKind.STALE_LEADER_EPOCH, f"leader epoch {cmd.leader_epoch} does not move past {p.leader_epoch}"
@@ -157,7 +212,79 @@ def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
 
 
 def _partition(index: int, replicas: tuple[int, ...]) -> PartitionImage:
-    return PartitionImage(index, replicas, replicas, replicas[0], 0, 0)
+    # The ISR starts as the leader alone: a follower joins it only once it has caught up, and partition replication
+    # (followers fetching from the leader) is not built yet, so no follower ever has.
+    return PartitionImage(index, replicas, (replicas[0],), replicas[0], 0, 0)
+
+
+def _leader_candidates(image: MetadataImage, p: PartitionImage, exclude: int) -> list[int]:
+    """In-sync replicas that may lead ``p``, in replica (preference) order: usable brokers first, then unfenced ones
+    in maintenance or decommissioning (better than no leader)."""
+    alive = [
+        r
+        for r in p.replicas
+        if r in p.isr and r != exclude and (reg := image.brokers.get(r)) is not None and not reg.fenced
+    ]
+    return sorted(alive, key=lambda r: not image.brokers[r].usable)
+
+
+def _map_partitions(
+    image: MetadataImage, broker_id: int, change: Callable[[PartitionImage], PartitionImage]
+) -> MetadataImage:
+    """``image`` with ``change`` applied to every partition that lists ``broker_id`` as a replica."""
+    topics = dict(image.topics)
+    for name, topic in image.topics.items():
+        parts = tuple(change(p) if broker_id in p.replicas else p for p in topic.partitions)
+        if any(a is not b for a, b in zip(parts, topic.partitions, strict=True)):
+            topics[name] = replace(topic, partitions=parts)
+    return replace(image, topics=MappingProxyType(topics))
+
+
+def _elect(p: PartitionImage, leader: int, isr: tuple[int, ...]) -> PartitionImage:
+    return replace(p, leader=leader, isr=isr, leader_epoch=p.leader_epoch + 1, partition_epoch=p.partition_epoch + 1)
+
+
+def _fence(image: MetadataImage, broker_id: int) -> MetadataImage:
+    """KRaft's fencing: the broker leaves every ISR it is in (but never empties one: the last member stays, the one
+    replica known to hold everything), and each partition it led moves to another in-sync replica or is leaderless."""
+
+    def change(p: PartitionImage) -> PartitionImage:
+        isr = tuple(r for r in p.isr if r != broker_id) if len(p.isr) > 1 else p.isr
+        if p.leader == broker_id:
+            candidates = _leader_candidates(image, replace(p, isr=isr), broker_id)
+            return _elect(p, candidates[0] if candidates else -1, isr)
+        return p if isr == p.isr else replace(p, isr=isr, partition_epoch=p.partition_epoch + 1)
+
+    return _map_partitions(image, broker_id, change)
+
+
+def _revive(image: MetadataImage, broker_id: int) -> MetadataImage:
+    """Leaderless partitions whose ISR holds ``broker_id`` (back from fencing) get a leader again."""
+
+    def change(p: PartitionImage) -> PartitionImage:
+        if p.leader != -1 or broker_id not in p.isr:
+            return p
+        return _elect(p, _leader_candidates(image, p, -1)[0], p.isr)
+
+    return _map_partitions(image, broker_id, change)
+
+
+def _drain(image: MetadataImage, broker_id: int) -> MetadataImage:
+    """Maintenance or decommissioning: leadership moves to another usable in-sync replica where there is one."""
+
+    def change(p: PartitionImage) -> PartitionImage:
+        if p.leader != broker_id:
+            return p
+        usable = [r for r in _leader_candidates(image, p, broker_id) if image.brokers[r].usable]
+        return _elect(p, usable[0], p.isr) if usable else p
+
+    return _map_partitions(image, broker_id, change)
+
+
+def _with_broker(image: MetadataImage, reg: BrokerRegistration, offset: int) -> MetadataImage:
+    brokers: dict[int, BrokerRegistration] = dict(image.brokers)
+    brokers[reg.broker_id] = reg
+    return replace(image, offset=offset, brokers=MappingProxyType(brokers))
 
 
 def _with_topic(image: MetadataImage, topic: TopicImage, offset: int) -> MetadataImage:
@@ -174,9 +301,37 @@ def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
     if isinstance(cmd, NoOp):
         return replace(image, offset=offset)
     if isinstance(cmd, RegisterBroker):
-        brokers: dict[int, BrokerRegistration] = dict(image.brokers)
-        brokers[cmd.broker_id] = BrokerRegistration(cmd.broker_id, cmd.host, cmd.port, cmd.rack, cmd.incarnation)
-        return replace(image, offset=offset, brokers=MappingProxyType(brokers))
+        # A broker registers once it has caught up with the metadata: it is unfenced (a new incarnation replaces a
+        # fenced one); maintenance and decommissioning are the operator's and survive restarts.
+        old = image.brokers.get(cmd.broker_id)
+        reg = BrokerRegistration(
+            cmd.broker_id,
+            cmd.host,
+            cmd.port,
+            cmd.rack,
+            cmd.incarnation,
+            maintenance=old is not None and old.maintenance,
+            decommissioning=old is not None and old.decommissioning,
+        )
+        return _revive(_with_broker(image, reg, offset), cmd.broker_id)
+    if isinstance(cmd, FenceBroker | UnfenceBroker):
+        reg = replace(image.brokers[cmd.broker_id], fenced=isinstance(cmd, FenceBroker))
+        image = _with_broker(image, reg, offset)
+        return _fence(image, cmd.broker_id) if reg.fenced else _revive(image, cmd.broker_id)
+    if isinstance(cmd, SetBrokerMaintenance | DecommissionBroker):
+        reg = image.brokers[cmd.broker_id]
+        if isinstance(cmd, SetBrokerMaintenance):
+            reg = replace(reg, maintenance=cmd.enabled)
+        else:
+            reg = replace(reg, decommissioning=True)
+        image = _with_broker(image, reg, offset)
+        return _drain(image, cmd.broker_id) if not reg.usable else image
+    if isinstance(cmd, ReassignPartition):
+        topic = image.topics[cmd.topic]
+        parts = list(topic.partitions)
+        old_p = parts[cmd.partition]
+        parts[cmd.partition] = replace(old_p, replicas=cmd.replicas, partition_epoch=old_p.partition_epoch + 1)
+        return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
     if isinstance(cmd, CreateTopic):
         partitions = tuple(_partition(i, r) for i, r in enumerate(cmd.assignments))
         configs: Mapping[str, str] = MappingProxyType(dict(cmd.configs))
@@ -193,9 +348,13 @@ def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
         return replace(image, offset=offset, topics=MappingProxyType(topics), topics_by_id=MappingProxyType(by_id))
     if isinstance(cmd, ChangePartition):
         topic = image.topics[cmd.topic]
-        old = topic.partitions[cmd.partition]
+        current = topic.partitions[cmd.partition]
         new = replace(
-            old, leader=cmd.leader, isr=cmd.isr, leader_epoch=cmd.leader_epoch, partition_epoch=old.partition_epoch + 1
+            current,
+            leader=cmd.leader,
+            isr=cmd.isr,
+            leader_epoch=cmd.leader_epoch,
+            partition_epoch=current.partition_epoch + 1,
         )
         parts = list(topic.partitions)
         parts[cmd.partition] = new

@@ -83,6 +83,12 @@ class BrokerConfig:
     cluster_id: str = _setting("", "cluster id for a new quorum (default: random for one node, derived from voters)")
     raft_election_timeout_ms: int = _setting(1000, "Raft election timeout (randomized up to twice this)", 50, 60_000)
     raft_heartbeat_interval_ms: int = _setting(100, "Raft heartbeat interval", 10, 10_000)
+    broker_heartbeat_interval_ms: int = _setting(
+        1000, "how often each broker (shard) renews its lease with the controller", 10, 60_000
+    )
+    broker_session_timeout_ms: int = _setting(
+        6000, "a broker not heard from for this long is fenced: its partitions get new leaders", 100, 600_000
+    )
     controller_snapshot_entries: int = _setting(
         10_000, "metadata entries applied since the last snapshot that trigger a new one", 10, 10_000_000
     )
@@ -218,6 +224,8 @@ def _check_controller(config: BrokerConfig) -> None:
         raise ConfigError(f"node_id {config.node_id} is in neither controller_voters nor controller_peers")
     if config.raft_heartbeat_interval_ms * 3 > config.raft_election_timeout_ms:
         raise ConfigError("raft_heartbeat_interval_ms: must be at most a third of raft_election_timeout_ms")
+    if config.broker_heartbeat_interval_ms * 3 > config.broker_session_timeout_ms:
+        raise ConfigError("broker_heartbeat_interval_ms: must be at most a third of broker_session_timeout_ms")
     config.controller_listen_endpoint()
 
 

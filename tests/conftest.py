@@ -191,6 +191,11 @@ class Broker:
             self.proc.wait()
             wait_gone(tree, timeout_s=STOP_TIMEOUT_S)
 
+    def signal_all(self, sig: signal.Signals) -> None:
+        """``sig`` to the supervisor and every shard at once (SIGSTOP/SIGCONT: the node is cut off, then back)."""
+        assert self.proc is not None and self.proc.poll() is None
+        os.killpg(self.proc.pid, sig)
+
     def restart(self) -> None:
         assert self.stop() == 0, self.log()
         self.start()

@@ -36,7 +36,7 @@ from controller.commands import (
 )
 from controller.files import write_atomically
 from controller.image import MetadataImage, TopicImage
-from controller.placement import place_partitions
+from controller.placement import place_partitions, usable_brokers
 from controller.state_machine import CommandRejected, RejectKind
 from rafka_shards.broker.flusher import GroupCommitFlusher
 from rafka_shards.broker.partition import Partition
@@ -60,6 +60,7 @@ REJECTION_CODES: Mapping[RejectKind, ErrorCode] = {
     RejectKind.UNKNOWN_BROKER: ErrorCode.INVALID_REPLICA_ASSIGNMENT,
     RejectKind.STALE_LEADER_EPOCH: ErrorCode.FENCED_LEADER_EPOCH,
     RejectKind.INVALID_REQUEST: ErrorCode.INVALID_REQUEST,
+    RejectKind.CONFLICT: ErrorCode.INVALID_REQUEST,
     RejectKind.CONTROLLER_UNAVAILABLE: ErrorCode.NOT_CONTROLLER,
 }
 
@@ -94,8 +95,15 @@ class PartitionManager:
         flusher: GroupCommitFlusher,
         now_ms: Callable[[], int],
         probe: Probe,
+        monotonic_ms: Callable[[], int],
     ) -> None:
         self.config = config
+        self.monotonic_ms = monotonic_ms
+        # The broker's lease with the controller (controller.leases), on the monotonic clock: it serves partitions
+        # only until then. Renewed by heartbeats the controller answered "ok", counted from when they were sent, so
+        # it always ends before the controller's view of it does.
+        self.lease_until_ms = 0
+        self.incarnation = ""
         self.broker_id = config.broker_id
         self.flusher = flusher
         self.now_ms = now_ms
@@ -146,16 +154,27 @@ class PartitionManager:
             return next_id
 
     async def register(self) -> None:
+        """Register a new incarnation of this broker; that starts its lease (the controller starts counting later)."""
         ep = self.config.advertise_endpoint
+        self.incarnation = str(uuid.uuid4())
+        sent_ms = self.monotonic_ms()
         await self.propose(
             RegisterBroker(
                 broker_id=self.broker_id,
                 host=ep.host,
                 port=ep.port,
                 rack=self.config.rack or None,
-                incarnation=str(uuid.uuid4()),
+                incarnation=self.incarnation,
             )
         )
+        self.renew_lease(sent_ms)
+
+    def renew_lease(self, sent_ms: int) -> None:
+        """The controller renewed the lease in answer to a heartbeat (or registration) sent at ``sent_ms``."""
+        self.lease_until_ms = max(self.lease_until_ms, sent_ms + self.config.broker_session_timeout_ms)
+
+    def lease_valid(self) -> bool:
+        return self.monotonic_ms() < self.lease_until_ms
 
     async def create_topic(
         self,
@@ -195,11 +214,12 @@ class PartitionManager:
         return image.topics[name]
 
     def _place(self, partitions: int, replication_factor: int, start: int = 0) -> tuple[tuple[int, ...], ...]:
-        brokers = len(self.image.brokers)
+        brokers = len(usable_brokers(self.image))
         if replication_factor > brokers:
             raise KafkaError(
                 ErrorCode.INVALID_REPLICATION_FACTOR,
-                f"replication factor {replication_factor} is larger than the {brokers} available broker(s)",
+                f"replication factor {replication_factor} is larger than the {brokers} available broker(s) "
+                "(registered, not fenced, not in maintenance or decommissioning)",
             )
         return place_partitions(self.image, partitions, replication_factor, start)
 
@@ -287,9 +307,18 @@ class PartitionManager:
         return info
 
     def lookup(self, topic: str, partition: int) -> Partition:
-        """The partition this shard leads, or a KafkaError with the precise reason it cannot serve it."""
+        """The partition this shard leads, or a KafkaError with the precise reason it cannot serve it.
+
+        A broker whose lease lapsed serves nothing: the controller may have fenced it and given its partitions new
+        leaders that this shard's image does not show yet (after a pause, or cut off from the controller)."""
         p = self.partitions.get(TopicPartition(topic, partition))
         if p is not None:
+            if not self.lease_valid():
+                raise KafkaError(
+                    ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                    f"broker {self.broker_id}'s lease with the controller lapsed: "
+                    f"it may no longer lead {topic}-{partition}",
+                )
             return p
         raise KafkaError(*self.unavailable_reason(topic, partition))
 

@@ -31,6 +31,36 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+def broker_json(image: MetadataImage, broker_id: int) -> dict[str, Any]:
+    b = image.brokers[broker_id]
+    leaders = replicas = 0
+    for t in image.topics.values():
+        for p in t.partitions:
+            replicas += broker_id in p.replicas
+            leaders += p.leader == broker_id
+    if b.fenced:
+        status = "fenced"
+    elif b.decommissioning:
+        status = "decommissioning" if replicas else "drained"
+    elif b.maintenance:
+        status = "maintenance"
+    else:
+        status = "active"
+    return {
+        "broker_id": b.broker_id,
+        "host": b.host,
+        "port": b.port,
+        "rack": b.rack,
+        "incarnation": b.incarnation,
+        "status": status,
+        "fenced": b.fenced,
+        "maintenance": b.maintenance,
+        "decommissioning": b.decommissioning,
+        "leader_partitions": leaders,
+        "replica_partitions": replicas,
+    }
+
+
 def build_app(supervisor: Supervisor) -> web.Application:
     app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES)
     metrics = NodeMetrics(supervisor)
@@ -176,12 +206,8 @@ def build_app(supervisor: Supervisor) -> web.Application:
         return await change_voters(controller().change_membership(ConfChangeOp.REMOVE, node), {"removed": node})
 
     async def brokers(_request: web.Request) -> web.Response:
-        return _json(
-            [
-                {"broker_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack, "incarnation": b.incarnation}
-                for b in sorted(image().brokers.values(), key=lambda b: b.broker_id)
-            ]
-        )
+        img = image()
+        return _json([broker_json(img, b) for b in sorted(img.brokers)])
 
     app.router.add_get("/v1/controller", controller_status)
     app.router.add_post("/v1/controller/voters/{id}", add_voter)

@@ -20,12 +20,18 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Coroutine
 
 from controller.channel import (
+    HEARTBEAT_FENCED,
+    HEARTBEAT_OK,
+    HEARTBEAT_UNAVAILABLE,
     RECORDS_PER_MESSAGE_MAX,
     Applied,
     ChannelDecoder,
     ChannelError,
+    Heartbeat,
+    HeartbeatAck,
     Message,
     Propose,
     Proposed,
@@ -40,13 +46,14 @@ from controller.channel import (
 )
 from controller.commands import Command
 from controller.state_machine import CommandRejected
-from rafka_shards.node.raft_controller import RaftController
+from rafka_shards.node.raft_controller import ControllerUnavailable, RaftController
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
 SESSION_BUFFER_BYTES_MAX = 256 * 1024 * 1024
 STATS_PENDING_MAX = 64
+TASKS_MAX = 2048  # proposals (the shard sends at most 1024) and heartbeats of one shard in flight
 
 
 class ShardSession:
@@ -62,6 +69,8 @@ class ShardSession:
         self.ready_event = asyncio.Event()
         self.broker_id = -1
         self.port = -1
+        self.fenced = False  # as the last heartbeat's answer said
+        self.last_heartbeat_offset = -1
         self._writer: asyncio.StreamWriter | None = None
         self._stats: dict[int, asyncio.Future[Stats]] = {}
         self._next_stats_id = 0
@@ -125,9 +134,11 @@ class ShardSession:
             self.applied_offset = max(self.applied_offset, msg.offset)
             self.server.progress()
         elif isinstance(msg, Propose):
-            task = asyncio.get_running_loop().create_task(self._propose(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._propose(msg))
+        elif isinstance(msg, Heartbeat):
+            if len(self._tasks) >= TASKS_MAX:
+                raise ChannelError(f"more than {TASKS_MAX} requests in flight")
+            self._spawn(self._heartbeat(msg))
         elif isinstance(msg, Ready):
             self.broker_id, self.port = msg.broker_id, msg.port
             self.ready = True
@@ -139,6 +150,22 @@ class ShardSession:
                 fut.set_result(msg)
         else:
             raise ChannelError(f"unexpected {type(msg).__name__} from a shard")
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _heartbeat(self, msg: Heartbeat) -> None:
+        self.last_heartbeat_offset = msg.offset
+        try:
+            reply = await self.server.controller.heartbeat(msg.broker_id, msg.incarnation, msg.offset)
+        except ControllerUnavailable as e:
+            self._write(encode(HeartbeatAck(msg.request_id, HEARTBEAT_UNAVAILABLE, str(e))))
+            return
+        status = HEARTBEAT_FENCED if reply.fenced else HEARTBEAT_OK
+        self.fenced = reply.fenced
+        self._write(encode(HeartbeatAck(msg.request_id, status, reply.message)))
 
     async def _propose(self, msg: Propose) -> None:
         try:

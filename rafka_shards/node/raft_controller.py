@@ -29,8 +29,18 @@ from dataclasses import dataclass
 
 import orjson
 
-from controller.commands import Command, CommandDecodeError, NoOp, command_from_json, decode_command, encode_command
+from controller.commands import (
+    Command,
+    CommandDecodeError,
+    FenceBroker,
+    NoOp,
+    UnfenceBroker,
+    command_from_json,
+    decode_command,
+    encode_command,
+)
 from controller.image import MetadataImage, decode_image, encode_image
+from controller.leases import BrokerLeases, HeartbeatReply
 from controller.metadata_log import MetadataLog
 from controller.raft import messages as raft_messages
 from controller.raft.node import (
@@ -116,6 +126,9 @@ class RaftController:
         self._next_forward = 0
         self._last_leader = NO_NODE
         self.leader_changes = 0
+        self.leases: BrokerLeases | None = None  # only while this node leads and has applied an entry of its term
+        self._leases_term = Term(-1)
+        self._lease_tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, config: BrokerConfig) -> RaftController:
@@ -314,6 +327,57 @@ class RaftController:
             raise ProposalDropped(message)
         raise ControllerUnavailable(message)
 
+    # ---- broker leases ---------------------------------------------------------------------------------------
+
+    async def heartbeat(
+        self, broker_id: int, incarnation: str, metadata_offset: int, *, forward: bool = True
+    ) -> HeartbeatReply:
+        """Renew a broker's lease with the active controller (forwarded when this node does not lead).
+        Raises ControllerUnavailable when no leader keeps leases right now."""
+        leases = self.leases
+        if leases is not None and self.node.role == Role.LEADER:
+            reply, unfence = leases.heartbeat(self.image, broker_id, incarnation, metadata_offset, self._now_ms())
+            if unfence is not None:
+                self._propose_lease_change(leases, unfence)
+            return reply
+        leader = self.node.leader
+        if leader == NO_NODE or leader == self.node.id or not forward:
+            raise ControllerUnavailable("no controller leader keeps broker leases right now")
+        request = {"op": "heartbeat", "broker_id": broker_id, "incarnation": incarnation, "offset": metadata_offset}
+        result = await self._forward(leader, request)
+        if "fenced" not in result:
+            raise ControllerUnavailable(str(result.get("message")))
+        return HeartbeatReply(bool(result["fenced"]), str(result.get("message")))
+
+    def _tick_leases(self) -> None:
+        node = self.node
+        if node.role != Role.LEADER or node.term_at(self.image.offset) != node.term:
+            self.leases = None  # only a leader that applied everything before its term judges liveness
+            return
+        now = self._now_ms()
+        if self.leases is None or self._leases_term != node.term:
+            self.leases = BrokerLeases(self.config.broker_session_timeout_ms, now)
+            self._leases_term = node.term
+        leases = self.leases
+        for fence in leases.tick(self.image, now):
+            timeout = leases.session_timeout_ms
+            log.warning("broker %d missed its heartbeats for %d ms: fencing it", fence.broker_id, timeout)
+            self._propose_lease_change(leases, fence)
+
+    def _propose_lease_change(self, leases: BrokerLeases, cmd: FenceBroker | UnfenceBroker) -> None:
+        async def run() -> None:
+            try:
+                offset = await self.propose(cmd)
+                log.info("%s committed at offset %d", cmd, offset)
+            except CommandRejected as e:
+                log.info("%s not committed: %s", cmd, e)
+            finally:
+                leases.done(cmd.broker_id)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._lease_tasks.add(task)
+        task.add_done_callback(self._lease_tasks.discard)
+
     # ---- forwarding to the leader ----------------------------------------------------------------------------
 
     async def _forward(self, leader: NodeId, request: dict[str, object]) -> dict[str, object]:
@@ -342,6 +406,13 @@ class RaftController:
         try:
             if body.get("op") == "propose":
                 answer = {"offset": await self.propose(command_from_json(body.get("command")))}
+            elif body.get("op") == "heartbeat":
+                incarnation = body.get("incarnation")
+                if not isinstance(incarnation, str):
+                    raise ValueError("heartbeat without an incarnation")
+                broker_id, offset = int(str(body.get("broker_id"))), int(str(body.get("offset")))
+                reply = await self.heartbeat(broker_id, incarnation, offset, forward=False)
+                answer = {"fenced": reply.fenced, "message": reply.message}
             elif body.get("op") == "conf":
                 op = ConfChangeOp(str(body.get("change")))
                 answer = {"offset": await self.change_membership(op, int(str(body.get("node"))))}
@@ -398,6 +469,7 @@ class RaftController:
         while True:
             await asyncio.sleep(interval_s)
             self.node.tick(self._now_ms())
+            self._tick_leases()
             if self.node.has_ready():
                 self._wake.set()
 
@@ -469,9 +541,9 @@ class RaftController:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in list(self._forward_tasks):
+        for task in [*self._forward_tasks, *self._lease_tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._forward_tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._forward_tasks, *self._lease_tasks, return_exceptions=True)
         await self.transport.close()
         for waiter in self._waiters.values():
             if not waiter.future.done():

@@ -22,6 +22,8 @@ from controller.channel import (
     Applied,
     ChannelDecoder,
     ChannelError,
+    Heartbeat,
+    HeartbeatAck,
     Hello,
     Image,
     Message,
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
 PROPOSALS_IN_FLIGHT_MAX = 1024
+HEARTBEATS_IN_FLIGHT_MAX = 16
 
 
 class ControllerLost(Exception):
@@ -66,6 +69,7 @@ class ControllerLink:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[int]] = {}
+        self._heartbeats: dict[int, asyncio.Future[HeartbeatAck]] = {}
         self._next_id = 0
         self._closing = False
 
@@ -98,6 +102,22 @@ class ControllerLink:
         self._writer.write(encode(Propose(request_id, cmd)))
         # Shielded: a requester that goes away must not lose the answer (the reader resolves and drops it).
         return await asyncio.shield(fut)
+
+    async def heartbeat(self, broker_id: int, incarnation: str) -> HeartbeatAck:
+        """Send one heartbeat with this shard's metadata offset; the controller's answer."""
+        if self._closing or self._writer is None:
+            raise ControllerLost("the controller channel is closed")
+        if len(self._heartbeats) >= HEARTBEATS_IN_FLIGHT_MAX:
+            raise ControllerLost(f"{HEARTBEATS_IN_FLIGHT_MAX} heartbeats unanswered")
+        self._next_id += 1
+        request_id = self._next_id
+        fut: asyncio.Future[HeartbeatAck] = asyncio.get_running_loop().create_future()
+        self._heartbeats[request_id] = fut
+        self._writer.write(encode(Heartbeat(request_id, broker_id, incarnation, self.image.offset)))
+        try:
+            return await fut
+        finally:
+            self._heartbeats.pop(request_id, None)
 
     def ready(self, broker_id: int, port: int) -> None:
         self._send(Ready(broker_id, port))
@@ -139,6 +159,10 @@ class ControllerLink:
                 fut.set_result(msg.offset)
             else:
                 fut.set_exception(CommandRejected(Rejection(RejectKind(msg.kind), msg.message)))
+        elif isinstance(msg, HeartbeatAck):
+            hb = self._heartbeats.get(msg.request_id)
+            if hb is not None and not hb.done():
+                hb.set_result(msg)
         elif isinstance(msg, StatsRequest):
             self._send(self._stats(msg.request_id))
         elif isinstance(msg, Hello):
@@ -164,7 +188,11 @@ class ControllerLink:
         exc: BaseException = ControllerLost("the controller link was cancelled")
         if not task.cancelled():
             exc = task.exception() or exc
-        for fut in self._pending.values():
+        futures: list[asyncio.Future[int] | asyncio.Future[HeartbeatAck]] = [
+            *self._pending.values(),
+            *self._heartbeats.values(),
+        ]
+        for fut in futures:
             if not fut.done():
                 fut.set_exception(ControllerLost(str(exc)))
                 fut.exception()  # a requester that left must not turn this into a "never retrieved" warning

@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Mapping
 
-from controller.channel import PartitionStats, Stats
+from controller.channel import HEARTBEAT_OK, PartitionStats, Stats
 from controller.image import MetadataImage
 from rafka_shards.broker.flusher import GroupCommitFlusher
 from rafka_shards.broker.manager import PartitionManager
@@ -28,7 +28,7 @@ from rafka_shards.kafka.api import ApiHandler
 from rafka_shards.kafka.registry import HANDLERS
 from rafka_shards.probe import Probe
 from rafka_shards.server.connection import KafkaConnection
-from rafka_shards.server.controller_link import ControllerLink, ControllerLost
+from rafka_shards.server.controller_link import HEARTBEATS_IN_FLIGHT_MAX, ControllerLink, ControllerLost
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ class StartupError(Exception):
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
 
 
 class Shard:
@@ -83,7 +87,7 @@ class Shard:
             config.fsync_threads, interval_ms=interval, observe_fsync_seconds=self.probe.fsync
         )
         manager = PartitionManager(
-            config, MetadataImage(offset=-1, cluster_id=""), self._flusher, wall_clock_ms, self.probe
+            config, MetadataImage(offset=-1, cluster_id=""), self._flusher, wall_clock_ms, self.probe, monotonic_ms
         )
         self._manager = manager
         self._link = ControllerLink(self._channel, manager.reconcile, self._stats, self._controller_lost)
@@ -97,6 +101,7 @@ class Shard:
         self._spawn(self._retention_loop(), "retention")
         self._spawn(self._probe_loop(), "probe")
         self._spawn(self._parent_watch(), "parent-watch")
+        self._spawn(self._heartbeat_loop(), "heartbeat")
         self._server = await loop.create_server(lambda: KafkaConnection(self), sock=self._listener, backlog=1024)
         self.ready = True
         self._link.ready(config.broker_id, self.bound_port)
@@ -178,6 +183,41 @@ class Shard:
                 )
                 self.request_stop()
                 return
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew the lease every heartbeat interval; each heartbeat runs on its own, so one the controller answers
+        late (a leader election) does not hold back the next."""
+        interval_s = self.config.broker_heartbeat_interval_ms / 1000
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if len(pending) < HEARTBEATS_IN_FLIGHT_MAX:
+                    task = asyncio.get_running_loop().create_task(self._heartbeat_once())
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                await asyncio.sleep(interval_s)
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _heartbeat_once(self) -> None:
+        assert self._link is not None
+        manager = self.manager
+        sent_ms = monotonic_ms()
+        was_valid = manager.lease_valid()
+        try:
+            ack = await asyncio.wait_for(
+                self._link.heartbeat(manager.broker_id, manager.incarnation),
+                self.config.broker_session_timeout_ms / 1000,
+            )
+        except (TimeoutError, ControllerLost):
+            return
+        if ack.status == HEARTBEAT_OK:
+            manager.renew_lease(sent_ms)
+            if not was_valid:
+                log.info("broker %d: lease with the controller renewed, serving again", manager.broker_id)
+        elif was_valid and not manager.lease_valid():
+            log.warning("broker %d: lease lapsed (%s: %s)", manager.broker_id, ack.status, ack.message)
 
     async def _retention_loop(self) -> None:
         interval = self.config.log_retention_check_interval_ms / 1000

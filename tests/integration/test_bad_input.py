@@ -2,46 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import socket
 import struct
-from typing import Any
 
 import psutil
 import pytest
 from kio.schema.api_versions.v0.request import ApiVersionsRequest
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v4.request import FetchPartition, FetchRequest, FetchTopic
-from kio.schema.produce.v8.request import PartitionProduceData, ProduceRequest, TopicProduceData
-from kio.serial import entity_reader, entity_writer
+from kio.serial import entity_reader
 
 from rafka_shards.records.builder import Record, build_batch
 from tests.conftest import Broker
+from tests.integration.helpers import kafka_request, raw_produce, recv_frame
 
 pytestmark = pytest.mark.integration
-
-
-def _request(api_key: int, version: int, body: Any, correlation_id: int = 1) -> bytes:
-    buf = io.BytesIO()
-    entity_writer(type(body))(buf, body)
-    payload = struct.pack(">hhih", api_key, version, correlation_id, 4) + b"test" + buf.getvalue()
-    return struct.pack(">i", len(payload)) + payload
-
-
-def _recv_frame(sock: socket.socket) -> bytes:
-    head = _recv_exact(sock, 4)
-    (n,) = struct.unpack(">i", head)
-    return _recv_exact(sock, n)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError("closed")
-        out += chunk
-    return out
 
 
 def _connect(broker: Broker) -> socket.socket:
@@ -58,27 +33,8 @@ def _closed(sock: socket.socket) -> bool:
 def _still_serving(broker: Broker) -> None:
     assert broker.alive()
     with _connect(broker) as s:
-        s.sendall(_request(18, 0, ApiVersionsRequest()))
-        assert len(_recv_frame(s)) > 10
-
-
-def _produce(broker: Broker, topic: str, records: bytes, partition: int = 0, shard: int = 0) -> Any:
-    """Produce v8 of ``records`` to one partition, sent to the given shard's port; the partition's response."""
-    from kio.schema.produce.v8.response import ProduceResponse
-
-    req = ProduceRequest(
-        transactional_id=None,
-        acks=-1,
-        timeout=__import__("datetime").timedelta(seconds=10),
-        topic_data=(
-            TopicProduceData(name=topic, partition_data=(PartitionProduceData(index=partition, records=records),)),
-        ),
-    )
-    with socket.create_connection(("127.0.0.1", broker.port + shard), timeout=10) as s:
-        s.sendall(_request(0, 8, req))
-        frame = _recv_frame(s)
-    resp, _ = entity_reader(ProduceResponse)(frame[4:], 0)
-    return resp.responses[0].partition_responses[0]
+        s.sendall(kafka_request(18, 0, ApiVersionsRequest()))
+        assert len(recv_frame(s)) > 10
 
 
 def test_oversized_frame_closes_without_allocating(broker: Broker) -> None:
@@ -122,8 +78,8 @@ def test_unsupported_api_versions_version_gets_error_and_ranges(broker: Broker) 
     from kio.schema.api_versions.v0.response import ApiVersionsResponse
 
     with _connect(broker) as s:
-        s.sendall(_request(18, 99, ApiVersionsRequest()))
-        frame = _recv_frame(s)
+        s.sendall(kafka_request(18, 99, ApiVersionsRequest()))
+        frame = recv_frame(s)
     assert struct.unpack(">i", frame[:4])[0] == 1
     resp, _ = entity_reader(ApiVersionsResponse)(frame[4:], 0)
     assert resp.error_code == ErrorCode.unsupported_version
@@ -135,17 +91,17 @@ def test_corrupt_crc_is_refused_and_nothing_appended(broker: Broker, topic_name:
     good = build_batch([Record(b"k", b"v", 1)])
     bad = bytearray(good)
     bad[-1] ^= 0xFF
-    r = _produce(broker, topic_name, bytes(bad))
+    r = raw_produce(broker.port, topic_name, bytes(bad))
     assert r.error_code == ErrorCode.corrupt_message
-    r = _produce(broker, topic_name, good[:-5])
+    r = raw_produce(broker.port, topic_name, good[:-5])
     assert r.error_code == ErrorCode.corrupt_message
-    r = _produce(broker, topic_name, good)
+    r = raw_produce(broker.port, topic_name, good)
     assert r.error_code == ErrorCode.none and r.base_offset == 0  # nothing was appended before
     _still_serving(broker)
 
 
 def test_invalid_topic_name(broker: Broker) -> None:
-    r = _produce(broker, "../etc", build_batch([Record(b"k", b"v", 1)]))
+    r = raw_produce(broker.port, "../etc", build_batch([Record(b"k", b"v", 1)]))
     assert r.error_code == ErrorCode.invalid_topic_exception
     assert not (broker.data_dir / "etc").exists()
 
@@ -153,7 +109,7 @@ def test_invalid_topic_name(broker: Broker) -> None:
 def test_fetch_out_of_range_and_unknown_partition(broker: Broker, topic_name: str) -> None:
     from kio.schema.fetch.v4.response import FetchResponse
 
-    assert _produce(broker, topic_name, build_batch([Record(b"k", b"v", 1)])).error_code == ErrorCode.none
+    assert raw_produce(broker.port, topic_name, build_batch([Record(b"k", b"v", 1)])).error_code == ErrorCode.none
     req = FetchRequest(
         replica_id=-1,
         max_wait=__import__("datetime").timedelta(milliseconds=10),
@@ -171,8 +127,8 @@ def test_fetch_out_of_range_and_unknown_partition(broker: Broker, topic_name: st
         ),
     )
     with _connect(broker) as s:
-        s.sendall(_request(1, 4, req))
-        frame = _recv_frame(s)
+        s.sendall(kafka_request(1, 4, req))
+        frame = recv_frame(s)
     resp, _ = entity_reader(FetchResponse)(frame[4:], 0)
     codes = [p.error_code for p in resp.responses[0].partitions]
     assert codes == [ErrorCode.offset_out_of_range, ErrorCode.unknown_topic_or_partition]
@@ -188,9 +144,8 @@ def test_client_leaving_during_auto_create_does_not_wedge_the_topic(broker: Brok
         name = f"{topic_name}-{i}"
         s = _connect(broker)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
-        s.sendall(
-            _request(3, 4, MetadataRequest(topics=(MetadataRequestTopic(name=name),), allow_auto_topic_creation=True))
-        )
+        request = MetadataRequest(topics=(MetadataRequestTopic(name=name),), allow_auto_topic_creation=True)
+        s.sendall(kafka_request(3, 4, request))
         s.close()
-        r = _produce(broker, name, build_batch([Record(b"k", b"v", 1)]))
+        r = raw_produce(broker.port, name, build_batch([Record(b"k", b"v", 1)]))
         assert r.error_code == ErrorCode.none, r

@@ -4,20 +4,26 @@ membership changes while writes continue."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from kio.schema.errors import ErrorCode
 
+from rafka_shards.records.builder import Record, build_batch
 from tests.conftest import Broker, free_port_range
+from tests.integration.helpers import raw_produce
 
 pytestmark = pytest.mark.integration
 
 ELECTION_TIMEOUT_MS = 1000
+SESSION_TIMEOUT_MS = 2000  # broker lease: short, so the fencing test waits seconds, not the default 6
 
 
 class Cluster:
@@ -31,6 +37,7 @@ class Cluster:
     def _node(self, root: Path, i: int, voters: str, spare: bool) -> Broker:
         args = ["--node-id", str(i), "--controller-voters", voters, "--broker-id", str((i - 1) * 10)]
         args += ["--controller-secret", "s3cret", "--raft-election-timeout-ms", str(ELECTION_TIMEOUT_MS)]
+        args += ["--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS), "--broker-heartbeat-interval-ms", "200"]
         if spare:
             args += ["--controller-peers", f"{i}@127.0.0.1:{self.raft_ports[i]}"]
         else:
@@ -166,3 +173,128 @@ def test_add_a_fourth_voter_and_remove_one_while_writes_continue(cluster: Cluste
     assert [v["id"] for v in status["voters"]] == sorted({1, 2, 3, 4} - {victim})  # type: ignore[union-attr]
     for name in (topic_name + "-0", topic_name + "-1", topic_name + "-2"):
         assert _topic_partitions(spare.bootstrap, name) == 1
+
+
+def _partitions(b: Broker, name: str) -> list[dict[str, object]]:
+    topic = b.admin_get(f"/v1/topics/{name}")
+    assert isinstance(topic, dict)
+    parts = topic["partitions"]
+    assert isinstance(parts, list)
+    return parts
+
+
+def _broker_status(b: Broker, broker_id: int) -> str:
+    listed = b.admin_get("/v1/brokers")
+    assert isinstance(listed, list)
+    return str(next(x["status"] for x in listed if x["broker_id"] == broker_id))
+
+
+def _wait(what: str, check: Callable[[], bool], timeout_s: float = 30) -> float:
+    """Seconds until ``check()`` holds."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout_s, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def _produce(bootstrap: str, topic: str, values: dict[int, list[bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 30000})
+    for partition, items in values.items():
+        for v in items:
+            producer.produce(topic, value=v, partition=partition)
+    assert producer.flush(40) == 0
+
+
+def _read_all(bootstrap: str, topic: str, partitions: int, expect: int) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(got) < expect and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    consumer.close()
+    return got
+
+
+def test_a_node_cut_off_longer_than_its_lease_is_fenced_and_rejoins_without_split_brain(
+    cluster: Cluster, topic_name: str
+) -> None:
+    leader = cluster.leader()
+    victim_node = next(n for n in (1, 2, 3) if n != leader)  # a Raft follower: the quorum keeps its leader
+    victim, watcher = cluster.nodes[victim_node], cluster.nodes[leader]
+    victim_broker = (victim_node - 1) * 10
+    _create(watcher.bootstrap, topic_name, partitions=6)
+    _wait_visible(cluster, topic_name, 6)
+    before = {int(str(p["partition"])): p for p in _partitions(watcher, topic_name)}
+    on_victim = [i for i, p in before.items() if p["leader"] == victim_broker]
+    assert on_victim, before  # placement spreads 6 partitions over 3 brokers
+    first = {i: [b"before-%d-%d" % (i, n) for n in range(10)] for i in range(6)}
+    _produce(watcher.bootstrap, topic_name, first)
+
+    victim.signal_all(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        fenced_after = _wait(
+            "the stopped broker to be fenced", lambda: _broker_status(watcher, victim_broker) == "fenced"
+        )
+        now = {int(str(p["partition"])): p for p in _partitions(watcher, topic_name)}
+        for i in on_victim:
+            # Its partitions had no other in-sync replica (no partition replication yet): leaderless, new epoch.
+            assert now[i]["leader"] == -1 and now[i]["isr"] == [victim_broker], now[i]
+            assert int(str(now[i]["leader_epoch"])) == int(str(before[i]["leader_epoch"])) + 1
+        md = AdminClient({"bootstrap.servers": watcher.bootstrap}).list_topics(timeout=10)
+        assert victim_broker not in md.brokers  # fenced brokers are not offered to clients
+        others = {i: [b"during-%d" % i] for i in range(6) if i not in on_victim}
+        _produce(watcher.bootstrap, topic_name, others)  # the rest of the cluster keeps taking writes
+    finally:
+        victim.signal_all(signal.SIGCONT)
+    print(f"broker {victim_broker} fenced {fenced_after:.2f} s after SIGSTOP (session timeout {SESSION_TIMEOUT_MS} ms)")
+
+    def led_again() -> bool:
+        parts = _partitions(watcher, topic_name)
+        return all(parts[i]["leader"] == victim_broker for i in on_victim)
+
+    back_after = _wait("the resumed broker to lead its partitions again", led_again)
+    total_s = time.monotonic() - stopped_at
+    print(f"broker {victim_broker} leads again {back_after:.2f} s after SIGCONT ({total_s:.1f} s after SIGSTOP)")
+    assert _broker_status(watcher, victim_broker) == "active"
+    for p in _partitions(watcher, topic_name):
+        i = int(str(p["partition"]))
+        expected_epoch = int(str(before[i]["leader_epoch"])) + (2 if i in on_victim else 0)
+        assert p["leader_epoch"] == expected_epoch, p
+    after = {i: [b"after-%d" % i] for i in range(6)}
+    _produce(victim.bootstrap, topic_name, after)
+    total = 60 + len(others) + 6
+    got = _read_all(victim.bootstrap, topic_name, 6, total)
+    assert sorted(got) == sorted([v for d in (first, others, after) for vs in d.values() for v in vs])
+
+
+def test_a_shard_whose_lease_lapsed_refuses_writes_its_stale_image_says_it_leads(
+    cluster: Cluster, topic_name: str
+) -> None:
+    """Only the supervisor is stopped: the shard runs on with an image that says it leads, but its heartbeats go
+    unanswered, so once its lease lapses it refuses produce itself, before the controller fences it."""
+    leader = cluster.leader()
+    victim_node = next(n for n in (1, 2, 3) if n != leader)
+    victim, watcher = cluster.nodes[victim_node], cluster.nodes[leader]
+    victim_broker = (victim_node - 1) * 10
+    _create(watcher.bootstrap, topic_name, partitions=6)
+    _wait_visible(cluster, topic_name, 6)
+    mine = next(int(str(p["partition"])) for p in _partitions(watcher, topic_name) if p["leader"] == victim_broker)
+    assert victim.proc is not None
+    os.kill(victim.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(SESSION_TIMEOUT_MS / 1000 + 0.5)
+        port = victim.ports[0]
+        r = raw_produce(port, topic_name, build_batch([Record(b"k", b"stale", 1)]), partition=mine)
+        assert r.error_code == ErrorCode.not_leader_or_follower, r
+        assert "lease" in str(r.error_message), r
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    parts = _partitions(watcher, topic_name)
+    _wait("the broker to lead again", lambda: _partitions(watcher, topic_name)[mine]["leader"] == victim_broker)
+    _produce(watcher.bootstrap, topic_name, {mine: [b"fresh"]})
+    assert _read_all(victim.bootstrap, topic_name, 6, 1) == [b"fresh"], parts

@@ -17,6 +17,8 @@ from controller.channel import (
     Applied,
     ChannelDecoder,
     ChannelError,
+    Heartbeat,
+    HeartbeatAck,
     Hello,
     Image,
     Message,
@@ -39,8 +41,13 @@ from controller.commands import (
     CommandDecodeError,
     CreatePartitions,
     CreateTopic,
+    DecommissionBroker,
     DeleteTopic,
+    FenceBroker,
+    ReassignPartition,
     RegisterBroker,
+    SetBrokerMaintenance,
+    UnfenceBroker,
     decode_command,
     encode_command,
 )
@@ -59,6 +66,11 @@ COMMANDS: list[Command] = [
     ChangePartition("orders", 0, 0, (0,), 1),
     AlterTopicConfigs("orders", (("segment.bytes", "1048576"),), ("retention.ms",)),
     AllocateProducerIds(1, 1000),
+    ReassignPartition("orders", 0, (0, 1)),
+    SetBrokerMaintenance(1, True),
+    FenceBroker(0, "inc-1"),
+    UnfenceBroker(0, "inc-1"),
+    DecommissionBroker(1),
     DeleteTopic("orders"),
 ]
 
@@ -93,8 +105,9 @@ def _image(commands: list[Command]) -> MetadataImage:
 
 
 def test_image_codec_round_trips() -> None:
-    image = _image(COMMANDS[:7])
+    image = _image(COMMANDS[:-1])
     assert decode_image(encode_image(image)) == image
+    assert image.brokers[1].maintenance and image.brokers[1].decommissioning and not image.brokers[0].fenced
     assert image.topics["orders"].configs == {"segment.bytes": "1048576"}
 
 
@@ -173,6 +186,8 @@ MESSAGES: list[Message] = [
     Propose(6, COMMANDS[2]),
     Applied(12),
     Ready(3, 9095),
+    Heartbeat(10, 3, "inc-3", 42),
+    HeartbeatAck(10, "fenced", "lease expired"),
     Stats(8, 2, (PartitionStats("orders", 1, 0, 10, 12, 4096),)),
     Stats(9, 0, ()),
 ]
@@ -202,6 +217,8 @@ def test_records_frame_embeds_log_payloads_verbatim() -> None:
         b'{"t": "what"}',
         b'{"t": "records", "first": 0, "commands": [{"v": 1, "type": "Nope"}]}',
         b'{"t": "stats", "id": 1, "connections": 0, "partitions": [["t", 0, 0]]}',
+        b'{"t": "heartbeat_ack", "id": 1, "status": "maybe", "message": ""}',
+        b'{"t": "heartbeat", "id": 1, "broker_id": 0, "incarnation": 7, "offset": 3}',
     ],
 )
 def test_channel_refuses_malformed_messages(body: bytes) -> None:

@@ -34,6 +34,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     brokers = [
         {"broker_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack}
         for b in sorted(image.brokers.values(), key=lambda b: b.broker_id)
+        if not b.fenced  # as in Metadata: fenced brokers are not listed
     ]
     return kio_codec.encode_response(
         60,

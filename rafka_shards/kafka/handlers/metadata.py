@@ -77,7 +77,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                 continue
             topics.append(topic_metadata(topic))
     image = manager.image
-    brokers = [MetadataBroker(b.broker_id, b.host, b.port, b.rack) for b in image.brokers.values()]
+    # Like KRaft, only unfenced brokers are listed: a fenced one leads nothing and clients should not connect to it.
+    brokers = [MetadataBroker(b.broker_id, b.host, b.port, b.rack) for b in image.brokers.values() if not b.fenced]
     # A quorum of one: this node is the controller (with Raft, the image will name the elected one).
     return encode_metadata_response(version, brokers, image.cluster_id, ctx.manager.broker_id, topics)
 

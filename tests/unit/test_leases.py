@@ -1,0 +1,225 @@
+"""Broker leases and what fencing does to partitions: the pure state machine rules (KRaft's) and the active
+controller's lease table (controller/leases.py), driven with a fake clock."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from controller.commands import (
+    ChangePartition,
+    Command,
+    CreateTopic,
+    DecommissionBroker,
+    FenceBroker,
+    ReassignPartition,
+    RegisterBroker,
+    SetBrokerMaintenance,
+    UnfenceBroker,
+)
+from controller.image import MetadataImage, PartitionImage
+from controller.leases import BrokerLeases
+from controller.placement import place_partitions
+from controller.state_machine import RejectKind, apply, validate
+
+SESSION_MS = 6000
+
+
+class Log:
+    """An image and the offsets of the commands applied to it."""
+
+    def __init__(self) -> None:
+        self.image = MetadataImage(offset=0, cluster_id="c")
+
+    def do(self, *commands: Command) -> MetadataImage:
+        for cmd in commands:
+            rejection = validate(self.image, cmd)
+            assert rejection is None, rejection
+            self.image = apply(self.image, cmd, self.image.offset + 1)
+        return self.image
+
+    def partition(self, topic: str = "t", index: int = 0) -> PartitionImage:
+        return self.image.topics[topic].partitions[index]
+
+
+def _cluster(brokers: int = 3) -> Log:
+    log = Log()
+    log.do(*(RegisterBroker(b, "127.0.0.1", 9092 + b, None, f"inc-{b}") for b in range(brokers)))
+    return log
+
+
+def _topic(log: Log, *assignments: tuple[int, ...]) -> None:
+    log.do(CreateTopic("t", uuid.uuid4(), assignments, ()))
+
+
+def _with_isr(log: Log, isr: tuple[int, ...], index: int = 0) -> None:
+    """What partition replication will do once followers catch up: widen the ISR (same leader, same epoch+1)."""
+    p = log.partition(index=index)
+    log.do(ChangePartition("t", index, p.leader, isr, p.leader_epoch + 1))
+
+
+def test_a_new_partitions_isr_is_its_leader_alone() -> None:
+    log = _cluster()
+    _topic(log, (0, 1, 2))
+    p = log.partition()
+    assert (p.leader, p.isr, p.replicas, p.leader_epoch) == (0, (0,), (0, 1, 2), 0)
+
+
+def test_fencing_the_leader_moves_leadership_to_another_in_sync_replica_with_a_new_epoch() -> None:
+    log = _cluster()
+    _topic(log, (0, 1, 2))
+    _with_isr(log, (0, 2, 1))
+    epoch = log.partition().leader_epoch
+    log.do(FenceBroker(0, "inc-0"))
+    p = log.partition()
+    assert p.leader == 1  # replica order decides among in-sync replicas, not ISR order
+    assert p.isr == (2, 1)
+    assert p.leader_epoch == epoch + 1
+    assert log.image.brokers[0].fenced
+
+
+def test_fencing_the_last_in_sync_replica_leaves_the_partition_leaderless_and_keeps_it_in_the_isr() -> None:
+    log = _cluster()
+    _topic(log, (0, 1, 2))
+    log.do(FenceBroker(0, "inc-0"))
+    p = log.partition()
+    assert (p.leader, p.isr, p.leader_epoch) == (-1, (0,), 1)
+    # The replicas outside the ISR do not have the data: they must not be made leaders by hand either.
+    rejection = validate(log.image, ChangePartition("t", 0, 1, (0,), 2))
+    assert rejection is not None and rejection.kind is RejectKind.CONFLICT
+    log.do(UnfenceBroker(0, "inc-0"))
+    p = log.partition()
+    assert (p.leader, p.isr, p.leader_epoch) == (0, (0,), 2)
+
+
+def test_a_fenced_follower_leaves_the_isr_without_a_leader_epoch_bump() -> None:
+    log = _cluster()
+    _topic(log, (0, 1, 2))
+    _with_isr(log, (0, 1, 2))
+    before = log.partition()
+    log.do(FenceBroker(2, "inc-2"))
+    after = log.partition()
+    assert (after.leader, after.isr, after.leader_epoch) == (0, (0, 1), before.leader_epoch)
+    assert after.partition_epoch == before.partition_epoch + 1
+
+
+def test_a_restarted_broker_registers_unfenced_and_takes_back_its_leaderless_partitions() -> None:
+    log = _cluster()
+    _topic(log, (1,), (0,))
+    log.do(FenceBroker(1, "inc-1"))
+    assert log.partition().leader == -1
+    assert validate(log.image, UnfenceBroker(1, "inc-old")) is not None  # another incarnation's heartbeat
+    log.do(RegisterBroker(1, "127.0.0.1", 9093, None, "inc-new"))
+    assert not log.image.brokers[1].fenced
+    assert (log.partition().leader, log.partition().leader_epoch) == (1, 2)
+    assert log.partition(index=1).leader_epoch == 0  # untouched
+
+
+def test_maintenance_hands_leadership_to_a_usable_in_sync_replica_only() -> None:
+    log = _cluster()
+    _topic(log, (0, 1, 2), (0, 1, 2))
+    _with_isr(log, (0, 1), index=0)
+    log.do(SetBrokerMaintenance(0, True))
+    assert log.partition(index=0).leader == 1  # moved: 1 is in sync
+    assert log.partition(index=1).leader == 0  # stays: nobody else has the data
+    assert log.image.brokers[0].maintenance
+    assert 0 not in {r for a in place_partitions(log.image, 4, 1) for r in a}  # no new replicas on it
+    log.do(SetBrokerMaintenance(0, False))
+    assert validate(log.image, SetBrokerMaintenance(0, False)) is not None
+
+
+def test_decommissioning_takes_no_new_replicas_and_survives_a_restart() -> None:
+    log = _cluster()
+    _topic(log, (0,), (1,))
+    log.do(DecommissionBroker(2))
+    rejection = validate(log.image, ReassignPartition("t", 0, (0, 2)))
+    assert rejection is not None and "decommissioning" in rejection.message
+    log.do(RegisterBroker(2, "127.0.0.1", 9094, None, "inc-again"))
+    assert log.image.brokers[2].decommissioning
+
+
+def test_reassignment_keeps_every_in_sync_replica() -> None:
+    log = _cluster()
+    _topic(log, (0, 1))
+    log.do(ReassignPartition("t", 0, (0, 2)))  # 1 was not in sync: it may go
+    p = log.partition()
+    assert (p.replicas, p.isr, p.leader) == ((0, 2), (0,), 0)
+    rejection = validate(log.image, ReassignPartition("t", 0, (1, 2)))
+    assert rejection is not None and rejection.kind is RejectKind.CONFLICT and "[0]" in rejection.message
+    for bad in ((), (0, 0), (0, 9)):
+        assert validate(log.image, ReassignPartition("t", 0, bad)) is not None
+    assert validate(log.image, ReassignPartition("t", 5, (0,))) is not None
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [FenceBroker(9, "x"), FenceBroker(0, "wrong"), UnfenceBroker(0, "inc-0"), SetBrokerMaintenance(9, True)],
+    ids=str,
+)
+def test_lease_commands_that_do_not_fit_the_state_are_rejected(cmd: Command) -> None:
+    assert validate(_cluster().image, cmd) is not None
+
+
+# ---- the lease table ---------------------------------------------------------------------------------------------
+
+
+def test_a_broker_that_stops_heartbeating_is_fenced_once_its_session_ends() -> None:
+    log = _cluster(2)
+    leases = BrokerLeases(SESSION_MS, now_ms=0)
+    assert leases.tick(log.image, 0) == []  # first sight: a full session from now
+    for now in range(1000, 6000, 1000):
+        reply, unfence = leases.heartbeat(log.image, 0, "inc-0", log.image.offset, now)
+        assert not reply.fenced and unfence is None
+        assert leases.tick(log.image, now) == []
+    assert leases.tick(log.image, 6000) == [FenceBroker(1, "inc-1")]
+    assert leases.tick(log.image, 6100) == []  # proposed once while in flight
+    leases.done(1)
+    assert leases.tick(log.image, 6200) == [FenceBroker(1, "inc-1")]  # the proposal failed: again
+    for now in range(7000, 11_000, 1000):
+        assert leases.tick(log.image, now) == []
+    assert leases.tick(log.image, 11_000) == [FenceBroker(0, "inc-0")]  # last heard at 5000
+
+
+def test_a_fenced_broker_is_unfenced_only_after_catching_up() -> None:
+    log = _cluster(1)
+    leases = BrokerLeases(SESSION_MS, now_ms=0)
+    log.do(FenceBroker(0, "inc-0"))
+    behind = log.image.offset - 1
+    reply, unfence = leases.heartbeat(log.image, 0, "inc-0", behind, 100)
+    assert reply.fenced and unfence is None
+    reply, unfence = leases.heartbeat(log.image, 0, "inc-0", log.image.offset, 200)
+    assert reply.fenced and unfence == UnfenceBroker(0, "inc-0")
+    assert leases.heartbeat(log.image, 0, "inc-0", log.image.offset, 300)[1] is None  # in flight
+    log.do(unfence)
+    leases.done(0)
+    reply, unfence = leases.heartbeat(log.image, 0, "inc-0", log.image.offset, 400)
+    assert not reply.fenced and unfence is None
+
+
+def test_a_heartbeat_from_an_unknown_incarnation_is_told_it_is_fenced() -> None:
+    log = _cluster(1)
+    leases = BrokerLeases(SESSION_MS, now_ms=0)
+    reply, unfence = leases.heartbeat(log.image, 0, "inc-previous", 0, 10)
+    assert reply.fenced and unfence is None
+    assert leases.heartbeat(log.image, 7, "inc-7", 0, 10)[0].fenced
+
+
+def test_a_new_controller_gives_every_broker_a_full_session() -> None:
+    log = _cluster(2)
+    leases = BrokerLeases(SESSION_MS, now_ms=50_000)
+    for now in range(50_000, 50_000 + SESSION_MS, 1000):
+        assert leases.tick(log.image, now) == []
+    assert len(leases.tick(log.image, 50_000 + SESSION_MS)) == 2
+
+
+def test_a_controller_that_was_paused_does_not_fence_brokers_it_could_not_hear() -> None:
+    log = _cluster(1)
+    leases = BrokerLeases(SESSION_MS, now_ms=0)
+    leases.tick(log.image, 0)
+    leases.heartbeat(log.image, 0, "inc-0", 0, 1000)
+    assert leases.tick(log.image, 60_000) == []  # the controller itself was stopped for a minute
+    assert leases.remaining_ms(0, 60_000) == SESSION_MS
+    for now in range(61_000, 60_000 + SESSION_MS, 1000):
+        assert leases.tick(log.image, now) == []
+    assert leases.tick(log.image, 60_000 + SESSION_MS) == [FenceBroker(0, "inc-0")]
