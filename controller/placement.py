@@ -45,3 +45,18 @@ def place_partitions(
         replicas_on.update(chosen)
         out.append(tuple(chosen))
     return tuple(out)
+
+
+def grow_replicas(image: MetadataImage, replicas: tuple[int, ...], replication_factor: int) -> tuple[int, ...]:
+    """``replicas`` extended to ``replication_factor`` with the usable brokers that hold the fewest replicas."""
+    replicas_on: collections.Counter[int] = collections.Counter()
+    for topic in image.topics.values():
+        for p in topic.partitions:
+            replicas_on.update(p.replicas)
+    candidates = [b for b in usable_brokers(image) if b not in replicas]
+    missing = replication_factor - len(replicas)
+    if missing > len(candidates):
+        raise ValueError(
+            f"replication factor {replication_factor} needs {missing} more broker(s), {len(candidates)} usable"
+        )
+    return replicas + tuple(sorted(candidates, key=lambda b: (replicas_on[b], b))[:missing])

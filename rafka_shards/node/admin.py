@@ -1,22 +1,30 @@
-"""The node's HTTP admin endpoint (aiohttp): probes, ``/metrics``, a read-only view of shards and topics.
+"""The node's HTTP admin API (aiohttp + orjson): probes, ``/metrics``, brokers, topics, partitions, cluster health,
+the controller quorum, and an OpenAPI document of all of it at ``/v1/openapi.json``.
 
-Runs in the supervisor process. The controller's Raft state and voters (``/v1/controller``) and the registered
-brokers are here; topic writes, maintenance, partitions and health are not yet. Every response but ``/metrics``
-(Prometheus text) is JSON; errors are
-``{"error": ..., "message": ...}`` with a 4xx/5xx status.
+Runs in the supervisor process; every node serves it. Reads come from this node's applied metadata image; writes
+are metadata commands committed through the Raft quorum (a follower forwards them to the leader) and answered once
+this node's shards applied them (``cluster_admin``). Every response but ``/metrics`` (Prometheus text) is JSON;
+errors are ``{"error": ..., "message": ...}`` (plus ``field`` for a bad field, ``retry_after_ms`` for 503): 400 bad
+input (nothing is proposed), 404 unknown topic/partition/broker, 405, 409 a change the cluster's state does not
+allow, 413 a body over ``REQUEST_BODY_MAX_BYTES``, 503 no controller leader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from controller.image import MetadataImage
+from controller.image import MetadataImage, PartitionImage, TopicImage
 from controller.raft.node import ConfChangeError, ConfChangeOp, NotLeader, ProposalDropped
+from controller.state_machine import CommandRejected, Rejection, RejectKind
 from rafka_shards.config import Endpoint
+from rafka_shards.node import admin_requests as req
+from rafka_shards.node.admin_requests import BadRequest
+from rafka_shards.node.cluster_admin import ClusterAdmin
 from rafka_shards.node.metrics import CONTENT_TYPE, NodeMetrics
 from rafka_shards.node.raft_controller import ControllerUnavailable, RaftController
 from rafka_shards.node.supervisor import describe_exit
@@ -25,10 +33,68 @@ if TYPE_CHECKING:
     from rafka_shards.node.supervisor import Supervisor
 
 REQUEST_BODY_MAX_BYTES = 1024 * 1024
+RETRY_AFTER_MS = 500
+
+_STATUS: dict[RejectKind, tuple[int, str]] = {
+    RejectKind.INVALID_TOPIC: (400, "bad_request"),
+    RejectKind.INVALID_PARTITIONS: (400, "bad_request"),
+    RejectKind.INVALID_REPLICATION_FACTOR: (400, "bad_request"),
+    RejectKind.INVALID_REPLICA_ASSIGNMENT: (400, "bad_request"),
+    RejectKind.INVALID_CONFIG: (400, "bad_request"),
+    RejectKind.INVALID_REQUEST: (400, "bad_request"),
+    RejectKind.UNKNOWN_TOPIC: (404, "not_found"),
+    RejectKind.UNKNOWN_BROKER: (404, "not_found"),
+    RejectKind.TOPIC_ALREADY_EXISTS: (409, "conflict"),
+    RejectKind.STALE_LEADER_EPOCH: (409, "conflict"),
+    RejectKind.CONFLICT: (409, "conflict"),
+    RejectKind.CONTROLLER_UNAVAILABLE: (503, "unavailable"),
+}
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(status: int, error: str, message: str, **extra: Any) -> web.Response:
+    return _json({"error": error, "message": message, **extra}, status=status)
+
+
+def _unavailable(message: str) -> web.Response:
+    return _error(503, "unavailable", message, retry_after_ms=RETRY_AFTER_MS)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    """Every failure as a JSON error with the right status; nothing of a failed request has been proposed."""
+    try:
+        return await handler(request)
+    except BadRequest as e:
+        extra = {} if e.field is None else {"field": e.field}
+        return _error(400, "bad_request", e.message, **extra)
+    except CommandRejected as e:
+        status, error = _STATUS[e.rejection.kind]
+        if status == 503:
+            return _unavailable(e.rejection.message)
+        return _error(status, error, e.rejection.message)
+    except (ControllerUnavailable, ProposalDropped, NotLeader) as e:
+        return _unavailable(str(e))
+    except ConfChangeError as e:
+        return _error(409, "conflict", str(e))
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "too_large", f"the request body exceeds {REQUEST_BODY_MAX_BYTES} bytes")
+    except web.HTTPException as e:
+        if e.content_type == "application/json":
+            raise
+        return _error(e.status, e.reason.lower().replace(" ", "_"), e.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    body: str | None = None  # a JSON example of the request body, for the OpenAPI document
 
 
 def broker_json(image: MetadataImage, broker_id: int) -> dict[str, Any]:
@@ -61,29 +127,66 @@ def broker_json(image: MetadataImage, broker_id: int) -> dict[str, Any]:
     }
 
 
+def _partition_json(t: TopicImage, p: PartitionImage) -> dict[str, Any]:
+    return {
+        "topic": t.name,
+        "partition": p.partition,
+        "leader": p.leader,
+        "leader_epoch": p.leader_epoch,
+        "partition_epoch": p.partition_epoch,
+        "replicas": list(p.replicas),
+        "isr": list(p.isr),
+    }
+
+
+def _topic_json(t: TopicImage) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "topic_id": str(t.topic_id),
+        "partitions": len(t.partitions),
+        "replication_factor": len(t.partitions[0].replicas),
+        "configs": dict(t.configs),
+    }
+
+
+def _int_param(request: web.Request, name: str, lo: int, hi: int) -> int:
+    text = request.match_info[name]
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise BadRequest(name, f"{name}: expected an integer {lo}..{hi}, got {text!r}")
+    return int(text)
+
+
 def build_app(supervisor: Supervisor) -> web.Application:
-    app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES)
+    app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES, middlewares=[_errors])
     metrics = NodeMetrics(supervisor)
+    cluster = ClusterAdmin(supervisor)
 
     def image() -> MetadataImage:
         assert supervisor.controller is not None
         return supervisor.controller.image
 
+    def controller() -> RaftController:
+        assert supervisor.controller is not None
+        return supervisor.controller
+
+    # ---- probes, shards, metrics -----------------------------------------------------------------------------
+
     async def ready(_request: web.Request) -> web.Response:
         if supervisor.ready:
             return _json({"status": "ready", "shards": supervisor.shard_count})
         down = [s.index for s in supervisor.slots if not s.ready]
-        return _json(
-            {"error": "not_ready", "message": f"the node is starting, stopping, or shard(s) {down} are not ready"},
-            status=503,
-        )
+        return _error(503, "not_ready", f"the node is starting, stopping, or shard(s) {down} are not ready")
 
     async def live(_request: web.Request) -> web.Response:
         return _json({"status": "live"})
 
     async def shards(_request: web.Request) -> web.Response:
-        return _json(
-            [
+        applied = controller().applied_offset
+        out = []
+        for s in supervisor.slots:
+            session = s.session
+            shard_offset = -1 if session is None else session.applied_offset
+            out.append(
                 {
                     "shard": s.index,
                     "broker_id": s.config.broker_id,
@@ -92,61 +195,131 @@ def build_app(supervisor: Supervisor) -> web.Application:
                     "ready": s.ready,
                     "restarts": s.restarts_total,
                     "last_exit": None if s.last_exit_code is None else describe_exit(s.last_exit_code),
+                    "metadata_offset": shard_offset,
+                    "metadata_lag": max(0, applied - shard_offset) if session is not None else None,
                 }
-                for s in supervisor.slots
-            ]
-        )
+            )
+        return _json(out)
 
     async def prometheus(_request: web.Request) -> web.Response:
         body = await metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
-    async def topics(_request: web.Request) -> web.Response:
-        return _json(
-            [
-                {
-                    "name": t.name,
-                    "topic_id": str(t.topic_id),
-                    "partitions": len(t.partitions),
-                    "configs": dict(t.configs),
-                }
-                for t in sorted(image().topics.values(), key=lambda t: t.name)
-            ]
-        )
+    # ---- brokers ---------------------------------------------------------------------------------------------
 
-    async def topic(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+    def _broker_id(request: web.Request) -> int:
+        broker_id = _int_param(request, "id", 0, 2**31 - 1)
+        if broker_id not in image().brokers:
+            raise CommandRejected(Rejection(RejectKind.UNKNOWN_BROKER, f"broker {broker_id} is not registered"))
+        return broker_id
+
+    async def brokers(_request: web.Request) -> web.Response:
+        img = image()
+        return _json([broker_json(img, b) for b in sorted(img.brokers)])
+
+    async def broker(request: web.Request) -> web.Response:
+        broker_id = _broker_id(request)
+        out = broker_json(image(), broker_id)
+        local = next((s for s in supervisor.slots if s.config.broker_id == broker_id), None)
+        if local is not None:
+            session = local.session
+            out["local_shard"] = local.index
+            out["metadata_offset"] = None if session is None else session.applied_offset
+            out["metadata_lag"] = None if session is None else max(0, image().offset - session.applied_offset)
+        leases = controller().leases
+        if leases is not None:  # this node is the active controller: it knows how long the lease still runs
+            out["lease_remaining_ms"] = leases.remaining_ms(broker_id, controller().now_ms())
+        return _json(out)
+
+    async def maintenance_on(request: web.Request) -> web.Response:
+        broker_id = _broker_id(request)
+        await cluster.set_maintenance(broker_id, True)
+        return _json(broker_json(image(), broker_id))
+
+    async def maintenance_off(request: web.Request) -> web.Response:
+        broker_id = _broker_id(request)
+        await cluster.set_maintenance(broker_id, False)
+        return _json(broker_json(image(), broker_id))
+
+    async def decommission(request: web.Request) -> web.Response:
+        broker_id = _broker_id(request)
+        await cluster.decommission(broker_id)
+        return _json(broker_json(image(), broker_id))
+
+    # ---- topics ----------------------------------------------------------------------------------------------
+
+    def _topic(name: str) -> TopicImage:
         t = image().topics.get(name)
         if t is None:
-            return _json({"error": "not_found", "message": f"topic {name!r} does not exist"}, status=404)
-        now = {
-            (p.topic, p.partition): p for stats in (await supervisor.gather_stats()).values() for p in stats.partitions
-        }
-        partitions = []
-        for p in t.partitions:
-            entry: dict[str, Any] = {
-                "partition": p.partition,
-                "leader": p.leader,
-                "leader_epoch": p.leader_epoch,
-                "replicas": list(p.replicas),
-                "isr": list(p.isr),
-            }
-            served = now.get((name, p.partition))
-            if served is not None:
+            raise CommandRejected(Rejection(RejectKind.UNKNOWN_TOPIC, f"topic {name!r} does not exist"))
+        return t
+
+    async def topics(_request: web.Request) -> web.Response:
+        return _json([_topic_json(t) for t in sorted(image().topics.values(), key=lambda t: t.name)])
+
+    async def create_topic(request: web.Request) -> web.Response:
+        config = supervisor.slots[0].config
+        body = req.parse_create_topic(
+            await request.read(), config.default_partitions, config.default_replication_factor
+        )
+        t = await cluster.create_topic(body)
+        return _json(_topic_json(t), status=201)
+
+    async def topic(request: web.Request) -> web.Response:
+        t = _topic(request.match_info["name"])
+        partitions = [_partition_json(t, p) for p in t.partitions]
+        stats = await supervisor.gather_stats()
+        local = {(ps.topic, ps.partition): ps for st in stats.values() for ps in st.partitions}
+        for entry in partitions:
+            served = local.get((t.name, entry["partition"]))
+            if served is not None:  # led by a shard of this node: its offsets (others: /v1/partitions/...)
                 entry.update(
                     log_start_offset=served.log_start_offset,
                     high_watermark=served.high_watermark,
                     log_end_offset=served.log_end_offset,
                     size_bytes=served.size_bytes,
                 )
-            partitions.append(entry)
-        return _json(
-            {"name": t.name, "topic_id": str(t.topic_id), "configs": dict(t.configs), "partitions": partitions}
-        )
+        return _json({**_topic_json(t), "partitions": partitions})
 
-    def controller() -> RaftController:
-        assert supervisor.controller is not None
-        return supervisor.controller
+    async def patch_topic(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        _topic(name)
+        t = await cluster.patch_topic(name, req.parse_patch_topic(await request.read()))
+        return _json(_topic_json(t))
+
+    async def delete_topic(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        _topic(name)
+        await cluster.delete_topic(name)
+        return _json({"deleted": name})
+
+    # ---- partitions ------------------------------------------------------------------------------------------
+
+    def _partition_key(request: web.Request) -> tuple[str, int]:
+        return request.match_info["topic"], _int_param(request, "partition", 0, 2**31 - 1)
+
+    async def partition(request: web.Request) -> web.Response:
+        name, index = _partition_key(request)
+        t, p = cluster.partition(name, index)
+        offsets = await cluster.offsets(name, index)
+        return _json({**_partition_json(t, p), "offsets": offsets})
+
+    async def transfer_leadership(request: web.Request) -> web.Response:
+        name, index = _partition_key(request)
+        cluster.partition(name, index)
+        p = await cluster.transfer_leadership(name, index, req.parse_transfer(await request.read()))
+        return _json(_partition_json(image().topics[name], p))
+
+    async def reassign(request: web.Request) -> web.Response:
+        name, index = _partition_key(request)
+        cluster.partition(name, index)
+        p = await cluster.reassign(name, index, req.parse_replicas(await request.read()))
+        return _json(_partition_json(image().topics[name], p))
+
+    async def health(_request: web.Request) -> web.Response:
+        return _json(cluster.health_overview())
+
+    # ---- the controller quorum -------------------------------------------------------------------------------
 
     async def controller_status(_request: web.Request) -> web.Response:
         """Raft state as this node sees it: leader, term, indexes, voters and learners with their lag."""
@@ -179,47 +352,118 @@ def build_app(supervisor: Supervisor) -> web.Application:
             }
         )
 
-    def _node_id(request: web.Request) -> int:
-        text = request.match_info["id"]
-        if not text.isdigit() or not 0 < int(text) < 2**31:
-            raise web.HTTPBadRequest(
-                body=orjson.dumps({"error": "bad_request", "message": f"id: expected a node id, got {text!r}"}),
-                content_type="application/json",
-            )
-        return int(text)
-
-    async def change_voters(change: Awaitable[object], result: dict[str, Any]) -> web.Response:
-        try:
-            await change
-        except ConfChangeError as e:
-            return _json({"error": "conflict", "message": str(e)}, status=409)
-        except (ControllerUnavailable, ProposalDropped, NotLeader) as e:
-            return _json({"error": "unavailable", "message": str(e), "retry_after_ms": 500}, status=503)
-        return _json({**result, "voters": sorted(controller().status().conf.voters)})
-
     async def add_voter(request: web.Request) -> web.Response:
-        node = _node_id(request)
-        return await change_voters(controller().add_voter(node), {"voter": node})
+        node = _int_param(request, "id", 1, 2**31 - 1)
+        await controller().add_voter(node)
+        return _json({"voter": node, "voters": sorted(controller().status().conf.voters)})
 
     async def remove_voter(request: web.Request) -> web.Response:
-        node = _node_id(request)
-        return await change_voters(controller().change_membership(ConfChangeOp.REMOVE, node), {"removed": node})
+        node = _int_param(request, "id", 1, 2**31 - 1)
+        await controller().change_membership(ConfChangeOp.REMOVE, node)
+        return _json({"removed": node, "voters": sorted(controller().status().conf.voters)})
 
-    async def brokers(_request: web.Request) -> web.Response:
-        img = image()
-        return _json([broker_json(img, b) for b in sorted(img.brokers)])
+    async def openapi(_request: web.Request) -> web.Response:
+        return _json(openapi_document(routes))
 
-    app.router.add_get("/v1/controller", controller_status)
-    app.router.add_post("/v1/controller/voters/{id}", add_voter)
-    app.router.add_delete("/v1/controller/voters/{id}", remove_voter)
-    app.router.add_get("/v1/brokers", brokers)
-    app.router.add_get("/v1/status/ready", ready)
-    app.router.add_get("/v1/status/live", live)
-    app.router.add_get("/v1/shards", shards)
-    app.router.add_get("/metrics", prometheus)
-    app.router.add_get("/v1/topics", topics)
-    app.router.add_get("/v1/topics/{name}", topic)
+    routes = [
+        Route("GET", "/v1/status/ready", ready, "200 once every shard caught up, registered and accepts; else 503"),
+        Route("GET", "/v1/status/live", live, "200 while the supervisor's event loop runs"),
+        Route("GET", "/v1/shards", shards, "this node's shard processes: pid, readiness, restarts, metadata lag"),
+        Route("GET", "/metrics", prometheus, "Prometheus text: shards, partitions, Raft"),
+        Route("GET", "/v1/brokers", brokers, "every registered broker with its status and partition counts"),
+        Route("GET", "/v1/brokers/{id}", broker, "one broker; lease and metadata lag where this node knows them"),
+        Route("PUT", "/v1/brokers/{id}/maintenance", maintenance_on, "drain leadership, take no new replicas"),
+        Route("DELETE", "/v1/brokers/{id}/maintenance", maintenance_off, "end maintenance"),
+        Route("PUT", "/v1/brokers/{id}/decommission", decommission, "no new replicas; drained once none are left"),
+        Route("GET", "/v1/topics", topics, "every topic"),
+        Route(
+            "POST",
+            "/v1/topics",
+            create_topic,
+            "create a topic (201); partitions and replication_factor default to the node's settings",
+            '{"name": "orders", "partitions": 6, "replication_factor": 1, "configs": {"retention.ms": "86400000"}}',
+        ),
+        Route("GET", "/v1/topics/{name}", topic, "a topic with its partitions (offsets of those led on this node)"),
+        Route(
+            "PATCH",
+            "/v1/topics/{name}",
+            patch_topic,
+            "add partitions, change the replication factor, set configs (null deletes one)",
+            '{"partitions": 12, "configs": {"retention.ms": "3600000", "segment.ms": null}}',
+        ),
+        Route("DELETE", "/v1/topics/{name}", delete_topic, "delete a topic and its data"),
+        Route("GET", "/v1/partitions/{topic}/{partition}", partition, "leader, replicas, ISR, epochs and offsets"),
+        Route(
+            "POST",
+            "/v1/partitions/{topic}/{partition}/transfer_leadership",
+            transfer_leadership,
+            "make an in-sync replica the leader (new leader epoch)",
+            '{"target": 20}',
+        ),
+        Route(
+            "POST",
+            "/v1/partitions/{topic}/{partition}/replicas",
+            reassign,
+            "new replica list (preferred leader first); in-sync replicas must stay",
+            '{"replicas": [0, 10, 20]}',
+        ),
+        Route("GET", "/v1/cluster/health_overview", health, "healthy or why not: controller, nodes, partitions"),
+        Route("GET", "/v1/controller", controller_status, "the Raft quorum as this node sees it"),
+        Route("POST", "/v1/controller/voters/{id}", add_voter, "add a node as voter (learner until caught up)"),
+        Route("DELETE", "/v1/controller/voters/{id}", remove_voter, "remove a voter"),
+        Route("GET", "/v1/openapi.json", openapi, "this document"),
+    ]
+    for route in routes:
+        app.router.add_route(route.method, route.path, route.handler)
     return app
+
+
+def openapi_document(routes: list[Route]) -> dict[str, Any]:
+    """OpenAPI 3.0 from the route table itself, so the document and the routes cannot drift apart."""
+    error = {"$ref": "#/components/schemas/Error"}
+    paths: dict[str, dict[str, Any]] = {}
+    for r in routes:
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in (part[1:-1] for part in r.path.split("/") if part.startswith("{"))
+        ]
+        op: dict[str, Any] = {
+            "summary": r.summary,
+            "operationId": f"{r.method.lower()}_{r.handler.__name__}",
+            "parameters": params,
+            "responses": {
+                "200" if not (r.method == "POST" and r.path == "/v1/topics") else "201": {"description": "OK"},
+                "400": {"description": "bad input, field named", "content": {"application/json": {"schema": error}}},
+                "404": {"description": "unknown topic, partition or broker"},
+                "409": {"description": "the cluster's state does not allow it"},
+                "503": {"description": "no controller leader; retry after retry_after_ms"},
+            },
+        }
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}, "example": orjson.loads(r.body)}},
+            }
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "rafka_shards admin API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "message": {"type": "string"},
+                        "field": {"type": "string"},
+                        "retry_after_ms": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    }
 
 
 async def start_admin(supervisor: Supervisor, endpoint: Endpoint) -> web.AppRunner:

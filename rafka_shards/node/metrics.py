@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from controller.channel import Stats
@@ -82,7 +82,40 @@ class NodeMetrics:
                 size.add_metric(key, p.size_bytes)
         yield from (leo, hw, start, size)
 
-        if sup.controller is not None:
-            offset = GaugeMetricFamily("rafka_metadata_offset", "offset of the last committed metadata record")
-            offset.add_metric([], sup.controller.image.offset)
-            yield offset
+        controller = sup.controller
+        if controller is None:
+            return
+        st = controller.status()
+        offset = GaugeMetricFamily("rafka_metadata_offset", "offset of the last metadata record applied on this node")
+        offset.add_metric([], controller.image.offset)
+        term = GaugeMetricFamily("rafka_raft_term", "the controller quorum's current term as this node knows it")
+        term.add_metric([], st.term)
+        commit = GaugeMetricFamily("rafka_raft_commit_index", "highest Raft index known committed")
+        commit.add_metric([], st.commit)
+        lag = GaugeMetricFamily("rafka_raft_apply_lag", "committed Raft entries not yet applied on this node")
+        lag.add_metric([], max(0, st.commit - controller.applied_offset))
+        leader = GaugeMetricFamily("rafka_raft_is_leader", "1 if this node leads the controller quorum")
+        leader.add_metric([], 1.0 if st.role.value == "leader" else 0.0)
+        changes = CounterMetricFamily("rafka_raft_leader_changes", "leaders this node has seen since it started")
+        changes.add_metric([], controller.leader_changes)
+        fsync = HistogramMetricFamily("rafka_raft_fsync_seconds", "time to write and fsync one Raft Ready")
+        h = controller.fsync_seconds
+        fsync.add_metric([], h.cumulative(), h.sum)
+        dropped = CounterMetricFamily(
+            "rafka_raft_dropped_frames",
+            "controller frames dropped (bad MAC, unknown node, malformed...)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(controller.transport.dropped.items()):
+            dropped.add_metric([reason], count)
+        fenced = GaugeMetricFamily("rafka_brokers_fenced", "registered brokers whose lease expired")
+        fenced.add_metric([], sum(1 for b in controller.image.brokers.values() if b.fenced))
+        shard_lag = GaugeMetricFamily(
+            "rafka_shard_metadata_lag",
+            "metadata records applied by the controller, not yet by the shard",
+            labels=["shard"],
+        )
+        for slot in sup.slots:
+            if slot.session is not None:
+                shard_lag.add_metric([str(slot.index)], max(0, controller.applied_offset - slot.session.applied_offset))
+        yield from (offset, term, commit, lag, leader, changes, fsync, dropped, fenced, shard_lag)

@@ -18,6 +18,7 @@ Offsets seen by shards are Raft indexes; Raft no-ops and membership entries reac
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import logging
@@ -67,6 +68,29 @@ FORWARDS_PENDING_MAX = 4096
 PROPOSALS_PENDING_MAX = 16384
 
 
+FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class LatencyHistogram:
+    """Cumulative-bucket histogram for /metrics (Prometheus' layout), kept by the one task that observes."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out, total = [], 0
+        for bound, count in zip([*map(str, self.buckets), "+Inf"], self.counts, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
+
+
 class ControllerUnavailable(Exception):
     """No leader, or leadership moved before the request committed: the caller may retry."""
 
@@ -75,6 +99,11 @@ class ControllerUnavailable(Exception):
 class _Waiter:
     term: Term
     future: asyncio.Future[int]
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("controller task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _unavailable(message: str) -> CommandRejected:
@@ -126,6 +155,8 @@ class RaftController:
         self._next_forward = 0
         self._last_leader = NO_NODE
         self.leader_changes = 0
+        self.fsync_seconds = LatencyHistogram(FSYNC_BUCKETS_S)  # each synced Ready: WAL write + fsync
+        self._clock_ahead_ms = 0
         self.leases: BrokerLeases | None = None  # only while this node leads and has applied an entry of its term
         self._leases_term = Term(-1)
         self._lease_tasks: set[asyncio.Task[None]] = set()
@@ -151,11 +182,15 @@ class RaftController:
         """Listen for peers, replay the committed log into the image, start ticking."""
         await self.transport.start(self.config.controller_listen_endpoint())
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._ready_loop(), name="raft-ready"))
-        self._tasks.append(loop.create_task(self._tick_loop(), name="raft-tick"))
+        for coro, name in ((self._ready_loop(), "raft-ready"), (self._tick_loop(), "raft-tick")):
+            task = loop.create_task(coro, name=name)
+            task.add_done_callback(_log_failure)
+            self._tasks.append(task)
         if self.node.conf.voters == {self.node.id}:
-            # A quorum of one elects itself at its first election timeout; campaign now instead of waiting.
-            self.node.tick(self._now_ms() + 2 * self.config.raft_election_timeout_ms)
+            # A quorum of one elects itself at its first election timeout; campaign now instead of waiting: the
+            # node's clock runs ahead of the loop's by two timeouts from here on (ticks must never go back).
+            self._clock_ahead_ms = 2 * self.config.raft_election_timeout_ms
+            self.node.tick(self.now_ms())
         self._wake.set()
 
     async def wait_caught_up(self) -> None:
@@ -173,8 +208,9 @@ class RaftController:
                 warn_at += 5
                 log.warning("waiting for the controller quorum (node %d, term %d, no leader yet)", node.id, node.term)
 
-    def _now_ms(self) -> int:
-        return int(asyncio.get_running_loop().time() * 1000)
+    def now_ms(self) -> int:
+        """The controller's clock (monotonic): what the Raft node ticks with and leases are timed by."""
+        return int(asyncio.get_running_loop().time() * 1000) + self._clock_ahead_ms
 
     # ---- what the controller channel and the admin API read --------------------------------------------------
 
@@ -336,7 +372,7 @@ class RaftController:
         Raises ControllerUnavailable when no leader keeps leases right now."""
         leases = self.leases
         if leases is not None and self.node.role == Role.LEADER:
-            reply, unfence = leases.heartbeat(self.image, broker_id, incarnation, metadata_offset, self._now_ms())
+            reply, unfence = leases.heartbeat(self.image, broker_id, incarnation, metadata_offset, self.now_ms())
             if unfence is not None:
                 self._propose_lease_change(leases, unfence)
             return reply
@@ -354,7 +390,7 @@ class RaftController:
         if node.role != Role.LEADER or node.term_at(self.image.offset) != node.term:
             self.leases = None  # only a leader that applied everything before its term judges liveness
             return
-        now = self._now_ms()
+        now = self.now_ms()
         if self.leases is None or self._leases_term != node.term:
             self.leases = BrokerLeases(self.config.broker_session_timeout_ms, now)
             self._leases_term = node.term
@@ -468,7 +504,7 @@ class RaftController:
         interval_s = self.config.raft_heartbeat_interval_ms / 2000
         while True:
             await asyncio.sleep(interval_s)
-            self.node.tick(self._now_ms())
+            self.node.tick(self.now_ms())
             self._tick_leases()
             if self.node.has_ready():
                 self._wake.set()
@@ -481,7 +517,9 @@ class RaftController:
             while self.node.has_ready():
                 rd = self.node.ready()
                 if rd.must_sync or rd.snapshot is not None:
+                    started = time.perf_counter()
                     await loop.run_in_executor(None, self.storage.save, rd)
+                    self.fsync_seconds.observe(time.perf_counter() - started)
                 elif rd.hard_state is not None:
                     self.storage.save(rd)  # only the commit index moved: a small unsynced write
                 for msg in rd.messages:

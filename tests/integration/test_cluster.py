@@ -100,9 +100,13 @@ def _wait_visible(cluster: Cluster, name: str, partitions: int) -> None:
             time.sleep(0.1)
 
 
-def test_topic_created_on_one_node_is_served_by_every_node(cluster: Cluster, topic_name: str) -> None:
+def test_topic_created_through_a_followers_admin_api_is_served_by_every_node(cluster: Cluster, topic_name: str) -> None:
     first, second, third = cluster.nodes.values()
-    _create(first.bootstrap, topic_name, partitions=6)
+    follower = next(b for n, b in cluster.nodes.items() if n != cluster.leader())
+    body = json.dumps({"name": topic_name, "partitions": 6, "configs": {"retention.ms": "86400000"}}).encode()
+    req = urllib.request.Request(f"{follower.admin}/v1/topics", data=body, method="POST")  # forwarded to the leader
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 201
     _wait_visible(cluster, topic_name, 6)
     md = AdminClient({"bootstrap.servers": third.bootstrap}).list_topics(timeout=10)
     assert sorted(md.brokers) == [0, 10, 20]  # one shard per node, every node's broker registered

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rafka_shards.records.builder import Record, build_batch
 from tests.conftest import Broker, running, wait_gone
-from tests.integration.test_bad_input import _produce
+from tests.integration.helpers import raw_produce
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 8
@@ -326,9 +326,9 @@ def test_a_shard_refuses_partitions_it_does_not_own(two_shards: Broker, topic_na
     _create(two_shards.bootstrap, topic_name, partitions=2)
     partition = next(p for p, leader in _leaders(two_shards.bootstrap, topic_name).items() if leader == 1)
     batch = bytes(build_batch([Record(b"k", b"v", 0)]))
-    wrong = _produce(two_shards, topic_name, batch, partition=partition, shard=0)
+    wrong = raw_produce(two_shards.ports[0], topic_name, batch, partition=partition)
     assert wrong.error_code == ErrorCode.not_leader_or_follower
-    right = _produce(two_shards, topic_name, batch, partition=partition, shard=1)
+    right = raw_produce(two_shards.ports[1], topic_name, batch, partition=partition)
     assert right.error_code == ErrorCode.none and right.base_offset == 0
 
 

@@ -1,0 +1,152 @@
+"""Request bodies of the admin API: strict JSON parsing into typed requests, with the offending field named.
+
+Runs in the supervisor process; pure (no aiohttp): the HTTP layer (``admin``) turns ``BadRequest`` into a 400 and
+nothing is proposed. Unknown fields are refused (a typo such as ``"partition"`` must not silently create a topic
+with the default), numbers are integers within the state machine's bounds, and config values are strings (integers
+are accepted and written as Kafka writes them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from controller.names import topic_name_error
+from controller.state_machine import PARTITIONS_PER_TOPIC_MAX, REPLICATION_FACTOR_MAX
+
+CONFIG_ENTRIES_MAX = 1000
+
+
+class BadRequest(Exception):
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTopicRequest:
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PatchTopicRequest:
+    partitions: int | None
+    replication_factor: int | None
+    set_configs: Mapping[str, str]
+    delete_configs: tuple[str, ...]
+
+
+def parse_object(raw: bytes, allowed: frozenset[str], required: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A JSON object with only ``allowed`` fields and every ``required`` one."""
+    if not raw.strip():
+        if required:
+            raise BadRequest(None, f"a JSON object body is required (fields: {', '.join(sorted(required))})")
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(None, f"the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(None, f"the body must be a JSON object, not {type(body).__name__}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(unknown[0], f"unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    missing = sorted(required - set(body))
+    if missing:
+        raise BadRequest(missing[0], f"missing required field(s) {missing}")
+    return body
+
+
+def integer(body: Mapping[str, Any], field: str, lo: int, hi: int) -> int:
+    v = body[field]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BadRequest(field, f"{field}: expected an integer, got {orjson.dumps(v).decode()[:50]}")
+    if not lo <= v <= hi:
+        raise BadRequest(field, f"{field}: {v} is outside {lo}..{hi}")
+    return v
+
+
+def _configs(body: Mapping[str, Any], field: str, allow_null: bool) -> dict[str, str | None]:
+    v = body[field]
+    if not isinstance(v, dict):
+        raise BadRequest(field, f"{field}: expected an object of config names to values")
+    if len(v) > CONFIG_ENTRIES_MAX:
+        raise BadRequest(field, f"{field}: more than {CONFIG_ENTRIES_MAX} entries")
+    out: dict[str, str | None] = {}
+    for key, value in v.items():
+        if value is None and allow_null:
+            out[key] = None
+        elif isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out[key] = str(value)
+        else:
+            kind = "a string, an integer or null (to delete it)" if allow_null else "a string or an integer"
+            raise BadRequest(f"{field}.{key}", f"{field}.{key}: expected {kind}")
+    return out
+
+
+def parse_create_topic(raw: bytes, default_partitions: int, default_replication_factor: int) -> CreateTopicRequest:
+    body = parse_object(
+        raw, frozenset({"name", "partitions", "replication_factor", "configs"}), required=frozenset({"name"})
+    )
+    name = body["name"]
+    if not isinstance(name, str):
+        raise BadRequest("name", "name: expected a string")
+    problem = topic_name_error(name)
+    if problem is not None:
+        raise BadRequest("name", f"name: {problem}")
+    partitions = default_partitions
+    if "partitions" in body:
+        partitions = integer(body, "partitions", 1, PARTITIONS_PER_TOPIC_MAX)
+    rf = (
+        integer(body, "replication_factor", 1, REPLICATION_FACTOR_MAX)
+        if "replication_factor" in body
+        else default_replication_factor
+    )
+    configs = _configs(body, "configs", allow_null=False) if "configs" in body else {}
+    return CreateTopicRequest(name, partitions, rf, {k: v for k, v in configs.items() if v is not None})
+
+
+def parse_patch_topic(raw: bytes) -> PatchTopicRequest:
+    body = parse_object(raw, frozenset({"partitions", "replication_factor", "configs"}))
+    if not body:
+        raise BadRequest(None, "nothing to change: give partitions, replication_factor and/or configs")
+    partitions = integer(body, "partitions", 1, PARTITIONS_PER_TOPIC_MAX) if "partitions" in body else None
+    rf = integer(body, "replication_factor", 1, REPLICATION_FACTOR_MAX) if "replication_factor" in body else None
+    configs = _configs(body, "configs", allow_null=True) if "configs" in body else {}
+    return PatchTopicRequest(
+        partitions,
+        rf,
+        {k: v for k, v in configs.items() if v is not None},
+        tuple(sorted(k for k, v in configs.items() if v is None)),
+    )
+
+
+def parse_broker_id(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise BadRequest(field, f"{field}: expected a broker id (an integer 0..2147483647)")
+    return value
+
+
+def parse_transfer(raw: bytes) -> int:
+    body = parse_object(raw, frozenset({"target"}), required=frozenset({"target"}))
+    return parse_broker_id("target", body["target"])
+
+
+def parse_replicas(raw: bytes) -> tuple[int, ...]:
+    body = parse_object(raw, frozenset({"replicas"}), required=frozenset({"replicas"}))
+    replicas = body["replicas"]
+    if not isinstance(replicas, list) or not 1 <= len(replicas) <= REPLICATION_FACTOR_MAX:
+        raise BadRequest("replicas", f"replicas: expected a list of 1..{REPLICATION_FACTOR_MAX} broker ids")
+    out = tuple(parse_broker_id("replicas", r) for r in replicas)
+    if len(set(out)) != len(out):
+        raise BadRequest("replicas", f"replicas: {list(out)} lists a broker twice")
+    return out
