@@ -3,9 +3,13 @@ membership changes while writes continue."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import signal
+import socket
+import struct
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,6 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 
+from rafka_shards.node.raft_transport import KIND_FORWARD, KIND_RAFT, encode_frame
 from rafka_shards.records.builder import Record, build_batch
 from tests.conftest import Broker, free_port_range
 from tests.integration.helpers import raw_produce
@@ -302,3 +307,46 @@ def test_a_shard_whose_lease_lapsed_refuses_writes_its_stale_image_says_it_leads
     _wait("the broker to lead again", lambda: _partitions(watcher, topic_name)[mine]["leader"] == victim_broker)
     _produce(watcher.bootstrap, topic_name, {mine: [b"fresh"]})
     assert _read_all(victim.bootstrap, topic_name, 6, 1) == [b"fresh"], parts
+
+
+def test_hostile_controller_frames_are_dropped_and_counted_without_disturbing_the_quorum(
+    cluster: Cluster, topic_name: str
+) -> None:
+    """What anyone who can reach a Raft port may send: a wrong secret, a node id nobody configured, a frame kind or
+    message version from the future, garbage, an absurd length. Each is dropped and counted; the quorum goes on."""
+    target = cluster.nodes[1]
+    before = cluster.controller(target)
+    leader, term = cluster.leader(), before["term"]
+    secret = b"s3cret"
+    future_version = struct.pack(">BBIIQ", 9, 1, 2, 1, int(str(term)) + 5)  # a "vote request" of version 9
+    sends = [
+        ("bad_secret", encode_frame(b"guess", KIND_RAFT, 2, future_version)),
+        ("unknown_node", encode_frame(secret, KIND_RAFT, 99, future_version)),
+        ("unknown_kind", encode_frame(secret, 77, 2, b"{}")),
+        ("malformed", encode_frame(secret, KIND_RAFT, 2, future_version)),
+        ("malformed", encode_frame(secret, KIND_RAFT, 2, b"\x01")),
+        ("malformed", encode_frame(secret, KIND_FORWARD, 2, b"not json")),
+        ("bad_frame", struct.pack(">I", 2**31) + b"x" * 64),
+    ]
+    expected: collections.Counter[str] = collections.Counter()
+    for reason, frame in sends:
+        expected[reason] += 1
+        with socket.create_connection(("127.0.0.1", cluster.raft_ports[1]), timeout=5) as s:
+            s.sendall(frame)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            with contextlib.suppress(OSError):
+                while s.recv(4096):  # until the node closes its end: the frame has been judged
+                    pass
+
+        def counted(r: str = reason) -> bool:
+            dropped = cluster.controller(target)["transport_dropped"]
+            assert isinstance(dropped, dict)
+            return int(dropped.get(r, 0)) >= expected[r]
+
+        _wait(f"{reason} counted", counted)
+    after = cluster.controller(target)
+    assert after["transport_dropped"] == dict(expected)
+    assert after["term"] == term and cluster.leader() == leader  # the "vote request" from the future did nothing
+    _create(target.bootstrap, topic_name, partitions=1)
+    _wait_visible(cluster, topic_name, 1)
