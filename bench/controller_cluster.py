@@ -10,7 +10,7 @@ Starts three real nodes (``python -m rafka_shards serve``, one shard each, fsync
 
 Bounded: a fixed number of topics and failovers, every wait has a deadline. Appends one CSV row (``--csv``).
 
-    python bench/controller.py --topics 2000 --clients 8 --failovers 5
+    python bench/controller_cluster.py --topics 2000 --clients 8 --failovers 5
 """
 
 from __future__ import annotations
