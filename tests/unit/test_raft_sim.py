@@ -16,7 +16,7 @@ from controller.raft.types import NodeId
 from tests.unit import raft_sim
 from tests.unit.raft_sim import InvariantViolation, SimDisk, run
 
-SEEDS = int(os.environ.get("RAFT_SIM_SEEDS", "2000"))
+SEEDS = int(os.environ.get("RAFT_SIM_SEEDS", "3000"))
 ONE_SEED = os.environ.get("RAFT_SIM_SEED")
 CHUNK = 50
 FIRST_SEEDS = [int(ONE_SEED)] if ONE_SEED else list(range(0, SEEDS, CHUNK))
