@@ -11,6 +11,7 @@ import signal
 import socket
 import struct
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -350,3 +351,43 @@ def test_hostile_controller_frames_are_dropped_and_counted_without_disturbing_th
     assert after["term"] == term and cluster.leader() == leader  # the "vote request" from the future did nothing
     _create(target.bootstrap, topic_name, partitions=1)
     _wait_visible(cluster, topic_name, 1)
+
+
+def _admin(b: Broker, method: str, path: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{b.admin}{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_partition_leadership_and_replicas_change_only_without_losing_data(cluster: Cluster, topic_name: str) -> None:
+    """The ISR is the leader alone until partition replication exists: leadership may not move to a replica without
+    the data, an in-sync replica may not be dropped, replicas outside the ISR may be added and removed."""
+    node = cluster.nodes[2]
+    status, _ = _admin(node, "POST", "/v1/topics", {"name": topic_name, "partitions": 1, "replication_factor": 2})
+    assert status == 201
+    status, p = _admin(node, "GET", f"/v1/partitions/{topic_name}/0")
+    leader, replicas = p["leader"], p["replicas"]
+    assert isinstance(replicas, list) and p["isr"] == [leader] and len(replicas) == 2
+    follower = next(r for r in replicas if r != leader)
+    status, refused = _admin(node, "POST", f"/v1/partitions/{topic_name}/0/transfer_leadership", {"target": follower})
+    assert status == 409 and "ISR" in str(refused["message"]), refused
+    status, refused = _admin(node, "POST", f"/v1/partitions/{topic_name}/0/replicas", {"replicas": [follower]})
+    assert status == 409 and "in-sync" in str(refused["message"]), refused
+    third = next(b for b in (0, 10, 20) if b not in replicas)
+    status, moved = _admin(node, "POST", f"/v1/partitions/{topic_name}/0/replicas", {"replicas": [leader, third]})
+    assert status == 200 and moved["replicas"] == [leader, third] and moved["leader"] == leader, moved
+    status, topic = _admin(cluster.nodes[3], "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 3})
+    assert status == 200 and topic["replication_factor"] == 3, topic
+    status, topic = _admin(cluster.nodes[1], "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 1})
+    assert status == 200 and topic["replication_factor"] == 1, topic
+    status, p = _admin(node, "GET", f"/v1/partitions/{topic_name}/0")
+    assert p["replicas"] == [leader] and p["leader"] == leader and p["leader_epoch"] == 0, p
+    _produce(node.bootstrap, topic_name, {0: [b"still here"]})
+    elsewhere = next(b for n, b in cluster.nodes.items() if (n - 1) * 10 != leader)
+    status, p = _admin(elsewhere, "GET", f"/v1/partitions/{topic_name}/0")  # asked of the leader by ListOffsets
+    offsets = p["offsets"]
+    assert isinstance(offsets, dict) and offsets["high_watermark"] == 1, p
