@@ -38,6 +38,7 @@ from controller.commands import (
 )
 from controller.image import MetadataImage, PartitionImage, TopicImage
 from controller.placement import grow_replicas, place_partitions
+from controller.raft.types import NO_NODE
 from controller.state_machine import CommandRejected, Rejection, RejectKind, validate
 from rafka_shards.node.admin_requests import BadRequest, CreateTopicRequest, PatchTopicRequest
 
@@ -228,7 +229,7 @@ class ClusterAdmin:
                     under_replicated.append(f"{t.name}/{p.partition}")
         nodes_down = sorted(b for b, reg in image.brokers.items() if reg.fenced)
         reasons = []
-        if status.leader == 0:
+        if status.leader == NO_NODE:
             reasons.append("controller_unavailable")
         if nodes_down:
             reasons.append("nodes_down")

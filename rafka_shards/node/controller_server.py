@@ -69,8 +69,6 @@ class ShardSession:
         self.ready_event = asyncio.Event()
         self.broker_id = -1
         self.port = -1
-        self.fenced = False  # as the last heartbeat's answer said
-        self.last_heartbeat_offset = -1
         self._writer: asyncio.StreamWriter | None = None
         self._stats: dict[int, asyncio.Future[Stats]] = {}
         self._next_stats_id = 0
@@ -157,14 +155,12 @@ class ShardSession:
         task.add_done_callback(self._tasks.discard)
 
     async def _heartbeat(self, msg: Heartbeat) -> None:
-        self.last_heartbeat_offset = msg.offset
         try:
             reply = await self.server.controller.heartbeat(msg.broker_id, msg.incarnation, msg.offset)
         except ControllerUnavailable as e:
             self._write(encode(HeartbeatAck(msg.request_id, HEARTBEAT_UNAVAILABLE, str(e))))
             return
         status = HEARTBEAT_FENCED if reply.fenced else HEARTBEAT_OK
-        self.fenced = reply.fenced
         self._write(encode(HeartbeatAck(msg.request_id, status, reply.message)))
 
     async def _propose(self, msg: Propose) -> None:
