@@ -101,11 +101,6 @@ class _Waiter:
     future: asyncio.Future[int]
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.critical("controller task %s failed", task.get_name(), exc_info=task.exception())
-
-
 def _unavailable(message: str) -> CommandRejected:
     return CommandRejected(Rejection(RejectKind.CONTROLLER_UNAVAILABLE, message))
 
@@ -144,6 +139,7 @@ class RaftController:
         self.transport = PeerTransport(config.node_id, config.controller_secret.encode(), addresses, self._on_frame)
         self.image = decode_image(storage.snapshot.data)
         self.on_applied: Callable[[], None] = lambda: None
+        self.on_fatal: Callable[[str], None] = lambda _why: None
         self._wake = asyncio.Event()
         self._applied_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -184,7 +180,7 @@ class RaftController:
         loop = asyncio.get_running_loop()
         for coro, name in ((self._ready_loop(), "raft-ready"), (self._tick_loop(), "raft-tick")):
             task = loop.create_task(coro, name=name)
-            task.add_done_callback(_log_failure)
+            task.add_done_callback(self._task_done)
             self._tasks.append(task)
         if self.node.conf.voters == {self.node.id}:
             # A quorum of one elects itself at its first election timeout; campaign now instead of waiting: the
@@ -207,6 +203,14 @@ class RaftController:
             if settled == 0 and time.monotonic() >= warn_at:
                 warn_at += 5
                 log.warning("waiting for the controller quorum (node %d, term %d, no leader yet)", node.id, node.term)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """The Ready and tick loops never end: one that failed leaves a controller that neither persists nor
+        applies, so the node must stop (exit 1) rather than keep serving stale metadata."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.critical("controller task %s failed", task.get_name(), exc_info=task.exception())
+        self.on_fatal(f"controller task {task.get_name()} failed: {task.exception()!r}")
 
     def now_ms(self) -> int:
         """The controller's clock (monotonic): what the Raft node ticks with and leases are timed by."""

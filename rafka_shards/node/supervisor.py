@@ -113,6 +113,7 @@ class Supervisor:
         config = self.config
         self._lock_data_dir()
         self.controller = await RaftController.open(config)
+        self.controller.on_fatal = self.fatal
         await self.controller.start()
         self.server = ControllerServer(self.controller, config.metadata_propagation_timeout_ms / 1000)
         # The image must hold everything committed before this start, or a topic created meanwhile would look stray.

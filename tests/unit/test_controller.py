@@ -235,3 +235,24 @@ def test_channel_refuses_oversized_frames_before_buffering_them() -> None:
 def test_channel_decoder_never_crashes_on_garbage(data: bytes) -> None:
     with contextlib.suppress(ChannelError):
         ChannelDecoder(frame_bytes_max=1024).feed(data)
+
+
+def test_a_failed_controller_loop_stops_the_node(tmp_path: Path) -> None:
+    """A Ready loop that failed (here: the disk) leaves a controller that neither persists nor applies: it must say
+    so to the supervisor (which stops the node with exit 1), not fail silently in a task nobody awaits."""
+
+    async def run() -> str:
+        controller = await _open_controller(tmp_path)
+        reasons: list[str] = []
+        controller.on_fatal = reasons.append
+
+        def broken_disk(_ready: object) -> None:
+            raise OSError(5, "Input/output error")
+
+        controller.storage.save = broken_disk  # type: ignore[method-assign]
+        with contextlib.suppress(CommandRejected, TimeoutError):
+            await asyncio.wait_for(controller.propose(RegisterBroker(0, "127.0.0.1", 9092, None, "inc")), 1)
+        await controller.close()
+        return reasons[0]
+
+    assert "raft-ready" in asyncio.run(run())
