@@ -15,19 +15,19 @@ def usable_brokers(image: MetadataImage) -> list[int]:
     return sorted(b for b, reg in image.brokers.items() if reg.usable)
 
 
+def replica_counts(image: MetadataImage) -> collections.Counter[int]:
+    """How many partitions list each broker as a replica."""
+    return collections.Counter(r for t in image.topics.values() for p in t.partitions for r in p.replicas)
+
+
 def place_partitions(
     image: MetadataImage, partitions: int, replication_factor: int, start_partition: int = 0
 ) -> tuple[tuple[int, ...], ...]:
     brokers = usable_brokers(image)
     if replication_factor > len(brokers):
         raise ValueError(f"replication factor {replication_factor} exceeds the {len(brokers)} usable brokers")
-    replicas_on: collections.Counter[int] = collections.Counter()
-    leaders_on: collections.Counter[int] = collections.Counter()
-    for topic in image.topics.values():
-        for p in topic.partitions:
-            replicas_on.update(p.replicas)
-            if p.replicas:
-                leaders_on[p.replicas[0]] += 1
+    replicas_on = replica_counts(image)
+    leaders_on = collections.Counter(p.replicas[0] for t in image.topics.values() for p in t.partitions if p.replicas)
     rack_of = {b: image.brokers[b].rack for b in brokers}
     out = []
     for _ in range(partitions):
@@ -49,10 +49,7 @@ def place_partitions(
 
 def grow_replicas(image: MetadataImage, replicas: tuple[int, ...], replication_factor: int) -> tuple[int, ...]:
     """``replicas`` extended to ``replication_factor`` with the usable brokers that hold the fewest replicas."""
-    replicas_on: collections.Counter[int] = collections.Counter()
-    for topic in image.topics.values():
-        for p in topic.partitions:
-            replicas_on.update(p.replicas)
+    replicas_on = replica_counts(image)
     candidates = [b for b in usable_brokers(image) if b not in replicas]
     missing = replication_factor - len(replicas)
     if missing > len(candidates):

@@ -11,6 +11,7 @@ allow, 413 a body over ``REQUEST_BODY_MAX_BYTES``, 503 no controller leader.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from controller.image import MetadataImage, PartitionImage, TopicImage
+from controller.placement import replica_counts
 from controller.raft.node import ConfChangeError, ConfChangeOp, NotLeader, ProposalDropped
 from controller.state_machine import CommandRejected, Rejection, RejectKind
 from rafka_shards.config import Endpoint
@@ -97,34 +99,38 @@ class Route:
     body: str | None = None  # a JSON example of the request body, for the OpenAPI document
 
 
-def broker_json(image: MetadataImage, broker_id: int) -> dict[str, Any]:
-    b = image.brokers[broker_id]
-    leaders = replicas = 0
-    for t in image.topics.values():
-        for p in t.partitions:
-            replicas += broker_id in p.replicas
-            leaders += p.leader == broker_id
-    if b.fenced:
-        status = "fenced"
-    elif b.decommissioning:
-        status = "decommissioning" if replicas else "drained"
-    elif b.maintenance:
-        status = "maintenance"
-    else:
-        status = "active"
-    return {
-        "broker_id": b.broker_id,
-        "host": b.host,
-        "port": b.port,
-        "rack": b.rack,
-        "incarnation": b.incarnation,
-        "status": status,
-        "fenced": b.fenced,
-        "maintenance": b.maintenance,
-        "decommissioning": b.decommissioning,
-        "leader_partitions": leaders,
-        "replica_partitions": replicas,
-    }
+def brokers_json(image: MetadataImage, broker_ids: list[int]) -> list[dict[str, Any]]:
+    """The brokers with their status and partition counts (one pass over the partitions for all of them)."""
+    replicas_on = replica_counts(image)
+    leaders_on = collections.Counter(p.leader for t in image.topics.values() for p in t.partitions)
+    out = []
+    for broker_id in broker_ids:
+        b = image.brokers[broker_id]
+        replicas = replicas_on[broker_id]
+        if b.fenced:
+            status = "fenced"
+        elif b.decommissioning:
+            status = "decommissioning" if replicas else "drained"
+        elif b.maintenance:
+            status = "maintenance"
+        else:
+            status = "active"
+        out.append(
+            {
+                "broker_id": b.broker_id,
+                "host": b.host,
+                "port": b.port,
+                "rack": b.rack,
+                "incarnation": b.incarnation,
+                "status": status,
+                "fenced": b.fenced,
+                "maintenance": b.maintenance,
+                "decommissioning": b.decommissioning,
+                "leader_partitions": leaders_on[broker_id],
+                "replica_partitions": replicas,
+            }
+        )
+    return out
 
 
 def _partition_json(t: TopicImage, p: PartitionImage) -> dict[str, Any]:
@@ -181,11 +187,9 @@ def build_app(supervisor: Supervisor) -> web.Application:
         return _json({"status": "live"})
 
     async def shards(_request: web.Request) -> web.Response:
-        applied = controller().applied_offset
         out = []
         for s in supervisor.slots:
             session = s.session
-            shard_offset = -1 if session is None else session.applied_offset
             out.append(
                 {
                     "shard": s.index,
@@ -195,8 +199,8 @@ def build_app(supervisor: Supervisor) -> web.Application:
                     "ready": s.ready,
                     "restarts": s.restarts_total,
                     "last_exit": None if s.last_exit_code is None else describe_exit(s.last_exit_code),
-                    "metadata_offset": shard_offset,
-                    "metadata_lag": max(0, applied - shard_offset) if session is not None else None,
+                    "metadata_offset": -1 if session is None else session.applied_offset,
+                    "metadata_lag": None if session is None else session.metadata_lag,
                 }
             )
         return _json(out)
@@ -215,17 +219,17 @@ def build_app(supervisor: Supervisor) -> web.Application:
 
     async def brokers(_request: web.Request) -> web.Response:
         img = image()
-        return _json([broker_json(img, b) for b in sorted(img.brokers)])
+        return _json(brokers_json(img, sorted(img.brokers)))
 
     async def broker(request: web.Request) -> web.Response:
         broker_id = _broker_id(request)
-        out = broker_json(image(), broker_id)
+        out = brokers_json(image(), [broker_id])[0]
         local = next((s for s in supervisor.slots if s.config.broker_id == broker_id), None)
         if local is not None:
             session = local.session
             out["local_shard"] = local.index
             out["metadata_offset"] = None if session is None else session.applied_offset
-            out["metadata_lag"] = None if session is None else max(0, image().offset - session.applied_offset)
+            out["metadata_lag"] = None if session is None else session.metadata_lag
         leases = controller().leases
         if leases is not None:  # this node is the active controller: it knows how long the lease still runs
             out["lease_remaining_ms"] = leases.remaining_ms(broker_id, controller().now_ms())
@@ -234,17 +238,17 @@ def build_app(supervisor: Supervisor) -> web.Application:
     async def maintenance_on(request: web.Request) -> web.Response:
         broker_id = _broker_id(request)
         await cluster.set_maintenance(broker_id, True)
-        return _json(broker_json(image(), broker_id))
+        return _json(brokers_json(image(), [broker_id])[0])
 
     async def maintenance_off(request: web.Request) -> web.Response:
         broker_id = _broker_id(request)
         await cluster.set_maintenance(broker_id, False)
-        return _json(broker_json(image(), broker_id))
+        return _json(brokers_json(image(), [broker_id])[0])
 
     async def decommission(request: web.Request) -> web.Response:
         broker_id = _broker_id(request)
         await cluster.decommission(broker_id)
-        return _json(broker_json(image(), broker_id))
+        return _json(brokers_json(image(), [broker_id])[0])
 
     # ---- topics ----------------------------------------------------------------------------------------------
 

@@ -97,6 +97,11 @@ class ShardSession:
         finally:
             self.close()
 
+    @property
+    def metadata_lag(self) -> int:
+        """Metadata records the controller applied that this shard has not applied yet."""
+        return max(0, self.server.controller.applied_offset - self.applied_offset)
+
     def push(self) -> None:
         """Send every committed record this shard has not been sent yet, in order."""
         controller = self.server.controller

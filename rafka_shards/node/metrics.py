@@ -117,5 +117,5 @@ class NodeMetrics:
         )
         for slot in sup.slots:
             if slot.session is not None:
-                shard_lag.add_metric([str(slot.index)], max(0, controller.applied_offset - slot.session.applied_offset))
+                shard_lag.add_metric([str(slot.index)], slot.session.metadata_lag)
         yield from (offset, term, commit, lag, leader, changes, fsync, dropped, fenced, shard_lag)
