@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import socket
 import struct
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,3 +90,16 @@ def raw_produce(port: int, topic: str, records: bytes, partition: int = 0) -> An
         frame = recv_frame(s)
     resp, _ = entity_reader(ProduceResponse)(frame[4:], 0)
     return resp.responses[0].partition_responses[0]
+
+
+def admin_call(admin: str, method: str, path: str, body: bytes | str | dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One admin API call as curl makes it (a dict body is sent as JSON): the status and the decoded JSON answer,
+    errors included."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(f"{admin}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

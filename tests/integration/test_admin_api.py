@@ -3,30 +3,18 @@ through real Kafka clients; every kind of bad input gets its 4xx and proposes no
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.conftest import Broker
+from tests.integration.helpers import admin_call
 
 pytestmark = pytest.mark.integration
-
-
-def call(broker: Broker, method: str, path: str, body: bytes | str | None = None) -> tuple[int, Any]:
-    data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(f"{broker.admin}{path}", data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def _kafka_partitions(broker: Broker, name: str) -> int | None:
@@ -37,8 +25,8 @@ def _kafka_partitions(broker: Broker, name: str) -> int | None:
 
 def test_the_readme_walkthrough(broker: Broker) -> None:
     # curl -s -X POST localhost:9644/v1/topics -d '{"name": "orders", "partitions": 6, ...}'
-    status, topic = call(
-        broker,
+    status, topic = admin_call(
+        broker.admin,
         "POST",
         "/v1/topics",
         '{"name": "orders", "partitions": 6, "replication_factor": 1, "configs": {"retention.ms": "86400000"}}',
@@ -47,11 +35,11 @@ def test_the_readme_walkthrough(broker: Broker) -> None:
     assert (topic["partitions"], topic["replication_factor"], topic["configs"]) == (6, 1, {"retention.ms": "86400000"})
     assert _kafka_partitions(broker, "orders") == 6  # visible to Kafka clients as soon as the API answered
 
-    status, listed = call(broker, "GET", "/v1/topics")
+    status, listed = admin_call(broker.admin, "GET", "/v1/topics")
     assert status == 200 and [t["name"] for t in listed] == ["orders"]
 
     patch = '{"partitions": 8, "configs": {"retention.ms": null, "segment.ms": 60000}}'
-    status, patched = call(broker, "PATCH", "/v1/topics/orders", patch)
+    status, patched = admin_call(broker.admin, "PATCH", "/v1/topics/orders", patch)
     assert status == 200, patched
     assert patched["partitions"] == 8 and patched["configs"] == {"segment.ms": "60000"}
     assert _kafka_partitions(broker, "orders") == 8
@@ -60,30 +48,30 @@ def test_the_readme_walkthrough(broker: Broker) -> None:
     for i in range(5):
         producer.produce("orders", value=b"v%d" % i, partition=7)
     assert producer.flush(30) == 0
-    status, partition = call(broker, "GET", "/v1/partitions/orders/7")
+    status, partition = admin_call(broker.admin, "GET", "/v1/partitions/orders/7")
     assert status == 200, partition
     assert partition["leader"] == partition["replicas"][0] and partition["isr"] == [partition["leader"]]
     assert partition["offsets"]["high_watermark"] == 5 and partition["offsets"]["log_start_offset"] == 0
 
-    status, brokers = call(broker, "GET", "/v1/brokers")
+    status, brokers = admin_call(broker.admin, "GET", "/v1/brokers")
     assert status == 200 and [b["status"] for b in brokers] == ["active"]
     broker_id = brokers[0]["broker_id"]
-    status, one = call(broker, "GET", f"/v1/brokers/{broker_id}")
+    status, one = admin_call(broker.admin, "GET", f"/v1/brokers/{broker_id}")
     assert status == 200 and one["metadata_lag"] == 0 and one["lease_remaining_ms"] > 0
-    assert call(broker, "PUT", f"/v1/brokers/{broker_id}/maintenance")[1]["status"] == "maintenance"
-    assert call(broker, "PUT", f"/v1/brokers/{broker_id}/maintenance")[0] == 200  # idempotent
+    assert admin_call(broker.admin, "PUT", f"/v1/brokers/{broker_id}/maintenance")[1]["status"] == "maintenance"
+    assert admin_call(broker.admin, "PUT", f"/v1/brokers/{broker_id}/maintenance")[0] == 200  # idempotent
     # A lone broker in maintenance still leads (nobody else has the data) but takes no new replicas.
-    status, refused = call(broker, "POST", "/v1/topics", '{"name": "more"}')
+    status, refused = admin_call(broker.admin, "POST", "/v1/topics", '{"name": "more"}')
     assert status == 400 and refused["field"] == "replication_factor"
-    assert call(broker, "DELETE", f"/v1/brokers/{broker_id}/maintenance")[1]["status"] == "active"
+    assert admin_call(broker.admin, "DELETE", f"/v1/brokers/{broker_id}/maintenance")[1]["status"] == "active"
 
-    status, health = call(broker, "GET", "/v1/cluster/health_overview")
+    status, health = admin_call(broker.admin, "GET", "/v1/cluster/health_overview")
     assert status == 200 and health["is_healthy"] and health["controller_id"] == 1, health
 
-    status, deleted = call(broker, "DELETE", "/v1/topics/orders")
+    status, deleted = admin_call(broker.admin, "DELETE", "/v1/topics/orders")
     assert status == 200 and deleted == {"deleted": "orders"}
     assert _kafka_partitions(broker, "orders") is None
-    assert call(broker, "GET", "/v1/topics/orders")[0] == 404
+    assert admin_call(broker.admin, "GET", "/v1/topics/orders")[0] == 404
 
 
 BAD_REQUESTS = [
@@ -125,21 +113,22 @@ BAD_REQUESTS = [
 
 
 def test_bad_requests_get_a_precise_4xx_and_propose_nothing(broker: Broker) -> None:
-    assert call(broker, "POST", "/v1/topics", '{"name": "existing", "partitions": 2}')[0] == 201
-    before = call(broker, "GET", "/v1/controller")[1]["commit_index"]
+    assert admin_call(broker.admin, "POST", "/v1/topics", '{"name": "existing", "partitions": 2}')[0] == 201
+    before = admin_call(broker.admin, "GET", "/v1/controller")[1]["commit_index"]
     for method, path, body, status, field in BAD_REQUESTS:
-        got, answer = call(broker, method, path, body)
+        got, answer = admin_call(broker.admin, method, path, body)
         assert got == status, (method, path, body, answer)
         assert isinstance(answer["error"], str) and answer["message"], answer
         assert answer.get("field") == field, (method, path, body, answer)
-    status, answer = call(broker, "POST", "/v1/topics", b" " * (1024 * 1024 + 1))
+    status, answer = admin_call(broker.admin, "POST", "/v1/topics", b" " * (1024 * 1024 + 1))
     assert status == 413 and answer["error"] == "too_large"
-    assert call(broker, "GET", "/v1/controller")[1]["commit_index"] == before  # nothing entered the metadata log
-    assert call(broker, "GET", "/v1/status/ready")[0] == 200
+    after = admin_call(broker.admin, "GET", "/v1/controller")[1]["commit_index"]
+    assert after == before  # nothing entered the metadata log
+    assert admin_call(broker.admin, "GET", "/v1/status/ready")[0] == 200
 
 
 def test_the_openapi_document_describes_every_route(broker: Broker) -> None:
-    status, doc = call(broker, "GET", "/v1/openapi.json")
+    status, doc = admin_call(broker.admin, "GET", "/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     paths = doc["paths"]
     for path, method in [
@@ -153,7 +142,7 @@ def test_the_openapi_document_describes_every_route(broker: Broker) -> None:
         assert method in paths[path], path
     for path, ops in paths.items():
         if "{" not in path and "get" in ops and path != "/metrics":
-            assert call(broker, "GET", path)[0] == 200, path
+            assert admin_call(broker.admin, "GET", path)[0] == 200, path
 
 
 def test_metrics_show_the_raft_controller(broker: Broker) -> None:

@@ -24,7 +24,7 @@ from kio.schema.errors import ErrorCode
 from rafka_shards.node.raft_transport import KIND_FORWARD, KIND_RAFT, encode_frame
 from rafka_shards.records.builder import Record, build_batch
 from tests.conftest import Broker, free_port_range
-from tests.integration.helpers import raw_produce
+from tests.integration.helpers import admin_call, raw_produce
 
 pytestmark = pytest.mark.integration
 
@@ -109,10 +109,8 @@ def _wait_visible(cluster: Cluster, name: str, partitions: int) -> None:
 def test_topic_created_through_a_followers_admin_api_is_served_by_every_node(cluster: Cluster, topic_name: str) -> None:
     first, second, third = cluster.nodes.values()
     follower = next(b for n, b in cluster.nodes.items() if n != cluster.leader())
-    body = json.dumps({"name": topic_name, "partitions": 6, "configs": {"retention.ms": "86400000"}}).encode()
-    req = urllib.request.Request(f"{follower.admin}/v1/topics", data=body, method="POST")  # forwarded to the leader
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 201
+    body = {"name": topic_name, "partitions": 6, "configs": {"retention.ms": "86400000"}}
+    assert admin_call(follower.admin, "POST", "/v1/topics", body)[0] == 201  # forwarded to the leader
     _wait_visible(cluster, topic_name, 6)
     md = AdminClient({"bootstrap.servers": third.bootstrap}).list_topics(timeout=10)
     assert sorted(md.brokers) == [0, 10, 20]  # one shard per node, every node's broker registered
@@ -122,16 +120,8 @@ def test_topic_created_through_a_followers_admin_api_is_served_by_every_node(clu
     for i in range(60):
         producer.produce(topic_name, value=b"m%d" % i, partition=i % 6)
     assert producer.flush(30) == 0
-    consumer = Consumer({"bootstrap.servers": first.bootstrap, "group.id": "unused", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic_name, p, 0) for p in range(6)])
-    got = set()
-    deadline = time.monotonic() + 30
-    while len(got) < 60 and time.monotonic() < deadline:
-        m = consumer.poll(0.5)
-        if m is not None and m.error() is None:
-            got.add(m.value())
-    consumer.close()
-    assert got == {b"m%d" % i for i in range(60)}
+    got = _read_all(first.bootstrap, topic_name, 6, 60)
+    assert set(got) == {b"m%d" % i for i in range(60)}
 
 
 def test_leader_sigkill_elects_a_new_leader_and_writes_resume(cluster: Cluster, topic_name: str) -> None:
@@ -353,41 +343,33 @@ def test_hostile_controller_frames_are_dropped_and_counted_without_disturbing_th
     _wait_visible(cluster, topic_name, 1)
 
 
-def _admin(b: Broker, method: str, path: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{b.admin}{path}", data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_partition_leadership_and_replicas_change_only_without_losing_data(cluster: Cluster, topic_name: str) -> None:
     """The ISR is the leader alone until partition replication exists: leadership may not move to a replica without
     the data, an in-sync replica may not be dropped, replicas outside the ISR may be added and removed."""
     node = cluster.nodes[2]
-    status, _ = _admin(node, "POST", "/v1/topics", {"name": topic_name, "partitions": 1, "replication_factor": 2})
+    part = f"/v1/partitions/{topic_name}/0"
+    body = {"name": topic_name, "partitions": 1, "replication_factor": 2}
+    status, _ = admin_call(node.admin, "POST", "/v1/topics", body)
     assert status == 201
-    status, p = _admin(node, "GET", f"/v1/partitions/{topic_name}/0")
+    status, p = admin_call(node.admin, "GET", part)
     leader, replicas = p["leader"], p["replicas"]
     assert isinstance(replicas, list) and p["isr"] == [leader] and len(replicas) == 2
     follower = next(r for r in replicas if r != leader)
-    status, refused = _admin(node, "POST", f"/v1/partitions/{topic_name}/0/transfer_leadership", {"target": follower})
+    status, refused = admin_call(node.admin, "POST", f"{part}/transfer_leadership", {"target": follower})
     assert status == 409 and "ISR" in str(refused["message"]), refused
-    status, refused = _admin(node, "POST", f"/v1/partitions/{topic_name}/0/replicas", {"replicas": [follower]})
+    status, refused = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [follower]})
     assert status == 409 and "in-sync" in str(refused["message"]), refused
     third = next(b for b in (0, 10, 20) if b not in replicas)
-    status, moved = _admin(node, "POST", f"/v1/partitions/{topic_name}/0/replicas", {"replicas": [leader, third]})
+    status, moved = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [leader, third]})
     assert status == 200 and moved["replicas"] == [leader, third] and moved["leader"] == leader, moved
-    status, topic = _admin(cluster.nodes[3], "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 3})
+    status, topic = admin_call(cluster.nodes[3].admin, "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 3})
     assert status == 200 and topic["replication_factor"] == 3, topic
-    status, topic = _admin(cluster.nodes[1], "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 1})
+    status, topic = admin_call(cluster.nodes[1].admin, "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 1})
     assert status == 200 and topic["replication_factor"] == 1, topic
-    status, p = _admin(node, "GET", f"/v1/partitions/{topic_name}/0")
+    status, p = admin_call(node.admin, "GET", part)
     assert p["replicas"] == [leader] and p["leader"] == leader and p["leader_epoch"] == 0, p
     _produce(node.bootstrap, topic_name, {0: [b"still here"]})
     elsewhere = next(b for n, b in cluster.nodes.items() if (n - 1) * 10 != leader)
-    status, p = _admin(elsewhere, "GET", f"/v1/partitions/{topic_name}/0")  # asked of the leader by ListOffsets
+    status, p = admin_call(elsewhere.admin, "GET", part)  # asked of the leader by ListOffsets
     offsets = p["offsets"]
     assert isinstance(offsets, dict) and offsets["high_watermark"] == 1, p
