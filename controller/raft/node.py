@@ -288,6 +288,12 @@ class RaftNode:
             else:
                 self._reset_election_timer()  # learners and removed nodes never campaign
 
+    def campaign(self) -> None:
+        """Start an election now instead of at the election timeout (etcd's Campaign), with a pre-vote first as
+        when the timer fires: for a quorum of one at start-up. Learners and leaders do nothing."""
+        if self.role != Role.LEADER and self.id in self.conf.voters:
+            self._pre_campaign()
+
     def _quorum_active(self) -> bool:
         active = 1 if self.id in self.conf.voters else 0
         active += sum(1 for n, pr in self._progress.items() if pr.active and n in self.conf.voters)

@@ -152,7 +152,6 @@ class RaftController:
         self._last_leader = NO_NODE
         self.leader_changes = 0
         self.fsync_seconds = LatencyHistogram(FSYNC_BUCKETS_S)  # each synced Ready: WAL write + fsync
-        self._clock_ahead_ms = 0
         self.leases: BrokerLeases | None = None  # only while this node leads and has applied an entry of its term
         self._leases_term = Term(-1)
         self._lease_tasks: set[asyncio.Task[None]] = set()
@@ -183,10 +182,8 @@ class RaftController:
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
         if self.node.conf.voters == {self.node.id}:
-            # A quorum of one elects itself at its first election timeout; campaign now instead of waiting: the
-            # node's clock runs ahead of the loop's by two timeouts from here on (ticks must never go back).
-            self._clock_ahead_ms = 2 * self.config.raft_election_timeout_ms
-            self.node.tick(self.now_ms())
+            # A quorum of one would elect itself at its first election timeout; campaign now instead of waiting.
+            self.node.campaign()
         self._wake.set()
 
     async def wait_caught_up(self) -> None:
@@ -214,7 +211,7 @@ class RaftController:
 
     def now_ms(self) -> int:
         """The controller's clock (monotonic): what the Raft node ticks with and leases are timed by."""
-        return int(asyncio.get_running_loop().time() * 1000) + self._clock_ahead_ms
+        return int(asyncio.get_running_loop().time() * 1000)
 
     # ---- what the controller channel and the admin API read --------------------------------------------------
 

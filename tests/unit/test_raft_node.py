@@ -76,6 +76,21 @@ def test_single_voter_elects_itself_and_commits_on_its_own() -> None:
     assert [e.index for e in rd.entries] == [index] == [e.index for e in rd.committed]
 
 
+def test_campaign_starts_an_election_without_waiting_and_ticks_go_on_from_the_real_clock() -> None:
+    single = node(voters=(1,), now_ms=5000)
+    single.campaign()
+    assert single.role == Role.LEADER and single.term == 1
+    single.tick(5050)  # the clock was not moved ahead to get there
+    assert single.role == Role.LEADER
+    three = node()
+    three.campaign()
+    assert three.role == Role.PRE_CANDIDATE and three.term == 0  # still a pre-vote first
+    assert {m.dst for m in drain(three) if isinstance(m, PreVote)} == {N2, N3}
+    learner = node(node_id=NodeId(4))
+    learner.campaign()
+    assert learner.role == Role.FOLLOWER
+
+
 def test_pre_vote_does_not_raise_the_term() -> None:
     """Dissertation 9.6: 'a candidate would first ask other servers whether its log was up-to-date enough to get
     their vote. Only if the candidate believed it could get votes from a majority ... would it increment its term'."""
