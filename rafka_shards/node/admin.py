@@ -1,9 +1,10 @@
 """The node's HTTP admin API (aiohttp + orjson): probes, ``/metrics``, brokers, topics, partitions, cluster health,
 the controller quorum, and an OpenAPI document of all of it at ``/v1/openapi.json``.
 
-Runs in the supervisor process; every node serves it. Reads come from this node's applied metadata image; writes
-are metadata commands committed through the Raft quorum (a follower forwards them to the leader) and answered once
-this node's shards applied them (``cluster_admin``). Every response but ``/metrics`` (Prometheus text) is JSON;
+Runs in the supervisor process; every node serves it. Reads come from this node's applied metadata image after a
+ReadIndex barrier (``RaftController.read_barrier``), so a read on any node sees every write acknowledged before it.
+Writes are metadata commands committed through the Raft quorum (a follower forwards them to the leader) and answered
+once this node's shards applied them (``cluster_admin``). Every response but ``/metrics`` (Prometheus text) is JSON;
 errors are ``{"error": ..., "message": ...}`` (plus ``field`` for a bad field, ``retry_after_ms`` for 503): 400 bad
 input (nothing is proposed), 404 unknown topic/partition/broker, 405, 409 a change the cluster's state does not
 allow, 413 a body over ``REQUEST_BODY_MAX_BYTES``, 503 no controller leader.
@@ -97,6 +98,7 @@ class Route:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     summary: str
     body: str | None = None  # a JSON example of the request body, for the OpenAPI document
+    linearizable: bool = True  # reads the metadata image after a ReadIndex barrier (probes and quorum views: local)
 
 
 def brokers_json(image: MetadataImage, broker_ids: list[int]) -> list[dict[str, Any]]:
@@ -163,6 +165,18 @@ def _int_param(request: web.Request, name: str, lo: int, hi: int) -> int:
 
 
 def build_app(supervisor: Supervisor) -> web.Application:
+    def _linearizable(
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The handler sees every metadata change acknowledged before the request came, whichever node took it:
+        this node's image has applied the leader's commit index of now (ReadIndex) before the handler runs."""
+
+        async def run(request: web.Request) -> web.StreamResponse:
+            await controller().read_barrier()
+            return await handler(request)
+
+        return run
+
     app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES, middlewares=[_errors])
     metrics = NodeMetrics(supervisor)
     cluster = ClusterAdmin(supervisor)
@@ -370,10 +384,22 @@ def build_app(supervisor: Supervisor) -> web.Application:
         return _json(openapi_document(routes))
 
     routes = [
-        Route("GET", "/v1/status/ready", ready, "200 once every shard caught up, registered and accepts; else 503"),
-        Route("GET", "/v1/status/live", live, "200 while the supervisor's event loop runs"),
-        Route("GET", "/v1/shards", shards, "this node's shard processes: pid, readiness, restarts, metadata lag"),
-        Route("GET", "/metrics", prometheus, "Prometheus text: shards, partitions, Raft"),
+        Route(
+            "GET",
+            "/v1/status/ready",
+            ready,
+            "200 once every shard caught up, registered and accepts; else 503",
+            linearizable=False,
+        ),
+        Route("GET", "/v1/status/live", live, "200 while the supervisor's event loop runs", linearizable=False),
+        Route(
+            "GET",
+            "/v1/shards",
+            shards,
+            "this node's shard processes: pid, readiness, restarts, metadata lag",
+            linearizable=False,
+        ),
+        Route("GET", "/metrics", prometheus, "Prometheus text: shards, partitions, Raft", linearizable=False),
         Route("GET", "/v1/brokers", brokers, "every registered broker with its status and partition counts"),
         Route("GET", "/v1/brokers/{id}", broker, "one broker; lease and metadata lag where this node knows them"),
         Route("PUT", "/v1/brokers/{id}/maintenance", maintenance_on, "drain leadership, take no new replicas"),
@@ -411,14 +437,28 @@ def build_app(supervisor: Supervisor) -> web.Application:
             "new replica list (preferred leader first); in-sync replicas must stay",
             '{"replicas": [0, 10, 20]}',
         ),
-        Route("GET", "/v1/cluster/health_overview", health, "healthy or why not: controller, nodes, partitions"),
-        Route("GET", "/v1/controller", controller_status, "the Raft quorum as this node sees it"),
-        Route("POST", "/v1/controller/voters/{id}", add_voter, "add a node as voter (learner until caught up)"),
-        Route("DELETE", "/v1/controller/voters/{id}", remove_voter, "remove a voter"),
-        Route("GET", "/v1/openapi.json", openapi, "this document"),
+        Route(
+            "GET",
+            "/v1/cluster/health_overview",
+            health,
+            "healthy or why not: controller, nodes, partitions",
+            linearizable=False,
+        ),
+        Route("GET", "/v1/controller", controller_status, "the Raft quorum as this node sees it", linearizable=False),
+        Route(
+            "POST",
+            "/v1/controller/voters/{id}",
+            add_voter,
+            "add a node as voter (learner until caught up)",
+            linearizable=False,
+        ),
+        Route("DELETE", "/v1/controller/voters/{id}", remove_voter, "remove a voter", linearizable=False),
+        Route("GET", "/v1/openapi.json", openapi, "this document", linearizable=False),
     ]
     for route in routes:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(
+            route.method, route.path, _linearizable(route.handler) if route.linearizable else route.handler
+        )
     return app
 
 

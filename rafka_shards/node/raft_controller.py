@@ -66,6 +66,7 @@ NOOP_PAYLOAD = encode_command(NoOp())
 FORWARD_TIMEOUT_S = 10.0
 FORWARDS_PENDING_MAX = 4096
 PROPOSALS_PENDING_MAX = 16384
+READS_PENDING_MAX = 1024  # ReadIndex requests waiting at a leader (the node itself allows RaftConfig.pending_reads_max)
 
 
 FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -149,6 +150,8 @@ class RaftController:
         self._forwards: dict[int, asyncio.Future[dict[str, object]]] = {}
         self._forward_tasks: set[asyncio.Task[None]] = set()
         self._next_forward = 0
+        self._reads: dict[int, asyncio.Future[int]] = {}  # ReadIndex requests of this leader, by ctx
+        self._next_read = 0
         self._last_leader = NO_NODE
         self.leader_changes = 0
         self.fsync_seconds = LatencyHistogram(FSYNC_BUCKETS_S)  # each synced Ready: WAL write + fsync
@@ -267,6 +270,60 @@ class RaftController:
         while self.image.offset < offset:
             await self._wait_applied_change(deadline, f"offset {offset} committed but not applied here in time")
         return offset
+
+    # ---- linearizable reads ----------------------------------------------------------------------------------
+
+    async def read_barrier(self) -> int:
+        """Linearizable reads (ReadIndex, Raft dissertation 6.4): returns once this node's image has applied
+        everything that was committed when the call was made, as confirmed by the leader with a heartbeat round
+        (a follower asks the leader for that index). Whatever ``image`` shows afterwards is at least as new as any
+        write acknowledged before the call, on any node. Raises CommandRejected (CONTROLLER_UNAVAILABLE) when no
+        leader answers in time."""
+        deadline = time.monotonic() + 2 * self.config.raft_election_timeout_ms / 1000 + FORWARD_TIMEOUT_S
+        while True:
+            if self.node.role == Role.LEADER:
+                if await self._leader_ready(deadline):
+                    index = await self._read_index_local(deadline)
+                    break
+                continue
+            leader = self.node.leader
+            if leader == NO_NODE:
+                await self._wait_applied_change(deadline, "no controller leader")
+                continue
+            result = await self._forward(leader, {"op": "read_index"})
+            if "index" in result:
+                index = int(str(result["index"]))
+                break
+            await self._wait_applied_change(deadline, str(result.get("message")))
+        while self.image.offset < index:
+            await self._wait_applied_change(deadline, f"offset {index} committed but not applied here in time")
+        return index
+
+    async def _read_index_local(self, deadline: float) -> int:
+        if len(self._reads) >= READS_PENDING_MAX:
+            raise _unavailable(f"{READS_PENDING_MAX} linearizable reads pending")
+        self._next_read += 1
+        ctx = self._next_read
+        try:
+            self.node.read_index(ctx)
+        except (NotLeader, ProposalDropped) as e:
+            raise _unavailable(str(e)) from None
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[ctx] = fut
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise _unavailable("leadership not confirmed by a quorum in time") from None
+        finally:
+            self._reads.pop(ctx, None)
+
+    def _fail_reads(self, why: str) -> None:
+        """A node that stepped down drops its pending reads: their callers retry with the new leader."""
+        for fut in self._reads.values():
+            if not fut.done():
+                fut.set_exception(_unavailable(why))
+        self._reads.clear()
 
     async def _leader_ready(self, deadline: float) -> bool:
         """A new leader takes proposals once it applied an entry of its own term; False if it lost leadership."""
@@ -450,6 +507,13 @@ class RaftController:
                 broker_id, offset = int(str(body.get("broker_id"))), int(str(body.get("offset")))
                 reply = await self.heartbeat(broker_id, incarnation, offset, forward=False)
                 answer = {"fenced": reply.fenced, "message": reply.message}
+            elif body.get("op") == "read_index":
+                if self.node.role != Role.LEADER:
+                    raise ControllerUnavailable(f"node {self.node.id} no longer leads")
+                deadline = time.monotonic() + FORWARD_TIMEOUT_S
+                if not await self._leader_ready(deadline):
+                    raise ControllerUnavailable("leadership moved")
+                answer = {"index": await self._read_index_local(deadline)}
             elif body.get("op") == "conf":
                 op = ConfChangeOp(str(body.get("change")))
                 answer = {"offset": await self.change_membership(op, int(str(body.get("node"))))}
@@ -531,6 +595,10 @@ class RaftController:
                     self._fail_waiters_up_to(rd.snapshot.index)
                 for entry in rd.committed:
                     self._apply(entry)
+                for rs in rd.read_states:
+                    fut = self._reads.get(rs.ctx)
+                    if fut is not None and not fut.done():
+                        fut.set_result(rs.index)
                 self._after_apply()
                 await self._maybe_compact()
 
@@ -556,6 +624,8 @@ class RaftController:
     def _after_apply(self) -> None:
         if self.node.role != Role.LEADER:
             self._speculative = None
+            if self._reads:
+                self._fail_reads("leadership moved before the read was confirmed; retry")
         leader = self.node.leader
         if leader != self._last_leader and leader != NO_NODE:
             self.leader_changes += 1

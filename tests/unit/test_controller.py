@@ -256,3 +256,45 @@ def test_a_failed_controller_loop_stops_the_node(tmp_path: Path) -> None:
         return reasons[0]
 
     assert "raft-ready" in asyncio.run(run())
+
+
+def test_reads_on_any_node_see_every_acknowledged_write(tmp_path: Path) -> None:
+    """ReadIndex: after ``read_barrier`` a node's image holds everything the leader had committed when the read
+    began, whichever node took the write; a follower asks the leader for that index."""
+    asyncio.run(_reads_are_linearizable(tmp_path))
+
+
+async def _reads_are_linearizable(tmp_path: Path) -> None:
+    from tests.conftest import free_port_range
+
+    base = free_port_range(3)
+    voters = ",".join(f"{n}@127.0.0.1:{base + n - 1}" for n in (1, 2, 3))
+    controllers = []
+    for n in (1, 2, 3):
+        config = BrokerConfig(
+            data_dir=tmp_path / str(n),
+            node_id=n,
+            controller_voters=voters,
+            raft_election_timeout_ms=300,
+            raft_heartbeat_interval_ms=50,
+        )
+        c = await RaftController.open(config)
+        await c.start()
+        controllers.append(c)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.wait_caught_up() for c in controllers)), 20)
+        leader = next(c for c in controllers if c.node.role.value == "leader")
+        followers = [c for c in controllers if c is not leader]
+        await followers[0].propose(COMMANDS[0])
+        await followers[0].propose(COMMANDS[1])
+        for i in range(30):
+            writer, reader = (followers[i % 2], followers[(i + 1) % 2]) if i % 3 else (followers[0], leader)
+            offset = await writer.propose(AllocateProducerIds(i % 2, 10))
+            committed = leader.node.commit
+            index = await reader.read_barrier()
+            assert index >= committed >= offset
+            assert reader.image.offset >= index
+            assert reader.image.producer_id_blocks[i % 2] == writer.image.producer_id_blocks[i % 2]
+    finally:
+        for c in controllers:
+            await c.close()
