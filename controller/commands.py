@@ -28,6 +28,9 @@ class RegisterBroker:
     port: int
     rack: str | None
     incarnation: str
+    # The node (controller node id) whose shard this broker is: one replica of a partition per node. None in
+    # records written before it existed: such a broker counts as a node of its own.
+    node_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,22 @@ class ChangePartition:
     leader: int
     isr: tuple[int, ...]
     leader_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlterPartition:
+    """The partition's leader changes its ISR (Kafka's AlterPartition, KIP-497): followers that caught up join,
+    followers that fell behind for replica.lag.time.max.ms leave. Valid only for the current leader at the current
+    leader and partition epochs, so a stale request (the controller moved leadership or the ISR meanwhile) is
+    refused; a fenced broker never joins (KIP-841)."""
+
+    TYPE: ClassVar[str] = "AlterPartition"
+    topic: str
+    partition: int
+    leader: int
+    leader_epoch: int
+    partition_epoch: int
+    isr: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +162,7 @@ Command = (
     | CreatePartitions
     | DeleteTopic
     | ChangePartition
+    | AlterPartition
     | AlterTopicConfigs
     | AllocateProducerIds
     | FenceBroker
@@ -160,6 +180,7 @@ _TYPES: dict[str, type[Any]] = {
         CreatePartitions,
         DeleteTopic,
         ChangePartition,
+        AlterPartition,
         AlterTopicConfigs,
         AllocateProducerIds,
         FenceBroker,
@@ -170,6 +191,10 @@ _TYPES: dict[str, type[Any]] = {
         NoOp,
     )
 }
+
+
+# Fields added after records of their type were first written: absent in those records.
+_OPTIONAL_FIELDS: dict[type[Any], frozenset[str]] = {RegisterBroker: frozenset({"node_id"})}
 
 
 def _to_json(value: Any) -> Any:
@@ -244,18 +269,20 @@ def command_from_json(body: Any) -> Command:
         raise CommandDecodeError(f"unknown command type {body.get('type')!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     extra = set(body) - names - {"v", "type"}
-    missing = names - set(body)
+    missing = names - set(body) - _OPTIONAL_FIELDS.get(cls, frozenset())
     if extra or missing:
         raise CommandDecodeError(f"{cls.TYPE}: unexpected fields {sorted(extra)}, missing {sorted(missing)}")
     b = body
     if cls is RegisterBroker:
         rack = b["rack"]
+        node_id = b.get("node_id")
         return RegisterBroker(
             _int(b["broker_id"], "broker_id"),
             _str(b["host"], "host"),
             _int(b["port"], "port"),
             None if rack is None else _str(rack, "rack"),
             _str(b["incarnation"], "incarnation"),
+            None if node_id is None else _int(node_id, "node_id"),
         )
     if cls is CreateTopic:
         try:
@@ -282,6 +309,15 @@ def command_from_json(body: Any) -> Command:
             _int(b["leader"], "leader"),
             _ints(b["isr"], "isr"),
             _int(b["leader_epoch"], "leader_epoch"),
+        )
+    if cls is AlterPartition:
+        return AlterPartition(
+            _str(b["topic"], "topic"),
+            _int(b["partition"], "partition"),
+            _int(b["leader"], "leader"),
+            _int(b["leader_epoch"], "leader_epoch"),
+            _int(b["partition_epoch"], "partition_epoch"),
+            _ints(b["isr"], "isr"),
         )
     if cls is NoOp:
         return NoOp()

@@ -28,6 +28,12 @@ class BrokerRegistration:
     fenced: bool = False
     maintenance: bool = False
     decommissioning: bool = False
+    node_id: int | None = None  # the node this broker is a shard of (None: registered before nodes were recorded)
+
+    @property
+    def node(self) -> int:
+        """What two replicas of one partition may not share: the node, or for an old registration the broker."""
+        return self.node_id if self.node_id is not None else -1 - self.broker_id
 
     @property
     def usable(self) -> bool:
@@ -83,7 +89,17 @@ def encode_image(image: MetadataImage) -> bytes:
             "offset": image.offset,
             "cluster_id": image.cluster_id,
             "brokers": [
-                [b.broker_id, b.host, b.port, b.rack, b.incarnation, b.fenced, b.maintenance, b.decommissioning]
+                [
+                    b.broker_id,
+                    b.host,
+                    b.port,
+                    b.rack,
+                    b.incarnation,
+                    b.fenced,
+                    b.maintenance,
+                    b.decommissioning,
+                    b.node_id,
+                ]
                 for b in image.brokers.values()
             ],
             "topics": [
@@ -127,16 +143,23 @@ def image_from_json(body: Any) -> MetadataImage:
             raise ImageDecodeError("not a metadata image of a known version")
         brokers: dict[int, BrokerRegistration] = {}
         for b in body["brokers"]:
-            if not isinstance(b, list) or len(b) not in (5, 8):  # 5: written before leases existed
+            # 5: written before leases existed; 8: before node ids were recorded
+            if not isinstance(b, list) or len(b) not in (5, 8, 9):
                 raise ImageDecodeError("bad broker registration")
             broker_id, host, port, rack, incarnation = b[:5]
-            flags = b[5:] or [False, False, False]
+            flags = b[5:8] or [False, False, False]
+            node_id = b[8] if len(b) == 9 else None
+            if node_id is not None:
+                _ints([node_id])
             if not (isinstance(host, str) and isinstance(incarnation, str) and (rack is None or isinstance(rack, str))):
                 raise ImageDecodeError("bad broker registration")
             if not all(isinstance(f, bool) for f in flags):
                 raise ImageDecodeError("bad broker flags")
             _ints([broker_id, port])
-            brokers[broker_id] = BrokerRegistration(broker_id, host, port, rack, incarnation, *flags)
+            fenced, maintenance, decommissioning = flags
+            brokers[broker_id] = BrokerRegistration(
+                broker_id, host, port, rack, incarnation, fenced, maintenance, decommissioning, node_id
+            )
         topics: dict[str, TopicImage] = {}
         for t in body["topics"]:
             configs = t["configs"]

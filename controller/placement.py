@@ -1,7 +1,8 @@
 """Replica placement for new partitions: balanced by partition count and leader count, racks spread when known.
 
 Runs wherever topics are created; pure and deterministic for a given image (ties broken by broker id). Only usable
-brokers (not fenced, not in maintenance, not decommissioning) get new replicas.
+brokers (not fenced, not in maintenance, not decommissioning) get new replicas, and at most one replica of a
+partition goes to each node (the shards of one node share its disks and fail together, as Redpanda's cores do).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ def usable_brokers(image: MetadataImage) -> list[int]:
     return sorted(b for b, reg in image.brokers.items() if reg.usable)
 
 
+def usable_nodes(image: MetadataImage) -> int:
+    """How many nodes have a usable broker: the largest replication factor placement can satisfy."""
+    return len({image.brokers[b].node for b in usable_brokers(image)})
+
+
 def replica_counts(image: MetadataImage) -> collections.Counter[int]:
     """How many partitions list each broker as a replica."""
     return collections.Counter(r for t in image.topics.values() for p in t.partitions for r in p.replicas)
@@ -24,8 +30,10 @@ def place_partitions(
     image: MetadataImage, partitions: int, replication_factor: int, start_partition: int = 0
 ) -> tuple[tuple[int, ...], ...]:
     brokers = usable_brokers(image)
-    if replication_factor > len(brokers):
-        raise ValueError(f"replication factor {replication_factor} exceeds the {len(brokers)} usable brokers")
+    nodes = usable_nodes(image)
+    if replication_factor > nodes:
+        raise ValueError(f"replication factor {replication_factor} exceeds the {nodes} node(s) with a usable broker")
+    node_of = {b: image.brokers[b].node for b in brokers}
     replicas_on = replica_counts(image)
     leaders_on = collections.Counter(p.replicas[0] for t in image.topics.values() for p in t.partitions if p.replicas)
     rack_of = {b: image.brokers[b].rack for b in brokers}
@@ -37,7 +45,8 @@ def place_partitions(
         chosen.append(leader)
         while len(chosen) < replication_factor:
             used_racks = {rack_of[b] for b in chosen if rack_of[b] is not None}
-            candidates = [b for b in brokers if b not in chosen]
+            used_nodes = {node_of[b] for b in chosen}
+            candidates = [b for b in brokers if node_of[b] not in used_nodes]
             chosen.append(
                 min(candidates, key=lambda b: (rack_of[b] is not None and rack_of[b] in used_racks, replicas_on[b], b))
             )
@@ -50,10 +59,17 @@ def place_partitions(
 def grow_replicas(image: MetadataImage, replicas: tuple[int, ...], replication_factor: int) -> tuple[int, ...]:
     """``replicas`` extended to ``replication_factor`` with the usable brokers that hold the fewest replicas."""
     replicas_on = replica_counts(image)
-    candidates = [b for b in usable_brokers(image) if b not in replicas]
-    missing = replication_factor - len(replicas)
-    if missing > len(candidates):
+    used_nodes = {image.brokers[r].node for r in replicas if r in image.brokers}
+    chosen = list(replicas)
+    for b in sorted(usable_brokers(image), key=lambda b: (replicas_on[b], b)):
+        if len(chosen) == replication_factor:
+            break
+        if image.brokers[b].node not in used_nodes:
+            chosen.append(b)
+            used_nodes.add(image.brokers[b].node)
+    if len(chosen) < replication_factor:
         raise ValueError(
-            f"replication factor {replication_factor} needs {missing} more broker(s), {len(candidates)} usable"
+            f"replication factor {replication_factor} needs {replication_factor - len(replicas)} more node(s) with "
+            f"a usable broker, {len(chosen) - len(replicas)} available"
         )
-    return replicas + tuple(sorted(candidates, key=lambda b: (replicas_on[b], b))[:missing])
+    return tuple(chosen)

@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from controller.commands import (
     AllocateProducerIds,
+    AlterPartition,
     AlterTopicConfigs,
     ChangePartition,
     Command,
@@ -86,6 +87,12 @@ def _check_assignments(
         unknown = [b for b in replicas if b not in image.brokers]
         if unknown:
             return Rejection(RejectKind.INVALID_REPLICA_ASSIGNMENT, f"partition {p}: unknown broker(s) {unknown}")
+        nodes = [image.brokers[b].node for b in replicas]
+        if len(set(nodes)) != len(nodes):
+            return Rejection(
+                RejectKind.INVALID_REPLICA_ASSIGNMENT,
+                f"partition {p}: replicas {replicas} put two copies on one node (one replica per node)",
+            )
     return None
 
 
@@ -117,16 +124,36 @@ def _reassignment_rejection(image: MetadataImage, cmd: ReassignPartition) -> Rej
     if rejection is not None:
         return rejection
     p = topic.partitions[cmd.partition]
-    dropped = [r for r in p.isr if r not in cmd.replicas]
-    if dropped:
+    if not _leader_candidates(image, replace(p, replicas=cmd.replicas), -1):
         return Rejection(
             RejectKind.CONFLICT,
-            f"{cmd.topic}-{cmd.partition}: in-sync replica(s) {dropped} hold the acknowledged data and cannot be "
-            "removed; only replicas outside the ISR can be",
+            f"{cmd.topic}-{cmd.partition}: the new replicas {cmd.replicas} keep no unfenced in-sync replica of "
+            f"{p.isr}; only those hold all acknowledged data (add the new replicas first, let them catch up)",
         )
     leaving = [r for r in cmd.replicas if r not in p.replicas and image.brokers[r].decommissioning]
     if leaving:
         return Rejection(RejectKind.CONFLICT, f"broker(s) {leaving} are decommissioning and take no new replicas")
+    return None
+
+
+def _alter_partition_rejection(image: MetadataImage, cmd: AlterPartition) -> Rejection | None:
+    topic = image.topics.get(cmd.topic)
+    if topic is None or not 0 <= cmd.partition < len(topic.partitions):
+        return Rejection(RejectKind.UNKNOWN_TOPIC, f"{cmd.topic}-{cmd.partition} does not exist")
+    p = topic.partitions[cmd.partition]
+    if (cmd.leader, cmd.leader_epoch, cmd.partition_epoch) != (p.leader, p.leader_epoch, p.partition_epoch):
+        return Rejection(
+            RejectKind.STALE_LEADER_EPOCH,
+            f"{cmd.topic}-{cmd.partition}: leader {cmd.leader} at epochs {cmd.leader_epoch}/{cmd.partition_epoch}, "
+            f"the partition is at leader {p.leader}, epochs {p.leader_epoch}/{p.partition_epoch}",
+        )
+    if cmd.leader not in cmd.isr or not set(cmd.isr) <= set(p.replicas) or len(set(cmd.isr)) != len(cmd.isr):
+        return Rejection(
+            RejectKind.INVALID_REQUEST, f"ISR {cmd.isr} is not a set of replicas {p.replicas} holding the leader"
+        )
+    joining = [r for r in cmd.isr if r not in p.isr and (r not in image.brokers or image.brokers[r].fenced)]
+    if joining:
+        return Rejection(RejectKind.CONFLICT, f"broker(s) {joining} are fenced: they cannot join the ISR")
     return None
 
 
@@ -191,6 +218,8 @@ def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
                 RejectKind.STALE_LEADER_EPOCH, f"leader epoch {cmd.leader_epoch} does not move past {p.leader_epoch}"
             )
         return None
+    if isinstance(cmd, AlterPartition):
+        return _alter_partition_rejection(image, cmd)
     if isinstance(cmd, AllocateProducerIds):
         if cmd.broker_id not in image.brokers:
             return Rejection(RejectKind.UNKNOWN_BROKER, f"broker {cmd.broker_id} is not registered")
@@ -211,10 +240,11 @@ def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
     return None if problem is None else Rejection(RejectKind.INVALID_CONFIG, problem)
 
 
-def _partition(index: int, replicas: tuple[int, ...]) -> PartitionImage:
-    # The ISR starts as the leader alone: a follower joins it only once it has caught up, and partition replication
-    # (followers fetching from the leader) is not built yet, so no follower ever has.
-    return PartitionImage(index, replicas, (replicas[0],), replicas[0], 0, 0)
+def _partition(image: MetadataImage, index: int, replicas: tuple[int, ...]) -> PartitionImage:
+    """A new partition: every replica holds the same (empty) log, so all unfenced ones are in sync (as in Kafka);
+    the first of them leads."""
+    isr = tuple(r for r in replicas if not image.brokers[r].fenced) or replicas[:1]
+    return PartitionImage(index, replicas, isr, isr[0], 0, 0)
 
 
 def _leader_candidates(image: MetadataImage, p: PartitionImage, exclude: int) -> list[int]:
@@ -310,6 +340,7 @@ def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
             cmd.port,
             cmd.rack,
             cmd.incarnation,
+            node_id=cmd.node_id,
             maintenance=old is not None and old.maintenance,
             decommissioning=old is not None and old.decommissioning,
         )
@@ -330,16 +361,29 @@ def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
         topic = image.topics[cmd.topic]
         parts = list(topic.partitions)
         old_p = parts[cmd.partition]
-        parts[cmd.partition] = replace(old_p, replicas=cmd.replicas, partition_epoch=old_p.partition_epoch + 1)
+        # Replicas that leave also leave the ISR; if the leader leaves, the first remaining in-sync replica leads.
+        isr = tuple(r for r in old_p.isr if r in cmd.replicas)
+        moved = replace(old_p, replicas=cmd.replicas)
+        if old_p.leader in cmd.replicas:
+            new_p = replace(moved, isr=isr, partition_epoch=old_p.partition_epoch + 1)
+        else:
+            new_p = _elect(moved, _leader_candidates(image, replace(moved, isr=isr), -1)[0], isr)
+        parts[cmd.partition] = new_p
+        return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
+    if isinstance(cmd, AlterPartition):
+        topic = image.topics[cmd.topic]
+        parts = list(topic.partitions)
+        old_p = parts[cmd.partition]
+        parts[cmd.partition] = replace(old_p, isr=cmd.isr, partition_epoch=old_p.partition_epoch + 1)
         return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
     if isinstance(cmd, CreateTopic):
-        partitions = tuple(_partition(i, r) for i, r in enumerate(cmd.assignments))
+        partitions = tuple(_partition(image, i, r) for i, r in enumerate(cmd.assignments))
         configs: Mapping[str, str] = MappingProxyType(dict(cmd.configs))
         return _with_topic(image, TopicImage(cmd.name, cmd.topic_id, partitions, configs), offset)
     if isinstance(cmd, CreatePartitions):
         topic = image.topics[cmd.name]
         start = len(topic.partitions)
-        added = tuple(_partition(start + i, r) for i, r in enumerate(cmd.new_assignments))
+        added = tuple(_partition(image, start + i, r) for i, r in enumerate(cmd.new_assignments))
         return _with_topic(image, replace(topic, partitions=topic.partitions + added), offset)
     if isinstance(cmd, DeleteTopic):
         topic = image.topics[cmd.name]

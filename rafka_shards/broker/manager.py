@@ -36,7 +36,7 @@ from controller.commands import (
 )
 from controller.files import write_atomically
 from controller.image import MetadataImage, TopicImage
-from controller.placement import place_partitions, usable_brokers
+from controller.placement import place_partitions, usable_nodes
 from controller.state_machine import CommandRejected, RejectKind
 from rafka_shards.broker.flusher import GroupCommitFlusher
 from rafka_shards.broker.partition import Partition
@@ -165,6 +165,7 @@ class PartitionManager:
                 port=ep.port,
                 rack=self.config.rack or None,
                 incarnation=self.incarnation,
+                node_id=self.config.node_id,
             )
         )
         self.renew_lease(sent_ms)
@@ -214,12 +215,12 @@ class PartitionManager:
         return image.topics[name]
 
     def _place(self, partitions: int, replication_factor: int, start: int = 0) -> tuple[tuple[int, ...], ...]:
-        brokers = len(usable_brokers(self.image))
-        if replication_factor > brokers:
+        nodes = usable_nodes(self.image)
+        if replication_factor > nodes:
             raise KafkaError(
                 ErrorCode.INVALID_REPLICATION_FACTOR,
-                f"replication factor {replication_factor} is larger than the {brokers} available broker(s) "
-                "(registered, not fenced, not in maintenance or decommissioning)",
+                f"replication factor {replication_factor} is larger than the {nodes} node(s) with an available "
+                "broker (registered, not fenced, not in maintenance or decommissioning; one replica per node)",
             )
         return place_partitions(self.image, partitions, replication_factor, start)
 

@@ -131,17 +131,12 @@ class ClusterAdmin:
                 except ValueError as e:
                     raise BadRequest("replication_factor", f"replication_factor: {e}") from None
             else:
-                # Drop replicas outside the ISR, last first; an in-sync replica holds data and is never dropped.
+                # Drop replicas outside the ISR first, then in-sync followers, last first; the leader stays.
                 keep = list(p.replicas)
-                for r in reversed(p.replicas):
-                    if len(keep) > rf and r not in p.isr:
-                        keep.remove(r)
-                if len(keep) > rf:
-                    raise _reject(
-                        RejectKind.CONFLICT,
-                        f"{topic.name}-{p.partition}: its {len(p.isr)} in-sync replica(s) {list(p.isr)} hold the data; "
-                        f"the replication factor cannot go below that",
-                    )
+                for dropping_in_sync in (False, True):
+                    for r in reversed(p.replicas):
+                        if len(keep) > rf and r != p.leader and (r in p.isr) == dropping_in_sync:
+                            keep.remove(r)
                 replicas = tuple(keep)
             out.append(ReassignPartition(topic.name, p.partition, replicas))
         return out

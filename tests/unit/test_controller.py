@@ -35,6 +35,7 @@ from controller.channel import (
 )
 from controller.commands import (
     AllocateProducerIds,
+    AlterPartition,
     AlterTopicConfigs,
     ChangePartition,
     Command,
@@ -59,11 +60,12 @@ from rafka_shards.node.raft_controller import RaftController
 
 TOPIC_ID = uuid.UUID("6f1c9c1e-8a8f-4c52-9a57-0d8b2b1f6a01")
 COMMANDS: list[Command] = [
-    RegisterBroker(0, "127.0.0.1", 9092, "node-a", "inc-1"),
+    RegisterBroker(0, "127.0.0.1", 9092, "node-a", "inc-1", node_id=7),
     RegisterBroker(1, "127.0.0.1", 9093, None, "inc-2"),
     CreateTopic("orders", TOPIC_ID, ((0,), (1,), (0,)), (("retention.ms", "1000"),)),
     CreatePartitions("orders", ((1,),)),
     ChangePartition("orders", 0, 0, (0,), 1),
+    AlterPartition("orders", 0, 0, 1, 1, (0,)),
     AlterTopicConfigs("orders", (("segment.bytes", "1048576"),), ("retention.ms",)),
     AllocateProducerIds(1, 1000),
     ReassignPartition("orders", 0, (0, 1)),
@@ -90,11 +92,23 @@ def test_commands_round_trip(cmd: Command) -> None:
         b'{"v": 1, "type": "DeleteTopic"}',
         b'{"v": 1, "type": "DeleteTopic", "name": "x", "extra": 1}',
         b'{"v": 1, "type": "AllocateProducerIds", "broker_id": true, "count": 1}',
+        b'{"v": 1, "type": "RegisterBroker", "broker_id": 1, "host": "h", "port": 1, "rack": null, "incarnation": "i",'
+        b' "node_id": "one"}',
     ],
 )
 def test_bad_commands_are_refused(data: bytes) -> None:
     with pytest.raises(CommandDecodeError):
         decode_command(data)
+
+
+def test_a_registration_written_before_node_ids_decodes_as_a_node_of_its_own() -> None:
+    old = (
+        b'{"v": 1, "type": "RegisterBroker", "broker_id": 3, "host": "h", "port": 1, "rack": null, "incarnation": "i"}'
+    )
+    cmd = decode_command(old)
+    assert cmd == RegisterBroker(3, "h", 1, None, "i", node_id=None)
+    image = apply(MetadataImage(offset=0, cluster_id="c"), cmd, 1)
+    assert image.brokers[3].node == -4
 
 
 def _image(commands: list[Command]) -> MetadataImage:
@@ -109,6 +123,7 @@ def test_image_codec_round_trips() -> None:
     assert decode_image(encode_image(image)) == image
     assert image.brokers[1].maintenance and image.brokers[1].decommissioning and not image.brokers[0].fenced
     assert image.topics["orders"].configs == {"segment.bytes": "1048576"}
+    assert image.brokers[0].node_id == 7 and image.brokers[1].node_id is None
 
 
 async def _open_controller(tmp_path: Path) -> RaftController:

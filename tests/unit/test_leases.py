@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from controller.commands import (
+    AlterPartition,
     ChangePartition,
     Command,
     CreateTopic,
@@ -54,16 +55,47 @@ def _topic(log: Log, *assignments: tuple[int, ...]) -> None:
 
 
 def _with_isr(log: Log, isr: tuple[int, ...], index: int = 0) -> None:
-    """What partition replication will do once followers catch up: widen the ISR (same leader, same epoch+1)."""
+    """What the partition's leader does as followers catch up or fall behind: AlterPartition at the current epochs."""
     p = log.partition(index=index)
-    log.do(ChangePartition("t", index, p.leader, isr, p.leader_epoch + 1))
+    log.do(AlterPartition("t", index, p.leader, p.leader_epoch, p.partition_epoch, isr))
 
 
-def test_a_new_partitions_isr_is_its_leader_alone() -> None:
+def test_a_new_partitions_isr_is_every_unfenced_replica() -> None:
     log = _cluster()
     _topic(log, (0, 1, 2))
     p = log.partition()
-    assert (p.leader, p.isr, p.replicas, p.leader_epoch) == (0, (0,), (0, 1, 2), 0)
+    assert (p.leader, p.isr, p.replicas, p.leader_epoch) == (0, (0, 1, 2), (0, 1, 2), 0)
+    log.do(FenceBroker(0, "inc-0"), CreateTopic("u", uuid.uuid4(), ((0, 1, 2),), ()))
+    p = log.image.topics["u"].partitions[0]
+    assert (p.leader, p.isr) == (1, (1, 2))
+
+
+def test_the_leader_changes_the_isr_only_at_the_current_epochs_and_never_adds_a_fenced_broker() -> None:
+    log = _cluster()
+    _topic(log, (0, 1, 2))
+    _with_isr(log, (0,))
+    p = log.partition()
+    assert (p.isr, p.leader_epoch, p.partition_epoch) == ((0,), 0, 1)
+    stale = AlterPartition("t", 0, 0, 0, 0, (0, 1))  # partition epoch 0 was before the shrink
+    assert validate(log.image, stale).kind is RejectKind.STALE_LEADER_EPOCH  # type: ignore[union-attr]
+    assert validate(log.image, AlterPartition("t", 0, 1, 0, 1, (1,))) is not None  # not the leader
+    assert validate(log.image, AlterPartition("t", 0, 0, 0, 1, (1, 2))) is not None  # leader left out
+    log.do(FenceBroker(2, "inc-2"))
+    refused = validate(log.image, AlterPartition("t", 0, 0, 0, 1, (0, 2)))
+    assert refused is not None and refused.kind is RejectKind.CONFLICT and "fenced" in refused.message
+    _with_isr(log, (0, 1))
+    assert log.partition().isr == (0, 1)
+
+
+def test_one_replica_per_node() -> None:
+    log = Log()
+    log.do(*(RegisterBroker(b, "127.0.0.1", 9092 + b, None, f"inc-{b}", node_id=b // 2) for b in range(4)))
+    rejection = validate(log.image, CreateTopic("t", uuid.uuid4(), ((0, 1),), ()))
+    assert rejection is not None and "one node" in rejection.message
+    assignments = place_partitions(log.image, 8, 2)
+    assert all(log.image.brokers[a].node_id != log.image.brokers[b].node_id for a, b in assignments)
+    with pytest.raises(ValueError, match="node"):
+        place_partitions(log.image, 1, 3)
 
 
 def test_fencing_the_leader_moves_leadership_to_another_in_sync_replica_with_a_new_epoch() -> None:
@@ -82,6 +114,7 @@ def test_fencing_the_leader_moves_leadership_to_another_in_sync_replica_with_a_n
 def test_fencing_the_last_in_sync_replica_leaves_the_partition_leaderless_and_keeps_it_in_the_isr() -> None:
     log = _cluster()
     _topic(log, (0, 1, 2))
+    _with_isr(log, (0,))
     log.do(FenceBroker(0, "inc-0"))
     p = log.partition()
     assert (p.leader, p.isr, p.leader_epoch) == (-1, (0,), 1)
@@ -120,6 +153,7 @@ def test_maintenance_hands_leadership_to_a_usable_in_sync_replica_only() -> None
     log = _cluster()
     _topic(log, (0, 1, 2), (0, 1, 2))
     _with_isr(log, (0, 1), index=0)
+    _with_isr(log, (0,), index=1)
     log.do(SetBrokerMaintenance(0, True))
     assert log.partition(index=0).leader == 1  # moved: 1 is in sync
     assert log.partition(index=1).leader == 0  # stays: nobody else has the data
@@ -139,17 +173,23 @@ def test_decommissioning_takes_no_new_replicas_and_survives_a_restart() -> None:
     assert log.image.brokers[2].decommissioning
 
 
-def test_reassignment_keeps_every_in_sync_replica() -> None:
+def test_reassignment_keeps_an_in_sync_replica_and_moves_leadership_to_one() -> None:
     log = _cluster()
     _topic(log, (0, 1))
-    log.do(ReassignPartition("t", 0, (0, 2)))  # 1 was not in sync: it may go
+    _with_isr(log, (0,))
+    log.do(ReassignPartition("t", 0, (0, 2)))  # 1 was not in sync: it may go; 2 joins outside the ISR
     p = log.partition()
     assert (p.replicas, p.isr, p.leader) == ((0, 2), (0,), 0)
     rejection = validate(log.image, ReassignPartition("t", 0, (1, 2)))
-    assert rejection is not None and rejection.kind is RejectKind.CONFLICT and "[0]" in rejection.message
+    assert rejection is not None and rejection.kind is RejectKind.CONFLICT and "(0,)" in rejection.message
     for bad in ((), (0, 0), (0, 9)):
         assert validate(log.image, ReassignPartition("t", 0, bad)) is not None
     assert validate(log.image, ReassignPartition("t", 5, (0,))) is not None
+    _with_isr(log, (0, 2))  # 2 caught up
+    epoch = log.partition().leader_epoch
+    log.do(ReassignPartition("t", 0, (2, 1)))  # the leader leaves: the in-sync 2 takes over
+    p = log.partition()
+    assert (p.replicas, p.isr, p.leader, p.leader_epoch) == ((2, 1), (2,), 2, epoch + 1)
 
 
 @pytest.mark.parametrize(
