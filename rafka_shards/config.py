@@ -109,6 +109,18 @@ class BrokerConfig:
     default_partitions: int = _setting(1, "partitions of an auto-created topic (Kafka's num.partitions)", 1, 10_000)
     default_replication_factor: int = _setting(1, "replication factor when a request says -1", 1, 16)
 
+    # Partition replication (followers fetch from the leader, as in Kafka).
+    replica_lag_time_max_ms: int = _setting(
+        10_000,
+        "a follower that has not caught up for this long leaves the ISR (Kafka's replica.lag.time.max.ms)",
+        100,
+        3_600_000,
+    )
+    replica_fetch_wait_max_ms: int = _setting(
+        500, "how long a follower's fetch waits at the leader for data", 1, 60_000
+    )
+    replica_fetch_max_bytes: int = _setting(8 * MIB, "upper bound on one follower fetch response", 1024, GIB)
+
     # Durability.
     durability: Durability = _setting(Durability.FSYNC, "fsync: acks=all after fsync; flush: interval fsync")
     flush_interval_ms: int = _setting(1000, "in flush mode, the longest time written data stays unsynced", 1, 3_600_000)

@@ -43,12 +43,27 @@ BATCHES_IN = Counter("rafka_partition_batches_in", "record batches appended, by 
 RECORDS_IN = Counter("rafka_partition_records_in", "records appended (from batch headers), by partition", _LABELS)
 BYTES_OUT = Counter("rafka_partition_bytes_out", "record batch bytes sent to consumers, by partition", _LABELS)
 BATCHES_OUT = Counter("rafka_partition_batches_out", "record batches sent to consumers, by partition", _LABELS)
+REPLICA_BYTES_IN = Counter(
+    "rafka_partition_replica_bytes_in", "record batch bytes a follower copied from its leader, by partition", _LABELS
+)
+REPLICA_BYTES_OUT = Counter(
+    "rafka_partition_replica_bytes_out", "record batch bytes a leader sent to its followers, by partition", _LABELS
+)
 
 
 class PartitionProbe:
     """Counts of one partition since the last flush; plain integers on the hot path."""
 
-    __slots__ = ("batches_in", "batches_out", "bytes_in", "bytes_out", "records_in", "tp")
+    __slots__ = (
+        "batches_in",
+        "batches_out",
+        "bytes_in",
+        "bytes_out",
+        "records_in",
+        "replica_bytes_in",
+        "replica_bytes_out",
+        "tp",
+    )
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
@@ -57,6 +72,8 @@ class PartitionProbe:
         self.records_in = 0
         self.bytes_out = 0
         self.batches_out = 0
+        self.replica_bytes_in = 0
+        self.replica_bytes_out = 0
 
     def flush(self) -> None:
         labels = (self.tp.topic, str(self.tp.partition))
@@ -66,6 +83,8 @@ class PartitionProbe:
             (RECORDS_IN, "records_in"),
             (BYTES_OUT, "bytes_out"),
             (BATCHES_OUT, "batches_out"),
+            (REPLICA_BYTES_IN, "replica_bytes_in"),
+            (REPLICA_BYTES_OUT, "replica_bytes_out"),
         ):
             value = getattr(self, name)
             if value:

@@ -35,11 +35,12 @@ from controller.commands import (
     RegisterBroker,
 )
 from controller.files import write_atomically
-from controller.image import MetadataImage, TopicImage
+from controller.image import MetadataImage, PartitionImage, TopicImage
 from controller.placement import place_partitions, usable_nodes
 from controller.state_machine import CommandRejected, RejectKind
 from rafka_shards.broker.flusher import GroupCommitFlusher
 from rafka_shards.broker.partition import Partition
+from rafka_shards.broker.replication import Replication
 from rafka_shards.config import BrokerConfig
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
 from rafka_shards.probe import Probe
@@ -117,6 +118,7 @@ class PartitionManager:
         self._kafka_dir.mkdir(parents=True, exist_ok=True)
         self._producer_ids = (0, 0)  # [next, end) of this shard's current block
         self._producer_ids_lock = asyncio.Lock()
+        self.replication = Replication(self)
 
     def attach(self, proposer: MetadataProposer) -> None:
         self._proposer = proposer
@@ -313,7 +315,7 @@ class PartitionManager:
         A broker whose lease lapsed serves nothing: the controller may have fenced it and given its partitions new
         leaders that this shard's image does not show yet (after a pause, or cut off from the controller)."""
         p = self.partitions.get(TopicPartition(topic, partition))
-        if p is not None:
+        if p is not None and p.is_leader:
             if not self.lease_valid():
                 raise KafkaError(
                     ErrorCode.NOT_LEADER_OR_FOLLOWER,
@@ -340,13 +342,14 @@ class PartitionManager:
     # ---- reconciliation --------------------------------------------------------------------------------------
 
     def reconcile(self, image: MetadataImage) -> None:
-        """Open, update and close partition logs so that this shard serves exactly what the image says it leads."""
+        """Open, update and close partition logs so that this shard holds exactly the replicas the image gives its
+        broker, each in the role (leader or follower) the image says; then start or stop the fetchers."""
         self._image = image
-        wanted: dict[TopicPartition, tuple[TopicImage, int]] = {}
+        wanted: dict[TopicPartition, tuple[TopicImage, PartitionImage]] = {}
         for topic in image.topics.values():
             for p in topic.partitions:
-                if p.leader == self.broker_id:
-                    wanted[TopicPartition(topic.name, p.partition)] = (topic, p.leader_epoch)
+                if self.broker_id in p.replicas:
+                    wanted[TopicPartition(topic.name, p.partition)] = (topic, p)
         for tp in list(self.partitions):
             if tp not in wanted or wanted[tp][0].topic_id != self.partitions[tp].topic_id:
                 topic_gone = image.topics.get(tp.topic) is None or (
@@ -354,15 +357,29 @@ class PartitionManager:
                 )
                 self._close_partition(tp, delete=topic_gone)
         now = self.now_ms()
-        for tp, (topic, epoch) in wanted.items():
+        for tp, (topic, pi) in wanted.items():
             existing = self.partitions.get(tp)
             log_config = self._log_config(topic)
             if existing is None:
-                self._open_partition(tp, topic.topic_id, epoch, log_config, now)
-            else:
-                existing.leader_epoch = epoch
-                if existing.log.config != log_config:
-                    existing.log.update_config(log_config)
+                existing = self._open_partition(tp, topic.topic_id, pi.leader_epoch, log_config, now)
+            elif existing.log.config != log_config:
+                existing.log.update_config(log_config)
+            if (existing.leader, existing.leader_epoch, existing.partition_epoch) != (
+                pi.leader,
+                pi.leader_epoch,
+                pi.partition_epoch,
+            ) or existing.replicas != pi.replicas:
+                was_leader = existing.is_leader
+                existing.assign(self.broker_id, pi, self.monotonic_ms())
+                if existing.is_leader != was_leader:
+                    log.info(
+                        "%s: %s (leader epoch %d, ISR %s)",
+                        tp,
+                        "leading" if existing.is_leader else f"following broker {pi.leader}",
+                        pi.leader_epoch,
+                        list(pi.isr),
+                    )
+        self.replication.reconcile(self.partitions)
 
     def _log_config(self, topic: TopicImage) -> LogConfig:
         try:
@@ -378,7 +395,7 @@ class PartitionManager:
 
     def _open_partition(
         self, tp: TopicPartition, topic_id: uuid.UUID, epoch: int, log_config: LogConfig, now_ms: int
-    ) -> None:
+    ) -> Partition:
         directory = self.partition_dir(tp)
         marker = directory / PARTITION_METADATA_FILE
         if directory.exists():
@@ -410,13 +427,14 @@ class PartitionManager:
         )
         self._locks[tp] = lock_fd
         log.info(
-            "serving %s (topic id %s, leader epoch %d): log start %d, end %d",
+            "opened %s (topic id %s, leader epoch %d): log start %d, end %d",
             tp,
             topic_id,
             epoch,
             plog.log_start_offset,
             plog.log_end_offset,
         )
+        return self.partitions[tp]
 
     def _close_partition(self, tp: TopicPartition, *, delete: bool) -> None:
         p = self.partitions.pop(tp)
@@ -426,7 +444,7 @@ class PartitionManager:
         os.close(lock_fd)
         if delete:
             shutil.rmtree(p.directory, ignore_errors=True)
-        log.info("%s %s", "deleted" if delete else "stopped serving", tp)
+        log.info("%s %s", "deleted" if delete else "closed", tp)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 

@@ -1,13 +1,20 @@
-"""One partition led by this shard: its log, its leader epoch, and who waits on it.
+"""One replica of a partition on this shard: its log, its leader epoch, its role, and who waits on it.
 
 Runs in a shard process, on its event loop thread. Owns the partition's ``PartitionLog`` exclusively (no other
-process opens the directory: see the lock in ``manager``). The durability rule lives here:
+process opens the directory: see the lock in ``manager``).
 
-- durability=fsync (default): the high watermark is the fsynced offset. acks=all waits until ``durable_offset`` passes
-  the batch; acks=1 returns after the write. Consumers only see fsynced data, so a crash never takes back a record a
-  consumer has read.
-- durability=flush (Kafka's interval mode): the high watermark is the log end offset; fsync happens every
-  flush_interval_ms; acks=all returns after the write, as with a single-replica Kafka topic.
+Roles (from the metadata image, Kafka's rules): the leader takes produce and serves consumers; followers copy its
+log by fetching (``replica_fetcher``) and serve no client. The leader tracks each follower's fetch offset; the high
+watermark (what consumers may read, what acks=all waits for) is the smallest of the leader's own safe offset and the
+fetch offsets of the other in-sync replicas. The leader changes the ISR through the controller (AlterPartition):
+a follower that has not caught up for ``replica_lag_time_max_ms`` leaves, one that reached the high watermark joins.
+
+The durability rule:
+- durability=fsync (default): the leader's safe offset is its fsynced offset, and a follower fsyncs what it copied
+  before its next fetch reports it, so acks=all is answered once every in-sync replica has the batch on disk.
+  Consumers only see that data, so a crash (of any minority) never takes back a record a consumer has read.
+- durability=flush (Kafka's interval mode): the safe offset is the log end offset; fsync happens every
+  flush_interval_ms on every replica; acks=all waits for the in-sync followers' copies, as in Kafka.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import asyncio
 import collections
 import logging
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+from controller.image import PartitionImage
 from rafka_shards.broker.producer_state import ProducerStateTable
 from rafka_shards.config import Durability
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
@@ -28,17 +37,39 @@ from rafka_shards.storage.log import AppendInfo, PartitionLog
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class FollowerState:
+    """What the leader knows of one follower (Kafka's Replica): its log end offset as of its last fetch (durable
+    there under durability=fsync) and when it last had everything the leader had."""
+
+    caught_up_ms: int
+    fetch_offset: int = -1  # unknown until it fetches from this leader
+    last_fetch_ms: int = -1
+    leader_end_at_last_fetch: int = -1
+
+
 class Partition:
     __slots__ = (
         "_ack_waiters",
         "_closed",
         "_data_waiters",
+        "_durable_waiters",
+        "_replica_waiters",
+        "broker_id",
         "directory",
         "durability",
+        "epoch_start_offset",
+        "followers",
+        "isr",
+        "isr_change_pending",
+        "leader",
         "leader_epoch",
         "log",
+        "needs_truncation",
+        "partition_epoch",
         "probe",
         "producers",
+        "replicas",
         "topic_id",
         "tp",
     )
@@ -69,9 +100,57 @@ class Partition:
         # (last offset of an append, future resolved once it is durable); appends are in offset order, so a deque
         # drained from the left suffices. Bounded by in-flight produce requests (connections x in-flight limit).
         self._ack_waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        # Fetches long-polling this partition: woken when the high watermark moves or the partition goes away.
+        # The same for fsync alone (a follower waits for its copy to be durable before it fetches on).
+        self._durable_waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        # Fetches long-polling this partition: consumers woken when the high watermark moves, followers when the log
+        # grows; both when the partition goes away.
         self._data_waiters: set[asyncio.Future[None]] = set()
+        self._replica_waiters: set[asyncio.Future[None]] = set()
         self._closed = False
+        self.broker_id = -1
+        self.leader = -1
+        self.replicas: tuple[int, ...] = ()
+        self.isr: tuple[int, ...] = ()
+        self.partition_epoch = -1
+        self.epoch_start_offset = 0  # where this replica's log stood when it became leader (its epoch starts there)
+        self.followers: dict[int, FollowerState] = {}  # as leader: the other replicas
+        self.isr_change_pending = False  # as leader: an AlterPartition is in flight
+        self.needs_truncation = False  # as follower: ask the leader where the logs agree before fetching
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader == self.broker_id and self.broker_id >= 0
+
+    def assign(self, broker_id: int, pi: PartitionImage, now_ms: int) -> None:
+        """Take the role the metadata image gives this replica (at open and after every change of the partition)."""
+        was_leader = self.is_leader
+        new_epoch = pi.leader_epoch != self.leader_epoch or pi.leader != self.leader
+        self.broker_id = broker_id
+        self.leader_epoch = pi.leader_epoch
+        self.leader = pi.leader
+        self.replicas = pi.replicas
+        self.isr = pi.isr
+        self.partition_epoch = pi.partition_epoch
+        if self.is_leader:
+            if not was_leader or new_epoch:
+                # Kafka resets every follower's caught-up time when it becomes leader: each gets a full lag window.
+                self.followers = {r: FollowerState(now_ms) for r in pi.replicas if r != broker_id}
+                self.epoch_start_offset = self.log.log_end_offset
+                self.isr_change_pending = False
+            else:
+                old = self.followers
+                self.followers = {r: old.get(r) or FollowerState(now_ms) for r in pi.replicas if r != broker_id}
+            self.needs_truncation = False
+            self._advance_high_watermark(self._leader_high_watermark())
+            return
+        self.followers = {}
+        self.isr_change_pending = False
+        if was_leader or new_epoch:
+            self.needs_truncation = True
+            # Acks not yet given can no longer be: the new leader decides what survives (the client retries there).
+            self._fail_acks(
+                KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.tp}: leadership moved to broker {pi.leader}")
+            )
 
     @property
     def high_watermark(self) -> int:
@@ -99,70 +178,165 @@ class Partition:
             )
 
     def append(self, buf: bytearray, headers: list[BatchHeader], now_ms: int) -> AppendInfo:
-        if self._closed:
-            raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.tp} is no longer served by this shard")
+        if self._closed or not self.is_leader:
+            raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.tp} is not led by this shard")
         info = self.log.append(buf, headers, self.leader_epoch, now_ms)
+        self._wake(self._replica_waiters)
         if self.durability is Durability.FLUSH:
-            self._advance_high_watermark(self.log.log_end_offset)
+            self._advance_high_watermark(self._leader_high_watermark())
         return info
 
+    def append_replica(self, buf: bytearray, headers: list[BatchHeader], now_ms: int) -> None:
+        """A follower's copy of batches fetched from the leader (offsets and epochs as the leader gave them)."""
+        if self._closed or self.is_leader:
+            raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.tp} is not followed by this shard")
+        self.log.append_replica(buf, headers, now_ms)
+        self.producers.update(headers, headers[0].base_offset)
+
+    def follower_high_watermark(self, leader_high_watermark: int) -> None:
+        """A follower's high watermark: the leader's, as far as this copy reaches."""
+        self._advance_high_watermark(min(leader_high_watermark, self.log.log_end_offset))
+
+    def truncate_to(self, offset: int) -> None:
+        """A follower drops what its new leader does not have (KIP-101), then fetches from there."""
+        assert not self.is_leader, self.tp
+        if offset < self.log.log_end_offset:
+            log.warning(
+                "%s: truncating from %d to %d (diverged from the leader)", self.tp, self.log.log_end_offset, offset
+            )
+            self.log.truncate_to(offset)
+        self.needs_truncation = False
+
+    def wait_high_watermark(self, last_offset: int) -> asyncio.Future[None]:
+        """acks=all: a future that completes once the high watermark passes ``last_offset`` (every in-sync replica
+        has it, fsynced under durability=fsync); fails if this replica stops leading first."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.log.high_watermark > last_offset:
+            fut.set_result(None)
+        else:
+            self._ack_waiters.append((last_offset, fut))
+        return fut
+
     def wait_durable(self, last_offset: int) -> asyncio.Future[None]:
-        """A future that completes once every offset up to ``last_offset`` is fsynced."""
+        """A future that completes once every offset up to ``last_offset`` is fsynced on this replica."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.log.durable_offset > last_offset:
             fut.set_result(None)
         else:
-            self._ack_waiters.append((last_offset, fut))
+            self._durable_waiters.append((last_offset, fut))
         return fut
 
     def on_flushed(self) -> None:
         """Called by the group-commit flusher after this partition's flush job completed."""
         if self._closed:
             return
-        durable = self.log.durable_offset
-        waiters = self._ack_waiters
-        while waiters and waiters[0][0] < durable:
-            _, fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-        if self.durability is Durability.FSYNC:
-            self._advance_high_watermark(durable)
+        _release(self._durable_waiters, self.log.durable_offset)
+        if self.is_leader:
+            self._advance_high_watermark(self._leader_high_watermark())
+
+    # ---- the leader's view of its followers ------------------------------------------------------------------
+
+    def _leader_high_watermark(self) -> int:
+        local = self.log.durable_offset if self.durability is Durability.FSYNC else self.log.log_end_offset
+        followers = self.followers
+        return min([local, *(followers[r].fetch_offset for r in self.isr if r in followers)])
+
+    def record_follower_fetch(self, replica: int, fetch_offset: int, now_ms: int) -> None:
+        """A follower fetched from ``fetch_offset``: it holds everything before it. Kafka's caught-up rule: it is
+        caught up now if it reached the log end, or as of its previous fetch if it reached what the log end was
+        then."""
+        state = self.followers.get(replica)
+        if state is None:
+            raise KafkaError(
+                ErrorCode.NOT_LEADER_OR_FOLLOWER, f"broker {replica} is not a follower of {self.tp} {self.replicas}"
+            )
+        end = self.log.log_end_offset
+        if not self.log.log_start_offset <= fetch_offset <= end:
+            raise KafkaError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"{self.tp}: follower {replica} fetches from {fetch_offset}, the log is [{self.log.log_start_offset}, "
+                f"{end}]",
+            )
+        if fetch_offset >= end:
+            state.caught_up_ms = now_ms
+        elif fetch_offset >= state.leader_end_at_last_fetch and state.last_fetch_ms >= 0:
+            state.caught_up_ms = max(state.caught_up_ms, state.last_fetch_ms)
+        state.fetch_offset = fetch_offset
+        state.last_fetch_ms = now_ms
+        state.leader_end_at_last_fetch = end
+        self._advance_high_watermark(self._leader_high_watermark())
+
+    def wanted_isr(self, now_ms: int, lag_max_ms: int) -> tuple[int, ...] | None:
+        """The ISR this leader should ask for now, or None if it is right (or a change is in flight): followers that
+        have not caught up within ``lag_max_ms`` leave; followers that reached the high watermark in this leader's
+        epoch join. In replica order, the leader always in it."""
+        if not self.is_leader or self.isr_change_pending or self._closed:
+            return None
+        hw = self.log.high_watermark
+        wanted = []
+        for r in self.replicas:
+            state = self.followers.get(r)
+            if r == self.broker_id:
+                wanted.append(r)
+            elif state is None:
+                continue
+            elif r in self.isr:
+                if now_ms - state.caught_up_ms <= lag_max_ms:
+                    wanted.append(r)
+            elif state.fetch_offset >= max(hw, self.epoch_start_offset) and now_ms - state.caught_up_ms <= lag_max_ms:
+                wanted.append(r)
+        return tuple(wanted) if set(wanted) != set(self.isr) else None
 
     def _advance_high_watermark(self, offset: int) -> None:
         if offset > self.log.high_watermark:
             self.log.update_high_watermark(offset)
-            self._wake_readers()
+            _release(self._ack_waiters, offset)
+            self._wake(self._data_waiters)
 
-    def add_data_waiter(self, fut: asyncio.Future[None]) -> None:
+    def add_data_waiter(self, fut: asyncio.Future[None], *, replica: bool = False) -> None:
         if self._closed:
             if not fut.done():
                 fut.set_result(None)
             return
-        self._data_waiters.add(fut)
+        (self._replica_waiters if replica else self._data_waiters).add(fut)
 
     def remove_data_waiter(self, fut: asyncio.Future[None]) -> None:
         self._data_waiters.discard(fut)
+        self._replica_waiters.discard(fut)
 
-    def _wake_readers(self) -> None:
-        if not self._data_waiters:
+    @staticmethod
+    def _wake(waiters: set[asyncio.Future[None]]) -> None:
+        if not waiters:
             return
-        for fut in self._data_waiters:
+        for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
-        self._data_waiters.clear()
+        waiters.clear()
+
+    def _fail_acks(self, error: KafkaError) -> None:
+        for waiters in (self._ack_waiters, self._durable_waiters):
+            while waiters:
+                _, fut = waiters.popleft()
+                if not fut.done():
+                    fut.set_exception(error)
 
     def close(self, *, delete: bool) -> None:
         """Stop serving: fail pending acks, wake readers, close (or delete) the log."""
         if self._closed:
             return
         self._closed = True
-        error = KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.tp} stopped being served by this shard")
-        while self._ack_waiters:
-            _, fut = self._ack_waiters.popleft()
-            if not fut.done():
-                fut.set_exception(error)
-        self._wake_readers()
+        self._fail_acks(KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.tp} stopped being served by this shard"))
+        self._wake(self._data_waiters)
+        self._wake(self._replica_waiters)
         if delete:
             self.log.delete()
         else:
             self.log.close()
+
+
+def _release(waiters: collections.deque[tuple[int, asyncio.Future[None]]], offset: int) -> None:
+    """Complete the waiters (in offset order) for offsets below ``offset``."""
+    while waiters and waiters[0][0] < offset:
+        _, fut = waiters.popleft()
+        if not fut.done():
+            fut.set_result(None)

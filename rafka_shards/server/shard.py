@@ -102,6 +102,7 @@ class Shard:
         self._spawn(self._probe_loop(), "probe")
         self._spawn(self._parent_watch(), "parent-watch")
         self._spawn(self._heartbeat_loop(), "heartbeat")
+        self._spawn(manager.replication.isr_loop(), "isr")
         self._server = await loop.create_server(lambda: KafkaConnection(self), sock=self._listener, backlog=1024)
         self.ready = True
         self._link.ready(config.broker_id, self.bound_port)
@@ -158,6 +159,7 @@ class Shard:
                 p.log.size_bytes(),
             )
             for tp, p in self.manager.partitions.items()
+            if p.is_leader  # what the admin API shows of a partition is its leader's
         )
         return Stats(request_id, len(self.connections), partitions)
 
@@ -249,6 +251,8 @@ class Shard:
             await asyncio.sleep(0)  # let the done-callbacks write those responses
         for conn in list(self.connections):
             conn.close()
+        if self._manager is not None:
+            await self._manager.replication.close()  # no follower appends after this
         flusher_task = None
         for task in self._tasks:
             if task.get_name() == "flusher":

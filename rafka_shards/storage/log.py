@@ -194,14 +194,7 @@ class PartitionLog:
                     ErrorCode.MESSAGE_TOO_LARGE,
                     f"batch of {h.size} bytes; max.message.bytes is {config.max_message_bytes}",
                 )
-        active = self.segments[-1]
-        if active.size > 0 and (
-            active.size + len(buf) > config.segment_bytes
-            or now_ms - active.created_ms > config.segment_ms
-            # relative offsets in the index are u32: roll long before a segment could span 2**32 offsets
-            or self.log_end_offset - active.base_offset >= 2**31
-        ):
-            active = self._roll(now_ms)
+        active = self._active_segment(len(buf), now_ms)
         base = self.log_end_offset
         append_time = now_ms if config.message_timestamp_type == "LogAppendTime" else None
         next_offset = assign_offsets(buf, headers, base, leader_epoch, append_time)
@@ -212,6 +205,46 @@ class PartitionLog:
         self._dirty[active.base_offset] = active
         self.log_end_offset = next_offset
         return AppendInfo(base, next_offset - 1, -1 if append_time is None else append_time, self.log_start_offset)
+
+    def append_replica(self, buf: bytearray, headers: list[BatchHeader], now_ms: int) -> int:
+        """Batches copied from the partition's leader, with the offsets and leader epochs it gave them (a follower's
+        append): they must continue this log exactly. Returns the new log end offset."""
+        expected = self.log_end_offset
+        for h in headers:
+            if h.base_offset != expected:
+                raise KafkaError(
+                    ErrorCode.CORRUPT_MESSAGE,
+                    f"{self.directory.name}: replicated batch at offset {h.base_offset}, the log ends at {expected}",
+                )
+            expected = h.next_offset
+        active = self._active_segment(len(buf), now_ms)
+        epochs_before = len(self._epochs)
+        for h in headers:
+            if not self._epochs or h.partition_leader_epoch > self._epochs[-1][0]:
+                self._epochs.append((h.partition_leader_epoch, h.base_offset))
+        if len(self._epochs) != epochs_before:
+            self._write_epochs()
+        active.append(buf, headers, self.log_end_offset, self.config.index_interval_bytes)
+        self._dirty[active.base_offset] = active
+        self.log_end_offset = expected
+        return expected
+
+    def _active_segment(self, incoming: int, now_ms: int) -> LogSegment:
+        """The segment the next ``incoming`` bytes go to, rolled by size, age or offset span first if due."""
+        active = self.segments[-1]
+        if active.size > 0 and (
+            active.size + incoming > self.config.segment_bytes
+            or now_ms - active.created_ms > self.config.segment_ms
+            # relative offsets in the index are u32: roll long before a segment could span 2**32 offsets
+            or self.log_end_offset - active.base_offset >= 2**31
+        ):
+            active = self._roll(now_ms)
+        return active
+
+    @property
+    def last_epoch(self) -> int:
+        """The leader epoch of the newest batch (-1 for an empty log): what a follower asks its new leader about."""
+        return self._epochs[-1][0] if self._epochs else -1
 
     def _roll(self, now_ms: int) -> LogSegment:
         seg = LogSegment(self.directory, self.log_end_offset, now_ms)

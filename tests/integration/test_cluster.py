@@ -242,7 +242,7 @@ def test_a_node_cut_off_longer_than_its_lease_is_fenced_and_rejoins_without_spli
         )
         now = {int(str(p["partition"])): p for p in _partitions(watcher, topic_name)}
         for i in on_victim:
-            # Its partitions had no other in-sync replica (no partition replication yet): leaderless, new epoch.
+            # Replication factor 1: no other replica has the data, so the partition is leaderless, with a new epoch.
             assert now[i]["leader"] == -1 and now[i]["isr"] == [victim_broker], now[i]
             assert int(str(now[i]["leader_epoch"])) == int(str(before[i]["leader_epoch"])) + 1
         md = AdminClient({"bootstrap.servers": watcher.bootstrap}).list_topics(timeout=10)
@@ -343,9 +343,9 @@ def test_hostile_controller_frames_are_dropped_and_counted_without_disturbing_th
     _wait_visible(cluster, topic_name, 1)
 
 
-def test_partition_leadership_and_replicas_change_only_without_losing_data(cluster: Cluster, topic_name: str) -> None:
-    """The ISR is the leader alone until partition replication exists: leadership may not move to a replica without
-    the data, an in-sync replica may not be dropped, replicas outside the ISR may be added and removed."""
+def test_partition_leadership_and_replicas_change_without_losing_data(cluster: Cluster, topic_name: str) -> None:
+    """Leadership moves only to an in-sync replica; a reassignment must keep one; new replicas copy the log and join
+    the ISR; the replication factor goes up and down; every acknowledged record is still there at the end."""
     node = cluster.nodes[2]
     part = f"/v1/partitions/{topic_name}/0"
     body = {"name": topic_name, "partitions": 1, "replication_factor": 2}
@@ -353,23 +353,138 @@ def test_partition_leadership_and_replicas_change_only_without_losing_data(clust
     assert status == 201
     status, p = admin_call(node.admin, "GET", part)
     leader, replicas = p["leader"], p["replicas"]
-    assert isinstance(replicas, list) and p["isr"] == [leader] and len(replicas) == 2
+    assert isinstance(replicas, list) and sorted(p["isr"]) == sorted(replicas) and len(replicas) == 2  # type: ignore[type-var]
+    first = [b"first-%d" % n for n in range(10)]
+    _produce(node.bootstrap, topic_name, {0: first})
     follower = next(r for r in replicas if r != leader)
-    status, refused = admin_call(node.admin, "POST", f"{part}/transfer_leadership", {"target": follower})
-    assert status == 409 and "ISR" in str(refused["message"]), refused
-    status, refused = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [follower]})
-    assert status == 409 and "in-sync" in str(refused["message"]), refused
     third = next(b for b in (0, 10, 20) if b not in replicas)
-    status, moved = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [leader, third]})
-    assert status == 200 and moved["replicas"] == [leader, third] and moved["leader"] == leader, moved
+    status, refused = admin_call(node.admin, "POST", f"{part}/transfer_leadership", {"target": third})
+    assert status == 400 and refused["field"] == "target", refused  # not a replica at all
+    status, moved = admin_call(node.admin, "POST", f"{part}/transfer_leadership", {"target": follower})
+    assert status == 200 and moved["leader"] == follower and moved["leader_epoch"] == 1, moved
+    status, refused = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [third]})
+    assert status == 409 and "in-sync" in str(refused["message"]), refused
+    status, moved = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [follower, third]})
+    assert status == 200 and moved["replicas"] == [follower, third] and moved["isr"] == [follower], moved
+
+    def isr_is(expected: list[int]) -> bool:
+        return sorted(admin_call(node.admin, "GET", part)[1]["isr"]) == sorted(expected)  # type: ignore[type-var]
+
+    _wait("the new replica to catch up and join the ISR", lambda: isr_is([follower, third]))
     status, topic = admin_call(cluster.nodes[3].admin, "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 3})
     assert status == 200 and topic["replication_factor"] == 3, topic
+    _wait("the third replica to join the ISR", lambda: isr_is([0, 10, 20]))
     status, topic = admin_call(cluster.nodes[1].admin, "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 1})
     assert status == 200 and topic["replication_factor"] == 1, topic
     status, p = admin_call(node.admin, "GET", part)
-    assert p["replicas"] == [leader] and p["leader"] == leader and p["leader_epoch"] == 0, p
+    assert p["replicas"] == [follower] and p["leader"] == follower and p["isr"] == [follower], p
     _produce(node.bootstrap, topic_name, {0: [b"still here"]})
-    elsewhere = next(b for n, b in cluster.nodes.items() if (n - 1) * 10 != leader)
+    elsewhere = next(b for n, b in cluster.nodes.items() if (n - 1) * 10 != follower)
     status, p = admin_call(elsewhere.admin, "GET", part)  # asked of the leader by ListOffsets
     offsets = p["offsets"]
-    assert isinstance(offsets, dict) and offsets["high_watermark"] == 1, p
+    assert isinstance(offsets, dict) and offsets["high_watermark"] == 11, p
+    assert sorted(_read_all(elsewhere.bootstrap, topic_name, 1, 11)) == sorted([*first, b"still here"])
+
+
+def _isr_full(b: Broker, name: str) -> bool:
+    return all(sorted(p["isr"]) == sorted(p["replicas"]) for p in _partitions(b, name))  # type: ignore[type-var]
+
+
+def test_replicated_partitions_fail_over_to_an_in_sync_replica_and_the_old_leader_catches_up(
+    cluster: Cluster, topic_name: str
+) -> None:
+    """Replication factor 3: acks=all is answered once every in-sync replica has the batch; a node cut off
+    (SIGSTOP) is fenced and its partitions get new leaders from their ISR with every acknowledged record; resumed,
+    it follows, truncates what it wrote alone, catches up, rejoins the ISR, and can lead again with all the data."""
+    leader = cluster.leader()
+    victim_node = next(n for n in (1, 2, 3) if n != leader)  # a Raft follower: the quorum keeps its leader
+    victim, watcher = cluster.nodes[victim_node], cluster.nodes[leader]
+    victim_broker = (victim_node - 1) * 10
+    status, _ = admin_call(
+        watcher.admin, "POST", "/v1/topics", {"name": topic_name, "partitions": 3, "replication_factor": 3}
+    )
+    assert status == 201
+    _wait_visible(cluster, topic_name, 3)
+    before = {int(str(p["partition"])): p for p in _partitions(watcher, topic_name)}
+    on_victim = [i for i, p in before.items() if p["leader"] == victim_broker]
+    assert on_victim and all(len(p["isr"]) == 3 for p in before.values()), before  # type: ignore[arg-type]
+    first = {i: [b"before-%d-%d" % (i, n) for n in range(20)] for i in range(3)}
+    _produce(watcher.bootstrap, topic_name, first)  # acks=all: on all three replicas
+
+    victim.signal_all(signal.SIGSTOP)
+    try:
+        _wait("the stopped broker to be fenced", lambda: _broker_status(watcher, victim_broker) == "fenced")
+        now = {int(str(p["partition"])): p for p in _partitions(watcher, topic_name)}
+        for i in on_victim:
+            assert now[i]["leader"] not in (-1, victim_broker), now[i]  # a new leader from the ISR
+            assert victim_broker not in now[i]["isr"]  # type: ignore[operator]
+            assert int(str(now[i]["leader_epoch"])) == int(str(before[i]["leader_epoch"])) + 1
+        during = {i: [b"during-%d-%d" % (i, n) for n in range(5)] for i in range(3)}
+        _produce(watcher.bootstrap, topic_name, during)  # every partition takes writes, with two replicas in sync
+        got = _read_all(watcher.bootstrap, topic_name, 3, 75)
+        assert sorted(got) == sorted(v for d in (first, during) for vs in d.values() for v in vs)
+    finally:
+        victim.signal_all(signal.SIGCONT)
+
+    caught_up = _wait("the resumed broker to rejoin every ISR", lambda: _isr_full(watcher, topic_name))
+    print(f"broker {victim_broker} back in every ISR {caught_up:.2f} s after SIGCONT")
+    after = {i: [b"after-%d" % i] for i in range(3)}
+    _produce(victim.bootstrap, topic_name, after)
+    for i in on_victim:  # hand leadership back: the old leader must now hold everything, and nothing twice
+        status, moved = admin_call(
+            victim.admin, "POST", f"/v1/partitions/{topic_name}/{i}/transfer_leadership", {"target": victim_broker}
+        )
+        assert status == 200 and moved["leader"] == victim_broker, moved
+    _wait(
+        "the victim to lead again",
+        lambda: all(_partitions(victim, topic_name)[i]["leader"] == victim_broker for i in on_victim),
+    )
+    expected = sorted(v for d in (first, during, after) for vs in d.values() for v in vs)
+    assert sorted(_read_all(victim.bootstrap, topic_name, 3, len(expected))) == expected
+
+
+def test_sigkill_of_a_partition_leader_loses_no_acknowledged_record(cluster: Cluster, topic_name: str) -> None:
+    """Writes with acks=all go on while the node leading the partition is SIGKILLed: every record the producer was
+    told is written is read back from the new leader, and the restarted node catches up and rejoins the ISR."""
+    leader = cluster.leader()
+    survivor = cluster.nodes[leader]
+    status, _ = admin_call(
+        survivor.admin, "POST", "/v1/topics", {"name": topic_name, "partitions": 1, "replication_factor": 3}
+    )
+    assert status == 201
+    _wait_visible(cluster, topic_name, 1)
+    part = f"/v1/partitions/{topic_name}/0"
+    led_by = int(str(admin_call(survivor.admin, "GET", part)[1]["leader"]))
+    victim_node = led_by // 10 + 1
+    if victim_node == leader:  # keep the Raft leader: move the partition's leadership to another node first
+        target = next(b for b in (0, 10, 20) if b != led_by)
+        assert admin_call(survivor.admin, "POST", f"{part}/transfer_leadership", {"target": target})[0] == 200
+        victim_node = target // 10 + 1
+    victim = cluster.nodes[victim_node]
+    acked: list[bytes] = []
+    failed: list[bytes] = []
+
+    def report(err: object, msg: object) -> None:
+        (failed if err is not None else acked).append(msg.value())  # type: ignore[attr-defined]
+
+    producer = Producer(
+        {"bootstrap.servers": survivor.bootstrap, "acks": "all", "message.timeout.ms": 30000, "linger.ms": 5}
+    )
+    killed = False
+    for n in range(3000):
+        producer.produce(topic_name, value=b"v-%05d" % n, partition=0, on_delivery=report)
+        producer.poll(0)
+        if n == 1000:
+            victim.kill()  # SIGKILL of every process of the node leading the partition, mid-stream
+            killed = True
+        if n % 100 == 0:
+            time.sleep(0.01)
+    assert killed and producer.flush(60) == 0
+    assert len(acked) > 1000, (len(acked), len(failed))
+    got = set(_read_all(survivor.bootstrap, topic_name, 1, len(acked)))
+    missing = [v for v in acked if v not in got]
+    assert not missing, f"{len(missing)} acknowledged records lost, first {missing[:3]}"
+    print(f"{len(acked)} acknowledged, {len(failed)} failed, all acknowledged read back after SIGKILL of the leader")
+    victim.launch()
+    victim.wait_ready()
+    _wait("the restarted node to rejoin the ISR", lambda: _isr_full(survivor, topic_name))

@@ -6,6 +6,10 @@ whole even if larger (KIP-74); the request waits up to max_wait_ms for min_bytes
 never by polling). v7+ fetch sessions (KIP-227): this broker creates none, answering session id 0, which tells
 clients to keep sending full requests; an unknown session id gets FETCH_SESSION_ID_NOT_FOUND. v13+ names topics by
 id (KIP-516).
+
+A fetch with ``replica_id`` >= 0 comes from a follower (``rafka_shards.broker.replication``): its fetch offsets are
+recorded first (they move the high watermark and the follower's caught-up time), it reads up to the log end rather
+than the high watermark, and its long poll wakes when the log grows.
 """
 
 from __future__ import annotations
@@ -37,16 +41,19 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     max_bytes = max(1, min(int(req.max_bytes), ctx.config.fetch_max_bytes))
     deadline = time.monotonic() + max_wait_ms / 1000
     loop = asyncio.get_running_loop()
+    replica = int(getattr(req, "replica_id", -1)) if version < 15 else int(req.replica_state.replica_id)
+    failed_early = _record_replica_fetches(ctx, req, replica) if replica >= 0 else {}
     while True:
-        topics, total, failed, readable = _read_all(ctx, req, max_bytes)
+        topics, total, failed, readable = _read_all(ctx, req, max_bytes, replica, failed_early)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or failed or remaining <= 0 or not readable:
-            _count(ctx, topics)
+            _count(ctx, topics, replica >= 0)
             return encode_fetch_response(version, topics)
-        # Long poll: any of these partitions' high watermark moving (or the partition going away) wakes us.
+        # Long poll: any of these partitions' high watermark moving (for a follower: its log growing), or the
+        # partition going away, wakes us.
         waiter: asyncio.Future[None] = loop.create_future()
         for p in readable:
-            p.add_data_waiter(waiter)
+            p.add_data_waiter(waiter, replica=replica >= 0)
         try:
             await asyncio.wait_for(waiter, remaining)
         except TimeoutError:
@@ -56,7 +63,28 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                 p.remove_data_waiter(waiter)
 
 
-def _count(ctx: RequestContext, topics: list[tuple[str, bytes, list[FetchPartitionData]]]) -> None:
+def _record_replica_fetches(ctx: RequestContext, req: Any, replica: int) -> dict[tuple[str, int], ErrorCode]:
+    """A follower's fetch offsets, recorded once per request; the partitions that refused it, with the reason."""
+    manager = ctx.manager
+    image = manager.image
+    now = manager.monotonic_ms()
+    refused: dict[tuple[str, int], ErrorCode] = {}
+    for topic in req.topics:
+        name = image.topics_by_id.get(topic.topic_id) if ctx.version >= 13 else str(topic.topic)
+        if name is None:
+            continue  # answered UNKNOWN_TOPIC_ID by _read_all
+        for fp in topic.partitions:
+            index = int(fp.partition)
+            try:
+                p = manager.lookup(name, index)
+                p.check_leader_epoch(int(getattr(fp, "current_leader_epoch", -1)))
+                p.record_follower_fetch(replica, int(fp.fetch_offset), now)
+            except KafkaError as e:
+                refused[(name, index)] = e.code
+    return refused
+
+
+def _count(ctx: RequestContext, topics: list[tuple[str, bytes, list[FetchPartitionData]]], replica: bool) -> None:
     """Bytes and batches out per partition, and partition errors, for the shard's metrics."""
     manager = ctx.manager
     for name, _, parts in topics:
@@ -65,14 +93,16 @@ def _count(ctx: RequestContext, topics: list[tuple[str, bytes, list[FetchPartiti
                 manager.probe.request_error("Fetch", ErrorCode(part.error_code).name)
             elif part.records:
                 p = manager.partitions.get(TopicPartition(name, part.partition))
-                if p is not None:
+                if p is not None and replica:
+                    p.probe.replica_bytes_out += sum(len(buf) for buf in part.records)
+                elif p is not None:
                     for buf in part.records:
                         p.probe.bytes_out += len(buf)
                         p.probe.batches_out += count_batches(buf)
 
 
 def _read_all(
-    ctx: RequestContext, req: Any, max_bytes: int
+    ctx: RequestContext, req: Any, max_bytes: int, replica: int, refused: dict[tuple[str, int], ErrorCode]
 ) -> tuple[list[tuple[str, bytes, list[FetchPartitionData]]], int, bool, list[Partition]]:
     manager = ctx.manager
     image = manager.image
@@ -99,18 +129,22 @@ def _read_all(
         for fp in topic.partitions:
             index = int(fp.partition)
             try:
+                code = refused.get((name, index))
+                if code is not None:
+                    raise KafkaError(code, "")
                 p = manager.lookup(name, index)
                 p.check_leader_epoch(int(getattr(fp, "current_leader_epoch", -1)))
                 budget = min(int(fp.partition_max_bytes), max_bytes - total)
                 log = p.log
                 hw = log.high_watermark
+                upper = log.log_end_offset if replica >= 0 else hw  # followers copy everything, consumers see the hw
                 if budget <= 0:
                     # The response is full: report the partition's offsets without data, as Kafka does.
                     p.check_offset(int(fp.fetch_offset))
                     parts.append(FetchPartitionData(index, 0, hw, hw, log.log_start_offset, []))
                     readable.append(p)
                     continue
-                result = log.read(int(fp.fetch_offset), budget, hw, min_one_batch=total == 0)
+                result = log.read(int(fp.fetch_offset), budget, upper, min_one_batch=total == 0)
             except KafkaError as e:
                 failed = True
                 parts.append(_error(index, e.code))

@@ -1,8 +1,9 @@
 """Produce (API key 0), versions 3-11: validate each partition's batches as units, append, acknowledge per acks.
 
 Runs in a shard process. Versions: v3 is the first with magic v2 batches only; v9+ is flexible (KIP-482). The crash
-story of each acks value is in ``rafka_shards.broker.partition``: acks=all (-1) is answered only once the batches are
-fsynced (durability=fsync), acks=1 after the write, acks=0 not at all (errors close the connection, as in Kafka).
+story of each acks value is in ``rafka_shards.broker.partition``: acks=all (-1) is answered once the high watermark
+passed the batches (every in-sync replica has them, fsynced under durability=fsync), acks=1 after the leader's
+write, acks=0 not at all (errors close the connection, as in Kafka).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 from typing import Any
 
 from controller.image import TopicImage
-from rafka_shards.config import Durability
 from rafka_shards.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody, timeout_ms
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol.fast_responses import ProducePartitionResult, encode_produce_response
@@ -26,9 +26,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     acks = int(req.acks)
     wait_ms = timeout_ms(req.timeout, ctx.config.produce_timeout_max_ms)
     results: list[tuple[str, list[ProducePartitionResult]]] = []
-    # (topic slot, partition slot, future of durability) for acks=all under durability=fsync
+    # (topic slot, partition slot, future of the high watermark passing the batches) for acks=all
     pending: list[tuple[int, int, asyncio.Future[None]]] = []
-    wait_for_fsync = acks == -1 and ctx.config.durability is Durability.FSYNC
     for topic in req.topic_data:
         name = str(topic.name)
         if name not in manager.image.topics:
@@ -53,8 +52,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                 manager.probe.request_error("Produce", e.code.name)
                 parts.append(ProducePartitionResult(index, int(e.code), -1, -1, -1, e.message))
                 continue
-            if wait_for_fsync:
-                pending.append((len(results), len(parts), p.wait_durable(info.last_offset)))
+            if acks == -1:
+                pending.append((len(results), len(parts), p.wait_high_watermark(info.last_offset)))
             parts.append(
                 ProducePartitionResult(index, 0, info.base_offset, info.log_append_time_ms, info.log_start_offset)
             )
@@ -92,7 +91,10 @@ def _check_min_insync(topic: TopicImage, index: int) -> None:
 
 def _outcome(fut: asyncio.Future[None]) -> tuple[ErrorCode, str | None]:
     if not fut.done():
-        return ErrorCode.REQUEST_TIMED_OUT, "the batch was written but not fsynced within the request timeout"
+        return (
+            ErrorCode.REQUEST_TIMED_OUT,
+            "the batch was written but not replicated to every in-sync replica (and fsynced) within the timeout",
+        )
     exc = fut.exception()
     if exc is None:
         return ErrorCode.NONE, None

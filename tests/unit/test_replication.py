@@ -1,0 +1,192 @@
+"""Partition replication rules on real logs with a fake clock: the leader's high watermark and ISR decisions, a
+follower's copy and truncation (KIP-101), and the acks=all wait."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from controller.image import PartitionImage
+from rafka_shards.broker.partition import Partition
+from rafka_shards.broker.replication import _truncation_offset
+from rafka_shards.config import Durability
+from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
+from rafka_shards.probe import PartitionProbe
+from rafka_shards.records.batch import validate_batches
+from rafka_shards.records.builder import Record, build_batch
+from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.log import PartitionLog
+
+TP = TopicPartition("t", 0)
+LAG_MAX_MS = 10_000
+
+
+def _partition(directory: Path, durability: Durability = Durability.FLUSH) -> Partition:
+    directory.mkdir(parents=True, exist_ok=True)
+    log = PartitionLog.open(directory, LogConfig(), 0)
+    return Partition(TP, uuid.uuid4(), directory, log, 0, durability, 100, PartitionProbe(TP))
+
+
+def _image(leader: int, isr: tuple[int, ...], epoch: int = 0, partition_epoch: int = 0) -> PartitionImage:
+    return PartitionImage(0, (0, 1, 2), isr, leader, epoch, partition_epoch)
+
+
+def _batch(values: list[bytes]) -> tuple[bytearray, list]:  # type: ignore[type-arg]
+    buf = bytearray(build_batch([Record(None, v, 1000) for v in values]))
+    return buf, validate_batches(buf, max_batch_bytes=10**7)
+
+
+def _copy(leader: Partition, follower: Partition) -> None:
+    """What a follower's fetch does: everything from its log end, with the leader's offsets and epochs."""
+    start = follower.log.log_end_offset
+    r = leader.log.read(start, 10**7, leader.log.log_end_offset, min_one_batch=True)
+    if r.data:
+        buf = bytearray(r.data)
+        follower.append_replica(buf, validate_batches(buf, max_batch_bytes=10**7), 0)
+
+
+def test_the_high_watermark_is_the_smallest_offset_every_in_sync_replica_has(tmp_path: Path) -> None:
+    async def run() -> None:
+        p = _partition(tmp_path / "leader")
+        p.assign(0, _image(0, (0, 1, 2)), now_ms=0)
+        info = p.append(*_batch([b"a", b"b", b"c"]), now_ms=0)
+        acked = p.wait_high_watermark(info.last_offset)
+        assert p.high_watermark == 0  # the followers have not fetched yet
+        p.record_follower_fetch(1, 3, now_ms=10)
+        assert p.high_watermark == 0 and not acked.done()
+        p.record_follower_fetch(2, 2, now_ms=10)
+        assert p.high_watermark == 2
+        await asyncio.sleep(0)
+        assert not acked.done()
+        p.record_follower_fetch(2, 3, now_ms=20)
+        await asyncio.sleep(0)
+        assert p.high_watermark == 3 and acked.done() and acked.exception() is None
+        with pytest.raises(KafkaError) as e:
+            p.record_follower_fetch(1, 9, now_ms=30)  # ahead of the leader: it must truncate first
+        assert e.value.code is ErrorCode.OFFSET_OUT_OF_RANGE
+        with pytest.raises(KafkaError):
+            p.record_follower_fetch(7, 0, now_ms=30)  # not a replica
+
+    asyncio.run(run())
+
+
+def test_under_fsync_the_leaders_own_unsynced_data_holds_the_high_watermark_back(tmp_path: Path) -> None:
+    async def run() -> None:
+        p = _partition(tmp_path / "leader", Durability.FSYNC)
+        p.assign(0, _image(0, (0, 1)), now_ms=0)
+        p.append(*_batch([b"a", b"b"]), now_ms=0)
+        p.record_follower_fetch(1, 2, now_ms=5)
+        assert p.high_watermark == 0
+        p.log.flush_now()
+        p.on_flushed()
+        assert p.high_watermark == 2
+
+    asyncio.run(run())
+
+
+def test_a_follower_that_stops_catching_up_leaves_the_isr_and_rejoins_at_the_high_watermark(tmp_path: Path) -> None:
+    async def run() -> None:
+        p = _partition(tmp_path / "leader")
+        p.assign(0, _image(0, (0, 1, 2)), now_ms=0)
+        p.append(*_batch([b"a"]), now_ms=0)
+        p.record_follower_fetch(1, 1, now_ms=100)
+        p.record_follower_fetch(2, 0, now_ms=100)  # behind, and never fetches again
+        assert p.wanted_isr(LAG_MAX_MS, LAG_MAX_MS) is None  # a whole lag window since the leader took over
+        for now in range(1000, 12_000, 1000):
+            p.record_follower_fetch(1, 1, now_ms=now)
+        assert p.wanted_isr(10_001, LAG_MAX_MS) == (0, 1)
+        p.assign(0, _image(0, (0, 1), partition_epoch=1), now_ms=10_001)  # the controller applied it
+        assert p.high_watermark == 1  # no longer held back by broker 2
+        p.append(*_batch([b"b"]), now_ms=0)
+        p.record_follower_fetch(2, 1, now_ms=10_100)  # back, below the high watermark (2 after broker 1 fetches)
+        p.record_follower_fetch(1, 2, now_ms=10_100)
+        assert p.high_watermark == 2 and p.wanted_isr(10_100, LAG_MAX_MS) is None
+        p.record_follower_fetch(2, 2, now_ms=10_200)
+        assert p.wanted_isr(10_200, LAG_MAX_MS) == (0, 1, 2)
+        p.isr_change_pending = True
+        assert p.wanted_isr(10_200, LAG_MAX_MS) is None  # one change in flight at a time
+
+    asyncio.run(run())
+
+
+def test_a_caught_up_follower_stays_in_sync_while_the_leader_keeps_writing(tmp_path: Path) -> None:
+    """Kafka's rule: reaching what the log end was at the previous fetch counts as caught up as of that fetch."""
+
+    async def run() -> None:
+        p = _partition(tmp_path / "leader")
+        p.assign(0, _image(0, (0, 1)), now_ms=0)
+        end = 0
+        for now in range(0, 30_000, 500):
+            p.record_follower_fetch(1, end, now_ms=now)  # always one batch behind the log end
+            end = p.append(*_batch([b"x"]), now_ms=now).last_offset + 1
+            assert p.wanted_isr(now, LAG_MAX_MS) is None, now
+
+    asyncio.run(run())
+
+
+def test_losing_leadership_fails_the_acks_still_waiting(tmp_path: Path) -> None:
+    async def run() -> None:
+        p = _partition(tmp_path / "leader")
+        p.assign(0, _image(0, (0, 1)), now_ms=0)
+        acked = p.wait_high_watermark(p.append(*_batch([b"a"]), now_ms=0).last_offset)
+        p.assign(0, _image(1, (1,), epoch=1, partition_epoch=1), now_ms=5)
+        await asyncio.sleep(0)
+        assert isinstance(acked.exception(), KafkaError) and p.needs_truncation and not p.is_leader
+        with pytest.raises(KafkaError):
+            p.append(*_batch([b"b"]), now_ms=0)
+
+    asyncio.run(run())
+
+
+def test_a_follower_copies_the_leaders_batches_and_truncates_what_diverged(tmp_path: Path) -> None:
+    async def run() -> None:
+        old = _partition(tmp_path / "old")  # led epoch 0, wrote two batches nobody else has
+        old.assign(0, _image(0, (0, 1)), now_ms=0)
+        new = _partition(tmp_path / "new")
+        new.assign(1, _image(0, (0, 1)), now_ms=0)
+        old.append(*_batch([b"a", b"b"]), now_ms=0)
+        _copy(old, new)
+        old.append(*_batch([b"lost-1"]), now_ms=0)
+        old.append(*_batch([b"lost-2"]), now_ms=0)
+        assert (old.log.log_end_offset, new.log.log_end_offset) == (4, 2)
+        # Epoch 1: the follower leads and writes; the old leader follows and must drop offsets 2..3.
+        new.assign(1, _image(1, (1, 0), epoch=1, partition_epoch=1), now_ms=0)
+        old.assign(0, _image(1, (1, 0), epoch=1, partition_epoch=1), now_ms=0)
+        new.append(*_batch([b"c"]), now_ms=0)
+        epoch, end = new.log.end_offset_for_epoch(old.log.last_epoch)
+        assert (epoch, end) == (0, 2)
+        old.truncate_to(_truncation_offset(old, 0, epoch, end))
+        assert old.log.log_end_offset == 2 and not old.needs_truncation
+        _copy(new, old)
+        assert old.log.log_end_offset == 3 and old.log.last_epoch == 1
+        read = bytes(old.log.read(0, 10**6, 3, min_one_batch=True).data)
+        assert b"lost" not in read and b"c" in read
+        with pytest.raises(KafkaError):  # a gap is refused, never written
+            buf, headers = _batch([b"z"])
+            old.append_replica(buf, headers, 0)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("asked", "leader_epoch", "leader_end", "expected"),
+    [
+        (3, 3, 8, 8),  # the leader knows our epoch: keep up to where it ends there
+        (3, 3, 20, 10),  # ... never beyond our own end
+        (3, 1, 4, 4),  # it knows only epoch 1, which ends at 4 there and at 5 here
+        (3, 1, 6, 5),  # ... and at 6 there: keep up to 5 (where epoch 1 ends here)
+        (3, -1, -1, 0),  # it knows none of our epochs: keep nothing
+        (-1, -1, -1, 10),  # our log is empty of epochs: nothing to drop
+    ],
+)
+def test_truncation_offset(tmp_path: Path, asked: int, leader_epoch: int, leader_end: int, expected: int) -> None:
+    p = _partition(tmp_path / "p")
+    p.assign(0, _image(0, (0,)), now_ms=0)
+    for epoch, count in ((1, 5), (3, 5)):  # epoch 1 covers offsets 0..4, epoch 3 covers 5..9
+        p.leader_epoch = epoch
+        p.append(*_batch([b"x"] * count), now_ms=0)
+    assert p.log.log_end_offset == 10
+    assert _truncation_offset(p, asked, leader_epoch, leader_end) == expected
