@@ -125,6 +125,8 @@ class Partition:
         """Take the role the metadata image gives this replica (at open and after every change of the partition)."""
         was_leader = self.is_leader
         new_epoch = pi.leader_epoch != self.leader_epoch or pi.leader != self.leader
+        if self.partition_epoch < 0 and len(pi.replicas) > 1:  # just opened: the log's recovered end is not agreed
+            self.log.forget_high_watermark()
         self.broker_id = broker_id
         self.leader_epoch = pi.leader_epoch
         self.leader = pi.leader

@@ -287,6 +287,12 @@ class PartitionLog:
         assert offset <= self.log_end_offset, (offset, self.log_end_offset)
         self.high_watermark = max(self.high_watermark, offset)
 
+    def forget_high_watermark(self) -> None:
+        """Recovery sets the high watermark to the end of the log, right for a partition with one replica. A replica
+        of a replicated partition does not know which of its records every in-sync replica has: it starts from the
+        log start, and fetches (its followers', or its leader's answers) raise it again."""
+        self.high_watermark = self.log_start_offset
+
     def update_config(self, config: LogConfig) -> None:
         self.config = config
 

@@ -190,3 +190,24 @@ def test_truncation_offset(tmp_path: Path, asked: int, leader_epoch: int, leader
         p.append(*_batch([b"x"] * count), now_ms=0)
     assert p.log.log_end_offset == 10
     assert _truncation_offset(p, asked, leader_epoch, leader_end) == expected
+
+
+def test_a_reopened_replica_of_a_replicated_partition_does_not_trust_its_log_end(tmp_path: Path) -> None:
+    """After a restart the log's end may hold records no other replica has: consumers must not see them until the
+    followers have them too (a single replica's log end is its high watermark, as before)."""
+
+    async def run() -> None:
+        for replicas, expected in (((0, 1), 0), ((0,), 2)):
+            directory = tmp_path / str(len(replicas))
+            p = _partition(directory)
+            p.assign(0, PartitionImage(0, replicas, replicas, 0, 0, 0), now_ms=0)
+            p.append(*_batch([b"a", b"b"]), now_ms=0)
+            p.log.close()
+            reopened = _partition(directory)
+            reopened.assign(0, PartitionImage(0, replicas, replicas, 0, 0, 0), now_ms=0)
+            assert reopened.high_watermark == expected
+            if len(replicas) > 1:
+                reopened.record_follower_fetch(1, 2, now_ms=1)
+                assert reopened.high_watermark == 2
+
+    asyncio.run(run())
