@@ -1,7 +1,7 @@
 """OffsetForLeaderEpoch (API key 23), versions 2-4: the end offset of a leader epoch (KIP-101, KIP-279).
 
 Runs in a shard process, on the partition's leader. Clients (librdkafka, KIP-320) use it after a leader change to
-detect log truncation; followers will use it in the replication issue.
+detect log truncation; followers (``broker.replication``) use it to find where their log diverged from the leader's.
 """
 
 from __future__ import annotations
