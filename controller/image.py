@@ -49,6 +49,15 @@ class PartitionImage:
     leader: int
     leader_epoch: int
     partition_epoch: int
+    # A reassignment in progress (KRaft's addingReplicas/removingReplicas): ``replicas`` is the union of old and
+    # new; it completes, dropping ``removing``, once every replica in ``adding`` is in the ISR.
+    adding: tuple[int, ...] = ()
+    removing: tuple[int, ...] = ()
+
+    @property
+    def target_replicas(self) -> tuple[int, ...]:
+        """The replicas once any reassignment in progress completes."""
+        return tuple(r for r in self.replicas if r not in self.removing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +117,16 @@ def encode_image(image: MetadataImage) -> bytes:
                     "id": str(t.topic_id),
                     "configs": dict(t.configs),
                     "partitions": [
-                        [p.partition, list(p.replicas), list(p.isr), p.leader, p.leader_epoch, p.partition_epoch]
+                        [
+                            p.partition,
+                            list(p.replicas),
+                            list(p.isr),
+                            p.leader,
+                            p.leader_epoch,
+                            p.partition_epoch,
+                            list(p.adding),
+                            list(p.removing),
+                        ]
                         for p in t.partitions
                     ],
                 }
@@ -169,13 +187,21 @@ def image_from_json(body: Any) -> MetadataImage:
                 raise ImageDecodeError("bad topic configs")
             partitions = []
             for p in t["partitions"]:
-                if not isinstance(p, list) or len(p) != 6:
+                if not isinstance(p, list) or len(p) not in (6, 8):  # 6: written before reassignments in progress
                     raise ImageDecodeError("bad partition")
-                index, replicas, isr, leader, leader_epoch, partition_epoch = p
+                index, replicas, isr, leader, leader_epoch, partition_epoch = p[:6]
+                adding, removing = p[6:] or [[], []]
                 _ints([index, leader, leader_epoch, partition_epoch])
                 partitions.append(
                     PartitionImage(
-                        index, tuple(_ints(replicas)), tuple(_ints(isr)), leader, leader_epoch, partition_epoch
+                        index,
+                        tuple(_ints(replicas)),
+                        tuple(_ints(isr)),
+                        leader,
+                        leader_epoch,
+                        partition_epoch,
+                        tuple(_ints(adding)),
+                        tuple(_ints(removing)),
                     )
                 )
             topic = TopicImage(t["name"], uuid.UUID(t["id"]), tuple(partitions), MappingProxyType(dict(configs)))

@@ -124,16 +124,56 @@ def _reassignment_rejection(image: MetadataImage, cmd: ReassignPartition) -> Rej
     if rejection is not None:
         return rejection
     p = topic.partitions[cmd.partition]
-    if not _leader_candidates(image, replace(p, replicas=cmd.replicas), -1):
+    name = f"{cmd.topic}-{cmd.partition}"
+    if p.adding and set(cmd.replicas) != set(p.replicas) - set(p.adding):
         return Rejection(
             RejectKind.CONFLICT,
-            f"{cmd.topic}-{cmd.partition}: the new replicas {cmd.replicas} keep no unfenced in-sync replica of "
-            f"{p.isr}; only those hold all acknowledged data (add the new replicas first, let them catch up)",
+            f"{name}: a reassignment to {list(p.target_replicas)} is in progress (adding {list(p.adding)}); wait for "
+            f"it or cancel it by reassigning to {[r for r in p.replicas if r not in p.adding]}",
         )
-    leaving = [r for r in cmd.replicas if r not in p.replicas and image.brokers[r].decommissioning]
+    union = (*p.replicas, *(r for r in cmd.replicas if r not in p.replicas))
+    rejection = _check_assignments(image, (union,), None)
+    if rejection is not None:
+        return Rejection(rejection.kind, f"{name}: old and new replicas are all kept while moving: {rejection.message}")
+    adding = [r for r in cmd.replicas if r not in p.replicas]
+    if not adding and not _leader_candidates(image, replace(p, replicas=cmd.replicas), -1):
+        return Rejection(
+            RejectKind.CONFLICT,
+            f"{name}: the new replicas {cmd.replicas} keep no unfenced in-sync replica of {p.isr}; only those hold "
+            "all acknowledged data",
+        )
+    leaving = [r for r in adding if image.brokers[r].decommissioning]
     if leaving:
         return Rejection(RejectKind.CONFLICT, f"broker(s) {leaving} are decommissioning and take no new replicas")
     return None
+
+
+def _reassign(image: MetadataImage, p: PartitionImage, target: tuple[int, ...]) -> PartitionImage:
+    """KRaft's reassignment: new replicas are added first and copy the log; the old ones leave once every new one is
+    in sync (``_complete_reassignment``). Without new replicas (or cancelled) it takes effect at once."""
+    adding = tuple(r for r in target if r not in p.replicas and r not in p.adding)
+    if adding:
+        removing = tuple(r for r in p.replicas if r not in target)
+        return replace(
+            p, replicas=target + removing, adding=adding, removing=removing, partition_epoch=p.partition_epoch + 1
+        )
+    return _take_replicas(image, p, target)
+
+
+def _take_replicas(image: MetadataImage, p: PartitionImage, target: tuple[int, ...]) -> PartitionImage:
+    """``target`` becomes the replica list now: replicas that leave also leave the ISR; if the leader leaves, the
+    first remaining in-sync replica leads."""
+    isr = tuple(r for r in p.isr if r in target)
+    moved = replace(p, replicas=target, adding=(), removing=())
+    if p.leader in target:
+        return replace(moved, isr=isr, partition_epoch=p.partition_epoch + 1)
+    return _elect(moved, _leader_candidates(image, replace(moved, isr=isr), -1)[0], isr)
+
+
+def _complete_reassignment(image: MetadataImage, p: PartitionImage) -> PartitionImage:
+    if p.adding and all(r in p.isr for r in p.adding):
+        return _take_replicas(image, p, p.target_replicas)
+    return p
 
 
 def _alter_partition_rejection(image: MetadataImage, cmd: AlterPartition) -> Rejection | None:
@@ -360,21 +400,14 @@ def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
     if isinstance(cmd, ReassignPartition):
         topic = image.topics[cmd.topic]
         parts = list(topic.partitions)
-        old_p = parts[cmd.partition]
-        # Replicas that leave also leave the ISR; if the leader leaves, the first remaining in-sync replica leads.
-        isr = tuple(r for r in old_p.isr if r in cmd.replicas)
-        moved = replace(old_p, replicas=cmd.replicas)
-        if old_p.leader in cmd.replicas:
-            new_p = replace(moved, isr=isr, partition_epoch=old_p.partition_epoch + 1)
-        else:
-            new_p = _elect(moved, _leader_candidates(image, replace(moved, isr=isr), -1)[0], isr)
-        parts[cmd.partition] = new_p
+        parts[cmd.partition] = _reassign(image, parts[cmd.partition], cmd.replicas)
         return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
     if isinstance(cmd, AlterPartition):
         topic = image.topics[cmd.topic]
         parts = list(topic.partitions)
         old_p = parts[cmd.partition]
-        parts[cmd.partition] = replace(old_p, isr=cmd.isr, partition_epoch=old_p.partition_epoch + 1)
+        changed = replace(old_p, isr=cmd.isr, partition_epoch=old_p.partition_epoch + 1)
+        parts[cmd.partition] = _complete_reassignment(image, changed)
         return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
     if isinstance(cmd, CreateTopic):
         partitions = tuple(_partition(image, i, r) for i, r in enumerate(cmd.assignments))

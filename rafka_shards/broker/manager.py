@@ -70,6 +70,10 @@ LOCK_FILE = ".lock"
 PRODUCER_ID_BLOCK_SIZE = 1000
 
 
+class PartitionLocked(Exception):
+    """Another process holds the partition's directory."""
+
+
 class MetadataProposer(Protocol):
     """How a shard changes metadata: the controller link (``rafka_shards.server.controller_link``)."""
 
@@ -352,16 +356,19 @@ class PartitionManager:
                     wanted[TopicPartition(topic.name, p.partition)] = (topic, p)
         for tp in list(self.partitions):
             if tp not in wanted or wanted[tp][0].topic_id != self.partitions[tp].topic_id:
-                topic_gone = image.topics.get(tp.topic) is None or (
-                    image.topics[tp.topic].topic_id != self.partitions[tp].topic_id
-                )
-                self._close_partition(tp, delete=topic_gone)
+                # The topic is gone or this replica was moved away: its copy is of no use here any more (the
+                # node holds at most one replica of a partition, so no other shard of it needs the directory).
+                self._close_partition(tp, delete=True)
         now = self.now_ms()
         for tp, (topic, pi) in wanted.items():
             existing = self.partitions.get(tp)
             log_config = self._log_config(topic)
             if existing is None:
-                existing = self._open_partition(tp, topic.topic_id, pi.leader_epoch, log_config, now)
+                try:
+                    existing = self._open_partition(tp, topic.topic_id, pi.leader_epoch, log_config, now)
+                except PartitionLocked as e:
+                    log.error("%s; not serving it", e)
+                    continue
             elif existing.log.config != log_config:
                 existing.log.update_config(log_config)
             if (existing.leader, existing.leader_epoch, existing.partition_epoch) != (
@@ -410,7 +417,10 @@ class PartitionManager:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(lock_fd)
-            raise RuntimeError(f"{directory} is locked by another process: two shards must never serve {tp}") from None
+            raise PartitionLocked(
+                f"{directory} is locked by another process (another shard of this node holds a replica of {tp}: "
+                "metadata written before replicas were kept on distinct nodes)"
+            ) from None
         if fresh:
             write_atomically(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
         plog = PartitionLog.open(directory, log_config, now_ms)

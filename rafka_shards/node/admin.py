@@ -144,6 +144,8 @@ def _partition_json(t: TopicImage, p: PartitionImage) -> dict[str, Any]:
         "partition_epoch": p.partition_epoch,
         "replicas": list(p.replicas),
         "isr": list(p.isr),
+        "adding_replicas": list(p.adding),  # a reassignment in progress: these copy the log, then
+        "removing_replicas": list(p.removing),  # these leave
     }
 
 

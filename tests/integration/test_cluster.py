@@ -344,8 +344,9 @@ def test_hostile_controller_frames_are_dropped_and_counted_without_disturbing_th
 
 
 def test_partition_leadership_and_replicas_change_without_losing_data(cluster: Cluster, topic_name: str) -> None:
-    """Leadership moves only to an in-sync replica; a reassignment must keep one; new replicas copy the log and join
-    the ISR; the replication factor goes up and down; every acknowledged record is still there at the end."""
+    """Leadership moves only to an in-sync replica; a reassignment adds the new replicas, which copy the log and join
+    the ISR, before the old ones leave; the replication factor goes up and down; every acknowledged record is still
+    there at the end."""
     node = cluster.nodes[2]
     part = f"/v1/partitions/{topic_name}/0"
     body = {"name": topic_name, "partitions": 1, "replication_factor": 2}
@@ -362,17 +363,19 @@ def test_partition_leadership_and_replicas_change_without_losing_data(cluster: C
     assert status == 400 and refused["field"] == "target", refused  # not a replica at all
     status, moved = admin_call(node.admin, "POST", f"{part}/transfer_leadership", {"target": follower})
     assert status == 200 and moved["leader"] == follower and moved["leader_epoch"] == 1, moved
-    status, refused = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [third]})
-    assert status == 409 and "in-sync" in str(refused["message"]), refused
     status, moved = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [follower, third]})
-    assert status == 200 and moved["replicas"] == [follower, third] and moved["isr"] == [follower], moved
+    assert status == 200 and moved["adding_replicas"] == [third] and moved["removing_replicas"] == [leader], moved
+    assert moved["replicas"] == [follower, third, leader]  # the old replica stays until the new one caught up
+    status, refused = admin_call(node.admin, "POST", f"{part}/replicas", {"replicas": [third]})
+    assert status == 409 and "in progress" in str(refused["message"]), refused
 
     def isr_is(expected: list[int]) -> bool:
-        return sorted(admin_call(node.admin, "GET", part)[1]["isr"]) == sorted(expected)  # type: ignore[type-var]
+        p = admin_call(node.admin, "GET", part)[1]
+        return sorted(p["replicas"]) == sorted(p["isr"]) == sorted(expected)  # type: ignore[type-var]
 
-    _wait("the new replica to catch up and join the ISR", lambda: isr_is([follower, third]))
+    _wait("the new replica to catch up, and the old one to leave", lambda: isr_is([follower, third]))
     status, topic = admin_call(cluster.nodes[3].admin, "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 3})
-    assert status == 200 and topic["replication_factor"] == 3, topic
+    assert status == 200, topic
     _wait("the third replica to join the ISR", lambda: isr_is([0, 10, 20]))
     status, topic = admin_call(cluster.nodes[1].admin, "PATCH", f"/v1/topics/{topic_name}", {"replication_factor": 1})
     assert status == 200 and topic["replication_factor"] == 1, topic

@@ -173,23 +173,48 @@ def test_decommissioning_takes_no_new_replicas_and_survives_a_restart() -> None:
     assert log.image.brokers[2].decommissioning
 
 
-def test_reassignment_keeps_an_in_sync_replica_and_moves_leadership_to_one() -> None:
+def test_a_reassignment_adds_new_replicas_first_and_drops_old_ones_once_the_new_are_in_sync() -> None:
     log = _cluster()
     _topic(log, (0, 1))
     _with_isr(log, (0,))
-    log.do(ReassignPartition("t", 0, (0, 2)))  # 1 was not in sync: it may go; 2 joins outside the ISR
+    log.do(ReassignPartition("t", 0, (0,)))  # nothing new: 1 (not in sync) goes at once
+    assert (log.partition().replicas, log.partition().isr) == ((0,), (0,))
+    assert validate(log.image, ReassignPartition("t", 0, (1,))) is None  # 1 is new again: it copies the log first
+    log.do(ReassignPartition("t", 0, (2, 1)))  # both new: the old replica 0 stays (and leads) until they catch up
     p = log.partition()
-    assert (p.replicas, p.isr, p.leader) == ((0, 2), (0,), 0)
-    rejection = validate(log.image, ReassignPartition("t", 0, (1, 2)))
+    assert (p.replicas, p.adding, p.removing, p.leader, p.target_replicas) == ((2, 1, 0), (2, 1), (0,), 0, (2, 1))
+    refused = validate(log.image, ReassignPartition("t", 0, (1,)))
+    assert refused is not None and refused.kind is RejectKind.CONFLICT and "in progress" in refused.message
+    _with_isr(log, (0, 2))  # 2 caught up; 1 not yet
+    assert log.partition().adding == (2, 1)
+    epoch = log.partition().leader_epoch
+    _with_isr(log, (0, 2, 1))  # every new replica in sync: 0 leaves, the first in-sync new replica leads
+    p = log.partition()
+    assert (p.replicas, p.isr, p.leader, p.leader_epoch, p.adding, p.removing) == ((2, 1), (2, 1), 2, epoch + 1, (), ())
+
+
+def test_a_reassignment_in_progress_can_be_cancelled_and_a_removal_keeps_an_in_sync_replica() -> None:
+    log = _cluster()
+    _topic(log, (0, 1))
+    _with_isr(log, (0,))
+    log.do(ReassignPartition("t", 0, (0, 2)))
+    assert log.partition().adding == (2,)
+    log.do(ReassignPartition("t", 0, (0, 1)))  # cancel: back to the replicas before it
+    p = log.partition()
+    assert (p.replicas, p.isr, p.adding, p.removing) == ((0, 1), (0,), (), ())
+    rejection = validate(log.image, ReassignPartition("t", 0, (1,)))  # only removes: 1 is not in sync
     assert rejection is not None and rejection.kind is RejectKind.CONFLICT and "(0,)" in rejection.message
     for bad in ((), (0, 0), (0, 9)):
         assert validate(log.image, ReassignPartition("t", 0, bad)) is not None
     assert validate(log.image, ReassignPartition("t", 5, (0,))) is not None
-    _with_isr(log, (0, 2))  # 2 caught up
-    epoch = log.partition().leader_epoch
-    log.do(ReassignPartition("t", 0, (2, 1)))  # the leader leaves: the in-sync 2 takes over
-    p = log.partition()
-    assert (p.replicas, p.isr, p.leader, p.leader_epoch) == ((2, 1), (2,), 2, epoch + 1)
+
+
+def test_old_and_new_replicas_of_a_moving_partition_may_not_share_a_node() -> None:
+    log = Log()
+    log.do(*(RegisterBroker(b, "127.0.0.1", 9092 + b, None, f"inc-{b}", node_id=b // 2) for b in range(4)))
+    log.do(CreateTopic("t", uuid.uuid4(), ((0, 2),), ()))
+    refused = validate(log.image, ReassignPartition("t", 0, (1, 2)))  # 1 is on node 0, like 0
+    assert refused is not None and "one node" in refused.message
 
 
 @pytest.mark.parametrize(
