@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 
+from controller.commands import ReassignPartition
 from controller.image import MetadataImage
 
 
@@ -73,3 +74,41 @@ def grow_replicas(image: MetadataImage, replicas: tuple[int, ...], replication_f
             f"a usable broker, {len(chosen) - len(replicas)} available"
         )
     return tuple(chosen)
+
+
+def drain_moves(image: MetadataImage, limit: int) -> list[ReassignPartition]:
+    """Reassignments that move replicas off decommissioning brokers (at most ``limit``): each partition that lists
+    one, and is not being reassigned already, keeps its other replicas and gets, in place of each leaving broker, a
+    usable broker on a node it does not use yet (fewest replicas first). Partitions with no such broker stay put.
+
+    The controller's leader proposes these until no partition lists the broker (then it is drained). The new replicas
+    copy the log first; the leaving ones go once the new ones are in sync, so the data never has fewer copies.
+    """
+    leaving = {b for b, reg in image.brokers.items() if reg.decommissioning}
+    if not leaving or limit <= 0:
+        return []
+    counts = replica_counts(image)
+    usable = usable_brokers(image)
+    moves: list[ReassignPartition] = []
+    for topic in sorted(image.topics.values(), key=lambda t: t.name):
+        for p in topic.partitions:
+            if p.adding or not leaving.intersection(p.replicas):
+                continue
+            used_nodes = {image.brokers[r].node for r in p.replicas if r in image.brokers}
+            target: list[int] = []
+            for r in p.replicas:
+                if r not in leaving:
+                    target.append(r)
+                    continue
+                candidates = [b for b in usable if image.brokers[b].node not in used_nodes]
+                if not candidates:
+                    break
+                chosen = min(candidates, key=lambda b: (counts[b], b))
+                target.append(chosen)
+                used_nodes.add(image.brokers[chosen].node)
+                counts[chosen] += 1
+            else:
+                moves.append(ReassignPartition(topic.name, p.partition, tuple(target)))
+                if len(moves) >= limit:
+                    return moves
+    return moves

@@ -62,6 +62,7 @@ class Partition:
         "followers",
         "isr",
         "isr_change_pending",
+        "isr_retry_at_ms",
         "leader",
         "leader_epoch",
         "log",
@@ -115,6 +116,7 @@ class Partition:
         self.epoch_start_offset = 0  # where this replica's log stood when it became leader (its epoch starts there)
         self.followers: dict[int, FollowerState] = {}  # as leader: the other replicas
         self.isr_change_pending = False  # as leader: an AlterPartition is in flight
+        self.isr_retry_at_ms = 0  # as leader: no new AlterPartition before this (the last one was refused)
         self.needs_truncation = False  # as follower: ask the leader where the logs agree before fetching
 
     @property
@@ -124,6 +126,7 @@ class Partition:
     def assign(self, broker_id: int, pi: PartitionImage, now_ms: int) -> None:
         """Take the role the metadata image gives this replica (at open and after every change of the partition)."""
         was_leader = self.is_leader
+        old_isr = self.isr
         new_epoch = pi.leader_epoch != self.leader_epoch or pi.leader != self.leader
         if self.partition_epoch < 0 and len(pi.replicas) > 1:  # just opened: the log's recovered end is not agreed
             self.log.forget_high_watermark()
@@ -142,6 +145,10 @@ class Partition:
             else:
                 old = self.followers
                 self.followers = {r: old.get(r) or FollowerState(now_ms) for r in pi.replicas if r != broker_id}
+                for r in old_isr:
+                    if r not in pi.isr and r in self.followers:
+                        # Taken out of the ISR (fenced, or by this leader): it rejoins only after fetching again.
+                        self.followers[r].fetch_offset = -1
             self.needs_truncation = False
             self._advance_high_watermark(self._leader_high_watermark())
             return
@@ -268,11 +275,14 @@ class Partition:
         state.leader_end_at_last_fetch = end
         self._advance_high_watermark(self._leader_high_watermark())
 
-    def wanted_isr(self, now_ms: int, lag_max_ms: int) -> tuple[int, ...] | None:
-        """The ISR this leader should ask for now, or None if it is right (or a change is in flight): followers that
-        have not caught up within ``lag_max_ms`` leave; followers that reached the high watermark in this leader's
-        epoch join. In replica order, the leader always in it."""
-        if not self.is_leader or self.isr_change_pending or self._closed:
+    def wanted_isr(
+        self, now_ms: int, lag_max_ms: int, ineligible: frozenset[int] = frozenset()
+    ) -> tuple[int, ...] | None:
+        """The ISR this leader should ask for now, or None if it is right (or a change is in flight, or the last
+        one was refused moments ago): followers that have not caught up within ``lag_max_ms`` leave; followers that
+        reached the high watermark in this leader's epoch join, unless ``ineligible`` (fenced: KIP-841). In replica
+        order, the leader always in it."""
+        if not self.is_leader or self.isr_change_pending or self._closed or now_ms < self.isr_retry_at_ms:
             return None
         hw = self.log.high_watermark
         wanted = []
@@ -285,7 +295,11 @@ class Partition:
             elif r in self.isr:
                 if now_ms - state.caught_up_ms <= lag_max_ms:
                     wanted.append(r)
-            elif state.fetch_offset >= max(hw, self.epoch_start_offset) and now_ms - state.caught_up_ms <= lag_max_ms:
+            elif (
+                r not in ineligible
+                and state.fetch_offset >= max(hw, self.epoch_start_offset)
+                and now_ms - state.caught_up_ms <= lag_max_ms
+            ):
                 wanted.append(r)
         return tuple(wanted) if set(wanted) != set(self.isr) else None
 

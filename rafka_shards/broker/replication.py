@@ -9,8 +9,8 @@ Runs in a shard process, on its event loop (Kafka's ReplicaFetcherManager and th
   durability=fsync) fsynced before the next fetch reports them: the leader counts a follower's fetch offset as data on
   its disk. Errors back off and retry; a fetcher stops when this shard follows nothing of that leader.
 - The ISR loop: every ``ISR_CHECK_INTERVAL_S`` each partition this shard leads compares its ISR with what its
-  followers' fetches show (``Partition.wanted_isr``) and proposes AlterPartition when it differs (one at a time per
-  partition; a stale one is refused by the controller and re-evaluated on the next image).
+  followers' fetches show (``Partition.wanted_isr``; fenced brokers never join) and proposes AlterPartition when it
+  differs (one at a time per partition; one the controller refused waits ``ISR_RETRY_AFTER_REFUSAL_MS``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ISR_CHECK_INTERVAL_S = 0.2
+ISR_RETRY_AFTER_REFUSAL_MS = 1000  # a refused AlterPartition is not asked again sooner (the image catches up)
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
 RESPONSE_BYTES_SLACK = 1024 * 1024  # a response may exceed replica_fetch_max_bytes by one batch (KIP-74) and headers
@@ -102,8 +103,10 @@ class Replication:
             if not manager.lease_valid():
                 continue  # the controller may have moved leadership already; it would refuse anyway
             now = manager.monotonic_ms()
+            image = manager.image
+            ineligible = frozenset(b for b, reg in image.brokers.items() if reg.fenced)
             for tp, p in manager.partitions.items():
-                wanted = p.wanted_isr(now, lag_max_ms)
+                wanted = p.wanted_isr(now, lag_max_ms, ineligible)
                 if wanted is not None:
                     p.isr_change_pending = True
                     task = asyncio.get_running_loop().create_task(self._alter_isr(tp, p, wanted))
@@ -117,6 +120,7 @@ class Replication:
             log.info("%s: ISR %s -> %s", tp, list(p.isr), list(isr))
         except KafkaError as e:
             log.info("%s: ISR change to %s not made: %s", tp, list(isr), e.message)
+            p.isr_retry_at_ms = self.manager.monotonic_ms() + ISR_RETRY_AFTER_REFUSAL_MS
         finally:
             p.isr_change_pending = False
 
@@ -143,6 +147,12 @@ class ReplicaFetcher:
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._run(), name=f"replica-fetcher-{leader}"
         )
+        self.task.add_done_callback(self._died)
+
+    def _died(self, task: asyncio.Task[None]) -> None:
+        """A fetcher only ends by ``stop``; one that failed would leave its partitions silently unreplicated."""
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("replica fetcher for leader %d died", self.leader, exc_info=task.exception())
 
     def follow(self, partitions: set[TopicPartition]) -> None:
         if partitions != self.partitions:
@@ -200,6 +210,8 @@ class ReplicaFetcher:
     ) -> bytes:
         self._correlation += 1
         header = struct.pack(">hhih", key, version, self._correlation, len(_CLIENT_ID)) + _CLIENT_ID
+        if writer.transport.is_closing():
+            raise FetchFailed("the connection to the leader closed")  # uvloop raises on a write to a closed one
         writer.write(struct.pack(">i", len(header) + len(body)) + header + body)
         await writer.drain()
         (size,) = struct.unpack(">i", await reader.readexactly(4))

@@ -369,6 +369,7 @@ def build_app(supervisor: Supervisor) -> web.Application:
                 "learners": [member(n) for n in sorted(st.conf.learners)],
                 "leader_changes": c.leader_changes,
                 "transport_dropped": dict(c.transport.dropped),
+                "transport_links": c.transport.links(),
             }
         )
 
@@ -406,7 +407,12 @@ def build_app(supervisor: Supervisor) -> web.Application:
         Route("GET", "/v1/brokers/{id}", broker, "one broker; lease and metadata lag where this node knows them"),
         Route("PUT", "/v1/brokers/{id}/maintenance", maintenance_on, "drain leadership, take no new replicas"),
         Route("DELETE", "/v1/brokers/{id}/maintenance", maintenance_off, "end maintenance"),
-        Route("PUT", "/v1/brokers/{id}/decommission", decommission, "no new replicas; drained once none are left"),
+        Route(
+            "PUT",
+            "/v1/brokers/{id}/decommission",
+            decommission,
+            "no new replicas; its replicas move to other nodes; drained once none are left",
+        ),
         Route("GET", "/v1/topics", topics, "every topic"),
         Route(
             "POST",

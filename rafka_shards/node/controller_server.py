@@ -180,8 +180,8 @@ class ShardSession:
 
     def _write(self, frame: bytes) -> None:
         writer = self._writer
-        if writer is None or self._closed:
-            return
+        if writer is None or self._closed or writer.transport.is_closing():
+            return  # the shard is gone (uvloop raises on a write to a closed transport)
         if writer.transport.get_write_buffer_size() > SESSION_BUFFER_BYTES_MAX:
             log.error("shard %d is not reading its controller channel; disconnecting it", self.index)
             self.close()

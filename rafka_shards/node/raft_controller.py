@@ -35,6 +35,7 @@ from controller.commands import (
     CommandDecodeError,
     FenceBroker,
     NoOp,
+    ReassignPartition,
     UnfenceBroker,
     command_from_json,
     decode_command,
@@ -43,6 +44,7 @@ from controller.commands import (
 from controller.image import MetadataImage, decode_image, encode_image
 from controller.leases import BrokerLeases, HeartbeatReply
 from controller.metadata_log import MetadataLog
+from controller.placement import drain_moves
 from controller.raft import messages as raft_messages
 from controller.raft.node import (
     ConfChangeError,
@@ -66,6 +68,8 @@ NOOP_PAYLOAD = encode_command(NoOp())
 FORWARD_TIMEOUT_S = 10.0
 FORWARDS_PENDING_MAX = 4096
 PROPOSALS_PENDING_MAX = 16384
+DRAIN_INTERVAL_MS = 1000  # how often the leader looks for replicas to move off decommissioning brokers
+DRAIN_MOVES_MAX = 32  # reassignments it proposes at once
 READS_PENDING_MAX = 1024  # ReadIndex requests waiting at a leader (the node itself allows RaftConfig.pending_reads_max)
 
 
@@ -158,6 +162,8 @@ class RaftController:
         self.leases: BrokerLeases | None = None  # only while this node leads and has applied an entry of its term
         self._leases_term = Term(-1)
         self._lease_tasks: set[asyncio.Task[None]] = set()
+        self._draining: set[tuple[str, int]] = set()  # partitions whose drain reassignment is being proposed
+        self._next_drain_ms = 0
 
     @classmethod
     async def open(cls, config: BrokerConfig) -> RaftController:
@@ -202,7 +208,17 @@ class RaftController:
             await asyncio.sleep(interval_s)
             if settled == 0 and time.monotonic() >= warn_at:
                 warn_at += 5
-                log.warning("waiting for the controller quorum (node %d, term %d, no leader yet)", node.id, node.term)
+                log.warning(
+                    "waiting for the controller quorum (node %d, term %d, leader %s, commit %d of term %s, applied "
+                    "%d, dropped frames %s)",
+                    node.id,
+                    node.term,
+                    node.leader if node.leader != NO_NODE else "unknown",
+                    node.commit,
+                    node.term_at(node.commit),
+                    self.image.offset,
+                    dict(self.transport.dropped),
+                )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         """The Ready and tick loops never end: one that failed leaves a controller that neither persists nor
@@ -458,6 +474,34 @@ class RaftController:
             log.warning("broker %d missed its heartbeats for %d ms: fencing it", fence.broker_id, timeout)
             self._propose_lease_change(leases, fence)
 
+    def _tick_drain(self) -> None:
+        """The active controller moves replicas off decommissioning brokers (``placement.drain_moves``), a few at a
+        time; each move completes by itself once the new replicas are in sync."""
+        if self.leases is None:
+            return  # only the leader that applied everything before its term
+        now = self.now_ms()
+        if now < self._next_drain_ms:
+            return
+        self._next_drain_ms = now + DRAIN_INTERVAL_MS
+        for move in drain_moves(self.image, DRAIN_MOVES_MAX - len(self._draining)):
+            key = (move.topic, move.partition)
+            if key in self._draining:
+                continue
+            self._draining.add(key)
+
+            async def run(cmd: ReassignPartition = move, key: tuple[str, int] = key) -> None:
+                try:
+                    await self.propose(cmd)
+                    log.info("moving replicas off a decommissioning broker: %s", cmd)
+                except CommandRejected as e:
+                    log.info("%s not committed: %s", cmd, e)
+                finally:
+                    self._draining.discard(key)
+
+            task = asyncio.get_running_loop().create_task(run())
+            self._lease_tasks.add(task)
+            task.add_done_callback(self._lease_tasks.discard)
+
     def _propose_lease_change(self, leases: BrokerLeases, cmd: FenceBroker | UnfenceBroker) -> None:
         async def run() -> None:
             try:
@@ -571,6 +615,7 @@ class RaftController:
             await asyncio.sleep(interval_s)
             self.node.tick(self.now_ms())
             self._tick_leases()
+            self._tick_drain()
             if self.node.has_ready():
                 self._wake.set()
 

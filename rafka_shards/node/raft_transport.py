@@ -58,7 +58,18 @@ class _PeerLink:
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
+        self.state = "connecting"
+        self.connects = 0
+        self.failures = 0
+        self.frames_sent = 0
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-peer-{node}")
+        self._task.add_done_callback(self._died)
+
+    def _died(self, task: asyncio.Task[None]) -> None:
+        """The link never ends but by ``close``: say so loudly if it did (Raft would silently lose the peer)."""
+        if not task.cancelled() and task.exception() is not None:
+            self.state = "dead"
+            log.critical("link to controller node %d died", self.node, exc_info=task.exception())
 
     def send(self, frame: bytes) -> None:
         if self._queued_bytes + len(frame) > QUEUE_BYTES_MAX:
@@ -76,23 +87,31 @@ class _PeerLink:
                     asyncio.open_connection(self.address.host, self.address.port), timeout=2
                 )
             except (OSError, TimeoutError):
+                self.state = "backoff"
+                self.failures += 1
                 self._drop_queue()  # Raft resends; nothing queued may wait for a peer that is down
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 1.0)
                 continue
             backoff_s = 0.05
+            self.connects += 1
             try:
                 while True:
                     while self._queue:
                         frame = self._queue.popleft()
                         self._queued_bytes -= len(frame)
                         writer.write(frame)
+                        self.frames_sent += 1
+                    self.state = "draining"
                     await writer.drain()
                     self._wake.clear()
+                    self.state = "idle"
                     if not self._queue:
                         await self._wake.wait()
-            except (OSError, ConnectionError):
-                pass
+            except (OSError, ConnectionError, RuntimeError):
+                # RuntimeError: uvloop's write on a transport that closed under it (the peer reset the connection)
+                # raises instead of dropping the data as asyncio does; either way, reconnect.
+                self.failures += 1
             finally:
                 writer.close()
                 with contextlib.suppress(OSError, ConnectionError):
@@ -117,6 +136,18 @@ class PeerTransport:
         self._server: asyncio.Server | None = None
         self._inbound: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.dropped: collections.Counter[str] = collections.Counter()
+
+    def links(self) -> dict[str, dict[str, object]]:
+        """Each outgoing link's state and counters (for ``/v1/controller``)."""
+        return {
+            str(n): {
+                "state": link.state,
+                "connects": link.connects,
+                "failures": link.failures,
+                "sent": link.frames_sent,
+            }
+            for n, link in self._links.items()
+        }
 
     def count(self, reason: str) -> None:
         self.dropped[reason] += 1

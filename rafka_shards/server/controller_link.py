@@ -88,10 +88,18 @@ class ControllerLink:
             raise ControllerLost(f"the controller channel failed during catch-up: {self._reader_task.exception()}")
         return self.image
 
+    def _writable(self) -> asyncio.StreamWriter | None:
+        """The channel's writer while it can be written (uvloop raises on a write to a transport that closed)."""
+        writer = self._writer
+        if self._closing or writer is None or writer.transport.is_closing():
+            return None
+        return writer
+
     async def propose(self, cmd: Command) -> int:
         """The offset of ``cmd`` once the controller committed it and this shard applied it; CommandRejected if it
         does not validate against the controller's newest image."""
-        if self._closing or self._writer is None:
+        writer = self._writable()
+        if writer is None:
             raise ControllerLost("the controller channel is closed")
         if len(self._pending) >= PROPOSALS_IN_FLIGHT_MAX:
             raise RuntimeError(f"{PROPOSALS_IN_FLIGHT_MAX} metadata proposals already in flight")
@@ -99,13 +107,14 @@ class ControllerLink:
         request_id = self._next_id
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
-        self._writer.write(encode(Propose(request_id, cmd)))
+        writer.write(encode(Propose(request_id, cmd)))
         # Shielded: a requester that goes away must not lose the answer (the reader resolves and drops it).
         return await asyncio.shield(fut)
 
     async def heartbeat(self, broker_id: int, incarnation: str) -> HeartbeatAck:
         """Send one heartbeat with this shard's metadata offset; the controller's answer."""
-        if self._closing or self._writer is None:
+        writer = self._writable()
+        if writer is None:
             raise ControllerLost("the controller channel is closed")
         if len(self._heartbeats) >= HEARTBEATS_IN_FLIGHT_MAX:
             raise ControllerLost(f"{HEARTBEATS_IN_FLIGHT_MAX} heartbeats unanswered")
@@ -113,7 +122,7 @@ class ControllerLink:
         request_id = self._next_id
         fut: asyncio.Future[HeartbeatAck] = asyncio.get_running_loop().create_future()
         self._heartbeats[request_id] = fut
-        self._writer.write(encode(Heartbeat(request_id, broker_id, incarnation, self.image.offset)))
+        writer.write(encode(Heartbeat(request_id, broker_id, incarnation, self.image.offset)))
         try:
             return await fut
         finally:
@@ -123,8 +132,9 @@ class ControllerLink:
         self._send(Ready(broker_id, port))
 
     def _send(self, msg: Message) -> None:
-        if self._writer is not None and not self._closing:
-            self._writer.write(encode(msg))
+        writer = self._writable()
+        if writer is not None:
+            writer.write(encode(msg))
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         decoder = ChannelDecoder()

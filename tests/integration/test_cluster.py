@@ -219,6 +219,24 @@ def _read_all(bootstrap: str, topic: str, partitions: int, expect: int) -> list[
     return got
 
 
+def _read_to_end(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
+    """Every record up to each partition's high watermark now (duplicates included: retries without idempotence)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions) if ends[p] > 0])
+    got: list[bytes] = []
+    reached = {p for p, end in ends.items() if end == 0}
+    deadline = time.monotonic() + 30
+    while len(reached) < partitions and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+            if m.offset() + 1 >= ends[m.partition()]:
+                reached.add(m.partition())
+    consumer.close()
+    return got
+
+
 def test_a_node_cut_off_longer_than_its_lease_is_fenced_and_rejoins_without_split_brain(
     cluster: Cluster, topic_name: str
 ) -> None:
@@ -484,10 +502,34 @@ def test_sigkill_of_a_partition_leader_loses_no_acknowledged_record(cluster: Clu
             time.sleep(0.01)
     assert killed and producer.flush(60) == 0
     assert len(acked) > 1000, (len(acked), len(failed))
-    got = set(_read_all(survivor.bootstrap, topic_name, 1, len(acked)))
+    got = set(_read_to_end(survivor.bootstrap, topic_name, 1))
     missing = [v for v in acked if v not in got]
     assert not missing, f"{len(missing)} acknowledged records lost, first {missing[:3]}"
     print(f"{len(acked)} acknowledged, {len(failed)} failed, all acknowledged read back after SIGKILL of the leader")
     victim.launch()
     victim.wait_ready()
     _wait("the restarted node to rejoin the ISR", lambda: _isr_full(survivor, topic_name))
+
+
+def test_a_decommissioned_broker_is_drained_onto_the_other_nodes_without_losing_data(
+    cluster: Cluster, topic_name: str
+) -> None:
+    node = cluster.nodes[1]
+    status, _ = admin_call(
+        node.admin, "POST", "/v1/topics", {"name": topic_name, "partitions": 6, "replication_factor": 2}
+    )
+    assert status == 201
+    _wait_visible(cluster, topic_name, 6)
+    values = {i: [b"d-%d-%d" % (i, n) for n in range(20)] for i in range(6)}
+    _produce(node.bootstrap, topic_name, values)
+    leaving = 20
+    assert any(leaving in p["replicas"] for p in _partitions(node, topic_name))  # type: ignore[operator]
+    status, b = admin_call(cluster.nodes[2].admin, "PUT", f"/v1/brokers/{leaving}/decommission")
+    assert status == 200 and b["status"] == "decommissioning", b
+    took = _wait("the broker to be drained", lambda: _broker_status(node, leaving) == "drained")
+    print(f"broker {leaving} drained in {took:.2f} s")
+    for p in _partitions(node, topic_name):
+        assert leaving not in p["replicas"] and len(p["replicas"]) == 2, p  # type: ignore[operator,arg-type]
+        assert sorted(p["isr"]) == sorted(p["replicas"]) and p["leader"] != leaving, p  # type: ignore[type-var]
+    expected = sorted(v for vs in values.values() for v in vs)
+    assert sorted(_read_all(node.bootstrap, topic_name, 6, len(expected))) == expected

@@ -21,7 +21,7 @@ from controller.commands import (
 )
 from controller.image import MetadataImage, PartitionImage
 from controller.leases import BrokerLeases
-from controller.placement import place_partitions
+from controller.placement import drain_moves, place_partitions
 from controller.state_machine import RejectKind, apply, validate
 
 SESSION_MS = 6000
@@ -215,6 +215,30 @@ def test_old_and_new_replicas_of_a_moving_partition_may_not_share_a_node() -> No
     log.do(CreateTopic("t", uuid.uuid4(), ((0, 2),), ()))
     refused = validate(log.image, ReassignPartition("t", 0, (1, 2)))  # 1 is on node 0, like 0
     assert refused is not None and "one node" in refused.message
+
+
+def test_decommissioning_moves_each_replica_to_a_node_the_partition_does_not_use() -> None:
+    log = _cluster(4)
+    _topic(log, (0, 1), (1, 2), (2, 3), (3, 0))
+    for i in range(4):
+        _with_isr(log, log.partition(index=i).replicas, index=i)
+    log.do(DecommissionBroker(1))
+    moves = drain_moves(log.image, 10)
+    assert moves == [ReassignPartition("t", 0, (0, 2)), ReassignPartition("t", 1, (0, 2))]  # fewest replicas, then id
+    assert drain_moves(log.image, 1) == moves[:1]
+    log.do(*moves)
+    assert drain_moves(log.image, 10) == []  # in progress: nothing more to propose for them
+    for i in (0, 1):
+        _with_isr(log, log.partition(index=i).replicas, index=i)  # the new replicas caught up
+    assert all(1 not in p.replicas for p in log.image.topics["t"].partitions)
+    assert drain_moves(log.image, 10) == []
+
+
+def test_a_replica_with_nowhere_to_go_stays_on_the_decommissioning_broker() -> None:
+    log = _cluster(2)
+    _topic(log, (0, 1))
+    log.do(DecommissionBroker(1))
+    assert drain_moves(log.image, 10) == []  # the only other node already holds a replica
 
 
 @pytest.mark.parametrize(

@@ -211,3 +211,21 @@ def test_a_reopened_replica_of_a_replicated_partition_does_not_trust_its_log_end
                 assert reopened.high_watermark == 2
 
     asyncio.run(run())
+
+
+def test_a_follower_taken_out_of_the_isr_must_fetch_again_and_a_fenced_one_never_rejoins(tmp_path: Path) -> None:
+    async def run() -> None:
+        p = _partition(tmp_path / "leader")
+        p.assign(0, _image(0, (0, 1, 2)), now_ms=0)
+        p.append(*_batch([b"a"]), now_ms=0)
+        p.record_follower_fetch(1, 1, now_ms=10)
+        p.record_follower_fetch(2, 1, now_ms=10)
+        p.assign(0, _image(0, (0, 1), partition_epoch=1), now_ms=20)  # the controller fenced broker 2
+        assert p.wanted_isr(30, LAG_MAX_MS) is None  # its fetch before the fencing does not count
+        p.record_follower_fetch(2, 1, now_ms=40)
+        assert p.wanted_isr(50, LAG_MAX_MS, ineligible=frozenset({2})) is None  # still fenced: KIP-841
+        assert p.wanted_isr(50, LAG_MAX_MS) == (0, 1, 2)  # unfenced, caught up
+        p.isr_retry_at_ms = 1000
+        assert p.wanted_isr(60, LAG_MAX_MS) is None  # the last change was refused a moment ago
+
+    asyncio.run(run())
