@@ -206,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--messages", type=int, default=400_000, help="messages in total (default 400,000)")
     ap.add_argument("--size", type=int, default=1024, help="message size in bytes (default 1024)")
     ap.add_argument("--partitions", type=int, default=8, help="partitions of the topic (default 8)")
+    ap.add_argument(
+        "--replication-factor",
+        type=int,
+        default=1,
+        help="replicas per partition (default 1; more needs a cluster: --bootstrap to ops/cluster3.sh)",
+    )
     ap.add_argument("--acks", default="all", choices=["0", "1", "all"], help="producer acks (default all)")
     ap.add_argument("--linger-ms", type=int, default=5, help="producer linger.ms (default 5)")
     ap.add_argument("--max-seconds", type=float, default=120, help="time limit for each phase (default 120)")
@@ -232,7 +238,21 @@ def main() -> int:
 
 
 def append_csv(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row``; a file written before a column existed is rewritten with it (blank in the old rows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            old_rows = list(reader)
+        if fields != list(row):
+            merged = fields + [k for k in row if k not in fields]
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=merged)
+                w.writeheader()
+                w.writerows(old_rows)
+                w.writerow(row)
+            return
     new = not path.exists()
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))
@@ -257,7 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         topic = f"bench-{int(time.time())}"
         admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures complete
-        for f in admin.create_topics([NewTopic(topic, args.partitions, 1)]).values():
+        for f in admin.create_topics([NewTopic(topic, args.partitions, args.replication_factor)]).values():
             f.result(30)
 
         ctx = mp.get_context("spawn")
@@ -307,6 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "shards": args.shards if proc is not None else "",
             "size": args.size,
             "partitions": args.partitions,
+            "replication_factor": args.replication_factor,
             "producers": args.producers,
             "acks": args.acks,
             "linger_ms": args.linger_ms,
