@@ -219,21 +219,11 @@ class Partition:
     def wait_high_watermark(self, last_offset: int) -> asyncio.Future[None]:
         """acks=all: a future that completes once the high watermark passes ``last_offset`` (every in-sync replica
         has it, fsynced under durability=fsync); fails if this replica stops leading first."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.log.high_watermark > last_offset:
-            fut.set_result(None)
-        else:
-            self._ack_waiters.append((last_offset, fut))
-        return fut
+        return _waiter(self._ack_waiters, self.log.high_watermark, last_offset)
 
     def wait_durable(self, last_offset: int) -> asyncio.Future[None]:
         """A future that completes once every offset up to ``last_offset`` is fsynced on this replica."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.log.durable_offset > last_offset:
-            fut.set_result(None)
-        else:
-            self._durable_waiters.append((last_offset, fut))
-        return fut
+        return _waiter(self._durable_waiters, self.log.durable_offset, last_offset)
 
     def on_flushed(self) -> None:
         """Called by the group-commit flusher after this partition's flush job completed."""
@@ -348,6 +338,18 @@ class Partition:
             self.log.delete()
         else:
             self.log.close()
+
+
+def _waiter(
+    waiters: collections.deque[tuple[int, asyncio.Future[None]]], reached: int, last_offset: int
+) -> asyncio.Future[None]:
+    """A future that completes once an offset that is ``reached`` now passes ``last_offset`` (``_release``)."""
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    if reached > last_offset:
+        fut.set_result(None)
+    else:
+        waiters.append((last_offset, fut))
+    return fut
 
 
 def _release(waiters: collections.deque[tuple[int, asyncio.Future[None]]], offset: int) -> None:

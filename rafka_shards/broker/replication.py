@@ -91,10 +91,6 @@ class Replication:
                 fetcher = self._fetchers[leader] = ReplicaFetcher(self.manager, leader)
             fetcher.follow(tps)
 
-    def follower_lag(self) -> dict[TopicPartition, int]:
-        """Per followed partition: how many offsets this copy is behind the leader's high watermark it last saw."""
-        return {tp: lag for f in self._fetchers.values() for tp, lag in f.lag.items()}
-
     async def isr_loop(self) -> None:
         manager = self.manager
         lag_max_ms = manager.config.replica_lag_time_max_ms
@@ -141,7 +137,6 @@ class ReplicaFetcher:
         self.manager = manager
         self.leader = leader
         self.partitions: set[TopicPartition] = set()
-        self.lag: dict[TopicPartition, int] = {}
         self._changed = asyncio.Event()
         self._correlation = 0
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
@@ -157,7 +152,6 @@ class ReplicaFetcher:
     def follow(self, partitions: set[TopicPartition]) -> None:
         if partitions != self.partitions:
             self.partitions = set(partitions)
-            self.lag = {tp: lag for tp, lag in self.lag.items() if tp in partitions}
         self._changed.set()  # an epoch may have changed too: look again now rather than after the long poll
 
     def stop(self) -> None:
@@ -168,9 +162,18 @@ class ReplicaFetcher:
         out = []
         for tp in sorted(self.partitions):
             p = self.manager.partitions.get(tp)
-            if p is not None and not p.is_leader and p.leader == self.leader:
+            if p is not None and self._still_following(tp, p, p.leader_epoch):
                 out.append((tp, p))
         return out
+
+    def _still_following(self, tp: TopicPartition, p: Partition, epoch: int) -> bool:
+        """``p`` is still this shard's copy of ``tp``, following this fetcher's leader at ``epoch``."""
+        return (
+            self.manager.partitions.get(tp) is p
+            and not p.is_leader
+            and p.leader == self.leader
+            and p.leader_epoch == epoch
+        )
 
     async def _run(self) -> None:
         backoff = BACKOFF_MIN_S
@@ -205,9 +208,19 @@ class ReplicaFetcher:
         finally:
             writer.close()
 
-    async def _call(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: int, version: int, body: bytes
-    ) -> bytes:
+    async def _exchange(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        key: int,
+        version: int,
+        request: Any,
+        response_class: Any,
+    ) -> Any:
+        """One request (a kio entity of ``key``/``version``, non-flexible header) and its decoded response."""
+        buf = io.BytesIO()
+        entity_writer(type(request))(buf, request)
+        body = buf.getvalue()
         self._correlation += 1
         header = struct.pack(">hhih", key, version, self._correlation, len(_CLIENT_ID)) + _CLIENT_ID
         if writer.transport.is_closing():
@@ -221,7 +234,11 @@ class ReplicaFetcher:
         (correlation,) = struct.unpack_from(">i", frame)
         if correlation != self._correlation:
             raise FetchFailed(f"correlation id {correlation}, expected {self._correlation}")
-        return frame[4:]
+        try:
+            response, _ = entity_reader(response_class)(frame[4:], 0)
+        except (SerialError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
+            raise FetchFailed(f"malformed {response_class.__name__}: {e}") from None
+        return response
 
     async def _truncate(
         self,
@@ -245,10 +262,9 @@ class ReplicaFetcher:
                 for t, parts in by_topic.items()
             ),
         )
-        body = io.BytesIO()
-        entity_writer(epoch_req.OffsetForLeaderEpochRequest)(body, request)
-        raw = await self._call(reader, writer, _EPOCH_KEY, _EPOCH_VERSION, body.getvalue())
-        response, _ = _read(OffsetForLeaderEpochResponse, raw)
+        response = await self._exchange(
+            reader, writer, _EPOCH_KEY, _EPOCH_VERSION, request, OffsetForLeaderEpochResponse
+        )
         retry = False
         for topic in response.topics:
             for part in topic.partitions:
@@ -257,7 +273,7 @@ class ReplicaFetcher:
                 if entry is None:
                     continue
                 p, current, last = entry
-                if self.manager.partitions.get(tp) is not p or p.leader_epoch != current or p.is_leader:
+                if not self._still_following(tp, p, current):
                     continue  # the metadata moved on while we asked
                 code = ErrorCode(int(part.error_code.value))
                 if code is not ErrorCode.NONE:
@@ -301,10 +317,7 @@ class ReplicaFetcher:
             forgotten_topics_data=(),
             rack_id="",
         )
-        body = io.BytesIO()
-        entity_writer(fetch_req.FetchRequest)(body, request)
-        raw = await self._call(reader, writer, _FETCH_KEY, _FETCH_VERSION, body.getvalue())
-        response, _ = _read(FetchResponse, raw)
+        response = await self._exchange(reader, writer, _FETCH_KEY, _FETCH_VERSION, request, FetchResponse)
         if response.error_code != KioErrorCode.none:
             raise FetchFailed(f"fetch error {response.error_code.name}")
         durable: list[tuple[Partition, int]] = []
@@ -317,7 +330,7 @@ class ReplicaFetcher:
                 if entry is None:
                     continue
                 p, epoch, offset = entry
-                if self.manager.partitions.get(tp) is not p or p.leader_epoch != epoch or p.is_leader:
+                if not self._still_following(tp, p, epoch):
                     continue  # the metadata moved on while the fetch was out
                 code = ErrorCode(int(part.error_code.value))
                 if code is ErrorCode.OFFSET_OUT_OF_RANGE:
@@ -338,9 +351,7 @@ class ReplicaFetcher:
                     counts = p.probe
                     counts.replica_bytes_in += len(buf)
                     durable.append((p, p.log.log_end_offset - 1))
-                hw = int(part.high_watermark)
-                p.follower_high_watermark(hw)
-                self.lag[tp] = max(0, hw - p.log.log_end_offset)
+                p.follower_high_watermark(int(part.high_watermark))
         if durable and config.durability is Durability.FSYNC:
             # The next fetch tells the leader this copy holds everything before its offset: make that true on disk.
             await asyncio.gather(*(p.wait_durable(last) for p, last in durable))
@@ -358,10 +369,3 @@ def _truncation_offset(p: Partition, asked_epoch: int, leader_epoch: int, leader
         return min(leader_end, own_end)
     _, own_epoch_end = p.log.end_offset_for_epoch(leader_epoch)
     return min(leader_end, own_epoch_end if own_epoch_end >= 0 else own_end)
-
-
-def _read(cls: Any, raw: bytes) -> tuple[Any, int]:
-    try:
-        return entity_reader(cls)(raw, 0)
-    except (SerialError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
-        raise FetchFailed(f"malformed {cls.__name__}: {e}") from None

@@ -21,11 +21,12 @@ import asyncio
 import bisect
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -35,7 +36,6 @@ from controller.commands import (
     CommandDecodeError,
     FenceBroker,
     NoOp,
-    ReassignPartition,
     UnfenceBroker,
     command_from_json,
     decode_command,
@@ -161,7 +161,7 @@ class RaftController:
         self.fsync_seconds = LatencyHistogram(FSYNC_BUCKETS_S)  # each synced Ready: WAL write + fsync
         self.leases: BrokerLeases | None = None  # only while this node leads and has applied an entry of its term
         self._leases_term = Term(-1)
-        self._lease_tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # the leader's own proposals
         self._draining: set[tuple[str, int]] = set()  # partitions whose drain reassignment is being proposed
         self._next_drain_ms = 0
 
@@ -264,20 +264,29 @@ class RaftController:
         command that does not validate, or, with CONTROLLER_UNAVAILABLE, when there is no leader to take it)."""
         if isinstance(cmd, NoOp):
             raise CommandRejected(Rejection(RejectKind.INVALID_REQUEST, "NoOp is not proposed"))
+        request = {"op": "propose", "command": orjson.loads(encode_command(cmd))}
+        return await self._at_leader(lambda deadline: self._propose_local(cmd, deadline), request, "offset")
+
+    async def _at_leader(
+        self, local: Callable[[float], Awaitable[int]], request: dict[str, object], answer: str
+    ) -> int:
+        """An offset decided by the leader: ``local(deadline)`` when this node leads, else ``request`` forwarded to
+        the leader (the offset is its ``answer`` field); retried across elections until the deadline. Returns once
+        this node has applied that offset too."""
         deadline = time.monotonic() + 2 * self.config.raft_election_timeout_ms / 1000 + FORWARD_TIMEOUT_S
         while True:
             if self.node.role == Role.LEADER:
                 if await self._leader_ready(deadline):
-                    offset = await self._propose_local(cmd, deadline)
+                    offset = await local(deadline)
                     break
                 continue
             leader = self.node.leader
             if leader == NO_NODE:
                 await self._wait_applied_change(deadline, "no controller leader")
                 continue
-            result = await self._forward(leader, {"op": "propose", "command": orjson.loads(encode_command(cmd))})
-            if "offset" in result:
-                offset = int(str(result["offset"]))
+            result = await self._forward(leader, request)
+            if answer in result:
+                offset = int(str(result[answer]))
                 break
             if result.get("kind") == RejectKind.CONTROLLER_UNAVAILABLE.value:
                 await self._wait_applied_change(deadline, str(result.get("message")))
@@ -295,25 +304,7 @@ class RaftController:
         (a follower asks the leader for that index). Whatever ``image`` shows afterwards is at least as new as any
         write acknowledged before the call, on any node. Raises CommandRejected (CONTROLLER_UNAVAILABLE) when no
         leader answers in time."""
-        deadline = time.monotonic() + 2 * self.config.raft_election_timeout_ms / 1000 + FORWARD_TIMEOUT_S
-        while True:
-            if self.node.role == Role.LEADER:
-                if await self._leader_ready(deadline):
-                    index = await self._read_index_local(deadline)
-                    break
-                continue
-            leader = self.node.leader
-            if leader == NO_NODE:
-                await self._wait_applied_change(deadline, "no controller leader")
-                continue
-            result = await self._forward(leader, {"op": "read_index"})
-            if "index" in result:
-                index = int(str(result["index"]))
-                break
-            await self._wait_applied_change(deadline, str(result.get("message")))
-        while self.image.offset < index:
-            await self._wait_applied_change(deadline, f"offset {index} committed but not applied here in time")
-        return index
+        return await self._at_leader(self._read_index_local, {"op": "read_index"}, "index")
 
     async def _read_index_local(self, deadline: float) -> int:
         if len(self._reads) >= READS_PENDING_MAX:
@@ -488,21 +479,14 @@ class RaftController:
             if key in self._draining:
                 continue
             self._draining.add(key)
-
-            async def run(cmd: ReassignPartition = move, key: tuple[str, int] = key) -> None:
-                try:
-                    await self.propose(cmd)
-                    log.info("moving replicas off a decommissioning broker: %s", cmd)
-                except CommandRejected as e:
-                    log.info("%s not committed: %s", cmd, e)
-                finally:
-                    self._draining.discard(key)
-
-            task = asyncio.get_running_loop().create_task(run())
-            self._lease_tasks.add(task)
-            task.add_done_callback(self._lease_tasks.discard)
+            self._propose_in_background(move, functools.partial(self._draining.discard, key))
 
     def _propose_lease_change(self, leases: BrokerLeases, cmd: FenceBroker | UnfenceBroker) -> None:
+        self._propose_in_background(cmd, lambda: leases.done(cmd.broker_id))
+
+    def _propose_in_background(self, cmd: Command, done: Callable[[], None]) -> None:
+        """A proposal of the active controller's own (fencing, draining): logged either way, then ``done``."""
+
         async def run() -> None:
             try:
                 offset = await self.propose(cmd)
@@ -510,11 +494,11 @@ class RaftController:
             except CommandRejected as e:
                 log.info("%s not committed: %s", cmd, e)
             finally:
-                leases.done(cmd.broker_id)
+                done()
 
         task = asyncio.get_running_loop().create_task(run())
-        self._lease_tasks.add(task)
-        task.add_done_callback(self._lease_tasks.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ---- forwarding to the leader ----------------------------------------------------------------------------
 
@@ -695,9 +679,9 @@ class RaftController:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in [*self._forward_tasks, *self._lease_tasks]:
+        for task in [*self._forward_tasks, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._forward_tasks, *self._lease_tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._forward_tasks, *self._background, return_exceptions=True)
         await self.transport.close()
         for waiter in self._waiters.values():
             if not waiter.future.done():
