@@ -1,6 +1,7 @@
 """Command line: ``python -m rafka_shards serve`` starts a working single-node broker with no configuration.
 
-Runs in the supervisor process (``rafka_shards.node.supervisor``), which spawns the shards. Flags are generated from
+Runs in the supervisor process (``rafka_shards.node.supervisor``), which spawns the controller process and the
+shards. Flags are generated from
 ``BrokerConfig``'s fields (their docs and bounds), so ``--help`` lists every setting; each one can also come from
 ``RAFKA_<NAME>`` in the environment or a JSON ``--config`` file.
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a fatal error while serving, 2 on bad usage or a
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -75,35 +75,21 @@ def serve(config: BrokerConfig) -> int:
 
 
 async def _serve(config: BrokerConfig) -> int:
-    from rafka_shards.node.admin import start_admin
     from rafka_shards.node.supervisor import StartupError, Supervisor
 
     supervisor = Supervisor(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.request_stop)
-    admin = None
     try:
         await supervisor.start()
-        admin_ep = config.admin_endpoint
-        if admin_ep is not None:
-            try:
-                admin = await start_admin(supervisor, admin_ep)
-            except OSError as e:
-                raise StartupError(f"cannot listen on {admin_ep} for the admin API: {e.strerror}") from None
-            log.info("admin API and /metrics on http://%s", admin_ep)
         await supervisor.start_shards()
     except StartupError as e:
         if e.exit_code:
             log.error("%s", e)
         await supervisor.stop()
-        if admin is not None:
-            await admin.cleanup()
         return e.exit_code
     fatal = await supervisor.wait_stopped()
     log.info("shutting down")
     clean = await supervisor.stop()
-    if admin is not None:
-        with contextlib.suppress(OSError):
-            await admin.cleanup()
     return 1 if fatal is not None or not clean else 0

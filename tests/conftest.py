@@ -101,8 +101,14 @@ class Broker:
         assert isinstance(shards, list)
         return [int(s["pid"]) for s in shards]
 
+    def controller_pid(self) -> int:
+        """The node's controller process (the Raft member, the shards' channels, the admin API)."""
+        status = self.admin_get("/v1/controller")
+        assert isinstance(status, dict)
+        return int(status["process"]["pid"])
+
     def process_tree(self) -> list[psutil.Process]:
-        """The supervisor and every process it started (shards, and multiprocessing helpers)."""
+        """The supervisor and every process it started (controller, shards, multiprocessing helpers)."""
         assert self.proc is not None
         try:
             root = psutil.Process(self.proc.pid)
@@ -184,7 +190,7 @@ class Broker:
         return code
 
     def kill(self) -> None:
-        """A crash of the whole node: SIGKILL to the supervisor and every shard at the same instant."""
+        """A crash of the whole node: SIGKILL to the supervisor, the controller and every shard at the same instant."""
         if self.proc is not None and self.proc.poll() is None:
             tree = self.process_tree()
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -192,7 +198,7 @@ class Broker:
             wait_gone(tree, timeout_s=STOP_TIMEOUT_S)
 
     def signal_all(self, sig: signal.Signals) -> None:
-        """``sig`` to the supervisor and every shard at once (SIGSTOP/SIGCONT: the node is cut off, then back)."""
+        """``sig`` to every process of the node at once (SIGSTOP/SIGCONT: the node is cut off, then back)."""
         assert self.proc is not None and self.proc.poll() is None
         os.killpg(self.proc.pid, sig)
 

@@ -471,7 +471,7 @@ def remove_stray_partition_dirs(kafka_dir: Path, image: MetadataImage) -> list[P
     """Delete partition directories of topics that no longer exist (a crash between DeleteTopic and the owning
     shard's cleanup); the ones removed.
 
-    Runs in the supervisor at node start, before any shard is spawned: a running shard may be behind or ahead of
+    Runs in the controller process at node start, before any shard is spawned: a running shard may be behind or ahead of
     another in the metadata log, so only a moment when no shard runs can tell a stray directory from one a shard just
     created. A directory whose lock is held is skipped all the same.
     """

@@ -1,8 +1,9 @@
 """The node's HTTP admin API (aiohttp + orjson): probes, ``/metrics``, brokers, topics, partitions, cluster health,
 the controller quorum, and an OpenAPI document of all of it at ``/v1/openapi.json``.
 
-Runs in the supervisor process; every node serves it. Reads come from this node's applied metadata image after a
-ReadIndex barrier (``RaftController.read_barrier``), so a read on any node sees every write acknowledged before it.
+Runs in the controller process, on the listening socket the supervisor bound; every node serves it. Reads come from
+this node's applied metadata image after a ReadIndex barrier (``RaftController.read_barrier``), so a read on any node
+sees every write acknowledged before it.
 Writes are metadata commands committed through the Raft quorum (a follower forwards them to the leader) and answered
 once this node's shards applied them (``cluster_admin``). Every response but ``/metrics`` (Prometheus text) is JSON;
 errors are ``{"error": ..., "message": ...}`` (plus ``field`` for a bad field, ``retry_after_ms`` for 503): 400 bad
@@ -13,6 +14,7 @@ allow, 413 a body over ``REQUEST_BODY_MAX_BYTES``, 503 no controller leader.
 from __future__ import annotations
 
 import collections
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,16 +26,14 @@ from controller.image import MetadataImage, PartitionImage, TopicImage
 from controller.placement import replica_counts
 from controller.raft.node import ConfChangeError, ConfChangeOp, NotLeader, ProposalDropped
 from controller.state_machine import CommandRejected, Rejection, RejectKind
-from rafka_shards.config import Endpoint
 from rafka_shards.node import admin_requests as req
 from rafka_shards.node.admin_requests import BadRequest
 from rafka_shards.node.cluster_admin import ClusterAdmin
 from rafka_shards.node.metrics import CONTENT_TYPE, NodeMetrics
 from rafka_shards.node.raft_controller import ControllerUnavailable, RaftController
-from rafka_shards.node.supervisor import describe_exit
 
 if TYPE_CHECKING:
-    from rafka_shards.node.supervisor import Supervisor
+    from rafka_shards.node.controller_process import ControllerHost
 
 REQUEST_BODY_MAX_BYTES = 1024 * 1024
 RETRY_AFTER_MS = 500
@@ -166,7 +166,7 @@ def _int_param(request: web.Request, name: str, lo: int, hi: int) -> int:
     return int(text)
 
 
-def build_app(supervisor: Supervisor) -> web.Application:
+def build_app(node: ControllerHost) -> web.Application:
     def _linearizable(
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -180,23 +180,23 @@ def build_app(supervisor: Supervisor) -> web.Application:
         return run
 
     app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES, middlewares=[_errors])
-    metrics = NodeMetrics(supervisor)
-    cluster = ClusterAdmin(supervisor)
+    metrics = NodeMetrics(node)
+    cluster = ClusterAdmin(node)
 
     def image() -> MetadataImage:
-        assert supervisor.controller is not None
-        return supervisor.controller.image
+        assert node.controller is not None
+        return node.controller.image
 
     def controller() -> RaftController:
-        assert supervisor.controller is not None
-        return supervisor.controller
+        assert node.controller is not None
+        return node.controller
 
     # ---- probes, shards, metrics -----------------------------------------------------------------------------
 
     async def ready(_request: web.Request) -> web.Response:
-        if supervisor.ready:
-            return _json({"status": "ready", "shards": supervisor.shard_count})
-        down = [s.index for s in supervisor.slots if not s.ready]
+        if node.ready:
+            return _json({"status": "ready", "shards": node.shard_count})
+        down = [s.index for s in node.slots if not s.ready]
         return _error(503, "not_ready", f"the node is starting, stopping, or shard(s) {down} are not ready")
 
     async def live(_request: web.Request) -> web.Response:
@@ -204,17 +204,17 @@ def build_app(supervisor: Supervisor) -> web.Application:
 
     async def shards(_request: web.Request) -> web.Response:
         out = []
-        for s in supervisor.slots:
+        for s in node.slots:
             session = s.session
             out.append(
                 {
                     "shard": s.index,
-                    "broker_id": s.config.broker_id,
-                    "listen": s.config.listen,
+                    "broker_id": s.broker_id,
+                    "listen": s.listen,
                     "pid": s.pid,
                     "ready": s.ready,
                     "restarts": s.restarts_total,
-                    "last_exit": None if s.last_exit_code is None else describe_exit(s.last_exit_code),
+                    "last_exit": s.last_exit,
                     "metadata_offset": -1 if session is None else session.applied_offset,
                     "metadata_lag": None if session is None else session.metadata_lag,
                 }
@@ -240,7 +240,7 @@ def build_app(supervisor: Supervisor) -> web.Application:
     async def broker(request: web.Request) -> web.Response:
         broker_id = _broker_id(request)
         out = brokers_json(image(), [broker_id])[0]
-        local = next((s for s in supervisor.slots if s.config.broker_id == broker_id), None)
+        local = next((s for s in node.slots if s.broker_id == broker_id), None)
         if local is not None:
             session = local.session
             out["local_shard"] = local.index
@@ -278,7 +278,7 @@ def build_app(supervisor: Supervisor) -> web.Application:
         return _json([_topic_json(t) for t in sorted(image().topics.values(), key=lambda t: t.name)])
 
     async def create_topic(request: web.Request) -> web.Response:
-        config = supervisor.slots[0].config
+        config = node.config
         body = req.parse_create_topic(
             await request.read(), config.default_partitions, config.default_replication_factor
         )
@@ -288,7 +288,7 @@ def build_app(supervisor: Supervisor) -> web.Application:
     async def topic(request: web.Request) -> web.Response:
         t = _topic(request.match_info["name"])
         partitions = [_partition_json(t, p) for p in t.partitions]
-        stats = await supervisor.gather_stats()
+        stats = await node.gather_stats()
         local = {(ps.topic, ps.partition): ps for st in stats.values() for ps in st.partitions}
         for entry in partitions:
             served = local.get((t.name, entry["partition"]))
@@ -370,18 +370,19 @@ def build_app(supervisor: Supervisor) -> web.Application:
                 "leader_changes": c.leader_changes,
                 "transport_dropped": dict(c.transport.dropped),
                 "transport_links": c.transport.links(),
+                "process": {"pid": node.pid, "restarts": node.restarts},
             }
         )
 
     async def add_voter(request: web.Request) -> web.Response:
-        node = _int_param(request, "id", 1, 2**31 - 1)
-        await controller().add_voter(node)
-        return _json({"voter": node, "voters": sorted(controller().status().conf.voters)})
+        voter = _int_param(request, "id", 1, 2**31 - 1)
+        await controller().add_voter(voter)
+        return _json({"voter": voter, "voters": sorted(controller().status().conf.voters)})
 
     async def remove_voter(request: web.Request) -> web.Response:
-        node = _int_param(request, "id", 1, 2**31 - 1)
-        await controller().change_membership(ConfChangeOp.REMOVE, node)
-        return _json({"removed": node, "voters": sorted(controller().status().conf.voters)})
+        voter = _int_param(request, "id", 1, 2**31 - 1)
+        await controller().change_membership(ConfChangeOp.REMOVE, voter)
+        return _json({"removed": voter, "voters": sorted(controller().status().conf.voters)})
 
     async def openapi(_request: web.Request) -> web.Response:
         return _json(openapi_document(routes))
@@ -394,7 +395,7 @@ def build_app(supervisor: Supervisor) -> web.Application:
             "200 once every shard caught up, registered and accepts; else 503",
             linearizable=False,
         ),
-        Route("GET", "/v1/status/live", live, "200 while the supervisor's event loop runs", linearizable=False),
+        Route("GET", "/v1/status/live", live, "200 while the controller process's event loop runs", linearizable=False),
         Route(
             "GET",
             "/v1/shards",
@@ -518,9 +519,9 @@ def openapi_document(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-async def start_admin(supervisor: Supervisor, endpoint: Endpoint) -> web.AppRunner:
-    runner = web.AppRunner(build_app(supervisor), access_log=None)
+async def start_admin(node: ControllerHost, listener: socket.socket) -> web.AppRunner:
+    runner = web.AppRunner(build_app(node), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, endpoint.host, endpoint.port, reuse_address=True)
+    site = web.SockSite(runner, listener)
     await site.start()
     return runner

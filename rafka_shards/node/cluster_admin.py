@@ -1,7 +1,7 @@
 """What the admin API does to the cluster: topic, partition and broker changes as validated metadata commands, and
 the read-only views (partition offsets, health) that need more than the image.
 
-Runs in the supervisor process. Every change is a typed command committed through the Raft quorum by this node's
+Runs in the controller process. Every change is a typed command committed through the Raft quorum by this node's
 ``ControllerServer`` (a follower forwards it to the leader), and returns once this node's shards have applied it,
 so a client that goes to the leader right after a 2xx is served. A change that does not validate raises
 ``CommandRejected`` with the state machine's reason and nothing is proposed. Changes that take several commands (a
@@ -43,7 +43,7 @@ from controller.state_machine import CommandRejected, Rejection, RejectKind, val
 from rafka_shards.node.admin_requests import BadRequest, CreateTopicRequest, PatchTopicRequest
 
 if TYPE_CHECKING:
-    from rafka_shards.node.supervisor import Supervisor
+    from rafka_shards.node.controller_process import ControllerHost
 
 OFFSETS_TIMEOUT_S = 5.0
 _LIST_OFFSETS_KEY = 2
@@ -55,16 +55,16 @@ def _reject(kind: RejectKind, message: str) -> CommandRejected:
 
 
 class ClusterAdmin:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self._supervisor = supervisor
+    def __init__(self, node: ControllerHost) -> None:
+        self._node = node
 
     @property
     def image(self) -> MetadataImage:
-        assert self._supervisor.controller is not None
-        return self._supervisor.controller.image
+        assert self._node.controller is not None
+        return self._node.controller.image
 
     async def _propose(self, cmd: Command) -> int:
-        server = self._supervisor.server
+        server = self._node.server
         assert server is not None
         return await server.propose(cmd)
 
@@ -170,9 +170,9 @@ class ClusterAdmin:
         _, p = self.partition(topic, index)
         if p.leader < 0:
             return None
-        local = [s for s in self._supervisor.slots if s.config.broker_id == p.leader]
+        local = [s for s in self._node.slots if s.broker_id == p.leader]
         if local:
-            stats = await self._supervisor.gather_stats()
+            stats = await self._node.gather_stats()
             for shard_stats in stats.values():
                 for ps in shard_stats.partitions:
                     if (ps.topic, ps.partition) == (topic, index):
@@ -211,7 +211,7 @@ class ClusterAdmin:
 
     def health_overview(self) -> dict[str, Any]:
         image = self.image
-        controller = self._supervisor.controller
+        controller = self._node.controller
         assert controller is not None
         status = controller.status()
         leaderless: list[str] = []

@@ -1,6 +1,6 @@
 """The controller's end of the controller channels: one session per shard process, over a socket pair.
 
-Runs in the supervisor process on its event loop; the thin asyncio shell around ``controller.channel`` and the
+Runs in the controller process on its event loop; the thin asyncio shell around ``controller.channel`` and the
 node's ``RaftController``. What it guarantees shards:
 
 - every shard receives the controller's snapshot image and then every applied record after it, in order;
@@ -10,7 +10,8 @@ node's ``RaftController``. What it guarantees shards:
   shards and a client that goes straight to the leader is served, not refused.
 
 Bounds: a shard whose unread channel data passes
-``SESSION_BUFFER_BYTES_MAX`` is disconnected (it then stops, and the supervisor restarts it).
+``SESSION_BUFFER_BYTES_MAX`` is disconnected (the supervisor then hands it a new channel, which starts over
+from a fresh image).
 """
 
 from __future__ import annotations

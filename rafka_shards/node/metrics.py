@@ -1,6 +1,6 @@
 """``GET /metrics`` for the whole node: every shard's counters and histograms, plus live gauges, in one exposition.
 
-Runs in the supervisor process. Counters and histograms come from prometheus-client's multiprocess files, which every
+Runs in the controller process. Counters and histograms come from prometheus-client's multiprocess files, which every
 shard process writes (``rafka_shards.probe``) and which outlive the process, so a restarted shard's counts are not
 lost. Gauges come from the shards that are alive right now (asked over the controller channel just before the
 exposition is rendered) and from psutil for each shard process: CPU seconds, resident memory, restarts.
@@ -19,27 +19,27 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from controller.channel import Stats
 
 if TYPE_CHECKING:
-    from rafka_shards.node.supervisor import Supervisor
+    from rafka_shards.node.controller_process import ControllerHost
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class NodeMetrics:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self._supervisor = supervisor
+    def __init__(self, node: ControllerHost) -> None:
+        self._node = node
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=str(supervisor.metrics_dir))  # type: ignore[no-untyped-call]
+        MultiProcessCollector(self.registry, path=str(node.metrics_dir))  # type: ignore[no-untyped-call]
         self.registry.register(self)
         self._stats: dict[int, Stats] = {}
 
     async def render(self) -> bytes:
-        stats = await self._supervisor.gather_stats()
+        stats = await self._node.gather_stats()
         # No await between setting the snapshot and rendering it: concurrent scrapes cannot mix snapshots.
         self._stats = stats
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[Metric]:
-        sup = self._supervisor
+        sup = self._node
         up = GaugeMetricFamily("rafka_shard_up", "1 if the shard process is running and ready", labels=["shard"])
         restarts = CounterMetricFamily(
             "rafka_shard_restarts", "times the supervisor restarted the shard after it died", labels=["shard"]
@@ -54,7 +54,7 @@ class NodeMetrics:
             up.add_metric([shard], 1.0 if slot.ready else 0.0)
             restarts.add_metric([shard], slot.restarts_total)
             pid = slot.pid
-            if pid is not None and slot.process is not None and slot.process.exitcode is None:
+            if pid is not None and slot.alive:
                 try:
                     proc = psutil.Process(pid)
                     with proc.oneshot():
@@ -118,4 +118,8 @@ class NodeMetrics:
         for slot in sup.slots:
             if slot.session is not None:
                 shard_lag.add_metric([str(slot.index)], slot.session.metadata_lag)
-        yield from (offset, term, commit, lag, leader, changes, fsync, dropped, fenced, shard_lag)
+        controller_restarts = CounterMetricFamily(
+            "rafka_controller_restarts", "times the supervisor restarted this node's controller process"
+        )
+        controller_restarts.add_metric([], sup.restarts)
+        yield from (offset, term, commit, lag, leader, changes, fsync, dropped, fenced, shard_lag, controller_restarts)

@@ -1,6 +1,7 @@
 """The node's metadata controller: one member of the Raft quorum that replicates the metadata log.
 
-Runs in the supervisor process on its event loop: the thin asyncio shell around ``controller.raft.node.RaftNode``.
+Runs in the controller process (``controller_process``) on its event loop: the thin asyncio shell around
+``controller.raft.node.RaftNode``.
 It owns ``data_dir/controller/raft`` (``controller.raft.wal``), the Raft transport to the other controllers
 (``raft_transport``), the applied metadata image, and the proposals waiting for their entries. The Ready loop is the
 only place that touches the disk, and it does so in this order for every Ready: persist (fsync when the Ready must

@@ -26,6 +26,7 @@ from rafka_shards.broker.manager import PartitionManager
 from rafka_shards.config import BrokerConfig, Durability
 from rafka_shards.kafka.api import ApiHandler
 from rafka_shards.kafka.registry import HANDLERS
+from rafka_shards.node.process_link import Link, LinkMessage, ShardChannel
 from rafka_shards.probe import Probe
 from rafka_shards.server.connection import KafkaConnection
 from rafka_shards.server.controller_link import HEARTBEATS_IN_FLIGHT_MAX, ControllerLink, ControllerLost
@@ -54,7 +55,7 @@ class Shard:
         self,
         config: BrokerConfig,
         listener: socket.socket,
-        channel: socket.socket,
+        supervisor_link: socket.socket,
         parent_pid: int,
         apis: Mapping[int, ApiHandler] = HANDLERS,
     ) -> None:
@@ -64,7 +65,7 @@ class Shard:
         self.connections: set[KafkaConnection] = set()
         self.ready = False
         self._listener = listener
-        self._channel = channel
+        self._supervisor_link = Link(supervisor_link, self._from_supervisor, self._supervisor_gone)
         self._parent_pid = parent_pid
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,7 +91,8 @@ class Shard:
             config, MetadataImage(offset=-1, cluster_id=""), self._flusher, wall_clock_ms, self.probe, monotonic_ms
         )
         self._manager = manager
-        self._link = ControllerLink(self._channel, manager.reconcile, self._stats, self._controller_lost)
+        self._link = ControllerLink(manager.reconcile, self._stats, self._controller_lost)
+        self._supervisor_link.start()
         try:
             await self._link.connect()
         except (ControllerLost, OSError) as e:
@@ -162,6 +164,22 @@ class Shard:
             if p.is_leader  # what the admin API shows of a partition is its leader's
         )
         return Stats(request_id, len(self.connections), partitions)
+
+    def _from_supervisor(self, msg: LinkMessage, attached: socket.socket | None) -> None:
+        if isinstance(msg, ShardChannel) and attached is not None and self._link is not None:
+            if self._link.channels:
+                log.info("shard %d: a new controller channel (the controller process restarted)", msg.index)
+            self._spawn(self._link.attach(attached), "attach-channel")
+            return
+        if attached is not None:
+            attached.close()
+        log.error("shard %d: unexpected %s from the supervisor", self.config.broker_id, type(msg).__name__)
+
+    def _supervisor_gone(self, reason: str) -> None:
+        log.warning("shard %d stopping: the supervisor's link closed (%s)", self.config.broker_id, reason)
+        if self._link is not None:
+            self._link.abort()
+        self.request_stop()
 
     def _controller_lost(self, exc: BaseException) -> None:
         if isinstance(exc, AssertionError | OSError | RuntimeError):
@@ -270,6 +288,7 @@ class Shard:
         self.probe.flush()
         if self._link is not None:
             await self._link.close()
+        self._supervisor_link.close()
         if self._server is not None:
             await self._server.wait_closed()
         log.info("broker %d stopped", self.config.broker_id)

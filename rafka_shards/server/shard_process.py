@@ -18,7 +18,7 @@ from rafka_shards.config import BrokerConfig
 
 
 def run_shard(
-    config: BrokerConfig, index: int, listener: socket.socket, channel: socket.socket, parent_pid: int
+    config: BrokerConfig, index: int, listener: socket.socket, supervisor_link: socket.socket, parent_pid: int
 ) -> None:
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -28,17 +28,17 @@ def run_shard(
     try:
         import uvloop
     except ImportError:  # uvloop is a dependency; plain asyncio still works without it
-        code = asyncio.run(_serve(config, listener, channel, parent_pid))
+        code = asyncio.run(_serve(config, listener, supervisor_link, parent_pid))
     else:
-        code = int(uvloop.run(_serve(config, listener, channel, parent_pid)))
+        code = int(uvloop.run(_serve(config, listener, supervisor_link, parent_pid)))
     sys.exit(code)
 
 
-async def _serve(config: BrokerConfig, listener: socket.socket, channel: socket.socket, parent_pid: int) -> int:
+async def _serve(config: BrokerConfig, listener: socket.socket, supervisor_link: socket.socket, parent_pid: int) -> int:
     from rafka_shards.server.shard import Shard, StartupError
 
     log = logging.getLogger("rafka_shards.shard")
-    shard = Shard(config, listener, channel, parent_pid)
+    shard = Shard(config, listener, supervisor_link, parent_pid)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, shard.request_stop)
     # Ctrl-C in a terminal sends SIGINT to the whole process group: the supervisor handles it and stops the shards

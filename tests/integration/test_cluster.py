@@ -293,8 +293,8 @@ def test_a_node_cut_off_longer_than_its_lease_is_fenced_and_rejoins_without_spli
 def test_a_shard_whose_lease_lapsed_refuses_writes_its_stale_image_says_it_leads(
     cluster: Cluster, topic_name: str
 ) -> None:
-    """Only the supervisor is stopped: the shard runs on with an image that says it leads, but its heartbeats go
-    unanswered, so once its lease lapses it refuses produce itself, before the controller fences it."""
+    """Only the node's controller process is stopped: the shard runs on with an image that says it leads, but its
+    heartbeats go unanswered, so once its lease lapses it refuses produce itself, before the controller fences it."""
     leader = cluster.leader()
     victim_node = next(n for n in (1, 2, 3) if n != leader)
     victim, watcher = cluster.nodes[victim_node], cluster.nodes[leader]
@@ -302,8 +302,8 @@ def test_a_shard_whose_lease_lapsed_refuses_writes_its_stale_image_says_it_leads
     _create(watcher.bootstrap, topic_name, partitions=6)
     _wait_visible(cluster, topic_name, 6)
     mine = next(int(str(p["partition"])) for p in _partitions(watcher, topic_name) if p["leader"] == victim_broker)
-    assert victim.proc is not None
-    os.kill(victim.proc.pid, signal.SIGSTOP)
+    controller_pid = victim.controller_pid()
+    os.kill(controller_pid, signal.SIGSTOP)
     try:
         time.sleep(SESSION_TIMEOUT_MS / 1000 + 0.5)
         port = victim.ports[0]
@@ -311,7 +311,7 @@ def test_a_shard_whose_lease_lapsed_refuses_writes_its_stale_image_says_it_leads
         assert r.error_code == ErrorCode.not_leader_or_follower, r
         assert "lease" in str(r.error_message), r
     finally:
-        os.kill(victim.proc.pid, signal.SIGCONT)
+        os.kill(controller_pid, signal.SIGCONT)
     parts = _partitions(watcher, topic_name)
     _wait("the broker to lead again", lambda: _partitions(watcher, topic_name)[mine]["leader"] == victim_broker)
     _produce(watcher.bootstrap, topic_name, {mine: [b"fresh"]})
