@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -249,20 +250,18 @@ def test_sigterm_stops_every_process_cleanly(node: Broker) -> None:
         assert f"broker {i} stopped" in node.log()
 
 
-def test_shards_stop_when_the_supervisor_is_killed(two_shards: Broker) -> None:
-    shards = [psutil.Process(pid) for pid in two_shards.shard_pids()]
+def test_shards_and_the_controller_stop_when_the_supervisor_is_killed(two_shards: Broker) -> None:
+    children = [psutil.Process(pid) for pid in [*two_shards.shard_pids(), two_shards.controller_pid()]]
     assert two_shards.proc is not None
     os.kill(two_shards.proc.pid, signal.SIGKILL)
     two_shards.proc.wait()
-    assert wait_gone(shards, timeout_s=15) == [], "shards outlived their supervisor"
+    assert wait_gone(children, timeout_s=15) == [], "children outlived their supervisor"
 
 
-def test_sigkill_of_one_shard_during_acks_all_stream_loses_nothing(two_shards: Broker, topic_name: str) -> None:
-    node = two_shards
-    _create(node.bootstrap, topic_name)
-    victim_broker = 1
-    victim_partitions = {p for p, leader in _leaders(node.bootstrap, topic_name).items() if leader == victim_broker}
-    old_pid = node.shard_pids()[victim_broker]
+def _acks_all_stream(node: Broker, topic: str, total: int, kill_pid: Callable[[], int]) -> tuple[list[Any], int]:
+    """An idempotent acks=all stream of ``total`` messages, 400 in flight, over every partition; SIGKILL of
+    ``kill_pid()`` once 1500 are acknowledged. Every message must be acknowledged without a client error: returns the
+    (partition, offset, value) acknowledged and how many were sent when the kill came."""
     producer = Producer(
         {
             "bootstrap.servers": node.bootstrap,
@@ -281,7 +280,6 @@ def test_sigkill_of_one_shard_during_acks_all_stream_loses_nothing(two_shards: B
         else:
             errors.append(err)
 
-    total = 6000
     killed_at = -1
     deadline = time.monotonic() + 90
     i = 0
@@ -289,27 +287,23 @@ def test_sigkill_of_one_shard_during_acks_all_stream_loses_nothing(two_shards: B
         if i - len(acked) - len(errors) >= 400:  # keep a stream in flight, not everything queued at once
             producer.poll(0.01)
             continue
-        producer.produce(topic_name, value=b"m%d" % i, partition=i % PARTITIONS, on_delivery=on_delivery)
+        producer.produce(topic, value=b"m%d" % i, partition=i % PARTITIONS, on_delivery=on_delivery)
         i += 1
         producer.poll(0)
         if killed_at < 0 and len(acked) >= 1500:
-            os.kill(old_pid, signal.SIGKILL)
+            os.kill(kill_pid(), signal.SIGKILL)
             killed_at = i
     assert producer.flush(90) == 0
     assert killed_at > 0, "the stream ended before the kill"
     assert errors == []  # the idempotent producer recovered by itself: every message was acknowledged
     assert len(acked) == total
+    return acked, killed_at
 
-    shards = node.admin_get("/v1/shards")
-    assert isinstance(shards, list)
-    victim = shards[victim_broker]
-    assert victim["restarts"] == 1 and victim["pid"] != old_pid and victim["ready"]
-    assert victim["last_exit"] == "killed by SIGKILL"
-    after_kill = [v for p, _, v in acked if p in victim_partitions and int(v[1:]) > killed_at]
-    assert after_kill, "nothing sent after the kill reached the restarted shard's partitions"
 
+def _check_acked_read_back(node: Broker, topic: str, acked: list[tuple[int, int, bytes]]) -> None:
+    """Every acknowledged message is in the log once, where it was acknowledged, in the order sent."""
     got: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
-    for p, o, v in _read(node.bootstrap, topic_name, total, timeout_s=60):
+    for p, o, v in _read(node.bootstrap, topic, len(acked), timeout_s=60):
         got[p].append((o, v))
     for records in got.values():
         assert [o for o, _ in records] == list(range(len(records)))
@@ -318,8 +312,64 @@ def test_sigkill_of_one_shard_during_acks_all_stream_loses_nothing(two_shards: B
     stored = {(p, o): v for p, records in got.items() for o, v in records}
     for p, o, v in acked:
         assert stored.get((p, o)) == v, f"acknowledged {v!r} at {p}/{o} is missing"
+
+
+def test_sigkill_of_one_shard_during_acks_all_stream_loses_nothing(two_shards: Broker, topic_name: str) -> None:
+    node = two_shards
+    _create(node.bootstrap, topic_name)
+    victim_broker = 1
+    victim_partitions = {p for p, leader in _leaders(node.bootstrap, topic_name).items() if leader == victim_broker}
+    old_pid = node.shard_pids()[victim_broker]
+    acked, killed_at = _acks_all_stream(node, topic_name, 6000, lambda: old_pid)
+
+    shards = node.admin_get("/v1/shards")
+    assert isinstance(shards, list)
+    victim = shards[victim_broker]
+    assert victim["restarts"] == 1 and victim["pid"] != old_pid and victim["ready"]
+    assert victim["last_exit"] == "killed by SIGKILL"
+    after_kill = [v for p, _, v in acked if p in victim_partitions and int(v[1:]) > killed_at]
+    assert after_kill, "nothing sent after the kill reached the restarted shard's partitions"
+    _check_acked_read_back(node, topic_name, acked)
     m = _metrics(node)
     assert m[("rafka_shard_restarts_total", (("shard", str(victim_broker)),))] == 1
+
+
+def test_sigkill_of_the_controller_process_leaves_the_shards_serving(two_shards: Broker, topic_name: str) -> None:
+    """The controller is its own process under the supervisor: killed mid-stream, it is restarted, the shards are
+    not (same pids, no client error), and they follow the new controller process's metadata."""
+    node = two_shards
+    assert node.proc is not None
+    _create(node.bootstrap, topic_name)
+    old_controller, shard_pids = node.controller_pid(), node.shard_pids()
+    assert old_controller not in shard_pids
+    assert psutil.Process(old_controller).ppid() == node.proc.pid
+    acked, _ = _acks_all_stream(node, topic_name, 6000, lambda: old_controller)
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            shards = node.admin_get("/v1/shards")
+            assert isinstance(shards, list)
+            if all(s["ready"] for s in shards):
+                break
+        time.sleep(0.1)
+    status = node.admin_get("/v1/controller")
+    assert isinstance(status, dict)
+    assert status["process"]["restarts"] == 1 and status["process"]["pid"] != old_controller
+    assert [s["pid"] for s in shards] == shard_pids and [s["restarts"] for s in shards] == [0, 0]
+    assert all(s["ready"] and s["metadata_lag"] == 0 for s in shards), shards
+    assert f"controller (pid {old_controller}) died: killed by SIGKILL" in node.log()
+    # Metadata flows again, through Kafka and through the admin API: new topics are served by both shards.
+    _create(node.bootstrap, topic_name + "-after")
+    producer = Producer({"bootstrap.servers": node.bootstrap, "acks": "all"})
+    for p in range(PARTITIONS):
+        producer.produce(topic_name + "-after", value=b"m%d" % p, partition=p)
+    assert producer.flush(30) == 0
+    assert sorted(v for _, _, v in _read(node.bootstrap, topic_name + "-after", PARTITIONS)) == sorted(
+        b"m%d" % p for p in range(PARTITIONS)
+    )
+    _check_acked_read_back(node, topic_name, acked)
+    assert _metrics(node)[("rafka_controller_restarts_total", ())] == 1
 
 
 def test_a_shard_refuses_partitions_it_does_not_own(two_shards: Broker, topic_name: str) -> None:
@@ -332,24 +382,35 @@ def test_a_shard_refuses_partitions_it_does_not_own(two_shards: Broker, topic_na
     assert right.error_code == ErrorCode.none and right.base_offset == 0
 
 
-def test_restarts_beyond_the_cap_stop_the_node(tmp_path: Path) -> None:
+@pytest.mark.parametrize("victim", ["shard", "controller"])
+def test_restarts_beyond_the_cap_stop_the_node(tmp_path: Path, victim: str) -> None:
     node = Broker(
         tmp_path / "data", shards=2, extra_args=["--shard-restarts-max", "1", "--shard-restart-backoff-ms", "0"]
     )
     node.start()
     tree = node.process_tree()
-    os.kill(node.shard_pids()[1], signal.SIGKILL)
+
+    def victim_pid() -> int:
+        return node.shard_pids()[1] if victim == "shard" else node.controller_pid()
+
+    def restarted_once() -> bool:
+        if victim == "controller":
+            status = node.admin_get("/v1/controller")
+            return isinstance(status, dict) and status["process"]["restarts"] == 1
+        shards = node.admin_get("/v1/shards")
+        return isinstance(shards, list) and shards[1]["restarts"] == 1 and shards[1]["ready"]
+
+    os.kill(victim_pid(), signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        shards = node.admin_get("/v1/shards")
-        assert isinstance(shards, list)
-        if shards[1]["restarts"] == 1 and shards[1]["ready"]:
-            break
+        with contextlib.suppress(OSError):  # the admin API is down while the controller process restarts
+            if restarted_once():
+                break
         time.sleep(0.1)
-    os.kill(node.shard_pids()[1], signal.SIGKILL)
+    os.kill(victim_pid(), signal.SIGKILL)
     assert node.proc is not None
     assert node.proc.wait(30) == 1
-    assert "giving up" in node.log()
+    assert f"{victim if victim == 'controller' else 'shard 1'} died 2 times within" in node.log()
     assert wait_gone(tree, timeout_s=10) == []
 
 
