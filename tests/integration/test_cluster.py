@@ -10,12 +10,14 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -23,7 +25,7 @@ from kio.schema.errors import ErrorCode
 
 from rafka_shards.node.raft_transport import KIND_FORWARD, KIND_RAFT, encode_frame
 from rafka_shards.records.builder import Record, build_batch
-from tests.conftest import Broker, free_port_range
+from tests.conftest import Broker, free_port_range, wait_gone
 from tests.integration.helpers import admin_call, raw_produce
 
 pytestmark = pytest.mark.integration
@@ -533,3 +535,45 @@ def test_a_decommissioned_broker_is_drained_onto_the_other_nodes_without_losing_
         assert sorted(p["isr"]) == sorted(p["replicas"]) and p["leader"] != leaving, p  # type: ignore[type-var]
     expected = sorted(v for vs in values.values() for v in vs)
     assert sorted(_read_all(node.bootstrap, topic_name, 6, len(expected))) == expected
+
+
+def test_the_three_node_script_starts_a_working_cluster(tmp_path: Path) -> None:
+    """``bash ops/cluster3.sh DIR`` as the README shows it (ports moved with RAFKA_PORT_BASE so runs do not collide):
+    three nodes form one quorum, a replicated topic is served, and stopping the script stops every node."""
+    base = free_port_range(560)
+    repo = Path(__file__).resolve().parents[2]
+    with open(tmp_path / "cluster3.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["bash", str(repo / "ops" / "cluster3.sh"), str(tmp_path / "cluster")],
+            env={**os.environ, "RAFKA_PORT_BASE": str(base)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    admins = [f"http://127.0.0.1:{base + 552 + i}" for i in range(3)]
+    bootstrap = ",".join(f"127.0.0.1:{base + 100 * i}" for i in range(3))
+    try:
+
+        def all_ready() -> bool:
+            with contextlib.suppress(OSError, ValueError):
+                return all(admin_call(a, "GET", "/v1/status/ready")[0] == 200 for a in admins)
+            return False
+
+        _wait("the three nodes to be ready", all_ready, timeout_s=90)
+        _, status = admin_call(admins[0], "GET", "/v1/controller")
+        assert [v["id"] for v in status["voters"]] == [1, 2, 3] and status["leader"] in (1, 2, 3)
+        code, _ = admin_call(
+            admins[1], "POST", "/v1/topics", {"name": "orders", "partitions": 3, "replication_factor": 3}
+        )
+        assert code == 201
+        _, brokers = admin_call(admins[2], "GET", "/v1/brokers")
+        assert sorted(b["broker_id"] for b in brokers) == [10, 20, 30]
+        values = {p: [b"order-%d-%d" % (p, i) for i in range(10)] for p in range(3)}
+        _produce(bootstrap, "orders", values)
+        assert sorted(_read_all(bootstrap, "orders", 3, 30)) == sorted(v for vs in values.values() for v in vs)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        assert len([p for p in tree if "rafka_shards" in " ".join(p.cmdline())]) == 3  # one `serve` per node
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    assert wait_gone(tree, timeout_s=30) == [], "a node outlived the script"
