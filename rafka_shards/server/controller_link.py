@@ -185,10 +185,13 @@ class ControllerLink:
             self._high_at_hello = msg.high_offset
             if self._image is None or msg.image.offset > self._image.offset:
                 self._replace_image(msg.image)
+            else:
+                # A new channel (a restarted controller process) starts at a snapshot this shard is past: the
+                # records that follow are the same committed log, and those it applied already are skipped. Say
+                # how far it is now (never past what this channel will have sent: its high offset).
+                self._send(Applied(min(self._image.offset, msg.high_offset)))
             if self._ready is not None:
                 self._send(self._ready)
-            # Else a new channel (a restarted controller process) starts at a snapshot this shard is past: the
-            # records that follow are the same committed log, and those it applied already are skipped.
             return
         if not self._hello_seen:
             raise ControllerLost(f"{type(msg).__name__} before the hello")

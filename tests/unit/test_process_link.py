@@ -177,11 +177,22 @@ def test_a_shard_keeps_its_image_across_a_controller_restart_and_catches_up_from
         await link.attach(shard_end2)
         decoder2 = ChannelDecoder()
         ctl2.sendall(encode_hello(4, EMPTY) + encode_records(1, [NOOP, NOOP]))
-        assert await _read_messages(ctl2, decoder2, 2) == [Ready(7, 9092), Applied(2)]
+        assert await _read_messages(ctl2, decoder2, 3) == [Applied(2), Ready(7, 9092), Applied(2)]
         assert link.image.offset == 2 and images == [0, 2]  # nothing rebuilt from the older snapshot
         ctl2.sendall(encode_records(3, [NOOP, NOOP]))
         assert await _read_messages(ctl2, decoder2, 1) == [Applied(4)]
         assert link.image.offset == 4 and images == [0, 2, 4] and link.connected
+
+        # A third one whose snapshot is exactly where the shard is, with no record after it: the shard still says
+        # where it is, or the controller would count it behind and hold every proposal for it.
+        ctl3, shard_end3 = socket.socketpair()
+        ctl3.setblocking(False)
+        await link.attach(shard_end3)
+        ctl3.sendall(encode_hello(4, encode_image(link.image)))
+        assert await _read_messages(ctl3, ChannelDecoder(), 2) == [Applied(4), Ready(7, 9092)]
+        assert images == [0, 2, 4]
+        ctl2.close()
+        ctl2 = ctl3
 
         # A channel carrying garbage is a real fault: the shard is told (and stops, to be restarted).
         ctl2.sendall(b"\x00\x00\x00\x05garbage")
