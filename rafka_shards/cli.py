@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from rafka_shards import __version__
+from rafka_shards import __version__, event_loop
 from rafka_shards.config import BrokerConfig, ConfigError, load_config, settings
 
 log = logging.getLogger("rafka_shards")
@@ -67,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(config: BrokerConfig) -> int:
-    try:
-        import uvloop
-    except ImportError:  # uvloop is a dependency; plain asyncio still works without it
-        return asyncio.run(_serve(config))
-    return int(uvloop.run(_serve(config)))
+    return event_loop.run(_serve(config))
 
 
 async def _serve(config: BrokerConfig) -> int:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.channel import Stats
+from rafka_shards import event_loop
 from rafka_shards.broker.manager import remove_stray_partition_dirs
 from rafka_shards.config import BrokerConfig
 from rafka_shards.node.controller_server import ControllerServer, ShardSession
@@ -48,7 +49,6 @@ from rafka_shards.node.raft_controller import RaftController
 log = logging.getLogger(__name__)
 
 STATS_TIMEOUT_S = 2.0
-PARENT_CHECK_INTERVAL_S = 1.0
 EXIT_FATAL = 1
 EXIT_STARTUP = 2
 
@@ -157,14 +157,7 @@ def run_controller(
         format="%(asctime)s %(levelname)s controller %(name)s: %(message)s",
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us in order
-    coro = _serve(config, link, admin_listener, parent_pid, first_start, restarts)
-    try:
-        import uvloop
-    except ImportError:  # uvloop is a dependency; plain asyncio still works without it
-        code = asyncio.run(coro)
-    else:
-        code = int(uvloop.run(coro))
-    sys.exit(code)
+    sys.exit(event_loop.run(_serve(config, link, admin_listener, parent_pid, first_start, restarts)))
 
 
 async def _serve(
@@ -237,10 +230,6 @@ async def _serve(
 
 
 async def _parent_watch(parent_pid: int, stop: asyncio.Event) -> None:
-    """Belt and braces with the link's end of file: the controller never outlives its supervisor."""
-    while True:
-        await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
-        if os.getppid() != parent_pid:
-            log.warning("stopping: the supervisor (pid %d) is gone", parent_pid)
-            stop.set()
-            return
+    await event_loop.parent_gone(parent_pid)
+    log.warning("stopping: the supervisor (pid %d) is gone", parent_pid)
+    stop.set()

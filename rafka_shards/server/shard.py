@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import socket
 import time
 from collections.abc import Mapping
 
 from controller.channel import HEARTBEAT_OK, PartitionStats, Stats
 from controller.image import MetadataImage
+from rafka_shards import event_loop
 from rafka_shards.broker.flusher import GroupCommitFlusher
 from rafka_shards.broker.manager import PartitionManager
 from rafka_shards.config import BrokerConfig, Durability
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 
 PROBE_FLUSH_INTERVAL_S = 1.0
-PARENT_CHECK_INTERVAL_S = 1.0
 
 
 class StartupError(Exception):
@@ -194,15 +193,9 @@ class Shard:
             self.probe.flush()
 
     async def _parent_watch(self) -> None:
-        """Belt and braces with the channel's end of file: a shard never outlives its supervisor."""
-        while True:
-            await asyncio.sleep(PARENT_CHECK_INTERVAL_S)
-            if os.getppid() != self._parent_pid:
-                log.warning(
-                    "shard %d stopping: its supervisor (pid %d) is gone", self.config.broker_id, self._parent_pid
-                )
-                self.request_stop()
-                return
+        await event_loop.parent_gone(self._parent_pid)
+        log.warning("shard %d stopping: its supervisor (pid %d) is gone", self.config.broker_id, self._parent_pid)
+        self.request_stop()
 
     async def _heartbeat_loop(self) -> None:
         """Renew the lease every heartbeat interval; each heartbeat runs on its own, so one the controller answers

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 
+from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig
 
 
@@ -25,13 +26,7 @@ def run_shard(
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s shard-{index} %(name)s: %(message)s",
     )
-    try:
-        import uvloop
-    except ImportError:  # uvloop is a dependency; plain asyncio still works without it
-        code = asyncio.run(_serve(config, listener, supervisor_link, parent_pid))
-    else:
-        code = int(uvloop.run(_serve(config, listener, supervisor_link, parent_pid)))
-    sys.exit(code)
+    sys.exit(event_loop.run(_serve(config, listener, supervisor_link, parent_pid)))
 
 
 async def _serve(config: BrokerConfig, listener: socket.socket, supervisor_link: socket.socket, parent_pid: int) -> int:
