@@ -30,7 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 DEADLINE_S = 120
 
@@ -77,7 +78,7 @@ class Node:
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/v1/status/ready", timeout=1) as r:
-                return r.status == 200
+                return bool(r.status == 200)
         except OSError:
             return False
 

@@ -101,7 +101,7 @@ def _consumer(bootstrap: str, topic: str, partitions: int, expected: int, deadli
         for m in msgs:
             if m.error() is None:
                 got += 1
-                nbytes += len(m.value())
+                nbytes += len(m.value() or b"")
     elapsed = time.perf_counter() - (started or time.perf_counter())
     c.close()
     cpu = psutil.Process().cpu_times()
@@ -273,7 +273,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tmp = Path(tempfile.mkdtemp(prefix="rafka-bench-"))
             proc, bootstrap = _start_broker(tmp / "data", _free_port(), args.shards, args.broker_arg)
             broker = psutil.Process(proc.pid)
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient
+        from confluent_kafka.cimpl import NewTopic
 
         topic = f"bench-{int(time.time())}"
         admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures complete

@@ -1,0 +1,1 @@
+"""The perf harness (``python -m bench``) and the older single-purpose benchmarks."""

@@ -1,0 +1,230 @@
+"""``python -m bench run WORKLOAD [--brokers rafka,tansu,nats,redis] [--out DIR]``: the perf harness.
+
+Runs a workload from ``bench/workloads/`` against each broker in turn (each started fresh on 127.0.0.1 with its
+data in a temporary directory, stopped afterwards) and writes ``results.csv``, ``summary.md`` and PNG plots to the
+output directory. A broker that cannot be installed or started is skipped with a line saying why. Exit codes: 0 when
+every step ran, 1 when nothing could run or a step failed (an unreachable ``--bootstrap`` broker), 2 for bad usage
+(an unknown workload or field, impossible values), 130 when interrupted; every process and temporary directory the
+run started is removed in all cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import peers, report, runner, workload
+from bench.workload import WorkloadError
+
+DEFAULT_BROKERS = "rafka,tansu,nats,redis"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="The rafka_shards perf harness: the same workloads against rafka_shards and peer brokers, in one "
+        "run on one machine, written as CSV, a Markdown summary and plots.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the workloads with their descriptions")
+    run = sub.add_parser(
+        "run",
+        help="run a workload",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run WORKLOAD (a name from bench/workloads/ or a path to a .toml file) against each broker. "
+        "Workload fields: " + ", ".join(f.name for f in __import__("dataclasses").fields(workload.Workload)) + ".",
+    )
+    run.add_argument("workload", help=f"one of: {', '.join(workload.available())}; or a .toml path")
+    run.add_argument(
+        "--brokers",
+        default=DEFAULT_BROKERS,
+        help="comma-separated brokers to compare: rafka (this project), tansu (Kafka-compatible, Rust), nats (NATS "
+        "JetStream), redis (Redis Streams)",
+    )
+    run.add_argument(
+        "--bootstrap",
+        default="",
+        metavar="HOST:PORT",
+        help="also run against an already running Kafka-compatible broker (not started or stopped by the harness)",
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: bench/results/run-<UTC time>); results.csv there is appended to",
+    )
+    run.add_argument("--duration-s", type=float, default=None, help="override every step's duration (seconds)")
+    run.add_argument("--warmup-s", type=float, default=None, help="override the unmeasured warm-up (seconds)")
+    run.add_argument("--messages-max", type=int, default=None, help="override the per-step message cap")
+    run.add_argument("--partitions-max", type=int, default=None, help="cap every step's partition count")
+    run.add_argument("--data-mb", type=int, default=None, help="recovery: override the MB written before SIGKILL")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, w: workload.Workload) -> runner.Overrides:
+    checks: list[tuple[str, Any, float, float]] = [
+        ("--duration-s", args.duration_s, 0.1, workload.DURATION_MAX_S),
+        ("--warmup-s", args.warmup_s, 0.0, workload.DURATION_MAX_S),
+        ("--messages-max", args.messages_max, 1, 1_000_000_000),
+        ("--partitions-max", args.partitions_max, 1, workload.PARTITIONS_MAX),
+        ("--data-mb", args.data_mb, 1, 1_000_000),
+    ]
+    for flag, value, lo, hi in checks:
+        if value is not None and not lo <= value <= hi:
+            raise WorkloadError(f"{flag}: expected {lo}..{hi}, got {value}")
+    duration = args.duration_s if args.duration_s is not None else w.duration_s
+    warmup = args.warmup_s if args.warmup_s is not None else w.warmup_s
+    if w.kind == "stream" and warmup >= duration:
+        raise WorkloadError(f"the warm-up ({warmup} s) must be shorter than the duration ({duration} s)")
+    return runner.Overrides(args.duration_s, args.warmup_s, args.messages_max, args.partitions_max, args.data_mb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for name in workload.available():
+            print(f"{name:18} {workload.load(name).description}")
+        return 0
+    try:
+        w = workload.load(args.workload)
+        overrides = _overrides(args, w)
+        names = [b.strip() for b in args.brokers.split(",") if b.strip()]
+        unknown = [n for n in names if n not in peers.FACTORIES]
+        if unknown:
+            raise WorkloadError(f"--brokers: unknown {', '.join(unknown)}; known: {', '.join(peers.FACTORIES)}")
+    except WorkloadError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    # SIGTERM ends the run like Ctrl-C: through the finally blocks that stop brokers and clients.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    out = args.out or Path("bench/results") / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rafka-bench-"))
+    try:
+        return _run(args, w, overrides, names, out, work)
+    except KeyboardInterrupt:
+        print("bench: interrupted; brokers and clients stopped, temporary data removed", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace,
+    w: workload.Workload,
+    overrides: runner.Overrides,
+    names: list[str],
+    out: Path,
+    work: Path,
+) -> int:
+    commit = runner.git_commit()
+    machine = f"{os.cpu_count()} CPUs, {platform.python_version()}, {platform.platform()}, commit {commit}"
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    failed = False
+    if w.kind == "limits":
+        rows = list(runner.limits(w, overrides, work, commit))
+        return _finish(rows, skipped, machine, out, failed)
+
+    brokers: list[peers.Broker] = []
+    for name in names:
+        broker = peers.make(name)
+        if len(w.shards) > 1 and name != "rafka":
+            skipped.append(f"{name}: {w.name} varies rafka_shards' shard count; it has no equivalent")
+            continue
+        if w.kind == "recovery" and name == "tansu":
+            skipped.append("tansu: memory-only storage, nothing on disk to recover")
+            continue
+        try:
+            broker.check()
+        except peers.Unavailable as e:
+            skipped.append(f"{name}: {e}")
+            continue
+        brokers.append(broker)
+    if args.bootstrap:
+        try:
+            external = peers.External(args.bootstrap)
+            external.start(work)
+        except peers.Unavailable as e:
+            print(f"bench: {e}", file=sys.stderr)
+            return 1
+        brokers.append(external)
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    if not brokers:
+        print("bench: no broker could run; nothing measured", file=sys.stderr)
+        return 1
+
+    steps = w.steps()
+    step_runner = runner.StepRunner(w, overrides, work, commit)
+    progress = _progress(len(steps) * len(brokers), args.no_progress)
+    try:
+        for broker in brokers:
+            for step in steps:
+                progress.set_description(f"{broker.name}: {step.label}")
+                started = time.monotonic()
+                try:
+                    if w.kind == "recovery":
+                        row = step_runner.recovery(broker, step)
+                    else:
+                        row = step_runner.stream(broker, step)
+                except (peers.Unavailable, RuntimeError) as e:
+                    failed = True
+                    row = {**step_runner.base_row(broker, step), "errors": 1, "note": str(e)[:500]}
+                    progress.write(f"{broker.name} / {step.label}: failed: {e}")
+                rows.append(row)
+                progress.write(
+                    f"{broker.name:6} {step.label:22} {row.get('achieved_mb_s', '')!s:>8} MB/s  "
+                    f"e2e p99 {row.get('e2e_p99_us', '')!s:>8} us  errors {row.get('errors', '')}  "
+                    f"({time.monotonic() - started:.0f} s)"
+                )
+                progress.update(1)
+    finally:
+        progress.close()
+    return _finish(rows, skipped, machine, out, failed or any(int(r.get("errors") or 0) for r in rows))
+
+
+def _finish(rows: list[dict[str, Any]], skipped: list[str], machine: str, out: Path, failed: bool) -> int:
+    report.write_csv(out / "results.csv", rows)
+    (out / "summary.md").write_text(report.summary(rows, skipped, machine))
+    pictures = report.plots(rows, out)
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and {len(pictures)} plot(s) in {out}")
+    return 1 if failed else 0
+
+
+class _Quiet:
+    """Stands in for tqdm with --no-progress."""
+
+    def set_description(self, _text: str) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        print(text, flush=True)
+
+    def update(self, _n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, quiet: bool) -> Any:
+    if quiet:
+        return _Quiet()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

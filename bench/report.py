@@ -1,0 +1,142 @@
+"""What a run leaves in its output directory: ``results.csv`` (one row per broker and step, appended across runs),
+``summary.md`` (the rows of this run as tables) and PNG plots (throughput per broker, latency percentiles per rate
+class) made with matplotlib."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.runner import COLUMNS
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append ``rows``; a file with another header is rewritten under the current one (old rows kept)."""
+    old: list[dict[str, str]] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != COLUMNS:
+                old = list(reader)
+    mode = "w" if old or not path.exists() else "a"
+    with path.open(mode, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        if mode == "w":
+            writer.writeheader()
+            writer.writerows(old)
+        writer.writerows(rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def summary(rows: list[dict[str, Any]], skipped: list[str], machine: str) -> str:
+    lines = [f"# Benchmark run ({machine})", ""]
+    if skipped:
+        lines += ["Skipped:", "", *(f"- {s}" for s in skipped), ""]
+    by_workload: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_workload[str(row["workload"])].append(row)
+    for workload, items in by_workload.items():
+        lines += [f"## {workload}", ""]
+        if items[0]["broker"] == "machine":
+            lines += ["| measure | MB/s | per second |", "|---|---|---|"]
+            lines += [
+                f"| {r['step']} | {_fmt(r.get('achieved_mb_s'))} | {_fmt(r.get('achieved_msgs_s'))} |" for r in items
+            ]
+        else:
+            cols = [
+                ("broker", "broker"),
+                ("step", "step"),
+                ("achieved_msgs_s", "msg/s"),
+                ("achieved_mb_s", "MB/s"),
+                ("target_attainment_pct", "% of target"),
+                ("consumed_mb_s", "consumed MB/s"),
+                ("produce_p50_us", "ack p50 us"),
+                ("produce_p99_us", "ack p99 us"),
+                ("e2e_p50_us", "e2e p50 us"),
+                ("e2e_p99_us", "e2e p99 us"),
+                ("e2e_max_us", "e2e max us"),
+                ("recovery_s", "recovery s"),
+                ("errors", "errors"),
+                ("broker_cpu_s", "broker CPU s"),
+                ("client_cpu_s", "client CPU s"),
+                ("durability", "durability"),
+            ]
+            lines.append("| " + " | ".join(title for _, title in cols) + " |")
+            lines.append("|" + "---|" * len(cols))
+            for r in items:
+                lines.append("| " + " | ".join(_fmt(r.get(key)) for key, _ in cols) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """One throughput chart per workload (MB/s per step, a bar per broker) and, where a workload has target rates,
+    one latency chart (p50/p95/p99 end-to-end, per broker and rate). Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    by_workload: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["broker"] != "machine":
+            by_workload[str(row["workload"])].append(row)
+    for workload, items in by_workload.items():
+        steps = list(dict.fromkeys(str(r["step"]) for r in items))
+        brokers = list(dict.fromkeys(str(r["broker"]) for r in items))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(steps) * len(brokers)), 4))
+        width = 0.8 / max(1, len(brokers))
+        for b, broker in enumerate(brokers):
+            values = [
+                next((_number(r["achieved_mb_s"]) for r in items if r["broker"] == broker and r["step"] == s), 0.0)
+                for s in steps
+            ]
+            ax.bar([i + b * width for i in range(len(steps))], values, width, label=broker)
+        ax.set_xticks([i + width * (len(brokers) - 1) / 2 for i in range(len(steps))], steps, fontsize=8)
+        ax.set_ylabel("produced MB/s (acknowledged)")
+        ax.set_title(f"{workload}: throughput per broker")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{workload}-throughput.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+        rated = [r for r in items if _number(r.get("target_rate")) > 0 and not math.isnan(_number(r.get("e2e_p50_us")))]
+        if not rated:
+            continue
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rated)), 4))
+        labels = [f"{r['broker']}\n{int(_number(r['target_rate'])):,}/s" for r in rated]
+        for k, (key, name) in enumerate((("e2e_p50_us", "p50"), ("e2e_p95_us", "p95"), ("e2e_p99_us", "p99"))):
+            ax.bar([i + k * 0.27 for i in range(len(rated))], [_number(r[key]) / 1000 for r in rated], 0.27, label=name)
+        ax.set_xticks([i + 0.27 for i in range(len(rated))], labels, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("end-to-end latency, ms (log)")
+        ax.set_title(f"{workload}: latency percentiles per rate class")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{workload}-latency.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
