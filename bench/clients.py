@@ -83,11 +83,32 @@ def _sleep_until(ns: int) -> None:
         time.sleep(delay)
 
 
-def _due(load: Load, now_ns: int) -> int:
-    """How many messages a rate-limited producer should have sent by ``now_ns``."""
-    if not load.rate:
-        return load.messages_max
-    return min(load.messages_max, int((now_ns - load.start_ns) / 1e9 * load.rate) + 1)
+class _Pacer:
+    """When a producer sends: at most ``rate`` msg/s on average (none: flat out), at most ``messages_max`` during the
+    warm-up and as many after it (so a small cap still measures something), never after ``end_ns``."""
+
+    def __init__(self, load: Load) -> None:
+        self.load = load
+        self.seq = 0  # messages sent
+        self.warm = 0  # of those, during the warm-up
+
+    def next(self, now_ns: int) -> str:
+        """"send", "wait" (ahead of the rate, or the warm-up's share is spent) or "stop"."""
+        load = self.load
+        if now_ns >= load.end_ns or self.seq - self.warm >= load.messages_max:
+            return "stop"
+        if now_ns < load.warm_end_ns and self.warm >= load.messages_max:
+            return "wait"
+        if load.rate and self.seq >= int((now_ns - load.start_ns) / 1e9 * load.rate) + 1:
+            return "wait"
+        return "send"
+
+    def sent(self, now_ns: int) -> int:
+        """Count one message sent at ``now_ns``; its sequence number."""
+        if now_ns < self.load.warm_end_ns:
+            self.warm += 1
+        self.seq += 1
+        return self.seq - 1
 
 
 class _Recorder:
@@ -157,16 +178,17 @@ def _kafka_produce(load: Load) -> Report:
 
     buf = _payload(size)
     _sleep_until(load.start_ns)
-    seq = 0
-    while seq < load.messages_max:
+    pacer = _Pacer(load)
+    while True:
         now = time.monotonic_ns()
-        if now >= load.end_ns:
+        action = pacer.next(now)
+        if action == "stop":
             break
-        if seq >= _due(load, now):
+        if action == "wait":
             producer.poll(RATE_SLICE_S)
             continue
-        topic, partition = _target(load, seq)
-        HEADER.pack_into(buf, 0, now, seq)
+        topic, partition = _target(load, pacer.seq)
+        HEADER.pack_into(buf, 0, now, pacer.seq)
         try:
             producer.produce(topic, bytes(buf), partition=partition, on_delivery=on_delivery)
         except BufferError:
@@ -176,10 +198,9 @@ def _kafka_produce(load: Load) -> Report:
             rec.report.errors += 1
             error_text.append(str(e))
             break
-        seq += 1
-        if seq % 1000 == 0:
+        if pacer.sent(now) % 1000 == 999:
             producer.poll(0)
-    rec.report.sent = seq
+    rec.report.sent = pacer.seq
     remaining = producer.flush(max(0.0, (load.deadline_ns - time.monotonic_ns()) / 1e9))
     if remaining:
         rec.report.errors += remaining
@@ -196,34 +217,36 @@ def _redis_produce(load: Load) -> Report:
     size = load.message_size
     buf = _payload(size)
     _sleep_until(load.start_ns)
-    seq = 0
+    pacer = _Pacer(load)
     try:
-        while seq < load.messages_max:
-            now = time.monotonic_ns()
-            if now >= load.end_ns:
-                break
-            batch = min(_due(load, now) - seq, REDIS_PIPELINE_MAX)
-            if batch <= 0:
-                time.sleep(RATE_SLICE_S)
-                continue
+        while True:
             pipe = client.pipeline(transaction=False)
-            sent_at = []
-            for _ in range(batch):
-                topic, partition = _target(load, seq)
+            sent_at: list[int] = []
+            action = "send"
+            while len(sent_at) < REDIS_PIPELINE_MAX:  # what is due now goes in one pipeline
                 t = time.monotonic_ns()
-                HEADER.pack_into(buf, 0, t, seq)
+                action = pacer.next(t)
+                if action != "send":
+                    break
+                topic, partition = _target(load, pacer.seq)
+                HEADER.pack_into(buf, 0, t, pacer.seq)
                 pipe.xadd(f"{topic}:{partition}", {"d": bytes(buf)})
+                pacer.sent(t)
                 sent_at.append(t)
-                seq += 1
-            pipe.execute()
-            done = time.monotonic_ns()
-            rec.report.acked += batch
-            for t in sent_at:
-                rec.measured(t, done, size)
+            if sent_at:
+                pipe.execute()
+                done = time.monotonic_ns()
+                rec.report.acked += len(sent_at)
+                for t in sent_at:
+                    rec.measured(t, done, size)
+            elif action == "stop":
+                break
+            else:
+                time.sleep(RATE_SLICE_S)
     except redis.RedisError as e:
         rec.report.errors += 1
         rec.report.error_text = str(e)
-    rec.report.sent = seq
+    rec.report.sent = pacer.seq
     return rec.finish()
 
 
@@ -256,22 +279,23 @@ async def _nats_produce_async(load: Load) -> Report:
 
     buf = _payload(size)
     await asyncio.sleep(max(0.0, (load.start_ns - time.monotonic_ns()) / 1e9))
-    seq = 0
-    while seq < load.messages_max:
+    pacer = _Pacer(load)
+    while True:
         now = time.monotonic_ns()
-        if now >= load.end_ns:
+        action = pacer.next(now)
+        if action == "stop":
             break
-        if seq >= _due(load, now):
+        if action == "wait":
             await asyncio.sleep(RATE_SLICE_S)
             continue
         await window.acquire()
-        topic, partition = _target(load, seq)
-        HEADER.pack_into(buf, 0, now, seq)
+        topic, partition = _target(load, pacer.seq)
+        HEADER.pack_into(buf, 0, now, pacer.seq)
         task = asyncio.get_running_loop().create_task(publish(f"{topic}.{partition}", bytes(buf), now))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-        seq += 1
-    rec.report.sent = seq
+        pacer.sent(now)
+    rec.report.sent = pacer.seq
     if tasks:
         await asyncio.wait(tasks, timeout=max(0.1, (load.deadline_ns - time.monotonic_ns()) / 1e9))
     await nc.close()

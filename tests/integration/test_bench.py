@@ -1,0 +1,211 @@
+"""The perf harness as a user runs it (``python -m bench ...``): a tiny run of every workload against rafka_shards
+checks the CSV, the summary and the plots; bad input fails fast with a message; Ctrl-C leaves nothing behind.
+Full runs (and the peers) are not part of CI; no assertion here is about speed."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench import workload
+from bench.runner import COLUMNS, percentiles
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "--duration-s",
+    "1.5",
+    "--warmup-s",
+    "0.3",
+    "--messages-max",
+    "4000",
+    "--partitions-max",
+    "16",
+    "--data-mb",
+    "2",
+    "--no-progress",
+]
+
+
+def _bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with (out / "results.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == COLUMNS
+        return list(reader)
+
+
+@pytest.mark.parametrize("name", workload.available())
+def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _bench("run", name, "--brokers", "rafka", "--out", str(out), *TINY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _rows(out)
+    w = workload.load(name)
+    assert (out / "summary.md").read_text().startswith("# Benchmark run")
+    if w.kind == "limits":
+        assert [r["broker"] for r in rows] == ["machine"] * 3
+        assert all(float(r["achieved_mb_s"] or r["achieved_msgs_s"]) > 0 for r in rows)
+        return
+    assert len(rows) == len(w.steps())
+    for row in rows:
+        assert row["broker"] == "rafka" and row["workload"] == name and row["git_commit"]
+        assert row["errors"] == "0", row["note"]
+        assert int(row["messages_acked"]) > 0 and float(row["achieved_msgs_s"]) > 0
+        assert float(row["broker_cpu_s"]) > 0 and float(row["broker_peak_rss_mb"]) > 0
+        assert float(row["client_cpu_s"]) > 0
+        produce = [float(row[f"produce_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
+        assert produce == sorted(produce) and produce[0] > 0
+        if w.kind == "recovery":
+            assert float(row["recovery_s"]) > 0 and "all readable after SIGKILL" in row["note"]
+            continue
+        assert row["messages_consumed"] == row["messages_acked"]
+        e2e = [float(row[f"e2e_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
+        assert e2e == sorted(e2e) and e2e[0] > 0
+        if row["target_rate"] != "0":
+            assert float(row["target_attainment_pct"]) > 0
+    plots = sorted(out.glob("*.png"))
+    assert plots and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
+    if any(r["target_rate"] != "0" for r in rows):
+        assert (out / f"{name}-latency.png") in plots
+
+
+def test_steps_of_shard_scaling_run_rafka_with_each_shard_count(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _bench("run", "shard-scaling", "--brokers", "rafka,redis", "--out", str(out), *TINY)
+    assert result.returncode == 0, result.stderr
+    assert [r["shards"] for r in _rows(out)] == ["1", "2", "4"]
+    assert "skipped redis: shard-scaling varies rafka_shards' shard count" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no-such-workload"], "unknown workload 'no-such-workload'"),
+        (["run", "throughput-1kb", "--brokers", "rafka,kafkaesque"], "--brokers: unknown kafkaesque"),
+        (["run", "throughput-1kb", "--duration-s", "-1"], "--duration-s: expected"),
+        (["run", "throughput-1kb", "--duration-s", "2", "--warmup-s", "5"], "warm-up (5.0 s) must be shorter"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_message(args: list[str], message: str) -> None:
+    result = _bench(*args, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('name = "x"\nrates = [-5]\n', "rates: expected an integer 0..10000000, got -5"),
+        ('name = "x"\npartitions = 0\n', "partitions: expected an integer 1..100000, got 0"),
+        ('name = "x"\npartitons = 8\n', "unknown field(s) partitons"),
+        ('name = "x"\nacks = "most"\n', "acks: expected one of 0, 1, all"),
+        ('name = "x"\nmessage_size = "big"\n', "message_size: expected an integer"),
+        ("name = \n", "Invalid value"),
+    ],
+)
+def test_a_bad_workload_file_exits_2_naming_the_field(body: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    result = _bench("run", str(path), timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_an_unreachable_broker_exits_1_at_once(tmp_path: Path) -> None:
+    with socket_bound() as port:  # bound, not listening: connections are refused
+        started = time.monotonic()
+        result = _bench(
+            "run", "throughput-1kb", "--brokers", "", "--bootstrap", f"127.0.0.1:{port}", "--out", str(tmp_path)
+        )
+    assert result.returncode == 1 and f"cannot reach 127.0.0.1:{port}" in result.stderr, result.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_help_explains_every_option_and_list_every_workload() -> None:
+    result = _bench("run", "--help", timeout=60)
+    assert result.returncode == 0
+    for flag in ("--brokers", "--bootstrap", "--out", "--duration-s", "--warmup-s", "--messages-max", "--data-mb"):
+        assert flag in result.stdout
+    listing = _bench("list", timeout=60)
+    for name in workload.available():
+        assert f"{name} " in listing.stdout and workload.load(name).description in listing.stdout
+
+
+def test_ctrl_c_stops_the_run_and_leaves_no_process_or_directory(tmp_path: Path) -> None:
+    before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "latency-10k",
+            "--brokers",
+            "rafka",
+            "--duration-s",
+            "60",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    root = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    tree: list[psutil.Process] = []
+    while time.monotonic() < deadline:  # until the broker and the client processes run
+        tree = root.children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in tree if p.is_running())
+        if "rafka_shards" in names and names.count("multiprocessing.spawn") >= 4:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the run did not start its broker and clients")
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert alive == [], f"left running: {[p.pid for p in alive]}"
+    left = {n for n in set(os.listdir(os.environ.get("TMPDIR", "/tmp"))) - before if n.startswith("rafka-bench-")}
+    assert left == set()
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    import array
+
+    values = array.array("Q", range(1, 101))
+    assert percentiles(values) == {"p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+    empty = percentiles(array.array("Q"))
+    assert all(v != v for v in empty.values())  # NaN: no sample
+
+
+class socket_bound:
+    """A loopback port that is bound but not listening, for the test's lifetime."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        port: int = self.sock.getsockname()[1]
+        return port
+
+    def __exit__(self, *_: object) -> None:
+        self.sock.close()
