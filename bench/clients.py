@@ -26,6 +26,8 @@ RATE_SLICE_S = 0.001  # how finely a rate-limited producer spreads its sends
 REDIS_PIPELINE_MAX = 256
 NATS_IN_FLIGHT_MAX = 512
 CONSUMER_IDLE_S = 1.0
+KAFKA_BATCH = 1000
+KAFKA_BATCH_WAIT_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -368,7 +370,9 @@ def _kafka_consume(load: Load, expected: Callable[[], int]) -> Report:
     consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in _mine(load)])
     done = _Stop(rec, expected)
     while not done():
-        messages = consumer.consume(10_000, 0.1)
+        # consume() returns when the batch is full or the timeout ends: a long timeout would hold messages that
+        # arrived early in it, and count that wait as broker latency.
+        messages = consumer.consume(KAFKA_BATCH, KAFKA_BATCH_WAIT_S)
         now = time.monotonic_ns()
         for m in messages:
             value = m.value()
