@@ -95,7 +95,7 @@ class _Pacer:
         self.warm = 0  # of those, during the warm-up
 
     def next(self, now_ns: int) -> str:
-        """"send", "wait" (ahead of the rate, or the warm-up's share is spent) or "stop"."""
+        """ "send", "wait" (ahead of the rate, or the warm-up's share is spent) or "stop"."""
         load = self.load
         if now_ns >= load.end_ns or self.seq - self.warm >= load.messages_max:
             return "stop"
