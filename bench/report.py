@@ -108,7 +108,7 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         width = 0.8 / max(1, len(brokers))
         for b, broker in enumerate(brokers):
             values = [
-                next((_number(r["achieved_mb_s"]) for r in items if r["broker"] == broker and r["step"] == s), 0.0)
+                next((_number(r.get("achieved_mb_s")) for r in items if r["broker"] == broker and r["step"] == s), 0.0)
                 for s in steps
             ]
             ax.bar([i + b * width for i in range(len(steps))], values, width, label=broker)
@@ -122,13 +122,14 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-        rated = [r for r in items if _number(r.get("target_rate")) > 0 and not math.isnan(_number(r.get("e2e_p50_us")))]
+        rated = [r for r in items if _number(r.get("target_rate")) > 0 and not math.isnan(_number(r.get("e2e_p99_us")))]
         if not rated:
             continue
         fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rated)), 4))
         labels = [f"{r['broker']}\n{int(_number(r['target_rate'])):,}/s" for r in rated]
         for k, (key, name) in enumerate((("e2e_p50_us", "p50"), ("e2e_p95_us", "p95"), ("e2e_p99_us", "p99"))):
-            ax.bar([i + k * 0.27 for i in range(len(rated))], [_number(r[key]) / 1000 for r in rated], 0.27, label=name)
+            values = [_number(r.get(key)) / 1000 for r in rated]
+            ax.bar([i + k * 0.27 for i in range(len(rated))], values, 0.27, label=name)
         ax.set_xticks([i + 0.27 for i in range(len(rated))], labels, fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("end-to-end latency, ms (log)")

@@ -209,3 +209,27 @@ class socket_bound:
 
     def __exit__(self, *_: object) -> None:
         self.sock.close()
+
+
+def test_a_failed_step_still_gets_its_row_summary_and_plots(tmp_path: Path) -> None:
+    """A step that failed (say, a topic the broker would not create) has only its load columns and a note: the
+    report writes it as it is instead of crashing on the missing measurements."""
+    from bench import report
+
+    rows: list[dict[str, object]] = [
+        {
+            "broker": "rafka",
+            "workload": "w",
+            "step": "ok",
+            "achieved_mb_s": 5.0,
+            "target_rate": 100,
+            "e2e_p50_us": 1,
+            "e2e_p95_us": 2,
+            "e2e_p99_us": 3,
+        },
+        {"broker": "rafka", "workload": "w", "step": "failed", "target_rate": 100, "errors": 1, "note": "refused"},
+    ]
+    report.write_csv(tmp_path / "results.csv", rows)
+    assert [r["note"] for r in _rows(tmp_path)] == ["", "refused"]
+    assert "| rafka | failed |" in report.summary(rows, [], "test")
+    assert [p.name for p in report.plots(rows, tmp_path)] == ["w-throughput.png", "w-latency.png"]
