@@ -114,13 +114,7 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.bar([i + b * width for i in range(len(steps))], values, width, label=broker)
         ax.set_xticks([i + width * (len(brokers) - 1) / 2 for i in range(len(steps))], steps, fontsize=8)
         ax.set_ylabel("produced MB/s (acknowledged)")
-        ax.set_title(f"{workload}: throughput per broker")
-        ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{workload}-throughput.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, f"{workload}: throughput per broker", out_dir / f"{workload}-throughput.png"))
 
         rated = [r for r in items if _number(r.get("target_rate")) > 0 and not math.isnan(_number(r.get("e2e_p99_us")))]
         if not rated:
@@ -133,11 +127,17 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xticks([i + 0.27 for i in range(len(rated))], labels, fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("end-to-end latency, ms (log)")
-        ax.set_title(f"{workload}: latency percentiles per rate class")
-        ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{workload}-latency.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        title = f"{workload}: latency percentiles per rate class"
+        written.append(_save(fig, ax, title, out_dir / f"{workload}-latency.png"))
     return written
+
+
+def _save(fig: Any, ax: Any, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

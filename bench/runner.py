@@ -155,6 +155,9 @@ class ResourceSampler:
         self._stop.set()
         self._thread.join()
 
+    def columns(self) -> dict[str, float]:
+        return {"broker_cpu_s": round(self.cpu_s, 2), "broker_peak_rss_mb": round(self.peak_rss / 1e6, 1)}
+
 
 # ---- client processes ------------------------------------------------------------------------------------------
 
@@ -346,8 +349,7 @@ class StepRunner:
         """One stream step: produce (rate-limited or flat out) and consume at once."""
         w = self.workload
         row = self.base_row(broker, step)
-        broker.start(self.work_dir / f"{broker.name}-{step.index}", shards=step.shards)
-        try:
+        with self._running(broker, step):
             topics = topic_names(step)
             create_topics(broker, topics, self.partitions(step))
             rate_each = step.rate / w.producers if step.rate else 0.0
@@ -359,10 +361,17 @@ class StepRunner:
                 sent = group.collect("producer", len(producers), end_s + ACK_GRACE_S + 15)
                 group.expected.value = sum(r.acked for r in sent)
                 read = group.collect("consumer", len(consumers), end_s + CONSUME_GRACE_S + 15)
-            row.update(self.measures(sent, read, step.rate))
-            row["broker_cpu_s"] = round(sampler.cpu_s, 2)
-            row["broker_peak_rss_mb"] = round(sampler.peak_rss / 1e6, 1)
+            row.update(self.measures(sent, read, step.rate), **sampler.columns())
             return row
+
+    @contextlib.contextmanager
+    def _running(self, broker: Broker, step: Step) -> Iterator[Path]:
+        """The broker started fresh for ``step`` (its data directory is yielded); on the way out, however it is left,
+        the step's client processes are killed and the broker stopped."""
+        data_dir = self.work_dir / f"{broker.name}-{step.index}"
+        broker.start(data_dir, shards=step.shards)
+        try:
+            yield data_dir
         finally:
             if self.group is not None:
                 self.group.close()
@@ -408,9 +417,7 @@ class StepRunner:
         the restart to every acknowledged message being readable again."""
         w = self.workload
         row = self.base_row(broker, step)
-        data_dir = self.work_dir / f"{broker.name}-{step.index}"
-        broker.start(data_dir, shards=step.shards)
-        try:
+        with self._running(broker, step) as data_dir:
             topics = topic_names(step)
             partitions = self.partitions(step)
             create_topics(broker, topics, partitions)
@@ -430,19 +437,13 @@ class StepRunner:
                 broker.start(data_dir, shards=step.shards, fresh=False)
                 back = wait_readable(broker, topics, partitions, acked, began + RECOVERY_WAIT_MAX_S)
                 row["recovery_s"] = round(time.monotonic() - began, 2)
-            row["broker_cpu_s"] = round(sampler.cpu_s, 2)
-            row["broker_peak_rss_mb"] = round(sampler.peak_rss / 1e6, 1)
+            row.update(sampler.columns())
             if back < acked:
                 row["errors"] = int(row["errors"]) + acked - back
                 row["note"] = f"{acked - back} acknowledged message(s) missing after the restart"
             else:
                 row["note"] = f"{acked} messages ({acked * w.message_size / 1e6:.0f} MB) all readable after SIGKILL"
             return row
-        finally:
-            if self.group is not None:
-                self.group.close()
-                self.group = None
-            broker.stop()
 
 
 def dataclass_replace(load: Load, **changes: Any) -> Load:
