@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except WorkloadError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
-    # SIGTERM ends the run like Ctrl-C: through the finally blocks that stop brokers and clients.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     out = args.out or Path("bench/results") / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rafka-bench-"))
@@ -117,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM ends the run like Ctrl-C: through the finally blocks that stop brokers and clients."""
+    raise KeyboardInterrupt
 
 
 def _run(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -313,7 +314,7 @@ class StepRunner:
 
     def loads(
         self, broker: Broker, step: Step, topics: tuple[str, ...], rate_each: float, consumers: int
-    ) -> tuple[list[Load], list[Load], float]:
+    ) -> tuple[list[Load], list[Load]]:
         w = self.workload
         duration, warmup = float(self._n("duration_s")), float(self._n("warmup_s"))
         start = time.monotonic_ns() + int(STARTUP_LEAD_S * 1e9)
@@ -343,7 +344,7 @@ class StepRunner:
         cap_each = max(1, int(self._n("messages_max")) // w.producers)
         producers = [load(i, w.producers, ACK_GRACE_S, cap_each) for i in range(w.producers)]
         readers = [load(i, consumers, CONSUME_GRACE_S, 0) for i in range(consumers)]
-        return producers, readers, warmup
+        return producers, readers
 
     def stream(self, broker: Broker, step: Step) -> dict[str, Any]:
         """One stream step: produce (rate-limited or flat out) and consume at once."""
@@ -353,7 +354,7 @@ class StepRunner:
             topics = topic_names(step)
             create_topics(broker, topics, self.partitions(step))
             rate_each = step.rate / w.producers if step.rate else 0.0
-            producers, consumers, _ = self.loads(broker, step, topics, rate_each, w.consumers)
+            producers, consumers = self.loads(broker, step, topics, rate_each, w.consumers)
             self.group = group = ClientGroup()
             with ResourceSampler(broker) as sampler:
                 group.start(producers, consumers)
@@ -422,9 +423,9 @@ class StepRunner:
             partitions = self.partitions(step)
             create_topics(broker, topics, partitions)
             count = max(1, int(self._n("data_mb")) * 1_000_000 // w.message_size)
-            producers, _, _ = self.loads(broker, step, topics, 0.0, 0)
+            producers, _ = self.loads(broker, step, topics, 0.0, 0)
             cap_each = max(1, min(int(self._n("messages_max")), count) // w.producers)
-            producers = [dataclass_replace(p, messages_max=cap_each, warm_end_ns=p.start_ns) for p in producers]
+            producers = [dataclasses.replace(p, messages_max=cap_each, warm_end_ns=p.start_ns) for p in producers]
             self.group = group = ClientGroup()
             group.start(producers, [])
             end_s = time.monotonic() + STARTUP_LEAD_S + float(self._n("duration_s"))
@@ -444,12 +445,6 @@ class StepRunner:
             else:
                 row["note"] = f"{acked} messages ({acked * w.message_size / 1e6:.0f} MB) all readable after SIGKILL"
             return row
-
-
-def dataclass_replace(load: Load, **changes: Any) -> Load:
-    import dataclasses
-
-    return dataclasses.replace(load, **changes)
 
 
 def _window(reports: list[Report]) -> float:

@@ -82,7 +82,7 @@ class ControllerHost:
         self.controller: RaftController | None = None
         self.server: ControllerServer | None = None
         self.pid = os.getpid()
-        self.restarts = restarts  # times the supervisor restarted this process
+        self.restarts = restarts  # times the supervisor restarted this process (it says so at spawn)
         self.started = False  # every shard has started once (the supervisor says)
         self.stopping = False
         self.link: Link | None = None
@@ -107,7 +107,7 @@ class ControllerHost:
             place.pid = msg.pid or None
             place.alive, place.restarts_total, place.last_exit = msg.alive, msg.restarts, msg.last_exit
         elif isinstance(msg, NodeState):
-            self.started, self.stopping, self.restarts = msg.started, msg.stopping, msg.controller_restarts
+            self.started, self.stopping = msg.started, msg.stopping
         else:
             if attached is not None:
                 attached.close()

@@ -65,7 +65,6 @@ class NodeState:
 
     started: bool
     stopping: bool
-    controller_restarts: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -317,7 +317,7 @@ class Supervisor:
 
     def _send_node_state(self) -> None:
         if self.controller.link is not None:
-            self.controller.link.send(NodeState(self.started, self._stopping, self.controller.restarts_total))
+            self.controller.link.send(NodeState(self.started, self._stopping))
 
     def _send_shard_state(self, slot: ShardSlot) -> None:
         link = self.controller.link

@@ -32,7 +32,7 @@ MESSAGES: list[LinkMessage] = [
     ShardChannel(1, 4242),
     ShardState(0, 10, "127.0.0.1:9092", 4243, True, 2, "killed by SIGKILL"),
     ShardState(1, 11, "[::1]:9093", 0, False, 0, None),
-    NodeState(True, False, 3),
+    NodeState(True, False),
     ControllerReady(77),
     ShardReady(1, 4242),
     ChannelClosed(0, 4243),
@@ -55,7 +55,7 @@ def test_link_messages_round_trip(msg: LinkMessage) -> None:
         b'{"type": "ShardReady", "index": 1, "pid": 2, "extra": 3}',
         b'{"type": "ShardReady", "index": "1", "pid": 2}',
         b'{"type": "ShardReady", "index": true, "pid": 2}',
-        b'{"type": "NodeState", "started": 1, "stopping": false, "controller_restarts": 0}',
+        b'{"type": "NodeState", "started": 1, "stopping": false}',
         b'{"type": "ShardState", "index": 0, "broker_id": 0, "listen": null, "pid": 0, "alive": true, "restarts": 0, '
         b'"last_exit": null}',
         b'{"type": "ShardReady", "index": 1, "pid": 2, "pad": "' + b"x" * MESSAGE_BYTES_MAX + b'"}',
