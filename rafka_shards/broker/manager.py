@@ -305,7 +305,6 @@ class PartitionManager:
                 log_start_offset=p.log.log_start_offset,
             )
         info = p.append(buf, headers, self.now_ms())
-        p.producers.update(headers, info.base_offset)
         self.flusher.mark_dirty(p)
         counts = p.probe
         counts.bytes_in += len(buf)
@@ -460,7 +459,7 @@ class PartitionManager:
 
     def apply_retention(self) -> int:
         now = self.now_ms()
-        return sum(p.log.apply_retention(now) for p in self.partitions.values())
+        return sum(p.apply_retention(now) for p in self.partitions.values())
 
     def close(self) -> None:
         for tp in list(self.partitions):

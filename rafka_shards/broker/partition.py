@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.image import PartitionImage
-from rafka_shards.broker.producer_state import ProducerStateTable
+from rafka_shards.broker.producer_state import ProducerStateTable, SnapshotError
 from rafka_shards.config import Durability
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
 from rafka_shards.probe import PartitionProbe
 from rafka_shards.records.batch import BatchHeader
 from rafka_shards.storage.log import AppendInfo, PartitionLog
+from rafka_shards.storage.producer_snapshots import delete_snapshots, read_snapshot, snapshot_offsets, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Partition:
         "log",
         "needs_truncation",
         "partition_epoch",
+        "pending_isr",
+        "pending_isr_expires_ms",
         "probe",
         "producers",
         "replicas",
@@ -94,10 +97,9 @@ class Partition:
         self.leader_epoch = leader_epoch
         self.durability = durability
         self.producers = ProducerStateTable(producers_max)
-        # Producer state is not snapshotted; rebuild it from the batches recovery scanned (at least the active
-        # segment), so a retry of a recent batch is still recognised after a restart.
-        for h in log_.take_recovered_headers():
-            self.producers.update((h,), h.base_offset)
+        # From the newest snapshot at or below the recovered log end, plus the batches after it: a retry of any
+        # producer's recent batch is recognised after a restart, whatever segment the producer was last seen in.
+        self._rebuild_producers()
         # (last offset of an append, future resolved once it is durable); appends are in offset order, so a deque
         # drained from the left suffices. Bounded by in-flight produce requests (connections x in-flight limit).
         self._ack_waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
@@ -116,6 +118,11 @@ class Partition:
         self.epoch_start_offset = 0  # where this replica's log stood when it became leader (its epoch starts there)
         self.followers: dict[int, FollowerState] = {}  # as leader: the other replicas
         self.isr_change_pending = False  # as leader: an AlterPartition is in flight
+        # As leader: the replicas an AlterPartition in flight (or one whose fate is unknown) may add. The high
+        # watermark counts them with the committed ISR (Kafka's maximal ISR): a joining follower must have every
+        # record acknowledged meanwhile, since once the change commits it may be elected leader.
+        self.pending_isr: tuple[int, ...] | None = None
+        self.pending_isr_expires_ms = -1  # when an AlterPartition of unknown fate no longer can commit unseen
         self.isr_retry_at_ms = 0  # as leader: no new AlterPartition before this (the last one was refused)
         self.needs_truncation = False  # as follower: ask the leader where the logs agree before fetching
 
@@ -142,7 +149,11 @@ class Partition:
                 self.followers = {r: FollowerState(now_ms) for r in pi.replicas if r != broker_id}
                 self.epoch_start_offset = self.log.log_end_offset
                 self.isr_change_pending = False
+                self._clear_pending_isr()
             else:
+                if self.pending_isr is not None and pi.isr != old_isr:
+                    # The partition epoch moved: ours committed or can no longer (it names the old epoch).
+                    self._clear_pending_isr()
                 old = self.followers
                 self.followers = {r: old.get(r) or FollowerState(now_ms) for r in pi.replicas if r != broker_id}
                 for r in old_isr:
@@ -154,6 +165,7 @@ class Partition:
             return
         self.followers = {}
         self.isr_change_pending = False
+        self._clear_pending_isr()
         if was_leader or new_epoch:
             self.needs_truncation = True
             # Acks not yet given can no longer be: the new leader decides what survives (the client retries there).
@@ -189,7 +201,10 @@ class Partition:
     def append(self, buf: bytearray, headers: list[BatchHeader], now_ms: int) -> AppendInfo:
         if self._closed or not self.is_leader:
             raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.tp} is not led by this shard")
+        active = self.log.segments[-1]
         info = self.log.append(buf, headers, self.leader_epoch, now_ms)
+        self._snapshot_if_rolled(active.base_offset)
+        self.producers.update(headers, info.base_offset)
         self._wake(self._replica_waiters)
         if self.durability is Durability.FLUSH:
             self._advance_high_watermark(self._leader_high_watermark())
@@ -199,8 +214,10 @@ class Partition:
         """A follower's copy of batches fetched from the leader (offsets and epochs as the leader gave them)."""
         if self._closed or self.is_leader:
             raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{self.tp} is not followed by this shard")
+        active = self.log.segments[-1]
         self.log.append_replica(buf, headers, now_ms)
-        self.producers.update(headers, headers[0].base_offset)
+        self._snapshot_if_rolled(active.base_offset)
+        self.producers.replay(headers)
 
     def follower_high_watermark(self, leader_high_watermark: int) -> None:
         """A follower's high watermark: the leader's, as far as this copy reaches."""
@@ -214,7 +231,48 @@ class Partition:
                 "%s: truncating from %d to %d (diverged from the leader)", self.tp, self.log.log_end_offset, offset
             )
             self.log.truncate_to(offset)
+            # Producer state of the dropped batches goes with them (a retry of one must be written again).
+            self._rebuild_producers()
         self.needs_truncation = False
+
+    # ---- idempotent producer state ---------------------------------------------------------------------------
+
+    def _snapshot_if_rolled(self, active_base: int) -> None:
+        """After an append: if it rolled a new segment, snapshot producer state as of that segment's base (the
+        table does not hold the new batches yet), as Kafka does at every roll."""
+        rolled = self.log.segments[-1].base_offset
+        if rolled != active_base:
+            write_snapshot(self.directory, rolled, self.producers.to_snapshot())
+
+    def _rebuild_producers(self) -> None:
+        """The table from the newest valid snapshot at or below the log end and the batches after it; snapshots
+        past the log end (written before a crash or a truncation took their data) are deleted."""
+        end = self.log.log_end_offset
+        offsets = snapshot_offsets(self.directory)
+        delete_snapshots(self.directory, [o for o in offsets if o > end])
+        self.producers.clear()
+        start = self.log.log_start_offset
+        for offset in reversed([o for o in offsets if o <= end]):
+            try:
+                self.producers.load_snapshot(read_snapshot(self.directory, offset))
+            except (SnapshotError, OSError) as e:
+                log.warning("%s: ignoring producer snapshot at %d: %s", self.tp, offset, e)
+                continue
+            start = offset
+            break
+        self.producers.replay(self.log.headers_from(start))
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete segments retention no longer keeps, and the producer snapshots older than the newest one at or
+        below the new log start (that one still describes every producer as of a retained offset)."""
+        deleted = self.log.apply_retention(now_ms)
+        if deleted:
+            start = self.log.log_start_offset
+            offsets = snapshot_offsets(self.directory)
+            base = max((o for o in offsets if o <= start), default=None)
+            if base is not None:
+                delete_snapshots(self.directory, [o for o in offsets if o < base])
+        return deleted
 
     def wait_high_watermark(self, last_offset: int) -> asyncio.Future[None]:
         """acks=all: a future that completes once the high watermark passes ``last_offset`` (every in-sync replica
@@ -235,10 +293,19 @@ class Partition:
 
     # ---- the leader's view of its followers ------------------------------------------------------------------
 
+    @property
+    def maximal_isr(self) -> tuple[int, ...]:
+        """The committed ISR and, while an AlterPartition is in flight, every replica it adds (Kafka's maximal ISR;
+        a replica it removes still counts until the change commits)."""
+        pending = self.pending_isr
+        if pending is None:
+            return self.isr
+        return self.isr + tuple(r for r in pending if r not in self.isr)
+
     def _leader_high_watermark(self) -> int:
         local = self.log.durable_offset if self.durability is Durability.FSYNC else self.log.log_end_offset
         followers = self.followers
-        return min([local, *(followers[r].fetch_offset for r in self.isr if r in followers)])
+        return min([local, *(followers[r].fetch_offset for r in self.maximal_isr if r in followers)])
 
     def record_follower_fetch(self, replica: int, fetch_offset: int, now_ms: int) -> None:
         """A follower fetched from ``fetch_offset``: it holds everything before it. Kafka's caught-up rule: it is
@@ -272,7 +339,12 @@ class Partition:
         one was refused moments ago): followers that have not caught up within ``lag_max_ms`` leave; followers that
         reached the high watermark in this leader's epoch join, unless ``ineligible`` (fenced: KIP-841). In replica
         order, the leader always in it."""
-        if not self.is_leader or self.isr_change_pending or self._closed or now_ms < self.isr_retry_at_ms:
+        if not self.is_leader or self.isr_change_pending or self._closed:
+            return None
+        if self.pending_isr is not None and 0 <= self.pending_isr_expires_ms <= now_ms:
+            self._clear_pending_isr()
+            self._advance_high_watermark(self._leader_high_watermark())
+        if now_ms < self.isr_retry_at_ms:
             return None
         hw = self.log.high_watermark
         wanted = []
@@ -292,6 +364,30 @@ class Partition:
             ):
                 wanted.append(r)
         return tuple(wanted) if set(wanted) != set(self.isr) else None
+
+    def begin_isr_change(self, isr: tuple[int, ...]) -> None:
+        """An AlterPartition to ``isr`` is about to be proposed: count the replicas it adds from now on."""
+        self.isr_change_pending = True
+        self.pending_isr = tuple(dict.fromkeys((*(self.pending_isr or ()), *isr)))
+        self.pending_isr_expires_ms = -1
+
+    def end_isr_change(self, isr: tuple[int, ...], *, refused: bool, uncertain_until_ms: int = -1) -> None:
+        """The AlterPartition to ``isr`` was answered: committed (the image shows it, or showed it already),
+        ``refused`` by the controller (it never commits), or of unknown fate until ``uncertain_until_ms`` (the
+        controller was unreachable or lost leadership: the command may still commit, so its replicas keep counting)."""
+        self.isr_change_pending = False
+        if refused:
+            self._clear_pending_isr()
+            if self.is_leader:
+                self._advance_high_watermark(self._leader_high_watermark())
+        elif uncertain_until_ms >= 0:
+            self.pending_isr_expires_ms = uncertain_until_ms
+        elif self.isr == isr or set(self.isr) == set(isr):
+            self._clear_pending_isr()
+
+    def _clear_pending_isr(self) -> None:
+        self.pending_isr = None
+        self.pending_isr_expires_ms = -1
 
     def _advance_high_watermark(self, offset: int) -> None:
         if offset > self.log.high_watermark:
@@ -337,7 +433,9 @@ class Partition:
         if delete:
             self.log.delete()
         else:
-            self.log.close()
+            end = self.log.log_end_offset
+            self.log.close()  # fsyncs the data first: the snapshot never describes batches a crash could lose
+            write_snapshot(self.directory, end, self.producers.to_snapshot())
 
 
 def _waiter(

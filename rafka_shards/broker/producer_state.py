@@ -1,22 +1,31 @@
 """Idempotent producers (KIP-98): per partition, each producer's epoch and its last batches' sequence numbers.
 
-Runs in a shard process; a pure core (no I/O, no clock). The broker checks every batch that carries a producer id
+Runs in a shard process; a pure core (no I/O, no clock). The leader checks every batch that carries a producer id
 before appending it: a retry of one of the producer's last ``BATCHES_REMEMBERED`` batches is a duplicate and gets the
 offsets it was first written at (the client is told "ok" again, nothing is appended); a gap in the sequence is
 OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch is INVALID_PRODUCER_EPOCH. Header fields only: no record is read.
 
-State lives in memory and is rebuilt at start-up from the batch headers that log recovery scans (every segment after
-the recovery point, at least the active one), so a retry of a recent batch is recognised across a restart. A
-producer the table does not know (new, evicted, or last seen in an older segment) is accepted at any sequence, as
-Kafka accepts a producer whose state has expired; Kafka's producer-state snapshots would close that remaining gap.
+Every replica, leader or follower, builds the same table from its own log, batch by batch: each batch is filed under
+its own producer id and epoch at its own offsets (a follower's fetched chunk interleaves many producers). So a
+follower that becomes leader judges a producer's retry against that producer's history, as the old leader would
+have (Kafka's ProducerStateManager).
+
+The table survives restarts and truncations through snapshots (Kafka's ``<offset>.snapshot`` files: the state of
+every producer as of that offset), taken at segment rolls and at close (``rafka_shards.storage.producer_snapshots``
+stores them). A replica rebuilds its table from the newest snapshot at or below its log end plus the batch headers
+after it; a follower that truncates does the same from the newest snapshot at or below the truncation point, so
+state of batches it dropped is gone with them.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import crc32c
 
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import BatchHeader
@@ -27,7 +36,7 @@ NO_PRODUCER_ID = -1
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
+class BatchMetadata:
     first_seq: int
     last_seq: int
     first_offset: int
@@ -39,7 +48,7 @@ class _Producer:
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
-        self.batches: collections.deque[_Batch] = collections.deque(maxlen=BATCHES_REMEMBERED)
+        self.batches: collections.deque[BatchMetadata] = collections.deque(maxlen=BATCHES_REMEMBERED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,14 @@ class ProducerStateTable:
 
     def __len__(self) -> int:
         return len(self._producers)
+
+    def epoch_of(self, producer_id: int) -> int | None:
+        p = self._producers.get(producer_id)
+        return None if p is None else p.epoch
+
+    def batches_of(self, producer_id: int) -> tuple[BatchMetadata, ...]:
+        p = self._producers.get(producer_id)
+        return () if p is None else tuple(p.batches)
 
     def check(self, headers: Sequence[BatchHeader]) -> Duplicate | None:
         """Before appending: the duplicate these batches are (all of them), or None; KafkaError if out of order."""
@@ -99,23 +116,103 @@ class ProducerStateTable:
                 raise KafkaError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, "sequence gap between batches of a request")
         return None
 
-    def update(self, headers: Sequence[BatchHeader], first_offset: int) -> None:
-        """After appending ``headers`` at consecutive offsets from ``first_offset``: remember them."""
-        if not headers or headers[0].producer_id == NO_PRODUCER_ID:
-            return
-        pid, epoch = headers[0].producer_id, headers[0].producer_epoch
-        p = self._producers.get(pid)
-        if p is None or epoch > p.epoch:
-            p = _Producer(epoch)
-            self._producers[pid] = p
-        self._producers.move_to_end(pid)
+    def update(self, headers: Iterable[BatchHeader], first_offset: int) -> None:
+        """After appending ``headers`` at consecutive offsets from ``first_offset``: remember each batch under its
+        own producer id and epoch, at its own offsets (a leader's request holds one producer, a follower's fetched
+        chunk or a recovery scan many)."""
         offset = first_offset
         for h in headers:
             count = h.last_offset_delta + 1
-            p.batches.append(_Batch(h.base_sequence, _last_seq(h), offset, offset + count - 1))
+            if h.producer_id != NO_PRODUCER_ID:
+                self._remember(h, offset, offset + count - 1)
             offset += count
+
+    def replay(self, headers: Iterable[BatchHeader]) -> None:
+        """Batches read back from the log (recovery, truncation): each at the offsets its header gives."""
+        for h in headers:
+            if h.producer_id != NO_PRODUCER_ID:
+                self._remember(h, h.base_offset, h.last_offset)
+
+    def _remember(self, h: BatchHeader, first_offset: int, last_offset: int) -> None:
+        producer_id, epoch = h.producer_id, h.producer_epoch
+        batch = BatchMetadata(h.base_sequence, _last_seq(h), first_offset, last_offset)
+        p = self._producers.get(producer_id)
+        if p is None or epoch > p.epoch:
+            p = _Producer(epoch)
+            self._producers[producer_id] = p
+        elif epoch < p.epoch:
+            # Only a leader's checked appends and copies of them reach here, so an older epoch cannot follow a newer
+            # one in a log; keep the newer state rather than go back.
+            return
+        self._producers.move_to_end(producer_id)
+        p.batches.append(batch)
         while len(self._producers) > self._producers_max:
             self._producers.popitem(last=False)
+
+    def clear(self) -> None:
+        self._producers.clear()
+
+    # ---- snapshots ---------------------------------------------------------------------------------------------
+
+    def to_snapshot(self) -> bytes:
+        """Every producer's state, least recently used first (``load_snapshot`` restores the order too)."""
+        body = bytearray(_COUNT.pack(len(self._producers)))
+        for pid, p in self._producers.items():
+            body += _PRODUCER.pack(pid, p.epoch, len(p.batches))
+            for b in p.batches:
+                body += _BATCH.pack(b.first_seq, b.last_seq, b.first_offset, b.last_offset)
+        return _HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, crc32c.crc32c(body)) + bytes(body)
+
+    def load_snapshot(self, data: bytes) -> None:
+        """Replace the table with a snapshot's state; ``SnapshotError`` if it is not a valid snapshot."""
+        producers = decode_snapshot(data)
+        self._producers.clear()
+        for pid, epoch, batches in producers[-self._producers_max :]:
+            p = _Producer(epoch)
+            p.batches.extend(batches)
+            self._producers[pid] = p
+
+
+class SnapshotError(ValueError):
+    """Bytes that are not a producer-state snapshot of a known version (torn, corrupt or foreign)."""
+
+
+SNAPSHOT_MAGIC = b"RPS1"
+SNAPSHOT_VERSION = 1
+_HEADER = struct.Struct(">4sHI")  # magic, version, crc32c of the rest
+_COUNT = struct.Struct(">I")
+_PRODUCER = struct.Struct(">qhB")  # producer id, epoch, batches that follow
+_BATCH = struct.Struct(">iiqq")  # first and last sequence, first and last offset
+
+
+def decode_snapshot(data: bytes) -> list[tuple[int, int, list[BatchMetadata]]]:
+    if len(data) < _HEADER.size + _COUNT.size:
+        raise SnapshotError(f"snapshot of {len(data)} bytes is too short")
+    magic, version, crc = _HEADER.unpack_from(data)
+    if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION:
+        raise SnapshotError(f"not a producer snapshot of version {SNAPSHOT_VERSION}: {magic!r} v{version}")
+    body = memoryview(data)[_HEADER.size :]
+    if crc32c.crc32c(body) != crc:
+        raise SnapshotError("snapshot checksum mismatch")
+    try:
+        (count,) = _COUNT.unpack_from(body)
+        pos = _COUNT.size
+        out: list[tuple[int, int, list[BatchMetadata]]] = []
+        for _ in range(count):
+            pid, epoch, n = _PRODUCER.unpack_from(body, pos)
+            pos += _PRODUCER.size
+            if n > BATCHES_REMEMBERED:
+                raise SnapshotError(f"producer {pid} has {n} batches, at most {BATCHES_REMEMBERED} are kept")
+            batches = []
+            for _ in range(n):
+                batches.append(BatchMetadata(*_BATCH.unpack_from(body, pos)))
+                pos += _BATCH.size
+            out.append((pid, epoch, batches))
+    except struct.error as e:
+        raise SnapshotError(f"truncated snapshot: {e}") from None
+    if pos != len(body):
+        raise SnapshotError(f"{len(body) - pos} trailing bytes in snapshot")
+    return out
 
 
 def _last_seq(h: BatchHeader) -> int:

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 ISR_CHECK_INTERVAL_S = 0.2
 ISR_RETRY_AFTER_REFUSAL_MS = 1000  # a refused AlterPartition is not asked again sooner (the image catches up)
+# An AlterPartition whose answer was lost (controller unreachable, leadership moved) commits within a Raft election
+# or not at all; its added replicas count for the high watermark this long (or until the partition epoch moves).
+ISR_FATE_UNKNOWN_MS = 10_000
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
 RESPONSE_BYTES_SLACK = 1024 * 1024  # a response may exceed replica_fetch_max_bytes by one batch (KIP-74) and headers
@@ -104,7 +107,7 @@ class Replication:
             for tp, p in manager.partitions.items():
                 wanted = p.wanted_isr(now, lag_max_ms, ineligible)
                 if wanted is not None:
-                    p.isr_change_pending = True
+                    p.begin_isr_change(wanted)
                     task = asyncio.get_running_loop().create_task(self._alter_isr(tp, p, wanted))
                     self._isr_tasks.add(task)
                     task.add_done_callback(self._isr_tasks.discard)
@@ -116,9 +119,20 @@ class Replication:
             log.info("%s: ISR %s -> %s", tp, list(p.isr), list(isr))
         except KafkaError as e:
             log.info("%s: ISR change to %s not made: %s", tp, list(isr), e.message)
-            p.isr_retry_at_ms = self.manager.monotonic_ms() + ISR_RETRY_AFTER_REFUSAL_MS
-        finally:
-            p.isr_change_pending = False
+            now = self.manager.monotonic_ms()
+            p.isr_retry_at_ms = now + ISR_RETRY_AFTER_REFUSAL_MS
+            if e.code is ErrorCode.NOT_CONTROLLER:
+                # Unreachable controller or lost leadership: the command may still commit. Its replicas keep counting
+                # for the high watermark until then (the partition epoch moving ends it sooner).
+                p.end_isr_change(isr, refused=False, uncertain_until_ms=now + ISR_FATE_UNKNOWN_MS)
+            else:
+                p.end_isr_change(isr, refused=True)
+        except BaseException:
+            p.end_isr_change(isr, refused=False, uncertain_until_ms=self.manager.monotonic_ms() + ISR_FATE_UNKNOWN_MS)
+            raise
+        else:
+            # Committed: ``propose`` returns once this shard applied the image that shows it.
+            p.end_isr_change(isr, refused=False)
 
     async def close(self) -> None:
         for fetcher in self._fetchers.values():

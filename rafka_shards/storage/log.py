@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +85,6 @@ class PartitionLog:
         self._dir_dirty = False
         self._rolled_since_flush: int | None = None
         self._epochs: list[tuple[int, int]] = []  # (leader epoch, start offset)
-        # Headers of the batches recovery scanned (the segments after the recovery point, at least the active one),
-        # in offset order: the shard rebuilds idempotent-producer state from them, then calls take_recovered_headers.
-        self._recovered_headers: list[BatchHeader] = []
 
     # ---- opening and recovery ----------------------------------------------------------------------------------
 
@@ -119,7 +117,6 @@ class PartitionLog:
             if not headers and self.segments:
                 seg.delete()
                 continue
-            self._recovered_headers.extend(headers)
             self._add_segment(seg)
         if not self.segments:
             self._add_segment(LogSegment(self.directory, 0, now_ms))
@@ -147,10 +144,16 @@ class PartitionLog:
     def _write_recovery_point(self, offset: int) -> None:
         write_atomically(self.directory / RECOVERY_POINT_FILE, f"{offset}\n".encode())
 
-    def take_recovered_headers(self) -> list[BatchHeader]:
-        """The batch headers scanned at open (once; the list is released)."""
-        headers, self._recovered_headers = self._recovered_headers, []
-        return headers
+    def headers_from(self, offset: int) -> Iterator[BatchHeader]:
+        """Headers of the batches from the one holding ``offset`` to the log end, each with its own offsets (read
+        from the segment files: used to rebuild producer state after a snapshot, not on the hot path)."""
+        for seg in self.segments[self._segment_index(offset) :]:
+            if offset >= seg.next_offset:
+                continue
+            start = seg.position_of(offset) if offset > seg.base_offset else 0
+            for h in seg.iter_headers(start):
+                if h.last_offset >= offset:
+                    yield h
 
     # ---- leader epochs (KIP-101) -------------------------------------------------------------------------------
 

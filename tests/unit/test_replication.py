@@ -229,3 +229,39 @@ def test_a_follower_taken_out_of_the_isr_must_fetch_again_and_a_fenced_one_never
         assert p.wanted_isr(60, LAG_MAX_MS) is None  # the last change was refused a moment ago
 
     asyncio.run(run())
+
+
+def test_while_an_isr_expansion_is_in_flight_the_high_watermark_waits_for_the_joining_follower(tmp_path: Path) -> None:
+    """Kafka's maximal ISR: once the leader asks to add a follower, records are acknowledged only when it has them
+    too, since the controller may commit the change and later elect it."""
+
+    async def run() -> None:
+        p = _partition(tmp_path / "leader")
+        p.assign(0, _image(0, (0, 1)), now_ms=0)
+        p.append(*_batch([b"a"]), now_ms=0)
+        p.record_follower_fetch(1, 1, now_ms=10)
+        p.record_follower_fetch(2, 1, now_ms=10)
+        assert p.high_watermark == 1
+        wanted = p.wanted_isr(10, LAG_MAX_MS)
+        assert wanted == (0, 1, 2)
+        p.begin_isr_change(wanted)
+        p.append(*_batch([b"b", b"c"]), now_ms=20)
+        p.record_follower_fetch(1, 3, now_ms=30)
+        assert p.high_watermark == 1  # broker 2 (joining) has not fetched past 1
+        p.end_isr_change(wanted, refused=False, uncertain_until_ms=5_000)  # answer lost: may still commit
+        p.record_follower_fetch(1, 3, now_ms=40)
+        assert p.high_watermark == 1
+        assert p.wanted_isr(5_000, LAG_MAX_MS) is None and p.high_watermark == 3  # it cannot commit unseen now
+        p.begin_isr_change((0, 1, 2))
+        p.append(*_batch([b"d"]), now_ms=5_000)
+        p.record_follower_fetch(1, 4, now_ms=5_010)
+        assert p.high_watermark == 3
+        p.end_isr_change((0, 1, 2), refused=True)  # the controller said no: it never commits
+        assert p.high_watermark == 4
+        p.begin_isr_change((0, 1, 2))
+        p.record_follower_fetch(2, 4, now_ms=5_020)
+        p.assign(0, _image(0, (0, 1, 2), partition_epoch=1), now_ms=5_030)  # committed
+        p.end_isr_change((0, 1, 2), refused=False)
+        assert p.pending_isr is None and p.maximal_isr == (0, 1, 2)
+
+    asyncio.run(run())
