@@ -207,3 +207,29 @@ def test_truncation_rolls_back_producer_state(tmp_path: Path) -> None:
     assert p.producers.check(_batch(1, 0, 2)) is None  # the dropped batch is not a duplicate: it is written again
     p.truncate_to(0)
     assert len(p.producers) == 0
+
+
+def test_a_retry_rewritten_elsewhere_after_truncation_is_acknowledged_at_its_new_offsets(tmp_path: Path) -> None:
+    """The misplaced-ack path: a follower copied producer 1's batch at offsets 3-4 from a leader that died before
+    anyone else had it; it truncates to the new leader's log, where the producer's retry landed at 5-6 behind
+    another producer's batch. Made leader later, it must answer a further retry with 5-6 (3-4 holds other data)."""
+    from controller.image import PartitionImage
+    from rafka_shards.broker.partition import Partition
+    from rafka_shards.records.batch import assign_offsets
+
+    p = _open(tmp_path)
+    assert isinstance(p, Partition)
+    p.assign(1, PartitionImage(0, (0, 1, 2), (0, 1, 2), 0, 0, 0), now_ms=0)
+    buf, headers = _chunk((2, 0, 0, 3), (1, 0, 0, 2))  # producer 2 at 0-2, producer 1 at 3-4 (old leader only)
+    p.append_replica(buf, headers, 0)
+    p.assign(1, PartitionImage(0, (0, 1, 2), (0, 1, 2), 2, 1, 1), now_ms=0)  # broker 2 leads now
+    p.truncate_to(3)  # where the logs agree
+    more = bytearray()
+    for pid, seq, n in ((3, 0, 2), (1, 0, 2)):  # producer 3 at 3-4, then producer 1's retry at 5-6
+        more += build_batch([Record(None, b"w", 1)] * n, producer_id=pid, producer_epoch=0, base_sequence=seq)
+    hs = validate_batches(more, max_batch_bytes=10**6)
+    assign_offsets(more, hs, 3, 1, None)
+    p.append_replica(more, validate_batches(more, max_batch_bytes=10**6), 0)
+    p.assign(1, PartitionImage(0, (0, 1, 2), (0, 1, 2), 1, 2, 2), now_ms=0)  # this replica leads
+    dup = p.producers.check(_batch(1, 0, 0))
+    assert dup is not None and (dup.first_offset, dup.last_offset) == (5, 6)
