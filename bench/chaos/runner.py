@@ -131,8 +131,7 @@ def run(seed: int, opts: Options, out: Path) -> Result:
         s = report.summary(seed, opts.to_json(), plan.to_json(), records, outcome_notes, findings, notes, verdict)
         report.write(out, s)
         passed = bool(s["passed"])
-        if passed and not opts.keep_data:
-            shutil.rmtree(out / "nodes" / "data", ignore_errors=True)
+        if passed and not opts.keep_data:  # a failed seed keeps its data dirs as evidence
             for node in cluster.nodes.values():
                 shutil.rmtree(node.spec.data_dir, ignore_errors=True)
         return Result(seed, verdict, passed, out)
