@@ -11,5 +11,7 @@ Runs in the bench's orchestrating process and the client processes it spawns. On
 - ``checker``: the history checker (sans-IO): lost, misplaced, duplicated, reordered, high-watermark regressions,
   replicas that differ, and unavailability per fault;
 - ``report``: the summary (JSON, Markdown) and the one-line verdict;
-- ``runner``: one seed's run from start to verdict; ``cli``: the ``chaos`` subcommand.
+- ``runner``: one seed's run from start to verdict; ``cli``: the ``chaos`` subcommand;
+- the fault libraries: ``netns`` (real network partitions: one network namespace per node on a bridge, nftables
+  drop sets) and ``lazyfs`` (power loss: a FUSE filesystem under a node's data dir that drops unfsynced writes).
 """
