@@ -13,6 +13,7 @@ History lines (one JSON object each):
 - producer: ``{"k": "ack", "pr", "s", "p", "o", "ts", "ta"}`` (producer, seq, partition, offset, sent and
   acknowledged CLOCK_MONOTONIC seconds), ``{"k": "err", "pr", "s", "p", "e", "fatal", "ta"}``, ``{"k": "fatal",
   "pr", "e", "ta"}`` (an incarnation ended);
+- each client's stderr (librdkafka's log, a traceback) goes to ``<history>.log`` next to its history;
 - consumer: ``{"k": "r", "p", "o", "pr", "s", "ta"}`` (a record read), ``{"k": "hw", "p", "hw", "ta"}`` (a high
   watermark shown in a fetch response, when it changed).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,10 +97,18 @@ class _History:
         self.file.close()
 
 
+def _log_to(path: str) -> None:
+    """This process's stderr (Python's and librdkafka's own log) goes to ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def producer_main(job: ProducerJob) -> None:
     """Send ``rate`` msg/s round-robin over the partitions until ``end_s``, recording every outcome."""
     from confluent_kafka import KafkaError, KafkaException, Producer
 
+    _log_to(job.history.removesuffix(".jsonl") + ".log")
     history = _History(job.history)
     fatal: list[str] = []
 
@@ -139,9 +149,11 @@ def producer_main(job: ProducerJob) -> None:
         )
 
     def fatal_of(e: KafkaException) -> bool:
+        """A fatal error (raised by poll() or produce(); produce() says only _FATAL once the instance is dead)."""
         err = e.args[0] if e.args else None
-        if isinstance(err, KafkaError) and err.fatal():
-            fatal.append(err.name())
+        if isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL):
+            if not fatal:
+                fatal.append(err.name())
             return True
         return False
 
@@ -200,6 +212,7 @@ def consumer_main(job: ConsumerJob) -> None:
     """Read every partition from the start until ``end_s``, recording each record and each new high watermark."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+    _log_to(job.history.removesuffix(".jsonl") + ".log")
     history = _History(job.history)
     consumer = Consumer(
         {

@@ -54,7 +54,7 @@ class LazyFSLike(Protocol):
     """What the power-loss fault needs of ``bench/chaos/lazyfs.py``'s ``LazyFS`` (one mount per node)."""
 
     def start(self) -> None: ...
-    def pull_plug(self) -> None: ...
+    def pull_plug(self) -> tuple[int, int]: ...
     def stop(self) -> None: ...
 
 
@@ -116,6 +116,7 @@ class Node:
         self.spec = spec
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
+        self.cut_off = False  # isolated by a network partition: neither the verifier nor clients reach it
 
     @property
     def name(self) -> str:
@@ -229,7 +230,7 @@ class Cluster:
         wait_for(lambda: all(n.ready() for n in wanted), timeout_s, f"{', '.join(n.name for n in wanted)} ready")
 
     def reachable(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.running() and not n.paused]
+        return [n for n in self.nodes.values() if n.running() and not n.paused and not n.cut_off]
 
     def ask(self, path: str, method: str = "GET", body: Any = None, timeout_s: float = ADMIN_TIMEOUT_S) -> Any:
         """The first answer from a reachable node's admin API; ClusterError if none answers."""
@@ -251,6 +252,10 @@ class Cluster:
         parts = self.ask(f"/v1/topics/{topic}")["partitions"]
         assert isinstance(parts, list)
         return parts
+
+    def net_index(self, node_id: int) -> int:
+        """The node's index in ``Net`` (0-based, in node id order)."""
+        return sorted(self.nodes).index(node_id)
 
     def node_of_broker(self, broker_id: int) -> Node | None:
         return next((n for n in self.nodes.values() if n.spec.owns_broker(broker_id)), None)
@@ -285,14 +290,16 @@ class Cluster:
         return all(p["leader"] >= 0 and sorted(p["isr"]) == sorted(p["replicas"]) for p in parts)
 
     def close(self) -> None:
-        """Stop every node (SIGCONT first for a paused one) and tear down the fault libraries' state."""
+        """Stop every node (SIGCONT first for a paused one), then unmount the LazyFS mounts (their buffered data
+        reaches the backing dirs) and remove the network namespaces. Safe to call twice."""
         for node in self.nodes.values():
             node.stop()
         for fs in self.lazyfs.values():
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                fs.stop()
+            fs.stop()
+        self.lazyfs.clear()
         if self.net is not None:
             self.net.close()
+            self.net = None
 
     def kill_all(self) -> None:
         for node in self.nodes.values():

@@ -10,6 +10,7 @@ and the outcome says so. The set is pluggable: a kind whose library is missing (
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import os
 import signal
@@ -113,12 +114,14 @@ def partition(cluster: Cluster, fault: Fault, topic: str) -> Outcome:
     net = cluster.net
     assert net is not None, "the partition fault needs the cluster started in network namespaces"
     node = cluster.nodes[fault.node]
-    net.isolate(fault.node)
+    net.isolate(cluster.net_index(fault.node))
+    node.cut_off = True
     injected = _now()
     try:
         _hold(fault)
     finally:
         net.heal_all()
+        node.cut_off = False
     return Outcome(f"{node.name} isolated", injected, _now(), f"isolated {fault.hold_s:.1f} s")
 
 
@@ -129,9 +132,11 @@ def power_loss(cluster: Cluster, fault: Fault, topic: str) -> Outcome:
     node = cluster.nodes[fault.node]
     node.kill()
     injected = _now()
-    fs.pull_plug()
+    dropped, files = fs.pull_plug()
     _hold(fault)
-    return Outcome(f"{node.name} power loss", injected, _restart(node))
+    return Outcome(
+        f"{node.name} power loss", injected, _restart(node), f"{dropped} unsynced bytes of {files} files dropped"
+    )
 
 
 INJECTORS: dict[FaultKind, Injector] = {
@@ -145,7 +150,7 @@ INJECTORS: dict[FaultKind, Injector] = {
     FaultKind.POWER_LOSS: power_loss,
 }
 
-# The library module each kind needs beyond the broker, and where it comes from.
+# The library module each kind needs beyond the broker; each has ``available() -> str | None`` (why it cannot run).
 LIBRARIES: dict[FaultKind, str] = {
     FaultKind.PARTITION: "bench.chaos.netns",
     FaultKind.POWER_LOSS: "bench.chaos.lazyfs",
@@ -156,9 +161,15 @@ def unavailable(kinds: tuple[FaultKind, ...]) -> list[str]:
     """Why some of ``kinds`` cannot run here (empty: all can)."""
     out = []
     for kind in kinds:
-        module = LIBRARIES.get(kind)
-        if module is not None and importlib.util.find_spec(module) is None:
-            out.append(f"{kind.value} needs {module.replace('.', '/')}.py (branch faults), not present here")
+        name = LIBRARIES.get(kind)
+        if name is None:
+            continue
+        if importlib.util.find_spec(name) is None:
+            out.append(f"{kind.value} needs {name.replace('.', '/')}.py, not present here")
+            continue
+        why = importlib.import_module(name).available()
+        if why:
+            out.append(f"{kind.value}: {why}")
     return out
 
 

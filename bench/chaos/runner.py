@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import peers
-from bench.chaos import checker, clients, faults, replicas, report
+from bench.chaos import checker, clients, faults, lazyfs, netns, replicas, report
 from bench.chaos.cluster import Cluster, ClusterError, ports_needed, specs, wait_for
 from bench.chaos.schedule import TAIL_S, FaultKind, Plan, generate
 
@@ -64,11 +65,19 @@ class _Clients:
     def __init__(self) -> None:
         self.ctx = mp.get_context("spawn")
         self.procs: list[Any] = []
+        self.logs: dict[str, Path] = {}
 
     def spawn(self, target: Any, job: Any, name: str) -> None:
         proc = self.ctx.Process(target=target, args=(job,), name=name, daemon=True)
         proc.start()
         self.procs.append(proc)
+        self.logs[name] = Path(job.history.removesuffix(".jsonl") + ".log")
+
+    def _tail(self, name: str) -> str:
+        with contextlib.suppress(OSError):
+            lines = [x for x in self.logs[name].read_text(errors="replace").splitlines() if not x.startswith("%")]
+            return " | ".join(lines[-3:])
+        return ""
 
     def join(self, deadline_s: float) -> list[str]:
         """Wait for every client until ``deadline_s`` (monotonic); kill the rest. Notes on those that failed."""
@@ -80,7 +89,7 @@ class _Clients:
                 proc.join(5)
                 notes.append(f"{proc.name} did not finish in time and was killed (its history may be cut short)")
             elif proc.exitcode:
-                notes.append(f"{proc.name} exited with {proc.exitcode}")
+                notes.append(f"{proc.name} exited with {proc.exitcode}: {self._tail(proc.name)}")
         return notes
 
     def kill(self) -> None:
@@ -100,45 +109,76 @@ def run(seed: int, opts: Options, out: Path) -> Result:
     history.mkdir(exist_ok=True)
     plan = generate(seed, opts.duration_s, opts.kinds, opts.nodes, opts.partitions, opts.shards)
     (out / "schedule.json").write_text(json.dumps(plan.to_json(), indent=2) + "\n")
-    base = peers.free_ports(ports_needed(opts.nodes, opts.shards))
-    cluster = Cluster(specs(out / "nodes", opts.nodes, opts.shards, base, extra_args=opts.broker_args))
     group = _Clients()
-    notes: list[str] = []
+    cluster: Cluster | None = None
+    passed = False
     try:
-        _log(f"seed {seed}: starting {opts.nodes} nodes in {out / 'nodes'}; {len(plan.faults)} faults planned")
-        cluster.start()
-        cluster.create_topic(TOPIC, opts.partitions, opts.replication_factor, opts.min_insync)
-        wait_for(lambda: cluster.healthy(TOPIC), RECOVERY_TIMEOUT_S, f"topic {TOPIC} fully in sync")
-        start_s = time.monotonic() + CLIENT_LEAD_S
-        end_s = start_s + opts.duration_s
-        _start_clients(group, cluster, opts, history, start_s, end_s)
-        records, outcome_notes = _inject(cluster, plan, start_s, end_s, history / "faults.jsonl")
-        time.sleep(max(0.0, end_s - time.monotonic()))
-        _log("load over: waiting for the clients, healing everything")
-        notes += group.join(end_s + max(FLUSH_S, CONSUMER_TAIL_S) + JOIN_GRACE_S)
-        notes += _heal(cluster)
-        final = clients.final_read(cluster.bootstrap, TOPIC, opts.partitions, FINAL_READ_TIMEOUT_S)
-        if final.note:
-            notes.append(final.note)
-        _write_final(history / "final.jsonl", final)
-        for node in cluster.nodes.values():
-            node.stop()
-        on_disk = replicas.read_replicas(
-            {n.name.replace(" ", ""): n.spec.data_dir for n in cluster.nodes.values()}, TOPIC, opts.partitions
-        )
-        findings = _check(history, final, on_disk, records)
-        verdict = report.verdict_line(seed, opts.duration_s, len(records), findings, notes)
-        s = report.summary(seed, opts.to_json(), plan.to_json(), records, outcome_notes, findings, notes, verdict)
-        report.write(out, s)
-        passed = bool(s["passed"])
-        if passed and not opts.keep_data:  # a failed seed keeps its data dirs as evidence
-            for node in cluster.nodes.values():
-                shutil.rmtree(node.spec.data_dir, ignore_errors=True)
-        return Result(seed, verdict, passed, out)
+        cluster = _cluster(seed, opts, out / "nodes")
+        result = _run(seed, opts, out, plan, cluster, group)
+        passed = result.passed
+        return result
     finally:
         group.kill()
-        cluster.kill_all()
-        cluster.close()
+        if cluster is not None:
+            cluster.kill_all()
+            cluster.close()
+            if passed and not opts.keep_data:  # a failed seed keeps its data dirs as evidence
+                for node in cluster.nodes.values():
+                    shutil.rmtree(node.spec.data_dir.parent, ignore_errors=True)
+
+
+def _cluster(seed: int, opts: Options, root: Path) -> Cluster:
+    """The nodes' specs, in network namespaces when partitions are among the faults, with their data dirs on LazyFS
+    mounts when power loss is. The caller closes it (which undoes both)."""
+    base = peers.free_ports(ports_needed(opts.nodes, opts.shards))
+    net: netns.Net | None = None
+    if FaultKind.PARTITION in opts.kinds:
+        net = netns.Net(opts.nodes, run_id=f"chaos-{os.getpid()}-{seed}")
+    host_of = (lambda i: net.node_address(i - 1)) if net is not None else (lambda _i: "127.0.0.1")
+    prefix_of = (lambda i: tuple(net.wrap(i - 1, []))) if net is not None else (lambda _i: ())
+    cluster = Cluster(specs(root, opts.nodes, opts.shards, base, host_of, prefix_of, opts.broker_args), net)
+    if FaultKind.POWER_LOSS in opts.kinds:
+        try:
+            for node in cluster.nodes.values():
+                d = node.spec.data_dir
+                fs = lazyfs.LazyFS(d.parent / "backing", d, log_path=root / f"{d.parent.name}-lazyfs.log")
+                fs.start()
+                cluster.lazyfs[node.spec.node_id] = fs
+        except BaseException:
+            cluster.close()
+            raise
+    return cluster
+
+
+def _run(seed: int, opts: Options, out: Path, plan: Plan, cluster: Cluster, group: _Clients) -> Result:
+    history = out / "history"
+    notes: list[str] = []
+    _log(f"seed {seed}: starting {opts.nodes} nodes in {out / 'nodes'}; {len(plan.faults)} faults planned")
+    cluster.start()
+    cluster.create_topic(TOPIC, opts.partitions, opts.replication_factor, opts.min_insync)
+    wait_for(lambda: cluster.healthy(TOPIC), RECOVERY_TIMEOUT_S, f"topic {TOPIC} fully in sync")
+    start_s = time.monotonic() + CLIENT_LEAD_S
+    end_s = start_s + opts.duration_s
+    _start_clients(group, cluster, opts, history, start_s, end_s)
+    records, outcome_notes = _inject(cluster, plan, start_s, end_s, history / "faults.jsonl")
+    time.sleep(max(0.0, end_s - time.monotonic()))
+    _log("load over: waiting for the clients, healing everything")
+    notes += group.join(end_s + max(FLUSH_S, CONSUMER_TAIL_S) + JOIN_GRACE_S)
+    notes += _heal(cluster)
+    final = clients.final_read(cluster.bootstrap, TOPIC, opts.partitions, FINAL_READ_TIMEOUT_S)
+    if final.note:
+        notes.append(final.note)
+    _write_final(history / "final.jsonl", final)
+    for node in cluster.nodes.values():
+        node.stop()
+    on_disk = replicas.read_replicas(
+        {n.name.replace(" ", ""): n.spec.data_dir for n in cluster.nodes.values()}, TOPIC, opts.partitions
+    )
+    findings = _check(history, final, on_disk, records)
+    verdict = report.verdict_line(seed, opts.duration_s, len(records), findings, notes)
+    s = report.summary(seed, opts.to_json(), plan.to_json(), records, outcome_notes, findings, notes, verdict)
+    report.write(out, s)
+    return Result(seed, verdict, bool(s["passed"]), out)
 
 
 def _start_clients(
