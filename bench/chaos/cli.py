@@ -52,7 +52,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--rate", type=float, default=250.0, help="messages per second per producer")
     p.add_argument("--out", type=Path, default=None, help="run directory (default bench/results/chaos-<UTC time>)")
     p.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs of passing seeds too")
-    p.add_argument("--broker-arg", action="append", default=[], help="extra flag for every node (repeatable)")
+    p.add_argument(
+        "--broker-arg",
+        action="append",
+        default=[],
+        help="extra flag for every node, e.g. --broker-arg=--broker-session-timeout-ms=2000 (repeatable)",
+    )
 
 
 def parse_seeds(seed: int, seeds: str) -> list[int]:
