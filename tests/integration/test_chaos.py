@@ -1,5 +1,5 @@
-"""``python -m bench chaos`` as CI runs it: a short fixed set of seeds with process faults must pass; bad usage exits
-2; SIGTERM stops every node and client it started."""
+"""``python -m bench chaos`` as CI runs it: a short fixed set of seeds with process faults, and one with a network
+partition and a power loss, must pass; bad usage exits 2; SIGTERM stops every node and client it started."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from tests.conftest import wait_gone
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-# Two seeds of 35 s whose schedules, between them, SIGKILL a partition leader's node, the Raft leader's node and a
-# shard, and SIGSTOP a node (``python -c "from bench.chaos.schedule import *; print(generate(23, 35.0, ...))"``);
+# Two seeds of 40 s whose schedules, between them, SIGKILL a partition leader's node, the Raft leader's node and a
+# shard, and SIGSTOP a node (``python -c "from bench.chaos.schedule import *; print(generate(23, 40.0, ...))"``);
 # and one of 40 s that isolates a node in its network namespace, then pulls the plug on another.
 PROCESS_SEEDS = "23,18"
 SYSTEM_SEED = "6"
-DURATION_S = 35
+DURATION_S = 40
 RUN_TIMEOUT_S = 600  # two seeds: start-up, load, recovery waits, healing, final read; bounded generously
 
 
@@ -46,12 +46,15 @@ def _verdicts(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("chaos seed=")]
 
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="issue 13, being fixed: a follower files a fetched chunk's producer state under the chunk's first "
-    "producer, so after a fail-over librdkafka producers die with OUT_OF_ORDER_SEQUENCE_NUMBER (fatal_errors>0) "
-    "and retries are duplicated and reordered (duplicated>0, reordered>0); remove this mark with the fix",
-)
+# Issue 13's producer-state bug is being fixed elsewhere: a follower files a fetched chunk's producer state under the
+# chunk's first producer, so after a fail-over librdkafka producers die with OUT_OF_ORDER_SEQUENCE_NUMBER
+# (fatal_errors > 0) and retries are acknowledged without being written, or written twice and out of order (lost,
+# misplaced, duplicated, reordered > 0). Until the fix is merged a seed failing with only those symptoms is an
+# expected failure; any other failure (high watermark regression, replicas differing, no recovery, a client crash)
+# fails the test. Set to False with the fix.
+ISSUE_13_OPEN = True
+KNOWN_SYMPTOMS = {"fatal_errors", "lost", "misplaced", "duplicated", "reordered"}
+CHECKS = {"final_unread", "lost", "misplaced", "duplicated", "reordered", "hw_regressions", "replica_diffs"}
 
 
 def _run_seeds(out: Path, seeds: str, duration_s: int, faults: str) -> None:
@@ -61,32 +64,37 @@ def _run_seeds(out: Path, seeds: str, duration_s: int, faults: str) -> None:
     verdicts = _verdicts(output)
     print("\n".join(verdicts))
     assert len(verdicts) == len(seeds.split(",")), output[-5000:]
-    examples = {}
+    evidence: dict[str, object] = {}
+    symptoms: set[str] = set()
     for seed in seeds.split(","):
         run = out / f"seed-{seed}"
         summary = json.loads((run / "summary.json").read_text())
-        assert summary["counts"]["acked"] > 0
+        counts = summary["counts"]
+        assert counts["acked"] > 0
         assert {"producer-0.jsonl", "consumer-0.jsonl", "faults.jsonl", "final.jsonl"} <= {
             p.name for p in (run / "history").iterdir()
         }
         assert (run / "nodes" / "node1.log").stat().st_size > 0
         assert summary["faults"], "no fault was injected"
-        examples[seed] = {"notes": summary["notes"], **summary["examples"]}
+        if not summary["passed"]:
+            evidence[seed] = {"notes": summary["notes"], **summary["examples"]}
+            symptoms |= {k for k in CHECKS | {"fatal_errors"} if counts[k]}
+            symptoms |= {"notes"} if summary["notes"] else set()
     failed = [v for v in verdicts if not v.endswith("verdict=PASS")]
-    assert not failed and proc.returncode == 0, f"{failed}\n{json.dumps(examples, indent=1)[:4000]}"
+    if failed and ISSUE_13_OPEN and symptoms <= KNOWN_SYMPTOMS:
+        pytest.xfail(f"issue 13 (follower producer state), open: {'; '.join(failed)}")
+    assert not failed and proc.returncode == 0, f"{failed}\n{json.dumps(evidence, indent=1)[:4000]}"
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 60)
-@KNOWN_BUG
 def test_a_short_fixed_set_of_seeds_with_process_faults_passes(tmp_path: Path) -> None:
     _run_seeds(tmp_path, PROCESS_SEEDS, DURATION_S, "process")
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 60)
 @pytest.mark.skipif(bool(netns.available() or lazyfs.available()), reason=f"{netns.available() or lazyfs.available()}")
-@KNOWN_BUG
 def test_a_seed_with_a_network_partition_and_a_power_loss_passes(tmp_path: Path) -> None:
-    _run_seeds(tmp_path, SYSTEM_SEED, DURATION_S + 5, "partition,power-loss")
+    _run_seeds(tmp_path, SYSTEM_SEED, DURATION_S, "partition,power-loss")
 
 
 def test_bad_usage_exits_2() -> None:
