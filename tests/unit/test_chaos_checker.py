@@ -17,6 +17,7 @@ from bench.chaos.checker import (
     Seen,
     check,
 )
+from bench.chaos.cli import UsageError, parse_seeds
 from bench.chaos.clients import decode, encode
 from bench.chaos.schedule import PROCESS_FAULTS, TAIL_S, WARMUP_S, FaultKind, generate, parse_kinds
 
@@ -209,3 +210,11 @@ def test_fault_kinds_parse_and_unknown_ones_are_refused() -> None:
     assert parse_kinds("all") == tuple(FaultKind)
     with pytest.raises(ValueError, match="kill-everything"):
         parse_kinds("kill-node,kill-everything")
+
+
+def test_seed_lists_and_ranges_parse() -> None:
+    assert parse_seeds(7, "") == [7]
+    assert parse_seeds(7, "1-3,9") == [1, 2, 3, 9]
+    for bad in ("3-x", "a", "5-1"):
+        with pytest.raises(UsageError):
+            parse_seeds(1, bad)
