@@ -152,10 +152,15 @@ def producer_main(job: ProducerJob) -> None:
         """A fatal error (raised by poll() or produce(); produce() says only _FATAL once the instance is dead)."""
         err = e.args[0] if e.args else None
         if isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL):
-            if not fatal:
-                fatal.append(err.name())
+            fatal.append(err.name())
             return True
         return False
+
+    def fatal_name() -> str:
+        """The broker's error behind a fatal one: produce() says only _FATAL; error_cb (served by poll) says why."""
+        with contextlib.suppress(KafkaException):
+            producer.poll(0)
+        return next((n for n in fatal if n != "_FATAL"), fatal[0])
 
     def poll(timeout_s: float) -> None:
         try:
@@ -178,7 +183,7 @@ def producer_main(job: ProducerJob) -> None:
     try:
         while time.monotonic() < job.end_s:
             if fatal and incarnation < INCARNATIONS_MAX:
-                history.write(k="fatal", pr=f"{job.index}.{incarnation}", e=fatal[0], ta=time.monotonic())
+                history.write(k="fatal", pr=f"{job.index}.{incarnation}", e=fatal_name(), ta=time.monotonic())
                 drain(FATAL_DRAIN_S)
                 fatal.clear()
                 incarnation += 1
@@ -202,7 +207,7 @@ def producer_main(job: ProducerJob) -> None:
         while len(producer) and not fatal and time.monotonic() < deadline:
             poll(0.1)
         if fatal:
-            history.write(k="fatal", pr=f"{job.index}.{incarnation}", e=fatal[0], ta=time.monotonic())
+            history.write(k="fatal", pr=f"{job.index}.{incarnation}", e=fatal_name(), ta=time.monotonic())
         drain(FATAL_DRAIN_S)
     finally:
         history.close()
