@@ -32,12 +32,14 @@ def partition_batches(partition_dir: Path) -> list[BatchSummary]:
     return out
 
 
-def read_replicas(data_dirs: dict[str, Path], topic: str, partitions: int) -> dict[int, dict[str, list[BatchSummary]]]:
-    """partition -> replica name -> batches, for every node whose data dir holds that partition."""
+def read_replicas(
+    data_dirs: dict[str, Path], topic: str, assignment: dict[int, list[str]]
+) -> dict[int, dict[str, list[BatchSummary]]]:
+    """partition -> replica name -> batches, for every replica the metadata assigns (``assignment``: partition ->
+    names of the nodes holding it); a replica whose directory is missing has no batches."""
     out: dict[int, dict[str, list[BatchSummary]]] = {}
-    for p in range(partitions):
-        for name, data_dir in data_dirs.items():
-            directory = data_dir / "kafka" / f"{topic}-{p}"
-            if directory.is_dir():
-                out.setdefault(p, {})[name] = partition_batches(directory)
+    for p, names in sorted(assignment.items()):
+        for name in names:
+            directory = data_dirs[name] / "kafka" / f"{topic}-{p}"
+            out.setdefault(p, {})[name] = partition_batches(directory) if directory.is_dir() else []
     return out

@@ -169,10 +169,13 @@ def _run(seed: int, opts: Options, out: Path, plan: Plan, cluster: Cluster, grou
     if final.note:
         notes.append(final.note)
     _write_final(history / "final.jsonl", final)
+    assignment = _assignment(cluster)
+    if not assignment:
+        notes.append("the replica assignment could not be read: replicas were not compared on disk")
     for node in cluster.nodes.values():
         node.stop()
     on_disk = replicas.read_replicas(
-        {n.name.replace(" ", ""): n.spec.data_dir for n in cluster.nodes.values()}, TOPIC, opts.partitions
+        {_replica_name(n.spec.node_id): n.spec.data_dir for n in cluster.nodes.values()}, TOPIC, assignment
     )
     findings = _check(history, final, on_disk, records)
     verdict = report.verdict_line(seed, opts.duration_s, len(records), findings, notes)
@@ -255,6 +258,24 @@ def _inject(
     return records, [o.note for _, _, o in outcomes]
 
 
+def _replica_name(node_id: int) -> str:
+    return f"node{node_id}"
+
+
+def _assignment(cluster: Cluster) -> dict[int, list[str]]:
+    """partition -> the nodes holding a replica of it, from the metadata (every node if it cannot be read)."""
+    everyone = [_replica_name(i) for i in sorted(cluster.nodes)]
+    try:
+        parts = cluster.partitions(TOPIC)
+    except (ClusterError, OSError, ValueError, KeyError):
+        return {}
+    out: dict[int, list[str]] = {}
+    for p in parts:
+        nodes = {cluster.node_of_broker(int(b)) for b in p["replicas"]}
+        out[int(p["partition"])] = sorted(_replica_name(n.spec.node_id) for n in nodes if n is not None) or everyone
+    return out
+
+
 def _heal(cluster: Cluster) -> list[str]:
     """Resume paused nodes, restart dead ones, heal the network; wait (bounded) until the cluster is whole."""
     if cluster.net is not None:
@@ -277,7 +298,8 @@ def _heal(cluster: Cluster) -> list[str]:
 def _write_final(path: Path, final: clients.FinalRead) -> None:
     with open(path, "w") as f:
         for p, fp in sorted(final.partitions.items()):
-            f.write(json.dumps({"k": "partition", "p": p, "hw": fp.high_watermark, "lso": fp.log_start_offset}) + "\n")
+            line = {"k": "partition", "p": p, "hw": fp.high_watermark, "lso": fp.log_start_offset}
+            f.write(json.dumps(line, separators=(",", ":")) + "\n")
             for o, e in sorted(fp.entries.items()):
                 f.write(json.dumps({"k": "r", "p": p, "o": o, "pr": e.producer, "s": e.seq}, separators=(",", ":")))
                 f.write("\n")
