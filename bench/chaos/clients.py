@@ -313,6 +313,35 @@ def final_read(bootstrap: str, topic: str, partitions: int, timeout_s: float) ->
 # ---- reading histories back -----------------------------------------------------------------------------------
 
 
+class AckWatch:
+    """Follows the producers' histories while they are written (complete lines only) and keeps, per partition, the
+    latest send time of an acknowledged message: whether produce works again after a fault, seen by the producers
+    themselves (their files are flushed every ``FLUSH_EVERY_S``, so it is known that much later)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.positions = {p: 0 for p in paths}
+        self.latest_sent_s: dict[int, float] = {}
+
+    def poll(self) -> None:
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+                f.seek(self.positions[path])
+                data = f.read()
+            end = data.rfind(b"\n") + 1
+            self.positions[path] += end
+            for line in data[:end].splitlines():
+                if line.startswith(b'{"k":"ack"'):
+                    d = json.loads(line)
+                    p = d["p"]
+                    self.latest_sent_s[p] = max(self.latest_sent_s.get(p, 0.0), d["ts"])
+
+    def available_since(self, since_s: float, partitions: int) -> bool:
+        """Every partition acknowledged a message sent at or after ``since_s``."""
+        self.poll()
+        return all(self.latest_sent_s.get(p, -1.0) >= since_s for p in range(partitions))
+
+
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     with open(path) as f:
         for line in f:

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ def _run(seed: int, opts: Options, out: Path, plan: Plan, cluster: Cluster, grou
     start_s = time.monotonic() + CLIENT_LEAD_S
     end_s = start_s + opts.duration_s
     _start_clients(group, cluster, opts, history, start_s, end_s)
-    records, outcome_notes = _inject(cluster, plan, start_s, end_s, history / "faults.jsonl")
+    records, outcome_notes = _inject(cluster, plan, start_s, end_s, history, opts.producers)
     time.sleep(max(0.0, end_s - time.monotonic()))
     _log("load over: waiting for the clients, healing everything")
     notes += group.join(end_s + max(FLUSH_S, CONSUMER_TAIL_S) + JOIN_GRACE_S)
@@ -209,10 +210,14 @@ def _start_clients(
 
 
 def _inject(
-    cluster: Cluster, plan: Plan, start_s: float, end_s: float, log_path: Path
+    cluster: Cluster, plan: Plan, start_s: float, end_s: float, history: Path, producers: int
 ) -> tuple[list[checker.FaultRecord], list[str]]:
     """Run the plan's faults one at a time while there is time for them; each is followed by a bounded wait for
-    the cluster to recover fully (every node ready, every ISR full) and by its quiet gap."""
+    the cluster to recover fully (every node ready, every ISR full, produce acknowledged again on every partition)
+    and by its quiet gap."""
+    acks = clients.AckWatch([history / f"producer-{i}.jsonl" for i in range(producers)])
+    partitions = plan.partitions
+    log_path = history / "faults.jsonl"
     outcomes: list[tuple[int, str, faults.Outcome]] = []
     next_at = start_s + plan.faults[0].planned_at_s if plan.faults else end_s
     with open(log_path, "a") as log:
@@ -228,7 +233,9 @@ def _inject(
                 next_at = time.monotonic() + fault.quiet_s
                 continue
             try:
-                recovered = wait_for(lambda: cluster.healthy(TOPIC), RECOVERY_TIMEOUT_S, "recovery")
+                recovered = wait_for(
+                    _recovered(cluster, acks, outcome.injected_s, partitions), RECOVERY_TIMEOUT_S, "recovery"
+                )
                 note = outcome.note
                 _log(f"fault {fault.index} {fault.kind.value} on {outcome.target}: recovered in {recovered:.1f} s")
             except ClusterError:
@@ -256,6 +263,11 @@ def _inject(
         for i, (index, kind, o) in enumerate(outcomes)
     ]
     return records, [o.note for _, _, o in outcomes]
+
+
+def _recovered(cluster: Cluster, acks: clients.AckWatch, since_s: float, partitions: int) -> Callable[[], bool]:
+    """Every node ready, every ISR full, and produce acknowledged on every partition since ``since_s``."""
+    return lambda: cluster.healthy(TOPIC) and acks.available_since(since_s, partitions)
 
 
 def _replica_name(node_id: int) -> str:
