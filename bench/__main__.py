@@ -1,4 +1,6 @@
-"""``python -m bench run WORKLOAD [--brokers rafka,tansu,nats,redis] [--out DIR]``: the perf harness.
+"""``python -m bench run WORKLOAD [--brokers rafka,tansu,nats,redis] [--out DIR]``: the perf harness;
+``python -m bench chaos [--seed N | --seeds 1-20] [--duration-s S] [--faults ...]``: the Jepsen-style verifier
+(``bench/chaos/``).
 
 Runs a workload from ``bench/workloads/`` against each broker in turn (each started fresh on 127.0.0.1 with its
 data in a temporary directory, stopped afterwards) and writes ``results.csv``, ``summary.md`` and PNG plots to the
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import peers, report, runner, workload
+from bench.chaos import cli as chaos_cli
 from bench.workload import WorkloadError
 
 DEFAULT_BROKERS = "rafka,tansu,nats,redis"
@@ -68,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--partitions-max", type=int, default=None, help="cap every step's partition count")
     run.add_argument("--data-mb", type=int, default=None, help="recovery: override the MB written before SIGKILL")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
+    chaos_cli.add_parser(sub)
     return parser
 
 
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in workload.available():
             print(f"{name:18} {workload.load(name).description}")
         return 0
+    if args.command == "chaos":
+        return _chaos(args)
     try:
         w = workload.load(args.workload)
         overrides = _overrides(args, w)
@@ -116,6 +122,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    try:
+        seeds, opts = chaos_cli.check_usage(args)
+    except chaos_cli.UsageError as e:
+        print(f"bench chaos: {e}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return chaos_cli.main(seeds, opts, args.out)
+    except KeyboardInterrupt:
+        print("bench chaos: interrupted; nodes and clients stopped", file=sys.stderr)
+        return 130
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -12,6 +12,20 @@ if ! command -v kcat >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat
 fi
 
+# The chaos tools' tests need ip and nft (network partitions between namespaces, test_chaos_netns.py) and libfuse 3
+# with fusermount3 (the power-loss filesystem, test_lazyfs.py); they skip with a reason when these are missing, so
+# install them here.
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing ${missing[*]} (Debian packages) for the chaos tests"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
 echo "==> installing the package with its [test] extras"
 python -m pip install -q -e '.[test]'
 
