@@ -216,3 +216,18 @@ def test_interval_flush_mode_loses_acknowledged_messages_on_power_loss(fs: LazyF
     finally:
         if b.alive():
             assert b.stop() == 0, b.log()
+
+
+def test_stop_leaves_no_mount_even_when_the_server_died(tmp_path: Path) -> None:
+    fs = LazyFS(tmp_path / "b", tmp_path / "m")
+    fs.start()
+    assert fs.proc is not None
+    fs.proc.kill()  # the FUSE server dies: the mount is left as "transport endpoint is not connected"
+    fs.proc.wait(30)
+    assert lazyfs._mounted(tmp_path / "m")
+    fs.stop()
+    assert not lazyfs._mounted(tmp_path / "m")
+    fs.start()  # and the same LazyFS can mount again
+    (tmp_path / "m" / "f").write_bytes(b"x")
+    fs.stop()
+    assert (tmp_path / "b" / "f").read_bytes() == b"x"
