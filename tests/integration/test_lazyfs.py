@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -231,3 +233,23 @@ def test_stop_leaves_no_mount_even_when_the_server_died(tmp_path: Path) -> None:
     (tmp_path / "m" / "f").write_bytes(b"x")
     fs.stop()
     assert (tmp_path / "b" / "f").read_bytes() == b"x"
+
+
+def test_a_process_in_a_network_namespace_writes_through_the_mount(fs: LazyFS) -> None:
+    """The verifier runs nodes under ``ip netns exec`` (a mount namespace of its own) on lazyfs data directories."""
+    from bench.chaos import netns
+
+    if netns.available() is not None:
+        pytest.skip(str(netns.available()))
+    path = fs.mountpoint / "f"
+    code = (
+        "import os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "os.write(fd, b'synced'); os.fsync(fd); os.write(fd, b'-unsynced')\n"
+    )
+    with netns.Net(1, f"lazyfs-{uuid.uuid4()}") as net:
+        subprocess.run(net.wrap(0, [sys.executable, "-c", code, str(path)]), check=True, timeout=60)
+    assert path.read_bytes() == b"synced-unsynced"
+    assert fs.dirty_paths() == ["/f"]
+    fs.pull_plug()
+    assert path.read_bytes() == b"synced"
