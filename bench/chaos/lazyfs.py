@@ -357,6 +357,8 @@ class LazyOps:
     def rename(self, old: str, new: str) -> int:
         with self.mutex:
             os.rename(self._real(old), self._real(new))
+            if old == new:
+                return 0  # a no-op rename: forgetting "new" would drop the file's own unsynced data
             self._forget(new)  # the replaced file's unsynced data goes with it
             moved = {p: st for p, st in self._states.items() if p == old or p.startswith(old + "/")}
             for p in moved:

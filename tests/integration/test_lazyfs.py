@@ -66,6 +66,7 @@ def test_an_unsynced_truncation_is_undone_and_a_synced_one_is_kept(fs: LazyFS) -
     path = fs.mountpoint / "seg"
     with open(path, "wb") as f:
         f.write(b"x" * 9000)
+        f.flush()
         os.fsync(f.fileno())
     fd = os.open(path, os.O_RDWR)
     try:
@@ -83,6 +84,11 @@ def test_an_unsynced_truncation_is_undone_and_a_synced_one_is_kept(fs: LazyFS) -
         os.fsync(fd)
     finally:
         os.close(fd)
+    fs.pull_plug()
+    assert path.read_bytes() == b"x" * 100
+    path.write_bytes(b"new")  # O_TRUNC and a write, never synced
+    os.rename(path, path)  # a no-op rename keeps the file's unsynced data
+    assert path.read_bytes() == b"new"
     fs.pull_plug()
     assert path.read_bytes() == b"x" * 100
 
