@@ -28,8 +28,9 @@ long before that). The control channel reads one command of at most ``CONTROL_LI
 The control channel is a unix socket (``--control``): one line in, one line out. ``ping`` -> ``ok``; ``pull`` ->
 ``ok <bytes dropped> <files>``: every unsynced write is gone when the answer arrives, and the filesystem keeps
 serving with an empty cache; ``flush`` -> ``ok``: every buffered page written to BACKING (a sync(2) of everything);
-``stats`` -> ``ok <buffered bytes> <dirty files>``. A socket rather than signals because the main thread sits in
-libfuse's loop, where Python signal handlers never run.
+``stats`` -> ``ok <buffered bytes> <dirty files>``; ``dirty`` -> ``ok <path> ...`` (at most ``DIRTY_PATHS_MAX``
+files). A socket rather than signals because the main thread sits in libfuse's loop, where Python signal handlers
+never run.
 
 The kernel's own page cache for a FUSE file is dropped when the file is next opened (no ``kernel_cache`` option)
 and attributes are never cached (``attr_timeout=0``), so a process started after a plug pull reads what survived.
@@ -62,6 +63,7 @@ from typing import Any
 PAGE_BYTES = 4096
 BUFFER_BYTES_MAX = 512 * 1024 * 1024
 CONTROL_LINE_BYTES_MAX = 64
+DIRTY_PATHS_MAX = 100  # the "dirty" answer lists at most this many files
 CONTROL_TIMEOUT_S = 30.0
 MOUNT_TIMEOUT_S = 30.0
 UNMOUNT_TIMEOUT_S = 30.0
@@ -270,6 +272,10 @@ class LazyOps:
         with self.mutex:
             return self.cache.buffered_bytes, sum(1 for st in self._states.values() if st.dirty)
 
+    def dirty_paths(self) -> list[str]:
+        with self.mutex:
+            return sorted(path for path, st in self._states.items() if st.dirty)[:DIRTY_PATHS_MAX]
+
     # -- FUSE operations --
 
     def destroy(self, path: str) -> None:
@@ -351,6 +357,8 @@ class LazyOps:
     def rename(self, old: str, new: str) -> int:
         with self.mutex:
             os.rename(self._real(old), self._real(new))
+            if old == new:
+                return 0  # a no-op rename: forgetting "new" would drop the file's own unsynced data
             self._forget(new)  # the replaced file's unsynced data goes with it
             moved = {p: st for p, st in self._states.items() if p == old or p.startswith(old + "/")}
             for p in moved:
@@ -449,6 +457,8 @@ def _serve_control(ops: LazyOps, sock: socket.socket) -> None:
                 elif line == "flush":
                     ops.flush_all()
                     answer = "ok"
+                elif line == "dirty":
+                    answer = " ".join(["ok", *ops.dirty_paths()])
                 elif line == "stats":
                     buffered, dirty = ops.stats()
                     answer = f"ok {buffered} {dirty}"
@@ -597,6 +607,10 @@ class LazyFS:
     def flush(self) -> None:
         """Write every buffered page to the backing directory (a sync(2) of the whole filesystem)."""
         self.command("flush")
+
+    def dirty_paths(self) -> list[str]:
+        """Mount-relative paths of the files holding unsynced data (at most DIRTY_PATHS_MAX): for a run's log."""
+        return self.command("dirty").split()[1:]
 
     def stats(self) -> tuple[int, int]:
         """(buffered unsynced bytes, files with unsynced data)."""
