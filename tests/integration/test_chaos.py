@@ -46,14 +46,6 @@ def _verdicts(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("chaos seed=")]
 
 
-# Issue 13's producer-state bug is being fixed elsewhere: a follower files a fetched chunk's producer state under the
-# chunk's first producer, so after a fail-over librdkafka producers die with OUT_OF_ORDER_SEQUENCE_NUMBER
-# (fatal_errors > 0) and retries are acknowledged without being written, or written twice and out of order (lost,
-# misplaced, duplicated, reordered > 0). Until the fix is merged a seed failing with only those symptoms is an
-# expected failure; any other failure (high watermark regression, replicas differing, no recovery, a client crash)
-# fails the test. Set to False with the fix.
-ISSUE_13_OPEN = True
-KNOWN_SYMPTOMS = {"fatal_errors", "lost", "misplaced", "duplicated", "reordered"}
 CHECKS = {"final_unread", "lost", "misplaced", "duplicated", "reordered", "hw_regressions", "replica_diffs"}
 
 
@@ -81,9 +73,7 @@ def _run_seeds(out: Path, seeds: str, duration_s: int, faults: str) -> None:
             symptoms |= {k for k in CHECKS | {"fatal_errors"} if counts[k]}
             symptoms |= {"notes"} if summary["notes"] else set()
     failed = [v for v in verdicts if not v.endswith("verdict=PASS")]
-    if failed and ISSUE_13_OPEN and symptoms <= KNOWN_SYMPTOMS:
-        pytest.xfail(f"issue 13 (follower producer state), open: {'; '.join(failed)}")
-    assert not failed and proc.returncode == 0, f"{failed}\n{json.dumps(evidence, indent=1)[:4000]}"
+    assert not failed and proc.returncode == 0, f"{failed} {sorted(symptoms)}\n{json.dumps(evidence, indent=1)[:4000]}"
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 60)
