@@ -8,6 +8,7 @@ import contextlib
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -124,6 +125,14 @@ def test_image_codec_round_trips() -> None:
     assert image.brokers[1].maintenance and image.brokers[1].decommissioning and not image.brokers[0].fenced
     assert image.topics["orders"].configs == {"segment.bytes": "1048576"}
     assert image.brokers[0].node_id == 7 and image.brokers[1].node_id is None
+    assert (image.brokers[0].epoch, image.brokers[1].epoch) == (1, 2)  # the offsets of their RegisterBroker records
+
+
+def test_an_image_written_before_broker_epochs_decodes_with_epoch_unknown() -> None:
+    body = orjson.loads(encode_image(_image(COMMANDS[:2])))
+    body["brokers"] = [b[:9] for b in body["brokers"]]
+    image = decode_image(orjson.dumps(body))
+    assert image.brokers[0].epoch == -1 and image.brokers[0].node_id == 7
 
 
 async def _open_controller(tmp_path: Path) -> RaftController:
