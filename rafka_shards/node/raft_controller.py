@@ -44,6 +44,7 @@ from controller.commands import (
 )
 from controller.image import MetadataImage, decode_image, encode_image
 from controller.leases import BrokerLeases, HeartbeatReply
+from controller.liveness import BrokerProbes, ProbeOutcome, ProbeTarget
 from controller.metadata_log import MetadataLog
 from controller.placement import drain_moves
 from controller.raft import messages as raft_messages
@@ -61,6 +62,7 @@ from controller.raft.types import NO_NODE, ConfState, Entry, EntryKind, Index, N
 from controller.raft.wal import RaftStorage
 from controller.state_machine import CommandRejected, Rejection, RejectKind, apply, validate
 from rafka_shards.config import BrokerConfig
+from rafka_shards.node.broker_probe import probe_broker
 from rafka_shards.node.raft_transport import KIND_FORWARD, KIND_FORWARD_RESULT, KIND_RAFT, PeerTransport
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,9 @@ class RaftController:
         self._leases_term = Term(-1)
         self._background: set[asyncio.Task[None]] = set()  # the leader's own proposals
         self._draining: set[tuple[str, int]] = set()  # partitions whose drain reassignment is being proposed
+        self.probes: BrokerProbes | None = None  # with ``leases``: the liveness probes of the active controller
+        self._probe_tasks: dict[ProbeTarget, asyncio.Task[None]] = {}  # one per registered, unfenced broker
+        self._fencing: set[int] = set()  # brokers whose death this node reported and is fencing
         self._next_drain_ms = 0
 
     @classmethod
@@ -455,16 +460,64 @@ class RaftController:
         node = self.node
         if node.role != Role.LEADER or node.term_at(self.image.offset) != node.term:
             self.leases = None  # only a leader that applied everything before its term judges liveness
+            self._stop_probes()
             return
         now = self.now_ms()
         if self.leases is None or self._leases_term != node.term:
             self.leases = BrokerLeases(self.config.broker_session_timeout_ms, now)
             self._leases_term = node.term
+            self._stop_probes()
+            self.probes = BrokerProbes()
         leases = self.leases
         for fence in leases.tick(self.image, now):
             timeout = leases.session_timeout_ms
             log.warning("broker %d missed its heartbeats for %d ms: fencing it", fence.broker_id, timeout)
             self._propose_lease_change(leases, fence)
+        self._run_probes()
+
+    # ---- liveness probes (controller.liveness): fence a broker whose node is gone without waiting for its session
+
+    def _run_probes(self) -> None:
+        """Exactly one probe task per registered, unfenced broker while this node is the active controller."""
+        probes, interval_ms = self.probes, self.config.broker_probe_interval_ms
+        if probes is None or interval_ms <= 0:
+            return
+        wanted = set(probes.targets(self.image))
+        for target in [t for t in self._probe_tasks if t not in wanted]:
+            self._probe_tasks.pop(target).cancel()
+        loop = asyncio.get_running_loop()
+        for target in wanted - set(self._probe_tasks):
+            task = loop.create_task(
+                probe_broker(target, interval_ms, self.config.broker_probe_timeout_ms, self._probe_seen),
+                name=f"probe-broker-{target.broker_id}",
+            )
+            task.add_done_callback(self._task_done)
+            self._probe_tasks[target] = task
+
+    def _stop_probes(self) -> None:
+        for task in self._probe_tasks.values():
+            task.cancel()
+        self._probe_tasks.clear()
+        self.probes = None
+
+    def _probe_seen(self, target: ProbeTarget, outcome: ProbeOutcome) -> None:
+        probes = self.probes
+        if probes is None or self.leases is None:
+            return
+        fence = probes.observe(self.image, target, outcome, self.now_ms())
+        if fence is not None:
+            log.warning("broker %d's node is gone (its port refuses connections): fencing it", fence.broker_id)
+            self._propose_in_background(fence, functools.partial(probes.done, fence.broker_id))
+
+    def broker_died(self, broker_id: int, why: str) -> None:
+        """This node's supervisor saw broker ``broker_id``'s shard process exit: fence its registered incarnation
+        now (through the leader) rather than when its session times out. Idempotent while the fence is pending."""
+        reg = self.image.brokers.get(broker_id)
+        if reg is None or reg.fenced or broker_id in self._fencing:
+            return
+        self._fencing.add(broker_id)
+        log.warning("broker %d %s: fencing it", broker_id, why)
+        self._propose_in_background(FenceBroker(broker_id, reg.incarnation), lambda: self._fencing.discard(broker_id))
 
     def _tick_drain(self) -> None:
         """The active controller moves replicas off decommissioning brokers (``placement.drain_moves``), a few at a
@@ -680,6 +733,7 @@ class RaftController:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._stop_probes()
         for task in [*self._forward_tasks, *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._forward_tasks, *self._background, return_exceptions=True)
