@@ -54,6 +54,7 @@ class Partition:
         "_closed",
         "_data_waiters",
         "_durable_waiters",
+        "_producers_max",
         "_replica_waiters",
         "broker_id",
         "directory",
@@ -93,6 +94,7 @@ class Partition:
         self.log = log_
         self.leader_epoch = leader_epoch
         self.durability = durability
+        self._producers_max = producers_max
         self.producers = ProducerStateTable(producers_max)
         # Producer state is not snapshotted; rebuild it from the batches recovery scanned (at least the active
         # segment), so a retry of a recent batch is still recognised after a restart.
@@ -214,6 +216,21 @@ class Partition:
                 "%s: truncating from %d to %d (diverged from the leader)", self.tp, self.log.log_end_offset, offset
             )
             self.log.truncate_to(offset)
+        self.needs_truncation = False
+
+    def truncate_fully_and_start_at(self, offset: int, now_ms: int) -> None:
+        """A follower whose whole log lies below the leader's log start offset (the leader's retention deleted what
+        this copy lacks): it drops everything and continues at ``offset`` (Kafka's truncateFullyAndStartAt)."""
+        assert not self.is_leader, self.tp
+        assert offset > self.log.log_end_offset, (offset, self.log.log_end_offset)
+        log.warning(
+            "%s: the leader's log starts at %d, past this copy's end %d: restarting the log there",
+            self.tp,
+            offset,
+            self.log.log_end_offset,
+        )
+        self.log.truncate_fully_and_start_at(offset, now_ms)
+        self.producers = ProducerStateTable(self._producers_max)  # nothing of theirs is left here
         self.needs_truncation = False
 
     def wait_high_watermark(self, last_offset: int) -> asyncio.Future[None]:
