@@ -41,6 +41,7 @@ from controller.commands import AlterPartition
 from rafka_shards.broker.partition import Partition
 from rafka_shards.config import Durability
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
+from rafka_shards.protocol.framing import HeaderError, skip_tagged_fields
 from rafka_shards.records.batch import validate_batches
 
 if TYPE_CHECKING:
@@ -243,9 +244,9 @@ class ReplicaFetcher:
         if correlation != self._correlation:
             raise FetchFailed(f"correlation id {correlation}, expected {self._correlation}")
         try:
-            start = _skip_tagged_fields(frame, 4) if flexible else 4  # response header v1 ends with tagged fields
+            start = skip_tagged_fields(frame, 4) if flexible else 4  # response header v1 ends with tagged fields
             response, _ = entity_reader(response_class)(frame[start:], 0)
-        except (SerialError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError, IndexError) as e:
+        except (SerialError, HeaderError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
             raise FetchFailed(f"malformed {response_class.__name__}: {e}") from None
         return response
 
@@ -373,30 +374,6 @@ class ReplicaFetcher:
             await asyncio.gather(*(p.wait_durable(last) for p, last in durable))
         if retry:
             raise FetchFailed("some partitions cannot be fetched right now")
-
-
-def _skip_tagged_fields(frame: bytes, pos: int) -> int:
-    """The position after a tagged-field section (KIP-482) starting at ``pos``."""
-    count, pos = _uvarint(frame, pos)
-    for _ in range(min(count, len(frame))):
-        _, pos = _uvarint(frame, pos)
-        size, pos = _uvarint(frame, pos)
-        pos += size
-    if pos > len(frame):
-        raise ValueError("tagged fields run past the frame")
-    return pos
-
-
-def _uvarint(frame: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    for _ in range(5):  # an unsigned varint of at most 32 bits
-        byte = frame[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise ValueError("varint longer than 5 bytes")
 
 
 def _truncation_offset(p: Partition, asked_epoch: int, leader_epoch: int, leader_end: int) -> int:

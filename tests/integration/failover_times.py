@@ -11,20 +11,15 @@ every partition every 10 ms. For each fault it SIGKILLs the victim, records, per
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Producer
-
 from tests.conftest import Broker, free_port_range
 from tests.integration.helpers import admin_call
+from tests.integration.test_failover import PARTITIONS, Load, kill_when_steady
 
-PARTITIONS = 4
 FAULTS = ("shard", "node", "leader-node", "raft-leader")
 
 
@@ -80,57 +75,6 @@ class Cluster:
         raise TimeoutError("ISRs not full again")
 
 
-class Load:
-    """Records, per partition, when each acknowledged record was sent and acknowledged."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 1,
-                "message.timeout.ms": 120_000,
-            }
-        )
-        self.acked: list[tuple[int, float, float]] = []  # (partition, sent, acked)
-        self._stop = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            sent = time.monotonic()
-            for p in range(PARTITIONS):
-                self.producer.produce(
-                    self.topic, value=b"x", partition=p, on_delivery=lambda err, msg, s=sent: self._ack(err, msg, s)
-                )
-            self.producer.poll(0.01)
-
-    def _ack(self, err: object, msg: object, sent: float) -> None:
-        if err is None:
-            with self._lock:
-                self.acked.append((msg.partition(), sent, time.monotonic()))  # type: ignore[attr-defined]
-
-    def recovered(self, killed_at: float) -> float | None:
-        """Seconds until every partition acknowledged a record sent after ``killed_at`` (None: not yet)."""
-        with self._lock:
-            first: dict[int, float] = {}
-            for p, sent, acked in self.acked:
-                if sent > killed_at and p not in first:
-                    first[p] = acked
-        if len(first) < PARTITIONS:
-            return None
-        return max(first.values()) - killed_at
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join()
-        self.producer.flush(30)
-
-
 def _victim(cluster: Cluster, topic: str, fault: str) -> tuple[int, Broker]:
     raft = cluster.raft_leader()
     if fault == "raft-leader":
@@ -145,19 +89,9 @@ def _victim(cluster: Cluster, topic: str, fault: str) -> tuple[int, Broker]:
 
 def measure(fault: str, cluster: Cluster, topic: str, load: Load) -> float:
     node, victim = _victim(cluster, topic, fault)
-    steady = time.monotonic()  # steady state: every partition acknowledges records sent from now on
-    while load.recovered(steady) is None:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    if fault == "shard":
-        pid = victim.shard_pids()[0]
-        killed_at = time.monotonic()
-        os.kill(pid, signal.SIGKILL)
-    else:
-        killed_at = time.monotonic()
-        victim.kill()
+    killed_at = kill_when_steady(victim, load, shard_only=fault == "shard")
     deadline = killed_at + 60
-    while (took := load.recovered(killed_at)) is None:
+    while (took := load.resumed_after(killed_at)) is None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{fault}: produce did not resume on every partition within 60 s")
         time.sleep(0.02)
@@ -189,7 +123,7 @@ def main() -> None:
         )
         assert status == 201, body
         cluster.wait_isr_full(topic)
-        load = Load(cluster.nodes[1].bootstrap + "," + cluster.nodes[2].bootstrap, topic)
+        load = Load(",".join(b.bootstrap for b in cluster.nodes.values()), topic)
         try:
             for fault in args.faults.split(","):
                 for _ in range(args.runs):

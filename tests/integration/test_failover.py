@@ -99,7 +99,7 @@ class Load:
         self.producer = Producer(
             {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 1}
         )
-        self.acked: list[tuple[int, int, bytes, float]] = []  # (partition, offset, value, time sent)
+        self.acked: list[tuple[int, int, bytes, float, float]] = []  # (partition, offset, value, sent, acked)
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -123,12 +123,19 @@ class Load:
             if err is not None:
                 self.errors.append(str(err))
             else:
-                self.acked.append((msg.partition(), msg.offset(), msg.value(), sent))  # type: ignore[attr-defined]
+                self.acked.append((msg.partition(), msg.offset(), msg.value(), sent, time.monotonic()))  # type: ignore[attr-defined]
+
+    def resumed_after(self, t: float) -> float | None:
+        """Seconds from ``t`` until every partition had acknowledged a record sent after ``t`` (None: not yet)."""
+        first: dict[int, float] = {}
+        with self._lock:
+            for p, _, _, sent, acked in self.acked:
+                if sent > t and p not in first:
+                    first[p] = acked
+        return max(first.values()) - t if len(first) == PARTITIONS else None
 
     def resumed_since(self, t: float) -> bool:
-        """Every partition acknowledged a record sent after ``t``."""
-        with self._lock:
-            return len({p for p, _, _, sent in self.acked if sent > t}) == PARTITIONS
+        return self.resumed_after(t) is not None
 
     def close(self) -> None:
         self._stop.set()
@@ -154,6 +161,19 @@ def _read_back(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes]:
     return got
 
 
+def kill_when_steady(victim: Broker, load: Load, *, shard_only: bool) -> float:
+    """Once every partition acknowledges new records, SIGKILL the victim node (or its first shard); when."""
+    steady = time.monotonic()
+    _wait("steady produce", lambda: load.resumed_since(steady))
+    pid = victim.shard_pids()[0]
+    killed_at = time.monotonic()
+    if shard_only:
+        os.kill(pid, signal.SIGKILL)
+    else:
+        victim.kill()
+    return killed_at
+
+
 def _kill_and_check(cluster: Cluster, topic: str, victim_node: int, *, shard_only: bool = False) -> None:
     """SIGKILL the victim during the load; produce resumes on every partition and the dead broker is fenced (or, for
     a shard, replaced by a new incarnation) while its session still runs; then every acknowledged record is read."""
@@ -163,14 +183,7 @@ def _kill_and_check(cluster: Cluster, topic: str, victim_node: int, *, shard_onl
     survivors = [b for n, b in cluster.nodes.items() if n != victim_node]
     load = Load(",".join(b.bootstrap for b in survivors), topic)
     try:
-        _wait("steady produce", lambda: load.resumed_since(time.monotonic() - 1))
-        if shard_only:
-            pid = victim.shard_pids()[0]
-            killed_at = time.monotonic()
-            os.kill(pid, signal.SIGKILL)
-        else:
-            killed_at = time.monotonic()
-            victim.kill()
+        killed_at = kill_when_steady(victim, load, shard_only=shard_only)
         _wait("produce on every partition after the kill", lambda: load.resumed_since(killed_at))
         if shard_only:
             _wait("a new incarnation", lambda: _broker(cluster, broker_id)["incarnation"] != before["incarnation"])
@@ -187,7 +200,7 @@ def _kill_and_check(cluster: Cluster, topic: str, victim_node: int, *, shard_onl
         victim.wait_ready()
     _wait("every ISR full again", lambda: _isr_full(cluster, topic))
     got = _read_back(survivors[0].bootstrap, topic)
-    missing = [(p, o) for p, o, v, _ in load.acked if got.get((p, o)) != v]
+    missing = [(p, o) for p, o, v, _, _ in load.acked if got.get((p, o)) != v]
     assert not missing, f"{len(missing)} acknowledged records not read back at their offsets: {missing[:5]}"
 
 
