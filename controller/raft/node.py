@@ -288,6 +288,19 @@ class RaftNode:
             else:
                 self._reset_election_timer()  # learners and removed nodes never campaign
 
+    def leader_gone(self, node: NodeId) -> None:
+        """The shell learned that ``node``'s controller process is gone (its connection closed and its port now
+        refuses connections). A follower of it stops waiting a whole election timeout for heartbeats that cannot
+        come: it forgets the leader (so it grants other candidates' pre-votes and votes: the leader stickiness of
+        dissertation 4.2.3 protects a live leader, not a dead one) and campaigns after a random delay of at most half
+        an election timeout (so the survivors, who all saw it, rarely split the vote). Only timing changes: an
+        election still needs a majority's pre-votes and votes, so a wrong report costs at most one election."""
+        if self.role == Role.LEADER or self.leader != node or node == self.id:
+            return
+        self.leader = NO_NODE
+        timeout = self._cfg.election_timeout_ms
+        self._election_due_ms = min(self._election_due_ms, self._now + self._rng.randrange(timeout // 2 + 1))
+
     def campaign(self) -> None:
         """Start an election now instead of at the election timeout (etcd's Campaign), with a pre-vote first as
         when the timer fires: for a quorum of one at start-up. Learners and leaders do nothing."""

@@ -73,6 +73,8 @@ FORWARDS_PENDING_MAX = 4096
 PROPOSALS_PENDING_MAX = 16384
 DRAIN_INTERVAL_MS = 1000  # how often the leader looks for replicas to move off decommissioning brokers
 DRAIN_MOVES_MAX = 32  # reassignments it proposes at once
+# When the leader's connection closes, its port is checked this long after, then after these further delays.
+LEADER_GONE_CHECKS_S = (0.01, 0.05, 0.25)
 READS_PENDING_MAX = 1024  # ReadIndex requests waiting at a leader (the node itself allows RaftConfig.pending_reads_max)
 
 
@@ -145,6 +147,8 @@ class RaftController:
         self.storage = storage
         addresses = {n: ep for n, ep in config.controller_addresses()[1].items() if n != config.node_id}
         self.transport = PeerTransport(config.node_id, config.controller_secret.encode(), addresses, self._on_frame)
+        self.transport.on_inbound_closed = self._peer_closed
+        self._checking: set[int] = set()  # peers whose closed connection is being checked (``_peer_closed``)
         self.image = decode_image(storage.snapshot.data)
         self.on_applied: Callable[[], None] = lambda: None
         self.on_fatal: Callable[[str], None] = lambda _why: None
@@ -551,6 +555,44 @@ class RaftController:
                 done()
 
         task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---- a dead leader's process ------------------------------------------------------------------------------
+
+    def _peer_closed(self, src: int) -> None:
+        """The leader's connection to this node closed: if its controller port now refuses connections, its process
+        is gone, and this node campaigns without waiting out the election timeout (``RaftNode.leader_gone``). A
+        leader that merely reconnects still listens; a paused or cut-off one does not refuse: both are left to the
+        election timeout as before."""
+        if src != self.node.leader or self.node.role == Role.LEADER or src in self._checking:
+            return
+        address = self.transport.addresses.get(src)
+        if address is None:
+            return
+
+        async def check() -> None:
+            # A dying process may close its connections a moment before its listener: look a few times.
+            try:
+                for delay_s in LEADER_GONE_CHECKS_S:
+                    await asyncio.sleep(delay_s)
+                    try:
+                        connecting = asyncio.open_connection(address.host, address.port)
+                        _, writer = await asyncio.wait_for(connecting, self.config.broker_probe_timeout_ms / 1000)
+                        writer.transport.abort()  # it listens (for now)
+                    except ConnectionRefusedError:
+                        if self.node.leader == src:
+                            log.warning("controller leader %d is gone (its port refuses connections): electing", src)
+                            self.node.leader_gone(NodeId(src))
+                            self._wake.set()
+                        return
+                    except (TimeoutError, OSError):
+                        return  # not proof of death
+            finally:
+                self._checking.discard(src)
+
+        self._checking.add(src)
+        task = asyncio.get_running_loop().create_task(check())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
