@@ -29,6 +29,10 @@ class BrokerRegistration:
     maintenance: bool = False
     decommissioning: bool = False
     node_id: int | None = None  # the node this broker is a shard of (None: registered before nodes were recorded)
+    # KRaft's broker epoch: the metadata offset of this incarnation's RegisterBroker record (-1: registered before
+    # epochs were recorded). A replica fetch names it (Fetch v15 replica_epoch) so a leader can refuse an earlier
+    # incarnation's fetches.
+    epoch: int = -1
 
     @property
     def node(self) -> int:
@@ -108,6 +112,7 @@ def encode_image(image: MetadataImage) -> bytes:
                     b.maintenance,
                     b.decommissioning,
                     b.node_id,
+                    b.epoch,
                 ]
                 for b in image.brokers.values()
             ],
@@ -161,14 +166,15 @@ def image_from_json(body: Any) -> MetadataImage:
             raise ImageDecodeError("not a metadata image of a known version")
         brokers: dict[int, BrokerRegistration] = {}
         for b in body["brokers"]:
-            # 5: written before leases existed; 8: before node ids were recorded
-            if not isinstance(b, list) or len(b) not in (5, 8, 9):
+            # 5: written before leases existed; 8: before node ids were recorded; 9: before broker epochs
+            if not isinstance(b, list) or len(b) not in (5, 8, 9, 10):
                 raise ImageDecodeError("bad broker registration")
             broker_id, host, port, rack, incarnation = b[:5]
             flags = b[5:8] or [False, False, False]
-            node_id = b[8] if len(b) == 9 else None
+            node_id = b[8] if len(b) >= 9 else None
             if node_id is not None:
                 _ints([node_id])
+            epoch = _ints([b[9]])[0] if len(b) == 10 else -1
             if not (isinstance(host, str) and isinstance(incarnation, str) and (rack is None or isinstance(rack, str))):
                 raise ImageDecodeError("bad broker registration")
             if not all(isinstance(f, bool) for f in flags):
@@ -176,7 +182,7 @@ def image_from_json(body: Any) -> MetadataImage:
             _ints([broker_id, port])
             fenced, maintenance, decommissioning = flags
             brokers[broker_id] = BrokerRegistration(
-                broker_id, host, port, rack, incarnation, fenced, maintenance, decommissioning, node_id
+                broker_id, host, port, rack, incarnation, fenced, maintenance, decommissioning, node_id, epoch
             )
         topics: dict[str, TopicImage] = {}
         for t in body["topics"]:

@@ -372,8 +372,14 @@ def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
         return replace(image, offset=offset)
     if isinstance(cmd, RegisterBroker):
         # A broker registers once it has caught up with the metadata: it is unfenced (a new incarnation replaces a
-        # fenced one); maintenance and decommissioning are the operator's and survive restarts.
+        # fenced one); maintenance and decommissioning are the operator's and survive restarts. Its broker epoch is
+        # this record's offset.
         old = image.brokers.get(cmd.broker_id)
+        if old is not None and old.incarnation != cmd.incarnation and not old.fenced:
+            # KRaft's handleBrokerUncleanShutdown (KIP-841): the previous incarnation is gone (it never saw its
+            # fencing) and its log may lack what it acknowledged as follower; fence it first, so the new one leads
+            # only where it is the last in-sync replica and rejoins every other ISR only by fetching.
+            image = _fence(image, cmd.broker_id)
         reg = BrokerRegistration(
             cmd.broker_id,
             cmd.host,
@@ -383,6 +389,7 @@ def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
             node_id=cmd.node_id,
             maintenance=old is not None and old.maintenance,
             decommissioning=old is not None and old.decommissioning,
+            epoch=offset,
         )
         return _revive(_with_broker(image, reg, offset), cmd.broker_id)
     if isinstance(cmd, FenceBroker | UnfenceBroker):

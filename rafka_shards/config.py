@@ -89,6 +89,19 @@ class BrokerConfig:
     broker_session_timeout_ms: int = _setting(
         6000, "a broker not heard from for this long is fenced: its partitions get new leaders", 100, 600_000
     )
+    broker_probe_interval_ms: int = _setting(
+        250,
+        "the active controller asks every unfenced broker's listener for ApiVersions this often; a broker whose "
+        "connection closes and whose port then refuses connections (its node is gone) is fenced at once; 0: off",
+        0,
+        60_000,
+    )
+    broker_probe_timeout_ms: int = _setting(
+        1000,
+        "a liveness probe unanswered for this long is retried (never fences: that is the session's job)",
+        10,
+        60_000,
+    )
     controller_snapshot_entries: int = _setting(
         10_000, "metadata entries applied since the last snapshot that trigger a new one", 10, 10_000_000
     )

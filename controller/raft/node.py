@@ -288,6 +288,24 @@ class RaftNode:
             else:
                 self._reset_election_timer()  # learners and removed nodes never campaign
 
+    def leader_gone(self, node: NodeId) -> None:
+        """The shell learned that ``node``'s controller process is gone (its connection closed and its port now
+        refuses connections). A follower of it stops waiting a whole election timeout for heartbeats that cannot
+        come: it forgets the leader (so it grants other candidates' pre-votes and votes: the leader stickiness of
+        dissertation 4.2.3 protects a live leader, not a dead one) and campaigns soon. The survivors all see the death
+        at once, so they take turns rather than split the vote: the one with the lowest id among the other voters
+        first, the next a quarter election timeout later (room for a pre-vote and a synced vote round), and so on,
+        each with a little jitter. Only timing changes: an election still needs a majority's pre-votes and votes, so
+        a wrong report costs at most one election."""
+        if self.role == Role.LEADER or self.leader != node or node == self.id:
+            return
+        self.leader = NO_NODE
+        others = sorted(v for v in self.conf.voters if v != node)
+        rank = others.index(self.id) if self.id in others else len(others)
+        turn_ms = self._cfg.election_timeout_ms // 4
+        delay_ms = rank * turn_ms + self._rng.randrange(turn_ms // 2 + 1)
+        self._election_due_ms = min(self._election_due_ms, self._now + delay_ms)
+
     def campaign(self) -> None:
         """Start an election now instead of at the election timeout (etcd's Campaign), with a pre-vote first as
         when the timer fires: for a quorum of one at start-up. Learners and leaders do nothing."""

@@ -176,6 +176,28 @@ class PartitionManager:
         )
         self.renew_lease(sent_ms)
 
+    @property
+    def broker_epoch(self) -> int:
+        """This incarnation's broker epoch (the offset of its RegisterBroker record; -1 before it registered)."""
+        reg = self._image.brokers.get(self.broker_id)
+        return reg.epoch if reg is not None and reg.incarnation == self.incarnation else -1
+
+    def replica_refusal(self, replica: int, replica_epoch: int) -> KafkaError | None:
+        """Why a replica request (Fetch, OffsetForLeaderEpoch) from broker ``replica`` naming broker epoch
+        ``replica_epoch`` (-1: not given, before Fetch v15) is refused: only registered, unfenced brokers of the
+        current epoch replicate (a fenced or earlier incarnation must not count towards the ISR or high watermark).
+        Whether it replicates the partition is checked per partition (``Partition.record_follower_fetch``)."""
+        reg = self._image.brokers.get(replica)
+        if reg is None or reg.fenced:
+            state = "not registered" if reg is None else "fenced"
+            return KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"replica broker {replica} is {state}")
+        if replica_epoch >= 0 and replica_epoch != reg.epoch:
+            return KafkaError(
+                ErrorCode.STALE_BROKER_EPOCH,
+                f"replica broker {replica} fetches at broker epoch {replica_epoch}, registered at {reg.epoch}",
+            )
+        return None
+
     def renew_lease(self, sent_ms: int) -> None:
         """The controller renewed the lease in answer to a heartbeat (or registration) sent at ``sent_ms``."""
         self.lease_until_ms = max(self.lease_until_ms, sent_ms + self.config.broker_session_timeout_ms)

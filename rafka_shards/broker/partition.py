@@ -274,6 +274,23 @@ class Partition:
                 delete_snapshots(self.directory, [o for o in offsets if o < base])
         return deleted
 
+    def truncate_fully_and_start_at(self, offset: int, now_ms: int) -> None:
+        """A follower whose whole log lies below the leader's log start offset (the leader's retention deleted what
+        this copy lacks): it drops everything and continues at ``offset`` (Kafka's truncateFullyAndStartAt)."""
+        assert not self.is_leader, self.tp
+        assert offset > self.log.log_end_offset, (offset, self.log.log_end_offset)
+        log.warning(
+            "%s: the leader's log starts at %d, past this copy's end %d: restarting the log there",
+            self.tp,
+            offset,
+            self.log.log_end_offset,
+        )
+        self.log.truncate_fully_and_start_at(offset, now_ms)
+        # Nothing of the old log is left, so none of its producer state either (Kafka clears it too).
+        delete_snapshots(self.directory, snapshot_offsets(self.directory))
+        self.producers.clear()
+        self.needs_truncation = False
+
     def wait_high_watermark(self, last_offset: int) -> asyncio.Future[None]:
         """acks=all: a future that completes once the high watermark passes ``last_offset`` (every in-sync replica
         has it, fsynced under durability=fsync); fails if this replica stops leading first."""

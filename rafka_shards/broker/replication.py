@@ -3,7 +3,9 @@
 Runs in a shard process, on its event loop (Kafka's ReplicaFetcherManager and the ISR part of its Partition).
 
 - One ``ReplicaFetcher`` per leader broker this shard follows partitions of: a Kafka client connection to that
-  broker's listener sending Fetch v11 with ``replica_id`` set to this broker. Before it fetches a partition whose
+  broker's listener sending Fetch v15 with ``replica_state`` = (this broker, its broker epoch: the offset of its
+  RegisterBroker record), so the leader can refuse a fetch from an earlier incarnation (KIP-903's broker epoch in
+  Fetch). Before it fetches a partition whose
   leader or epoch changed, it asks the leader where their logs agree (OffsetForLeaderEpoch v3, KIP-101) and
   truncates what diverged. Fetched batches are validated, appended with the leader's offsets and epochs, and (under
   durability=fsync) fsynced before the next fetch reports them: the leader counts a follower's fetch offset as data on
@@ -20,13 +22,14 @@ import contextlib
 import io
 import logging
 import struct
+import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode as KioErrorCode
-from kio.schema.fetch.v11 import request as fetch_req
-from kio.schema.fetch.v11.response import FetchResponse
+from kio.schema.fetch.v15 import request as fetch_req
+from kio.schema.fetch.v15.response import FetchResponse
 from kio.schema.offset_for_leader_epoch.v3 import request as epoch_req
 from kio.schema.offset_for_leader_epoch.v3.response import OffsetForLeaderEpochResponse
 from kio.schema.types import BrokerId, TopicName
@@ -38,6 +41,7 @@ from controller.commands import AlterPartition
 from rafka_shards.broker.partition import Partition
 from rafka_shards.config import Durability
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
+from rafka_shards.protocol.framing import HeaderError, skip_tagged_fields
 from rafka_shards.records.batch import validate_batches
 
 if TYPE_CHECKING:
@@ -53,7 +57,7 @@ ISR_FATE_UNKNOWN_MS = 10_000
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
 RESPONSE_BYTES_SLACK = 1024 * 1024  # a response may exceed replica_fetch_max_bytes by one batch (KIP-74) and headers
-_FETCH_KEY, _FETCH_VERSION = 1, 11
+_FETCH_KEY, _FETCH_VERSION = 1, 15  # flexible: request header v2, response header v1
 _EPOCH_KEY, _EPOCH_VERSION = 23, 3
 _CLIENT_ID = b"rafka-replica-fetcher"
 _RETRIABLE = frozenset(
@@ -63,6 +67,8 @@ _RETRIABLE = frozenset(
         ErrorCode.UNKNOWN_LEADER_EPOCH,
         ErrorCode.LEADER_NOT_AVAILABLE,
         ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.UNKNOWN_TOPIC_ID,
+        ErrorCode.STALE_BROKER_EPOCH,  # the leader has not seen this incarnation's registration yet
     }
 )
 
@@ -236,7 +242,10 @@ class ReplicaFetcher:
         entity_writer(type(request))(buf, request)
         body = buf.getvalue()
         self._correlation += 1
+        flexible = bool(type(request).__flexible__)
         header = struct.pack(">hhih", key, version, self._correlation, len(_CLIENT_ID)) + _CLIENT_ID
+        if flexible:
+            header += b"\x00"  # request header v2: no tagged fields
         if writer.transport.is_closing():
             raise FetchFailed("the connection to the leader closed")  # uvloop raises on a write to a closed one
         writer.write(struct.pack(">i", len(header) + len(body)) + header + body)
@@ -249,8 +258,9 @@ class ReplicaFetcher:
         if correlation != self._correlation:
             raise FetchFailed(f"correlation id {correlation}, expected {self._correlation}")
         try:
-            response, _ = entity_reader(response_class)(frame[4:], 0)
-        except (SerialError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
+            start = skip_tagged_fields(frame, 4) if flexible else 4  # response header v1 ends with tagged fields
+            response, _ = entity_reader(response_class)(frame[start:], 0)
+        except (SerialError, HeaderError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
             raise FetchFailed(f"malformed {response_class.__name__}: {e}") from None
         return response
 
@@ -306,9 +316,11 @@ class ReplicaFetcher:
     ) -> None:
         config = self.manager.config
         sent = {tp: (p, p.leader_epoch, p.log.log_end_offset) for tp, p in followed}
-        by_topic: dict[str, list[fetch_req.FetchPartition]] = {}
+        by_topic: dict[uuid.UUID, list[fetch_req.FetchPartition]] = {}
+        names: dict[uuid.UUID, str] = {}
         for tp, (p, epoch, offset) in sent.items():
-            by_topic.setdefault(tp.topic, []).append(
+            names[p.topic_id] = tp.topic
+            by_topic.setdefault(p.topic_id, []).append(
                 fetch_req.FetchPartition(
                     partition=i32(tp.partition),
                     current_leader_epoch=i32(epoch),
@@ -318,16 +330,16 @@ class ReplicaFetcher:
                 )
             )
         request = fetch_req.FetchRequest(
-            replica_id=BrokerId(self.manager.broker_id),
+            replica_state=fetch_req.ReplicaState(
+                replica_id=BrokerId(self.manager.broker_id), replica_epoch=i64(self.manager.broker_epoch)
+            ),
             max_wait=i32Timedelta.parse(timedelta(milliseconds=config.replica_fetch_wait_max_ms)),
             min_bytes=i32(1),
             max_bytes=i32(config.replica_fetch_max_bytes),
             isolation_level=i8(0),
             session_id=i32(0),
             session_epoch=i32(-1),
-            topics=tuple(
-                fetch_req.FetchTopic(topic=TopicName(t), partitions=tuple(parts)) for t, parts in by_topic.items()
-            ),
+            topics=tuple(fetch_req.FetchTopic(topic_id=t, partitions=tuple(parts)) for t, parts in by_topic.items()),
             forgotten_topics_data=(),
             rack_id="",
         )
@@ -339,7 +351,7 @@ class ReplicaFetcher:
         now = self.manager.now_ms()
         for topic in response.responses:
             for part in topic.partitions:
-                tp = TopicPartition(str(topic.topic), int(part.partition_index))
+                tp = TopicPartition(names.get(topic.topic_id, ""), int(part.partition_index))
                 entry = sent.get(tp)
                 if entry is None:
                     continue
@@ -348,7 +360,12 @@ class ReplicaFetcher:
                     continue  # the metadata moved on while the fetch was out
                 code = ErrorCode(int(part.error_code.value))
                 if code is ErrorCode.OFFSET_OUT_OF_RANGE:
-                    p.needs_truncation = True  # this copy is ahead of the leader: find where they agree
+                    leader_start = int(part.log_start_offset)
+                    if leader_start > p.log.log_end_offset:
+                        # Below the leader's log start: what this copy lacks is deleted there; continue from it.
+                        p.truncate_fully_and_start_at(leader_start, now)
+                    else:
+                        p.needs_truncation = True  # this copy is ahead of the leader: find where they agree
                     retry = True
                     continue
                 if code is not ErrorCode.NONE:

@@ -124,6 +124,7 @@ def brokers_json(image: MetadataImage, broker_ids: list[int]) -> list[dict[str, 
                 "port": b.port,
                 "rack": b.rack,
                 "incarnation": b.incarnation,
+                "epoch": b.epoch,  # the broker epoch: offset of this incarnation's RegisterBroker record
                 "status": status,
                 "fenced": b.fenced,
                 "maintenance": b.maintenance,

@@ -103,6 +103,11 @@ class ControllerHost:
             self._open_session(msg, attached)
         elif isinstance(msg, ShardState) and 0 <= msg.index < self.shard_count:
             place = self.slots[msg.index]
+            if not msg.alive and self.controller is not None:
+                # The supervisor saw the process exit (its sentinel): fence the broker now, so its partitions get
+                # new leaders and its ISRs shrink at once instead of after broker_session_timeout_ms.
+                why = f"exited ({msg.last_exit})" if msg.last_exit else "has no process yet (the node restarted)"
+                self.controller.broker_died(msg.broker_id, why)
             place.broker_id, place.listen = msg.broker_id, msg.listen
             place.pid = msg.pid or None
             place.alive, place.restarts_total, place.last_exit = msg.alive, msg.restarts, msg.last_exit

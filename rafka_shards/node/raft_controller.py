@@ -44,6 +44,7 @@ from controller.commands import (
 )
 from controller.image import MetadataImage, decode_image, encode_image
 from controller.leases import BrokerLeases, HeartbeatReply
+from controller.liveness import BrokerProbes, ProbeOutcome, ProbeTarget
 from controller.metadata_log import MetadataLog
 from controller.placement import drain_moves
 from controller.raft import messages as raft_messages
@@ -61,6 +62,7 @@ from controller.raft.types import NO_NODE, ConfState, Entry, EntryKind, Index, N
 from controller.raft.wal import RaftStorage
 from controller.state_machine import CommandRejected, Rejection, RejectKind, apply, validate
 from rafka_shards.config import BrokerConfig
+from rafka_shards.node.broker_probe import probe_broker
 from rafka_shards.node.raft_transport import KIND_FORWARD, KIND_FORWARD_RESULT, KIND_RAFT, PeerTransport
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ FORWARDS_PENDING_MAX = 4096
 PROPOSALS_PENDING_MAX = 16384
 DRAIN_INTERVAL_MS = 1000  # how often the leader looks for replicas to move off decommissioning brokers
 DRAIN_MOVES_MAX = 32  # reassignments it proposes at once
+# When the leader's connection closes, its port is checked this long after, then after these further delays.
+LEADER_GONE_CHECKS_S = (0.01, 0.05, 0.25)
 READS_PENDING_MAX = 1024  # ReadIndex requests waiting at a leader (the node itself allows RaftConfig.pending_reads_max)
 
 
@@ -143,6 +147,8 @@ class RaftController:
         self.storage = storage
         addresses = {n: ep for n, ep in config.controller_addresses()[1].items() if n != config.node_id}
         self.transport = PeerTransport(config.node_id, config.controller_secret.encode(), addresses, self._on_frame)
+        self.transport.on_inbound_closed = self._peer_closed
+        self._checking: set[int] = set()  # peers whose closed connection is being checked (``_peer_closed``)
         self.image = decode_image(storage.snapshot.data)
         self.on_applied: Callable[[], None] = lambda: None
         self.on_fatal: Callable[[str], None] = lambda _why: None
@@ -164,6 +170,9 @@ class RaftController:
         self._leases_term = Term(-1)
         self._background: set[asyncio.Task[None]] = set()  # the leader's own proposals
         self._draining: set[tuple[str, int]] = set()  # partitions whose drain reassignment is being proposed
+        self.probes: BrokerProbes | None = None  # with ``leases``: the liveness probes of the active controller
+        self._probe_tasks: dict[ProbeTarget, asyncio.Task[None]] = {}  # one per registered, unfenced broker
+        self._fencing: set[int] = set()  # brokers whose death this node reported and is fencing
         self._next_drain_ms = 0
 
     @classmethod
@@ -455,16 +464,64 @@ class RaftController:
         node = self.node
         if node.role != Role.LEADER or node.term_at(self.image.offset) != node.term:
             self.leases = None  # only a leader that applied everything before its term judges liveness
+            self._stop_probes()
             return
         now = self.now_ms()
         if self.leases is None or self._leases_term != node.term:
             self.leases = BrokerLeases(self.config.broker_session_timeout_ms, now)
             self._leases_term = node.term
+            self._stop_probes()
+            self.probes = BrokerProbes()
         leases = self.leases
         for fence in leases.tick(self.image, now):
             timeout = leases.session_timeout_ms
             log.warning("broker %d missed its heartbeats for %d ms: fencing it", fence.broker_id, timeout)
             self._propose_lease_change(leases, fence)
+        self._run_probes()
+
+    # ---- liveness probes (controller.liveness): fence a broker whose node is gone without waiting for its session
+
+    def _run_probes(self) -> None:
+        """Exactly one probe task per registered, unfenced broker while this node is the active controller."""
+        probes, interval_ms = self.probes, self.config.broker_probe_interval_ms
+        if probes is None or interval_ms <= 0:
+            return
+        wanted = set(probes.targets(self.image))
+        for target in [t for t in self._probe_tasks if t not in wanted]:
+            self._probe_tasks.pop(target).cancel()
+        loop = asyncio.get_running_loop()
+        for target in wanted - set(self._probe_tasks):
+            task = loop.create_task(
+                probe_broker(target, interval_ms, self.config.broker_probe_timeout_ms, self._probe_seen),
+                name=f"probe-broker-{target.broker_id}",
+            )
+            task.add_done_callback(self._task_done)
+            self._probe_tasks[target] = task
+
+    def _stop_probes(self) -> None:
+        for task in self._probe_tasks.values():
+            task.cancel()
+        self._probe_tasks.clear()
+        self.probes = None
+
+    def _probe_seen(self, target: ProbeTarget, outcome: ProbeOutcome) -> None:
+        probes = self.probes
+        if probes is None or self.leases is None:
+            return
+        fence = probes.observe(self.image, target, outcome, self.now_ms())
+        if fence is not None:
+            log.warning("broker %d's node is gone (its port refuses connections): fencing it", fence.broker_id)
+            self._propose_in_background(fence, functools.partial(probes.done, fence.broker_id))
+
+    def broker_died(self, broker_id: int, why: str) -> None:
+        """This node's supervisor saw broker ``broker_id``'s shard process exit: fence its registered incarnation
+        now (through the leader) rather than when its session times out. Idempotent while the fence is pending."""
+        reg = self.image.brokers.get(broker_id)
+        if reg is None or reg.fenced or broker_id in self._fencing:
+            return
+        self._fencing.add(broker_id)
+        log.warning("broker %d %s: fencing it", broker_id, why)
+        self._propose_in_background(FenceBroker(broker_id, reg.incarnation), lambda: self._fencing.discard(broker_id))
 
     def _tick_drain(self) -> None:
         """The active controller moves replicas off decommissioning brokers (``placement.drain_moves``), a few at a
@@ -498,6 +555,44 @@ class RaftController:
                 done()
 
         task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---- a dead leader's process ------------------------------------------------------------------------------
+
+    def _peer_closed(self, src: int) -> None:
+        """The leader's connection to this node closed: if its controller port now refuses connections, its process
+        is gone, and this node campaigns without waiting out the election timeout (``RaftNode.leader_gone``). A
+        leader that merely reconnects still listens; a paused or cut-off one does not refuse: both are left to the
+        election timeout as before."""
+        if src != self.node.leader or self.node.role == Role.LEADER or src in self._checking:
+            return
+        address = self.transport.addresses.get(src)
+        if address is None:
+            return
+
+        async def check() -> None:
+            # A dying process may close its connections a moment before its listener: look a few times.
+            try:
+                for delay_s in LEADER_GONE_CHECKS_S:
+                    await asyncio.sleep(delay_s)
+                    try:
+                        connecting = asyncio.open_connection(address.host, address.port)
+                        _, writer = await asyncio.wait_for(connecting, self.config.broker_probe_timeout_ms / 1000)
+                        writer.transport.abort()  # it listens (for now)
+                    except ConnectionRefusedError:
+                        if self.node.leader == src:
+                            log.warning("controller leader %d is gone (its port refuses connections): electing", src)
+                            self.node.leader_gone(NodeId(src))
+                            self._wake.set()
+                        return
+                    except (TimeoutError, OSError):
+                        return  # not proof of death
+            finally:
+                self._checking.discard(src)
+
+        self._checking.add(src)
+        task = asyncio.get_running_loop().create_task(check())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -680,6 +775,7 @@ class RaftController:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._stop_probes()
         for task in [*self._forward_tasks, *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._forward_tasks, *self._background, return_exceptions=True)

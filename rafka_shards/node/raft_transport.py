@@ -136,6 +136,8 @@ class PeerTransport:
         self._server: asyncio.Server | None = None
         self._inbound: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.dropped: collections.Counter[str] = collections.Counter()
+        # An inbound connection that carried valid frames from this node closed (the peer reconnects, or died).
+        self.on_inbound_closed: Callable[[int], None] = lambda _node: None
 
     def links(self) -> dict[str, dict[str, object]]:
         """Each outgoing link's state and counters (for ``/v1/controller``)."""
@@ -174,6 +176,7 @@ class PeerTransport:
             writer.close()
             return
         self._inbound[task] = writer
+        peer = -1  # the node whose valid frames this connection carried
         try:
             while True:
                 head = await reader.readexactly(4)
@@ -194,12 +197,15 @@ class PeerTransport:
                 if src not in self.addresses or src == self.node_id:
                     self.count("unknown_node")
                     continue
+                peer = src
                 self._handler(kind, src, rest[5:])
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             return
         finally:
             self._inbound.pop(task, None)
             writer.close()
+            if peer >= 0:
+                self.on_inbound_closed(peer)
 
     async def close(self) -> None:
         if self._server is not None:

@@ -396,6 +396,25 @@ class PartitionLog:
         self._write_epochs()
         fsync_dir(self.directory)
 
+    def truncate_fully_and_start_at(self, offset: int, now_ms: int) -> None:
+        """Drop every segment and start an empty log at ``offset`` (Kafka's ``truncateFullyAndStartAt``): a
+        follower whose log ends below its leader's log start (retention deleted what it lacks) can only continue
+        from there."""
+        assert offset >= 0, offset
+        for seg in self.segments:
+            seg.delete()
+        self.segments = []
+        self._bases = []
+        self._dirty = {}
+        self._rolled_since_flush = None
+        self._add_segment(LogSegment(self.directory, offset, now_ms))
+        self.log_start_offset = self.log_end_offset = self.durable_offset = self.high_watermark = offset
+        self._epochs = []
+        self._write_epochs()
+        self._write_recovery_point(offset)
+        fsync_dir(self.directory)
+        assert self.segments[0].next_offset == offset, (self.segments[0].next_offset, offset)
+
     # ---- closing -----------------------------------------------------------------------------------------------
 
     def close(self) -> None:

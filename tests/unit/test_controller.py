@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -124,10 +126,18 @@ def test_image_codec_round_trips() -> None:
     assert image.brokers[1].maintenance and image.brokers[1].decommissioning and not image.brokers[0].fenced
     assert image.topics["orders"].configs == {"segment.bytes": "1048576"}
     assert image.brokers[0].node_id == 7 and image.brokers[1].node_id is None
+    assert (image.brokers[0].epoch, image.brokers[1].epoch) == (1, 2)  # the offsets of their RegisterBroker records
 
 
-async def _open_controller(tmp_path: Path) -> RaftController:
-    config = BrokerConfig(data_dir=tmp_path, raft_election_timeout_ms=300, raft_heartbeat_interval_ms=50)
+def test_an_image_written_before_broker_epochs_decodes_with_epoch_unknown() -> None:
+    body = orjson.loads(encode_image(_image(COMMANDS[:2])))
+    body["brokers"] = [b[:9] for b in body["brokers"]]
+    image = decode_image(orjson.dumps(body))
+    assert image.brokers[0].epoch == -1 and image.brokers[0].node_id == 7
+
+
+async def _open_controller(tmp_path: Path, **settings: int) -> RaftController:
+    config = BrokerConfig(data_dir=tmp_path, raft_election_timeout_ms=300, raft_heartbeat_interval_ms=50, **settings)
     controller = await RaftController.open(config)
     await controller.start()
     await asyncio.wait_for(controller.wait_caught_up(), 10)
@@ -313,3 +323,33 @@ async def _reads_are_linearizable(tmp_path: Path) -> None:
     finally:
         for c in controllers:
             await c.close()
+
+
+def test_the_active_controller_fences_a_dead_shard_at_once_and_a_broker_whose_port_refuses(tmp_path: Path) -> None:
+    """The two fast paths of fail-over, through a real one-node controller: the supervisor's report of a dead shard
+    (``broker_died``), and the liveness probe finding nothing listening on a broker's port (its node is gone). A
+    broker whose listener accepts but never answers (paused) is left to its session."""
+
+    async def run() -> None:
+        controller = await _open_controller(tmp_path, broker_probe_timeout_ms=100, broker_probe_interval_ms=50)
+        quiet = socket.socket()  # listens, never answers: probes time out
+        quiet.bind(("127.0.0.1", 0))
+        quiet.listen(8)
+        gone = socket.socket()  # bound and closed: a port nothing listens on
+        gone.bind(("127.0.0.1", 0))
+        gone_port = gone.getsockname()[1]
+        gone.close()
+        try:
+            await controller.propose(RegisterBroker(0, "127.0.0.1", quiet.getsockname()[1], None, "a"))
+            await controller.propose(RegisterBroker(1, "127.0.0.1", quiet.getsockname()[1], None, "b"))
+            await controller.propose(RegisterBroker(2, "127.0.0.1", gone_port, None, "c"))
+            controller.broker_died(1, "exited (killed by SIGKILL)")
+            while not (controller.image.brokers[1].fenced and controller.image.brokers[2].fenced):
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # several probe timeouts
+            assert not controller.image.brokers[0].fenced
+        finally:
+            quiet.close()
+            await controller.close()
+
+    asyncio.run(asyncio.wait_for(run(), 30))

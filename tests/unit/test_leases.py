@@ -149,6 +149,30 @@ def test_a_restarted_broker_registers_unfenced_and_takes_back_its_leaderless_par
     assert log.partition(index=1).leader_epoch == 0  # untouched
 
 
+def test_a_new_incarnation_fences_the_previous_one_as_it_registers() -> None:
+    """KIP-841 (KRaft's handleBrokerUncleanShutdown): a broker that registers again without having been fenced died
+    uncleanly; its previous incarnation leaves every ISR (never emptying one) and loses leadership where another
+    in-sync replica can take it, in the same record; it rejoins ISRs by fetching."""
+    log = _cluster()
+    _topic(log, (0, 1, 2), (1, 0, 2), (0, 1, 2))
+    _with_isr(log, (0,), index=2)
+    before = log.partition()
+    offset = log.image.offset + 1
+    log.do(RegisterBroker(0, "127.0.0.1", 9092, None, "inc-0b"))
+    reg = log.image.brokers[0]
+    assert (reg.incarnation, reg.fenced, reg.epoch) == ("inc-0b", False, offset)
+    led = log.partition(index=0)
+    assert (led.leader, led.isr, led.leader_epoch) == (1, (1, 2), before.leader_epoch + 1)
+    followed = log.partition(index=1)
+    assert (followed.leader, followed.isr) == (1, (1, 2))
+    alone = log.partition(index=2)  # the last in-sync replica keeps the data: it stays, and leads again
+    assert (alone.leader, alone.isr) == (0, (0,))
+    # Registering the same incarnation again (a retried proposal) fences nothing.
+    isr = log.partition(index=0).isr
+    log.do(RegisterBroker(1, "127.0.0.1", 9093, None, "inc-1"))
+    assert log.partition(index=0).isr == isr and log.partition(index=0).leader == 1
+
+
 def test_maintenance_hands_leadership_to_a_usable_in_sync_replica_only() -> None:
     log = _cluster()
     _topic(log, (0, 1, 2), (0, 1, 2))

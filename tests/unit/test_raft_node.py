@@ -149,6 +149,33 @@ def test_a_follower_in_a_leader_lease_ignores_candidates() -> None:
     assert n.term == 2 and drain(n)[-1] == VoteResp(N3, N2, Term(2), True)
 
 
+def test_a_follower_told_its_leader_is_gone_campaigns_early_and_grants_votes() -> None:
+    """Not in the paper (a liveness shortcut; safety is untouched): a follower whose leader's process is gone (the
+    shell saw its port refuse connections) campaigns within half an election timeout instead of a whole one, in turn
+    with the other survivors (lowest id first), and no longer ignores candidates as it would within a live leader's
+    lease (dissertation 4.2.3)."""
+    n = node(node_id=N3, term=1)
+    n.step(Append(N1, N3, Term(1), Index(0), Term(0), (), Index(0), 0))
+    drain(n)
+    n.leader_gone(N2)  # not its leader: nothing changes
+    assert n.leader == N1
+    n.leader_gone(N1)
+    assert n.leader != N1 and n.role == Role.FOLLOWER
+    n.tick(ET // 4 - 1)
+    assert n.role == Role.FOLLOWER  # node 2 goes first
+    n.tick(ET // 2)
+    assert n.role == Role.PRE_CANDIDATE and any(isinstance(m, PreVote) for m in drain(n))
+    other = node(node_id=N2, term=1)
+    other.step(Append(N1, N2, Term(1), Index(0), Term(0), (), Index(0), 0))
+    drain(other)
+    other.leader_gone(N1)
+    other.tick(ET // 8)
+    assert other.role == Role.PRE_CANDIDATE
+    drain(other)
+    other.step(Vote(N3, N2, Term(2), Index(0), Term(0), False))
+    assert drain(other)[-1] == VoteResp(N2, N3, Term(2), True)
+
+
 def test_check_quorum_leader_steps_down_without_a_majority() -> None:
     """Dissertation 6.2: 'a leader steps down if an election timeout elapses without a successful round of
     heartbeats to a majority of its cluster'."""

@@ -224,3 +224,31 @@ def test_write_atomically_replaces_whole_file(tmp_path: Path) -> None:
     write_atomically(target, b"two two")
     assert target.read_bytes() == b"two two"
     assert not (tmp_path / "f.tmp").exists()
+
+
+def test_truncate_fully_and_start_at_continues_a_replica_from_the_leaders_log_start(tmp_path: Path) -> None:
+    """Kafka's truncateFullyAndStartAt: a follower whose log ends below the leader's log start drops everything, starts
+    empty there, copies the leader's batches with their offsets, and reopens the same after a restart."""
+    leader = PartitionLog.open(tmp_path / "leader", LogConfig(segment_bytes=300, retention_bytes=600), 0)
+    follower = PartitionLog.open(tmp_path / "follower", LogConfig(segment_bytes=300), 0)
+    _append(follower, [b"old"] * 3, epoch=0)
+    for i in range(40):
+        _append(leader, [b"v%d" % i + b"x" * 40], epoch=1)
+    leader.update_high_watermark(leader.log_end_offset)
+    assert leader.apply_retention(now_ms=0) > 0
+    start = leader.log_start_offset
+    assert start > follower.log_end_offset
+    follower.truncate_fully_and_start_at(start, now_ms=0)
+    assert (follower.log_start_offset, follower.log_end_offset, follower.high_watermark) == (start, start, start)
+    assert follower.last_epoch == -1 and len(follower.segments) == 1
+    while follower.log_end_offset < leader.log_end_offset:
+        data = leader.read(follower.log_end_offset, 10**6, leader.log_end_offset, min_one_batch=True).data
+        buf = bytearray(data)
+        follower.append_replica(buf, validate_batches(buf, max_batch_bytes=10**7), 0)
+    follower.update_high_watermark(follower.log_end_offset)
+    assert _all_values(follower) == _all_values(leader)
+    assert follower.end_offset_for_epoch(1) == (1, leader.log_end_offset)
+    follower.close()
+    reopened = PartitionLog.open(tmp_path / "follower", LogConfig(segment_bytes=300), 0)
+    assert (reopened.log_start_offset, reopened.log_end_offset) == (start, leader.log_end_offset)
+    assert _all_values(reopened) == _all_values(leader)

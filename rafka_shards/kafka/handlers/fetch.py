@@ -28,7 +28,12 @@ from rafka_shards.records.batch import count_batches
 _NO_TOPIC_ID = bytes(16)
 
 
-def _error(index: int, code: ErrorCode) -> FetchPartitionData:
+def _error(index: int, code: ErrorCode, p: Partition | None = None) -> FetchPartitionData:
+    """A partition's error. OFFSET_OUT_OF_RANGE from a leader carries its high watermark and log start offset: a
+    follower below the log start continues from there (``Partition.truncate_fully_and_start_at``)."""
+    if code is ErrorCode.OFFSET_OUT_OF_RANGE and p is not None and p.is_leader:
+        hw = p.log.high_watermark
+        return FetchPartitionData(index, int(code), hw, hw, p.log.log_start_offset, [])
     return FetchPartitionData(index, int(code), -1, -1, -1, [])
 
 
@@ -42,7 +47,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     deadline = time.monotonic() + max_wait_ms / 1000
     loop = asyncio.get_running_loop()
     replica = int(getattr(req, "replica_id", -1)) if version < 15 else int(req.replica_state.replica_id)
-    failed_early = _record_replica_fetches(ctx, req, replica) if replica >= 0 else {}
+    replica_epoch = -1 if version < 15 else int(req.replica_state.replica_epoch)
+    failed_early = _record_replica_fetches(ctx, req, replica, replica_epoch) if replica >= 0 else {}
     while True:
         topics, total, failed, readable = _read_all(ctx, req, max_bytes, replica, failed_early)
         remaining = deadline - time.monotonic()
@@ -63,12 +69,16 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                 p.remove_data_waiter(waiter)
 
 
-def _record_replica_fetches(ctx: RequestContext, req: Any, replica: int) -> dict[tuple[str, int], ErrorCode]:
-    """A follower's fetch offsets, recorded once per request; the partitions that refused it, with the reason."""
+def _record_replica_fetches(
+    ctx: RequestContext, req: Any, replica: int, replica_epoch: int
+) -> dict[tuple[str, int], ErrorCode]:
+    """A follower's fetch offsets, recorded once per request; the partitions that refused it, with the reason.
+    A replica that is not a registered, unfenced broker at its current broker epoch is refused on every partition."""
     manager = ctx.manager
     image = manager.image
     now = manager.monotonic_ms()
     refused: dict[tuple[str, int], ErrorCode] = {}
+    refusal = manager.replica_refusal(replica, replica_epoch)
     for topic in req.topics:
         name = image.topics_by_id.get(topic.topic_id) if ctx.version >= 13 else str(topic.topic)
         if name is None:
@@ -76,6 +86,8 @@ def _record_replica_fetches(ctx: RequestContext, req: Any, replica: int) -> dict
         for fp in topic.partitions:
             index = int(fp.partition)
             try:
+                if refusal is not None:
+                    raise refusal
                 p = manager.lookup(name, index)
                 p.check_leader_epoch(int(getattr(fp, "current_leader_epoch", -1)))
                 p.record_follower_fetch(replica, int(fp.fetch_offset), now)
@@ -147,7 +159,7 @@ def _read_all(
                 result = log.read(int(fp.fetch_offset), budget, upper, min_one_batch=total == 0)
             except KafkaError as e:
                 failed = True
-                parts.append(_error(index, e.code))
+                parts.append(_error(index, e.code, manager.partitions.get(TopicPartition(name, index))))
                 continue
             size = len(result.data)
             total += size

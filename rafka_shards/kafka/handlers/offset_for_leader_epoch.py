@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from rafka_shards.kafka.api import ApiHandler, RequestContext, ResponseBody
-from rafka_shards.model import KafkaError
+from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     manager = ctx.manager
+    replica = int(getattr(req, "replica_id", -1))
+    # A follower (replica_id >= 0) must be a registered, unfenced broker; this API carries no broker epoch.
+    refusal = manager.replica_refusal(replica, -1) if replica >= 0 else None
     topics = []
     for topic in req.topics:
         name = str(topic.topic)
@@ -22,7 +25,11 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         for rp in topic.partitions:
             index = int(rp.partition)
             try:
+                if refusal is not None:
+                    raise refusal
                 p = manager.lookup(name, index)
+                if replica >= 0 and replica not in p.replicas:
+                    raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"broker {replica} is not a replica of {name}")
                 p.check_leader_epoch(int(getattr(rp, "current_leader_epoch", -1)))
                 epoch, end = p.log.end_offset_for_epoch(int(rp.leader_epoch))
                 parts.append({"error_code": 0, "partition": index, "leader_epoch": epoch, "end_offset": end})
