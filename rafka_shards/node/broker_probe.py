@@ -33,6 +33,7 @@ async def probe_broker(
     """Probe ``target`` until cancelled."""
     interval_s, timeout_s = interval_ms / 1000, timeout_ms / 1000
     correlation = 0
+    closed_before = False  # the previous connection was closed too (a dead shard's port resets every connection)
     while True:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(target.host, target.port), timeout_s)
@@ -54,12 +55,16 @@ async def probe_broker(
                     raise ConnectionResetError(f"response of {size} bytes")
                 await asyncio.wait_for(reader.readexactly(size), timeout_s)
                 report(target, ProbeOutcome.ANSWERED)
+                closed_before = False
                 await asyncio.sleep(interval_s)
         except TimeoutError:
             report(target, ProbeOutcome.TIMED_OUT)
             await asyncio.sleep(interval_s)
         except (asyncio.IncompleteReadError, OSError):
             report(target, ProbeOutcome.CLOSED)
-            await asyncio.sleep(RECONNECT_AFTER_CLOSE_S)  # reconnect almost at once: a refusal means the node is gone
+            # Reconnect almost at once (a refusal means the node is gone); after a second close in a row (the
+            # supervisor resets a dead shard's connections until it is back) at the usual interval.
+            await asyncio.sleep(interval_s if closed_before else RECONNECT_AFTER_CLOSE_S)
+            closed_before = True
         finally:
             writer.transport.abort()  # never wait to flush to a peer that may be paused

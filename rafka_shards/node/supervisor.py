@@ -11,8 +11,11 @@ spawned with multiprocessing's ``spawn`` method (a fresh interpreter: no fork af
 Each child gets one end of a ``process_link``; a child whose link closes knows its supervisor is gone and stops. The
 supervisor makes a controller channel (a stream socket pair) for each (shard process, controller process) pair and
 hands one end to each over their links, once the controller says its image is caught up. The parent keeps its copy
-of every listening socket, so while a child restarts its clients' connections wait in the accept backlog instead of
-being refused, and a port can never be taken by another program.
+of every listening socket, so a port can never be taken by another program. From a shard's death until its next
+process is ready (registered with the controller and caught up), the supervisor accepts that port's connections
+and resets them at once: a client learns the broker is down as it would from a Kafka broker that died, and goes to
+the other brokers (where the dead one's partitions already moved), instead of waiting in the accept backlog for a
+restart that may take seconds.
 
 Supervision, the same for the controller and for each shard: a child that dies (SIGKILL, crash, OOM) is restarted
 after a delay that doubles from ``shard_restart_backoff_ms`` up to ``shard_restart_backoff_max_ms`` (reset once it
@@ -38,6 +41,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +65,8 @@ from rafka_shards.server.shard_process import run_shard
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024
+RESET_PER_WAKEUP_MAX = 64  # connections reset per readiness event while a shard is down (the loop stays fair)
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST, the client fails at once
 EXIT_STARTUP = 2
 
 
@@ -102,6 +108,7 @@ class ShardSlot(Child):
     config: BrokerConfig
     listener: socket.socket
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)  # the current process is ready
+    resetting: bool = False  # the supervisor resets this port's connections (no ready process behind it)
 
     @property
     def ready(self) -> bool:
@@ -297,6 +304,7 @@ class Supervisor:
                 return  # about a process of that shard that is gone
             if isinstance(msg, ShardReady):
                 known.ready_event.set()
+                self._stop_resetting(known)
             elif not self._stopping:
                 self._hand_channel(known)
         else:
@@ -368,8 +376,35 @@ class Supervisor:
                 slot.link.close()
             slot.ready_event.clear()
             self._send_shard_state(slot)
+            if not self._stopping:
+                self._start_resetting(slot)
 
         await self._supervise(slot, died, lambda: self._spawn_shard(slot))
+
+    def _start_resetting(self, slot: ShardSlot) -> None:
+        """Reset every connection to the dead shard's port until its next process is ready."""
+        if slot.resetting:
+            return
+        slot.listener.setblocking(False)  # shared with the shards, whose asyncio servers make it non-blocking too
+        asyncio.get_running_loop().add_reader(slot.listener.fileno(), self._reset_pending, slot)
+        slot.resetting = True
+
+    def _stop_resetting(self, slot: ShardSlot) -> None:
+        if slot.resetting:
+            asyncio.get_running_loop().remove_reader(slot.listener.fileno())
+            slot.resetting = False
+
+    def _reset_pending(self, slot: ShardSlot) -> None:
+        for _ in range(RESET_PER_WAKEUP_MAX):
+            try:
+                conn, _ = slot.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # drained (or a starting shard took it)
+            except OSError as e:
+                log.warning("shard %d's port: accept failed while it is down: %s", slot.index, e)
+                return
+            with conn:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
     async def _supervise(self, child: Child, died: Callable[[], None], respawn: Callable[[], None]) -> None:
         config = self.config
@@ -435,6 +470,7 @@ class Supervisor:
             if child.link is not None:
                 child.link.close()
         for slot in self.slots:
+            self._stop_resetting(slot)
             slot.listener.close()
         if self.admin_listener is not None:
             self.admin_listener.close()

@@ -440,3 +440,47 @@ def test_a_taken_port_of_any_shard_fails_fast_naming_it(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match=f"port {node.port + 2} is already in use"):
             node.start()
     assert node.proc is not None and node.proc.returncode == 2
+
+
+@pytest.fixture
+def slow_restart(tmp_path: Path) -> Iterator[Broker]:
+    # A restart delay long enough that a killed shard is still down when a test connects, whatever the load.
+    args = ["--shard-restart-backoff-ms", "20000", "--shard-restart-backoff-max-ms", "20000"]
+    yield from running(Broker(tmp_path / "data", shards=2, extra_args=args))
+
+
+def test_a_dead_shards_port_resets_connections_until_its_next_process_is_ready(slow_restart: Broker) -> None:
+    """While a shard is down the supervisor resets connections to its port at once (a client goes to the other
+    brokers, as from a dead Kafka broker) instead of leaving them in the accept backlog until the restart; the
+    restarted shard serves the port again."""
+    from kio.schema.api_versions.v0.request import ApiVersionsRequest
+
+    from tests.integration.helpers import kafka_request, recv_frame
+
+    node = slow_restart
+    port = node.ports[1]
+    victim = psutil.Process(node.shard_pids()[1])
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(30)
+
+    def down() -> bool:
+        shards = node.admin_get("/v1/shards")
+        assert isinstance(shards, list)
+        return not shards[1]["ready"]
+
+    deadline = time.monotonic() + 30
+    while not down():
+        assert time.monotonic() < deadline, "the supervisor did not see the shard die"
+        time.sleep(0.05)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(10)  # before the change: no answer and no reset until the restart, 20 s later
+        try:
+            s.sendall(kafka_request(18, 0, ApiVersionsRequest()))
+            got = s.recv(4)
+        except ConnectionResetError:
+            got = b""
+        assert got == b"", got
+    node.wait_ready()  # the restarted shard: every shard listening and ready
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(kafka_request(18, 0, ApiVersionsRequest()))
+        assert len(recv_frame(s)) > 8
