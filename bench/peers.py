@@ -45,6 +45,8 @@ def free_ports(count: int) -> int:
             for port in range(base, base + count):
                 s = socket.socket()
                 socks.append(s)
+                # As the brokers bind (SO_REUSEADDR): a port whose old connections linger in TIME_WAIT is free.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", port))
             return base
         except OSError:
