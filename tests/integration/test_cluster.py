@@ -174,7 +174,8 @@ def test_add_a_fourth_voter_and_remove_one_while_writes_continue(cluster: Cluste
     status = cluster.controller(spare)
     assert [v["id"] for v in status["voters"]] == sorted({1, 2, 3, 4} - {victim})  # type: ignore[union-attr]
     for name in (topic_name + "-0", topic_name + "-1", topic_name + "-2"):
-        assert _topic_partitions(spare.bootstrap, name) == 1
+        # The client may ask any node's broker for metadata: wait for the one it asks to have applied the record.
+        _wait(f"{name} visible", lambda n=name: _topic_partitions(spare.bootstrap, n) == 1)  # type: ignore[misc]
 
 
 def _partitions(b: Broker, name: str) -> list[dict[str, object]]:
