@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bench.chaos.cluster import wait_gone  # one definition: the verifier's, which tests share
+
 START_TIMEOUT_S = 90.0  # generous: a busy 2-core machine starts four shards slowly
 STOP_TIMEOUT_S = 30.0
 
@@ -52,24 +54,6 @@ def free_port_range(count: int) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Wait until every process has exited; those still running after ``timeout_s``. A zombie counts as exited: an
-    orphan's exit status is reaped by init, which may take a while in a container."""
-
-    def running(p: psutil.Process) -> bool:
-        try:
-            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
-    deadline = time.monotonic() + timeout_s
-    alive = [p for p in procs if running(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [p for p in alive if running(p)]
-    return alive
 
 
 class Broker:
