@@ -31,7 +31,7 @@ from controller.commands import AllocateProducerIds, RegisterBroker
 from controller.raft.node import Role
 from controller.state_machine import CommandRejected
 from rafka_shards.config import BrokerConfig
-from rafka_shards.node.raft_controller import RaftController
+from rafka_shards.controller_node.raft_controller import RaftController
 
 DEADLINE_S = 300
 

@@ -7,7 +7,7 @@ never fences a broker that kept heartbeating.
 
 - A broker's lease runs ``session_timeout_ms`` from the last heartbeat this controller received. The broker counts
   its own lease from when it *sent* that heartbeat, so its lease always ends first: by the time the controller fences
-  it, it has already stopped serving (``rafka_shards.broker.manager.PartitionManager.lease_valid``).
+  it, it has already stopped serving (``rafka_shards.shard.manager.PartitionManager.lease_valid``).
 - An expired, unfenced broker is fenced (``FenceBroker``): its partitions move to another in-sync replica or become
   leaderless, with a new leader epoch.
 - A fenced broker that heartbeats again is unfenced (``UnfenceBroker``) once its metadata has caught up to what this

@@ -1,6 +1,6 @@
 """Command line: ``python -m rafka_shards serve`` starts a working single-node broker with no configuration.
 
-Runs in the supervisor process (``rafka_shards.node.supervisor``), which spawns the controller process and the
+Runs in the supervisor process (``rafka_shards.supervisor.supervisor``), which spawns the controller process and the
 shards. Flags are generated from
 ``BrokerConfig``'s fields (their docs and bounds), so ``--help`` lists every setting; each one can also come from
 ``RAFKA_<NAME>`` in the environment or a JSON ``--config`` file.
@@ -71,7 +71,7 @@ def serve(config: BrokerConfig) -> int:
 
 
 async def _serve(config: BrokerConfig) -> int:
-    from rafka_shards.node.supervisor import StartupError, Supervisor
+    from rafka_shards.supervisor.supervisor import StartupError, Supervisor
 
     supervisor = Supervisor(config)
     loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
 """The Raft state machine of one controller node (sans-IO, in the style of etcd's raft.go).
 
-Runs in the controller's process, driven by a thin shell (``rafka_shards/node/raft_controller.py``) or by the
+Runs in the controller's process, driven by a thin shell (``rafka_shards/controller_node/raft_controller.py``) or by the
 deterministic simulation in the tests. Inputs: ``step(message)``, ``tick(now_ms)``, ``propose``,
 ``propose_conf_change``, ``transfer_leadership``, ``read_index``, ``compact``. Output: ``ready()``, which the caller
 must handle in order: persist ``hard_state``, ``snapshot`` and ``entries`` (fsync when ``must_sync``), THEN send

@@ -1,7 +1,7 @@
 """Producer-state snapshot files of a partition directory: ``<offset, 20 digits>.snapshot`` (Kafka's names).
 
 Runs in the shard that owns the partition; synchronous file I/O. A snapshot at offset N holds the idempotent-producer
-state of every batch before N (the bytes are ``rafka_shards.broker.producer_state``'s to encode and check). Written
+state of every batch before N (the bytes are ``rafka_shards.shard.producer_state``'s to encode and check). Written
 atomically (temp file, fsync, rename, fsync the directory), so a crash leaves the old file or the new one, never a
 torn one; a snapshot past the log end after a crash (it may have been written before the data it covers was
 fsynced) is never used, and is deleted when the log is truncated below it.

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 
-from rafka_shards.node.raft_transport import KIND_FORWARD, KIND_RAFT, encode_frame
+from rafka_shards.controller_node.raft_transport import KIND_FORWARD, KIND_RAFT, encode_frame
 from rafka_shards.records.builder import Record, build_batch
 from tests.conftest import Broker, free_port_range, wait_gone
 from tests.integration.helpers import admin_call, raw_produce

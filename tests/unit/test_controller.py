@@ -14,27 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.channel import (
-    FRAME_BYTES_MAX,
-    Applied,
-    ChannelDecoder,
-    ChannelError,
-    Heartbeat,
-    HeartbeatAck,
-    Hello,
-    Image,
-    Message,
-    PartitionStats,
-    Propose,
-    Proposed,
-    Ready,
-    Records,
-    Rejected,
-    Stats,
-    StatsRequest,
-    encode,
-    encode_records,
-)
 from controller.commands import (
     AllocateProducerIds,
     AlterPartition,
@@ -58,7 +37,28 @@ from controller.image import MetadataImage, decode_image, encode_image
 from controller.metadata_log import MetadataLog
 from controller.state_machine import CommandRejected, RejectKind, apply
 from rafka_shards.config import BrokerConfig
-from rafka_shards.node.raft_controller import RaftController
+from rafka_shards.controller_node.raft_controller import RaftController
+from rafka_shards.ipc.channel import (
+    FRAME_BYTES_MAX,
+    Applied,
+    ChannelDecoder,
+    ChannelError,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Image,
+    Message,
+    PartitionStats,
+    Propose,
+    Proposed,
+    Ready,
+    Records,
+    Rejected,
+    Stats,
+    StatsRequest,
+    encode,
+    encode_records,
+)
 
 TOPIC_ID = uuid.UUID("6f1c9c1e-8a8f-4c52-9a57-0d8b2b1f6a01")
 COMMANDS: list[Command] = [

@@ -10,7 +10,7 @@ from controller.commands import Command, FenceBroker, RegisterBroker
 from controller.image import MetadataImage
 from controller.liveness import BrokerProbes, ProbeOutcome, ProbeTarget
 from controller.state_machine import apply
-from rafka_shards.node.broker_probe import probe_broker
+from rafka_shards.controller_node.broker_probe import probe_broker
 
 
 def _image(*commands: Command) -> MetadataImage:

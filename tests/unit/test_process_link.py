@@ -7,11 +7,20 @@ import socket
 
 import pytest
 
-from controller.channel import Applied, ChannelDecoder, Message, Propose, Ready, Stats, encode_hello, encode_records
 from controller.commands import NoOp, encode_command
 from controller.image import MetadataImage, encode_image
 from controller.state_machine import CommandRejected, RejectKind
-from rafka_shards.node.process_link import (
+from rafka_shards.ipc.channel import (
+    Applied,
+    ChannelDecoder,
+    Message,
+    Propose,
+    Ready,
+    Stats,
+    encode_hello,
+    encode_records,
+)
+from rafka_shards.ipc.process_link import (
     MESSAGE_BYTES_MAX,
     ChannelClosed,
     ControllerReady,
@@ -26,7 +35,7 @@ from rafka_shards.node.process_link import (
     encode,
     socket_pair,
 )
-from rafka_shards.server.controller_link import ControllerLink
+from rafka_shards.shard.controller_link import ControllerLink
 
 MESSAGES: list[LinkMessage] = [
     ShardChannel(1, 4242),

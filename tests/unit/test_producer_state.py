@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from rafka_shards.broker.producer_state import ProducerStateTable
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import BatchHeader, validate_batches
 from rafka_shards.records.builder import Record, build_batch
+from rafka_shards.shard.producer_state import ProducerStateTable
 
 
 def _batch(pid: int, epoch: int, seq: int, n: int = 2) -> list[BatchHeader]:
@@ -57,10 +57,10 @@ def test_non_idempotent_batches_and_bound() -> None:
 def test_state_is_rebuilt_from_recovered_batches(tmp_path: Path) -> None:
     import uuid
 
-    from rafka_shards.broker.partition import Partition
     from rafka_shards.config import Durability
     from rafka_shards.model import TopicPartition
-    from rafka_shards.probe import PartitionProbe
+    from rafka_shards.shard.partition import Partition
+    from rafka_shards.shard.probe import PartitionProbe
     from rafka_shards.storage.config import LogConfig
     from rafka_shards.storage.log import PartitionLog
 
@@ -116,7 +116,7 @@ def test_a_replicated_chunk_files_each_batch_under_its_own_producer() -> None:
 
 
 def test_snapshots_round_trip_and_refuse_corruption() -> None:
-    from rafka_shards.broker.producer_state import SnapshotError
+    from rafka_shards.shard.producer_state import SnapshotError
 
     _, headers = _chunk((1, 0, 0, 2), (2, 3, 0, 3), (1, 0, 2, 1))
     t = ProducerStateTable(10)
@@ -133,10 +133,10 @@ def test_snapshots_round_trip_and_refuse_corruption() -> None:
 def _open(tmp_path: Path, config: object = None) -> object:
     import uuid
 
-    from rafka_shards.broker.partition import Partition
     from rafka_shards.config import Durability
     from rafka_shards.model import TopicPartition
-    from rafka_shards.probe import PartitionProbe
+    from rafka_shards.shard.partition import Partition
+    from rafka_shards.shard.probe import PartitionProbe
     from rafka_shards.storage.config import LogConfig
     from rafka_shards.storage.log import PartitionLog
 
@@ -149,7 +149,7 @@ def test_a_producer_last_seen_in_an_old_segment_is_known_after_a_crash(tmp_path:
     """Snapshots at segment rolls: recovery scans only the segments after the recovery point, yet a producer whose
     last batch is in an older one is still checked after a crash (a retry is a duplicate, a gap is refused)."""
     from controller.image import PartitionImage
-    from rafka_shards.broker.partition import Partition
+    from rafka_shards.shard.partition import Partition
     from rafka_shards.storage.config import LogConfig
     from rafka_shards.storage.producer_snapshots import snapshot_offsets
 
@@ -180,7 +180,7 @@ def _batch_buf(pid: int, epoch: int, seq: int, n: int = 2) -> tuple[bytearray, l
 
 def test_snapshots_past_the_log_end_are_not_used(tmp_path: Path) -> None:
     """A snapshot written before a crash took the data it describes (or before a truncation) is deleted."""
-    from rafka_shards.broker.partition import Partition
+    from rafka_shards.shard.partition import Partition
     from rafka_shards.storage.producer_snapshots import snapshot_offsets, write_snapshot
 
     t = ProducerStateTable(10)
@@ -193,7 +193,7 @@ def test_snapshots_past_the_log_end_are_not_used(tmp_path: Path) -> None:
 
 def test_truncation_rolls_back_producer_state(tmp_path: Path) -> None:
     from controller.image import PartitionImage
-    from rafka_shards.broker.partition import Partition
+    from rafka_shards.shard.partition import Partition
 
     p = _open(tmp_path)
     assert isinstance(p, Partition)
@@ -214,8 +214,8 @@ def test_a_retry_rewritten_elsewhere_after_truncation_is_acknowledged_at_its_new
     anyone else had it; it truncates to the new leader's log, where the producer's retry landed at 5-6 behind
     another producer's batch. Made leader later, it must answer a further retry with 5-6 (3-4 holds other data)."""
     from controller.image import PartitionImage
-    from rafka_shards.broker.partition import Partition
     from rafka_shards.records.batch import assign_offsets
+    from rafka_shards.shard.partition import Partition
 
     p = _open(tmp_path)
     assert isinstance(p, Partition)

@@ -10,7 +10,7 @@ import struct
 import uvloop
 
 from rafka_shards.config import Endpoint
-from rafka_shards.node.raft_transport import KIND_RAFT, PeerTransport
+from rafka_shards.controller_node.raft_transport import KIND_RAFT, PeerTransport
 from tests.conftest import free_port_range
 
 SECRET = b"s3cret"

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from controller.image import PartitionImage
-from rafka_shards.broker.partition import Partition
-from rafka_shards.broker.replication import _truncation_offset
 from rafka_shards.config import Durability
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
-from rafka_shards.probe import PartitionProbe
 from rafka_shards.records.batch import validate_batches
 from rafka_shards.records.builder import Record, build_batch
+from rafka_shards.shard.partition import Partition
+from rafka_shards.shard.probe import PartitionProbe
+from rafka_shards.shard.replication import _truncation_offset
 from rafka_shards.storage.config import LogConfig
 from rafka_shards.storage.log import PartitionLog
 

@@ -1,0 +1,125 @@
+"""``GET /metrics`` for the whole node: every shard's counters and histograms, plus live gauges, in one exposition.
+
+Runs in the controller process. Counters and histograms come from prometheus-client's multiprocess files, which every
+shard process writes (``rafka_shards.shard.probe``) and which outlive the process, so a restarted shard's counts are not
+lost. Gauges come from the shards that are alive right now (asked over the controller channel just before the
+exposition is rendered) and from psutil for each shard process: CPU seconds, resident memory, restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from rafka_shards.ipc.channel import Stats
+
+if TYPE_CHECKING:
+    from rafka_shards.controller_node.process import ControllerHost
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class NodeMetrics:
+    def __init__(self, node: ControllerHost) -> None:
+        self._node = node
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=str(node.metrics_dir))  # type: ignore[no-untyped-call]
+        self.registry.register(self)
+        self._stats: dict[int, Stats] = {}
+
+    async def render(self) -> bytes:
+        stats = await self._node.gather_stats()
+        # No await between setting the snapshot and rendering it: concurrent scrapes cannot mix snapshots.
+        self._stats = stats
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        sup = self._node
+        up = GaugeMetricFamily("rafka_shard_up", "1 if the shard process is running and ready", labels=["shard"])
+        restarts = CounterMetricFamily(
+            "rafka_shard_restarts", "times the supervisor restarted the shard after it died", labels=["shard"]
+        )
+        cpu = CounterMetricFamily(
+            "rafka_shard_cpu_seconds", "user+system CPU time of the current shard process", labels=["shard"]
+        )
+        rss = GaugeMetricFamily("rafka_shard_resident_memory_bytes", "resident set size of the shard", labels=["shard"])
+        connections = GaugeMetricFamily("rafka_active_connections", "open Kafka client connections", labels=["shard"])
+        for slot in sup.slots:
+            shard = str(slot.index)
+            up.add_metric([shard], 1.0 if slot.ready else 0.0)
+            restarts.add_metric([shard], slot.restarts_total)
+            pid = slot.pid
+            if pid is not None and slot.alive:
+                try:
+                    proc = psutil.Process(pid)
+                    with proc.oneshot():
+                        times = proc.cpu_times()
+                        cpu.add_metric([shard], times.user + times.system)
+                        rss.add_metric([shard], proc.memory_info().rss)
+                except psutil.Error:
+                    pass  # exited between the check and the read
+            stats = self._stats.get(slot.index)
+            if stats is not None:
+                connections.add_metric([shard], stats.connections)
+        yield from (up, restarts, cpu, rss, connections)
+
+        labels = ["topic", "partition"]
+        leo = GaugeMetricFamily("rafka_partition_log_end_offset", "offset the next record will get", labels=labels)
+        hw = GaugeMetricFamily("rafka_partition_high_watermark", "offset up to which consumers read", labels=labels)
+        start = GaugeMetricFamily("rafka_partition_log_start_offset", "first offset still in the log", labels=labels)
+        size = GaugeMetricFamily("rafka_partition_size_bytes", "bytes of the partition's segments", labels=labels)
+        for stats in self._stats.values():
+            for p in stats.partitions:
+                key = [p.topic, str(p.partition)]
+                leo.add_metric(key, p.log_end_offset)
+                hw.add_metric(key, p.high_watermark)
+                start.add_metric(key, p.log_start_offset)
+                size.add_metric(key, p.size_bytes)
+        yield from (leo, hw, start, size)
+
+        controller = sup.controller
+        if controller is None:
+            return
+        st = controller.status()
+        offset = GaugeMetricFamily("rafka_metadata_offset", "offset of the last metadata record applied on this node")
+        offset.add_metric([], controller.image.offset)
+        term = GaugeMetricFamily("rafka_raft_term", "the controller quorum's current term as this node knows it")
+        term.add_metric([], st.term)
+        commit = GaugeMetricFamily("rafka_raft_commit_index", "highest Raft index known committed")
+        commit.add_metric([], st.commit)
+        lag = GaugeMetricFamily("rafka_raft_apply_lag", "committed Raft entries not yet applied on this node")
+        lag.add_metric([], max(0, st.commit - controller.applied_offset))
+        leader = GaugeMetricFamily("rafka_raft_is_leader", "1 if this node leads the controller quorum")
+        leader.add_metric([], 1.0 if st.role.value == "leader" else 0.0)
+        changes = CounterMetricFamily("rafka_raft_leader_changes", "leaders this node has seen since it started")
+        changes.add_metric([], controller.leader_changes)
+        fsync = HistogramMetricFamily("rafka_raft_fsync_seconds", "time to write and fsync one Raft Ready")
+        h = controller.fsync_seconds
+        fsync.add_metric([], h.cumulative(), h.sum)
+        dropped = CounterMetricFamily(
+            "rafka_raft_dropped_frames",
+            "controller frames dropped (bad MAC, unknown node, malformed...)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(controller.transport.dropped.items()):
+            dropped.add_metric([reason], count)
+        fenced = GaugeMetricFamily("rafka_brokers_fenced", "registered brokers whose lease expired")
+        fenced.add_metric([], sum(1 for b in controller.image.brokers.values() if b.fenced))
+        shard_lag = GaugeMetricFamily(
+            "rafka_shard_metadata_lag",
+            "metadata records applied by the controller, not yet by the shard",
+            labels=["shard"],
+        )
+        for slot in sup.slots:
+            if slot.session is not None:
+                shard_lag.add_metric([str(slot.index)], slot.session.metadata_lag)
+        controller_restarts = CounterMetricFamily(
+            "rafka_controller_restarts", "times the supervisor restarted this node's controller process"
+        )
+        controller_restarts.add_metric([], sup.restarts)
+        yield from (offset, term, commit, lag, leader, changes, fsync, dropped, fenced, shard_lag, controller_restarts)

@@ -1,0 +1,1 @@
+"""How a node's processes talk: the supervisor's process links and the shard <-> controller channel."""

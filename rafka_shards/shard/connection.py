@@ -1,0 +1,240 @@
+"""One client connection of a shard: frames in, handler tasks, responses out in request order.
+
+Runs in a shard process on its event loop; the thin shell around the sans-IO framing and codec. Requests on one
+connection are handled concurrently (so pipelined acks=all produces share one fsync) but answered in the order they
+arrived, as the protocol requires. Bounds: at most ``inflight_requests_per_connection_max`` requests in flight (then
+reading pauses), frames above ``socket_request_max_bytes`` close the connection before anything is allocated, and
+reading also pauses while the socket's write buffer is full.
+
+Malformed input closes this connection only (Kafka does the same: the stream cannot be resynchronised): a bad
+length, an unknown API key, an unsupported version of an API other than ApiVersions, a header or body that does not
+parse. Errors about data (bad CRC, unknown topic, offset out of range) are error codes inside a normal response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import time
+import typing
+from typing import TYPE_CHECKING
+
+from rafka_shards.protocol import kio_codec
+from rafka_shards.protocol.framing import (
+    FrameDecoder,
+    FrameError,
+    HeaderError,
+    frame_response,
+    parse_request_header,
+    peek_api,
+)
+from rafka_shards.shard.kafka.api import CloseConnection, RequestContext, ResponseBody
+from rafka_shards.shard.kafka.handlers.api_versions import API_KEY as API_VERSIONS_KEY
+from rafka_shards.shard.kafka.handlers.api_versions import unsupported_version_body
+
+if TYPE_CHECKING:
+    from rafka_shards.shard.shard import Shard
+
+log = logging.getLogger(__name__)
+
+
+class _Pending:
+    __slots__ = ("api", "correlation_id", "flexible_header", "started", "task")
+
+    def __init__(
+        self, api: str, correlation_id: int, flexible_header: bool, task: asyncio.Future[ResponseBody | None]
+    ) -> None:
+        self.api = api
+        self.correlation_id = correlation_id
+        self.flexible_header = flexible_header
+        self.started = time.perf_counter()
+        self.task = task
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(self, shard: Shard) -> None:
+        self._shard = shard
+        self._config = shard.config
+        self._decoder = FrameDecoder(shard.config.socket_request_max_bytes)
+        self._transport: asyncio.Transport | None = None
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._inflight_max = shard.config.inflight_requests_per_connection_max
+        self._reading_paused = False
+        self._writing_paused = False
+        self._closing = False
+        self.peer = "?"
+
+    # ---- asyncio.Protocol ------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCP transport does not subclass asyncio.Transport but implements it.
+        transport = typing.cast(asyncio.Transport, transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._shard.connection_opened(self):
+            log.warning("refusing %s: connections_max %d reached", self.peer, self._config.connections_max)
+            self._closing = True
+            transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        for p in self._pending:
+            p.task.cancel()
+        self._pending.clear()
+        self._shard.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError as e:
+            self._abort(f"bad frame: {e}")
+            return
+        for frame in frames:
+            if self._closing:
+                return
+            self._dispatch(frame)
+        self._update_reading()
+
+    # ---- requests --------------------------------------------------------------------------------------------
+
+    def _dispatch(self, frame: bytes) -> None:
+        try:
+            api_key, version, correlation_id = peek_api(frame)
+        except HeaderError as e:
+            self._abort(str(e))
+            return
+        handler = self._shard.apis.get(api_key)
+        if handler is None:
+            self._abort(f"unknown API key {api_key}")
+            return
+        if not handler.supports(version):
+            if api_key == API_VERSIONS_KEY:
+                # KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client can downgrade.
+                body = unsupported_version_body(self._shard.apis)
+                self._enqueue(handler.name, correlation_id, False, _done(body))
+                return
+            self._shard.probe.request_error(handler.name, "UNSUPPORTED_VERSION")
+            self._abort(
+                f"{handler.name} v{version} is not supported (versions {handler.min_version}-{handler.max_version})"
+            )
+            return
+        try:
+            header, body_offset = parse_request_header(frame, kio_codec.is_flexible(api_key, version))
+            request = kio_codec.decode_request(api_key, version, frame, body_offset)
+        except (HeaderError, kio_codec.RequestDecodeError) as e:
+            log.debug("malformed frame from %s: %s", self.peer, frame[:256].hex())
+            self._shard.probe.request_error(handler.name, "MALFORMED_REQUEST")
+            self._abort(f"malformed {handler.name} v{version} request: {e}")
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s v%d correlation id %d", self.peer, handler.name, version, correlation_id)
+        ctx = RequestContext(header, self._shard.manager, self._config, self._shard.apis)
+        task: asyncio.Future[ResponseBody | None] = asyncio.ensure_future(handler.handle(ctx, request))
+        # ApiVersions responses always use header v0 so that any client can read them (KIP-511).
+        flexible_header = api_key != API_VERSIONS_KEY and kio_codec.is_flexible(api_key, version)
+        self._enqueue(handler.name, correlation_id, flexible_header, task)
+
+    def _enqueue(
+        self, api: str, correlation_id: int, flexible_header: bool, task: asyncio.Future[ResponseBody | None]
+    ) -> None:
+        self._pending.append(_Pending(api, correlation_id, flexible_header, task))
+        task.add_done_callback(self._on_response_ready)
+
+    def _on_response_ready(self, _task: asyncio.Future[ResponseBody | None]) -> None:
+        transport = self._transport
+        if self._closing or transport is None:
+            return
+        pending = self._pending
+        probe = self._shard.probe
+        while pending and pending[0].task.done():
+            p = pending.popleft()
+            if p.task.cancelled():
+                probe.request_error(p.api, "CANCELLED")
+                self._abort("request cancelled")
+                return
+            exc = p.task.exception()
+            probe.request(p.api, time.perf_counter() - p.started)
+            if exc is not None:
+                probe.request_error(p.api, "CONNECTION_CLOSED" if isinstance(exc, CloseConnection) else "INTERNAL")
+                if isinstance(exc, CloseConnection):
+                    self._close_after_writes(str(exc))
+                    return
+                if isinstance(exc, AssertionError):
+                    # An invariant broke: crash the shard loudly rather than serve from a state we do not trust.
+                    self._shard.fatal(exc)
+                    return
+                log.error("%s: request failed, closing the connection", self.peer, exc_info=exc)
+                self._abort(f"internal error: {type(exc).__name__}")
+                return
+            body = p.task.result()
+            if body is None:
+                continue  # acks=0: no response
+            if isinstance(body, bytes):
+                transport.write(frame_response(p.correlation_id, p.flexible_header, len(body)) + body)
+            else:
+                size = sum(len(b) for b in body)
+                transport.writelines([frame_response(p.correlation_id, p.flexible_header, size), *body])
+        self._update_reading()
+
+    # ---- flow control and closing ----------------------------------------------------------------------------
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        should_pause = self._writing_paused or len(self._pending) >= self._inflight_max
+        if should_pause and not self._reading_paused:
+            transport.pause_reading()
+            self._reading_paused = True
+        elif not should_pause and self._reading_paused:
+            transport.resume_reading()
+            self._reading_paused = False
+
+    def _abort(self, reason: str) -> None:
+        log.warning("closing connection from %s: %s", self.peer, reason)
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _close_after_writes(self, reason: str) -> None:
+        log.info("closing connection from %s: %s", self.peer, reason)
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def stop_reading(self) -> None:
+        """Graceful shutdown: take no new requests; the ones in flight still get their responses."""
+        if self._transport is not None and not self._reading_paused and not self._closing:
+            self._transport.pause_reading()
+            self._reading_paused = True
+        self._inflight_max = 0  # keeps reading paused from now on
+
+    def pending_tasks(self) -> list[asyncio.Future[ResponseBody | None]]:
+        return [p.task for p in self._pending if not p.task.done()]
+
+    def close(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _done(body: bytes) -> asyncio.Future[ResponseBody | None]:
+    fut: asyncio.Future[ResponseBody | None] = asyncio.get_running_loop().create_future()
+    fut.set_result(body)
+    return fut

@@ -1,0 +1,43 @@
+"""Every Kafka API this broker serves, collected from the handler modules' own declarations.
+
+ApiVersions answers from ``HANDLERS``; the connection routes by it. Adding an API = adding a handler module here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from rafka_shards.shard.kafka.api import ApiHandler
+from rafka_shards.shard.kafka.handlers import (
+    api_versions,
+    create_partitions,
+    create_topics,
+    delete_topics,
+    describe_cluster,
+    describe_configs,
+    fetch,
+    init_producer_id,
+    list_offsets,
+    metadata,
+    offset_for_leader_epoch,
+    produce,
+)
+
+_ALL = (
+    produce.HANDLER,
+    fetch.HANDLER,
+    list_offsets.HANDLER,
+    metadata.HANDLER,
+    offset_for_leader_epoch.HANDLER,
+    api_versions.HANDLER,
+    create_topics.HANDLER,
+    delete_topics.HANDLER,
+    describe_configs.HANDLER,
+    create_partitions.HANDLER,
+    describe_cluster.HANDLER,
+    init_producer_id.HANDLER,
+)
+
+HANDLERS: Mapping[int, ApiHandler] = MappingProxyType({h.key: h for h in _ALL})
+assert len(HANDLERS) == len(_ALL), "two handlers declare the same API key"

@@ -1,0 +1,541 @@
+"""The shard's partitions and its view of cluster metadata (Kafka's ReplicaManager + metadata publisher, one shard).
+
+Runs in a shard process on its event loop. Reads metadata only through the image its controller link applied and
+changes it only by proposing typed commands; after every new image it reconciles: opens the logs of partitions this
+shard now leads, closes those it no longer leads, deletes the data of deleted topics. Several shards share
+``data_dir/kafka``; each opens only the partitions whose leader is its broker id.
+
+On disk, under ``data_dir``:
+- ``controller/``: the metadata log (owned by the controller in the supervisor).
+- ``kafka/<topic>-<partition>/``: one partition's segments, a ``partition.metadata`` file naming the topic id (as
+  Kafka does since KIP-516, so data of a deleted topic is never served under a re-created topic of the same name)
+  and a ``.lock`` held with flock by the one process that serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from controller.commands import (
+    AllocateProducerIds,
+    AlterTopicConfigs,
+    Command,
+    CreatePartitions,
+    CreateTopic,
+    DeleteTopic,
+    RegisterBroker,
+)
+from controller.files import write_atomically
+from controller.image import MetadataImage, PartitionImage, TopicImage
+from controller.placement import place_partitions, usable_nodes
+from controller.state_machine import CommandRejected, RejectKind
+from rafka_shards.config import BrokerConfig
+from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
+from rafka_shards.records.batch import BatchHeader
+from rafka_shards.shard.flusher import GroupCommitFlusher
+from rafka_shards.shard.partition import Partition
+from rafka_shards.shard.probe import Probe
+from rafka_shards.shard.replication import Replication
+from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.log import AppendInfo, PartitionLog
+
+log = logging.getLogger(__name__)
+
+REJECTION_CODES: Mapping[RejectKind, ErrorCode] = {
+    RejectKind.INVALID_TOPIC: ErrorCode.INVALID_TOPIC_EXCEPTION,
+    RejectKind.TOPIC_ALREADY_EXISTS: ErrorCode.TOPIC_ALREADY_EXISTS,
+    RejectKind.UNKNOWN_TOPIC: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+    RejectKind.INVALID_PARTITIONS: ErrorCode.INVALID_PARTITIONS,
+    RejectKind.INVALID_REPLICATION_FACTOR: ErrorCode.INVALID_REPLICATION_FACTOR,
+    RejectKind.INVALID_REPLICA_ASSIGNMENT: ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+    RejectKind.INVALID_CONFIG: ErrorCode.INVALID_CONFIG,
+    RejectKind.UNKNOWN_BROKER: ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+    RejectKind.STALE_LEADER_EPOCH: ErrorCode.FENCED_LEADER_EPOCH,
+    RejectKind.INVALID_REQUEST: ErrorCode.INVALID_REQUEST,
+    RejectKind.CONFLICT: ErrorCode.INVALID_REQUEST,
+    RejectKind.CONTROLLER_UNAVAILABLE: ErrorCode.NOT_CONTROLLER,
+}
+
+PARTITION_METADATA_FILE = "partition.metadata"
+LOCK_FILE = ".lock"
+PRODUCER_ID_BLOCK_SIZE = 1000
+
+
+class PartitionLocked(Exception):
+    """Another process holds the partition's directory."""
+
+
+class MetadataProposer(Protocol):
+    """How a shard changes metadata: the controller link (``rafka_shards.shard.controller_link``)."""
+
+    async def propose(self, cmd: Command) -> int:
+        """The command's offset once committed and applied here; raises CommandRejected."""
+        ...
+
+
+def log_config_defaults(config: BrokerConfig) -> LogConfig:
+    return LogConfig(
+        segment_bytes=config.log_segment_bytes,
+        segment_ms=config.log_segment_ms,
+        retention_ms=config.log_retention_ms,
+        retention_bytes=config.log_retention_bytes,
+        max_message_bytes=config.message_max_bytes,
+    )
+
+
+class PartitionManager:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        image: MetadataImage,
+        flusher: GroupCommitFlusher,
+        now_ms: Callable[[], int],
+        probe: Probe,
+        monotonic_ms: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.monotonic_ms = monotonic_ms
+        # The broker's lease with the controller (controller.leases), on the monotonic clock: it serves partitions
+        # only until then. Renewed by heartbeats the controller answered "ok", counted from when they were sent, so
+        # it always ends before the controller's view of it does.
+        self.lease_until_ms = 0
+        self.incarnation = ""
+        self.broker_id = config.broker_id
+        self.flusher = flusher
+        self.now_ms = now_ms
+        self.probe = probe
+        self.log_defaults = log_config_defaults(config)
+        self.partitions: dict[TopicPartition, Partition] = {}
+        self._image = image
+        self._proposer: MetadataProposer | None = None
+        self._locks: dict[TopicPartition, int] = {}
+        self._kafka_dir = config.data_dir / "kafka"
+        self._kafka_dir.mkdir(parents=True, exist_ok=True)
+        self._producer_ids = (0, 0)  # [next, end) of this shard's current block
+        self._producer_ids_lock = asyncio.Lock()
+        self.replication = Replication(self)
+
+    def attach(self, proposer: MetadataProposer) -> None:
+        self._proposer = proposer
+
+    @property
+    def image(self) -> MetadataImage:
+        """The image this shard has reconciled with: a topic is visible to requests only once its partitions are
+        open here."""
+        return self._image
+
+    # ---- metadata changes ------------------------------------------------------------------------------------
+
+    async def propose(self, cmd: Command) -> MetadataImage:
+        """Have the controller commit ``cmd``; returns once this shard has applied and reconciled it.
+
+        A requester that goes away meanwhile does not matter: the command reaches this shard as a record like any
+        other, and reconciliation runs when it arrives, not when the requester resumes.
+        """
+        assert self._proposer is not None, "no controller link"
+        try:
+            offset = await self._proposer.propose(cmd)
+        except CommandRejected as e:
+            raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
+        assert self._image.offset >= offset, (self._image.offset, offset)
+        return self._image
+
+    async def allocate_producer_id(self) -> int:
+        """A producer id no other shard or incarnation hands out: blocks of ids come from the metadata log."""
+        async with self._producer_ids_lock:
+            next_id, end = self._producer_ids
+            if next_id >= end:
+                await self.propose(AllocateProducerIds(self.broker_id, PRODUCER_ID_BLOCK_SIZE))
+                next_id, end = self._image.producer_id_blocks[self.broker_id]
+            self._producer_ids = (next_id + 1, end)
+            return next_id
+
+    async def register(self) -> None:
+        """Register a new incarnation of this broker; that starts its lease (the controller starts counting later)."""
+        ep = self.config.advertise_endpoint
+        self.incarnation = str(uuid.uuid4())
+        sent_ms = self.monotonic_ms()
+        await self.propose(
+            RegisterBroker(
+                broker_id=self.broker_id,
+                host=ep.host,
+                port=ep.port,
+                rack=self.config.rack or None,
+                incarnation=self.incarnation,
+                node_id=self.config.node_id,
+            )
+        )
+        self.renew_lease(sent_ms)
+
+    @property
+    def broker_epoch(self) -> int:
+        """This incarnation's broker epoch (the offset of its RegisterBroker record; -1 before it registered)."""
+        reg = self._image.brokers.get(self.broker_id)
+        return reg.epoch if reg is not None and reg.incarnation == self.incarnation else -1
+
+    def replica_refusal(self, replica: int, replica_epoch: int) -> KafkaError | None:
+        """Why a replica request (Fetch, OffsetForLeaderEpoch) from broker ``replica`` naming broker epoch
+        ``replica_epoch`` (-1: not given, before Fetch v15) is refused: only registered, unfenced brokers of the
+        current epoch replicate (a fenced or earlier incarnation must not count towards the ISR or high watermark).
+        Whether it replicates the partition is checked per partition (``Partition.record_follower_fetch``)."""
+        reg = self._image.brokers.get(replica)
+        if reg is None or reg.fenced:
+            state = "not registered" if reg is None else "fenced"
+            return KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER, f"replica broker {replica} is {state}")
+        if replica_epoch >= 0 and replica_epoch != reg.epoch:
+            return KafkaError(
+                ErrorCode.STALE_BROKER_EPOCH,
+                f"replica broker {replica} fetches at broker epoch {replica_epoch}, registered at {reg.epoch}",
+            )
+        return None
+
+    def renew_lease(self, sent_ms: int) -> None:
+        """The controller renewed the lease in answer to a heartbeat (or registration) sent at ``sent_ms``."""
+        self.lease_until_ms = max(self.lease_until_ms, sent_ms + self.config.broker_session_timeout_ms)
+
+    def lease_valid(self) -> bool:
+        return self.monotonic_ms() < self.lease_until_ms
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        configs: Mapping[str, str],
+        assignments: tuple[tuple[int, ...], ...] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> TopicImage | None:
+        """Create a topic (None when ``validate_only``); raises KafkaError with the precise code."""
+        err = topic_name_error(name)
+        if err is not None:
+            raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, err)
+        if assignments is None:
+            if partitions < 1:
+                raise KafkaError(ErrorCode.INVALID_PARTITIONS, f"number of partitions must be >= 1, got {partitions}")
+            if replication_factor < 1:
+                raise KafkaError(
+                    ErrorCode.INVALID_REPLICATION_FACTOR,
+                    f"replication factor must be >= 1, got {replication_factor}",
+                )
+            assignments = self._place(partitions, replication_factor)
+        cmd = CreateTopic(
+            name=name,
+            topic_id=uuid.uuid4(),
+            assignments=assignments,
+            configs=tuple(sorted(configs.items())),
+        )
+        if validate_only:
+            rejection = self._validate(cmd)
+            if rejection is not None:
+                raise rejection
+            return None
+        image = await self.propose(cmd)
+        return image.topics[name]
+
+    def _place(self, partitions: int, replication_factor: int, start: int = 0) -> tuple[tuple[int, ...], ...]:
+        nodes = usable_nodes(self.image)
+        if replication_factor > nodes:
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICATION_FACTOR,
+                f"replication factor {replication_factor} is larger than the {nodes} node(s) with an available "
+                "broker (registered, not fenced, not in maintenance or decommissioning; one replica per node)",
+            )
+        return place_partitions(self.image, partitions, replication_factor, start)
+
+    def _validate(self, cmd: Command) -> KafkaError | None:
+        from controller.state_machine import validate
+
+        rejection = validate(self.image, cmd)
+        if rejection is None:
+            return None
+        return KafkaError(REJECTION_CODES[rejection.kind], rejection.message)
+
+    async def create_partitions(
+        self, name: str, count: int, assignments: tuple[tuple[int, ...], ...] | None, *, validate_only: bool
+    ) -> None:
+        topic = self.image.topics.get(name)
+        if topic is None:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist")
+        current = len(topic.partitions)
+        if count <= current:
+            raise KafkaError(
+                ErrorCode.INVALID_PARTITIONS,
+                f"topic {name!r} has {current} partitions; the new count {count} must be larger",
+            )
+        rf = len(topic.partitions[0].replicas) if topic.partitions else 1
+        if assignments is None:
+            assignments = self._place(count - current, rf, current)
+        elif len(assignments) != count - current:
+            raise KafkaError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"{len(assignments)} assignments given for {count - current} new partitions",
+            )
+        cmd = CreatePartitions(name=name, new_assignments=assignments)
+        if validate_only:
+            error = self._validate(cmd)
+            if error is not None:
+                raise error
+            return
+        await self.propose(cmd)
+
+    async def delete_topic(self, name: str) -> None:
+        await self.propose(DeleteTopic(name=name))
+
+    async def alter_topic_configs(self, name: str, set_configs: Mapping[str, str], delete: tuple[str, ...]) -> None:
+        await self.propose(
+            AlterTopicConfigs(name=name, set_configs=tuple(sorted(set_configs.items())), delete_configs=delete)
+        )
+
+    async def auto_create(self, name: str) -> TopicImage | None:
+        """Create ``name`` with the defaults if auto creation is on; None when it is off."""
+        if not self.config.auto_create_topics:
+            return None
+        existing = self.image.topics.get(name)
+        if existing is not None:
+            return existing
+        try:
+            await self.create_topic(name, self.config.default_partitions, self.config.default_replication_factor, {})
+            return self.image.topics[name]
+        except KafkaError as e:
+            if e.code is ErrorCode.TOPIC_ALREADY_EXISTS:  # created concurrently by another request
+                return self.image.topics[name]
+            raise
+
+    # ---- serving ---------------------------------------------------------------------------------------------
+
+    def append(self, p: Partition, buf: bytearray, headers: list[BatchHeader]) -> AppendInfo:
+        """Write validated batches to ``p`` (page cache) and queue the partition for the next group commit.
+
+        A retry of an idempotent producer's recent batch is not written again: it gets its first offsets back.
+        """
+        duplicate = p.producers.check(headers)
+        if duplicate is not None:
+            return AppendInfo(
+                base_offset=duplicate.first_offset,
+                last_offset=duplicate.last_offset,
+                log_append_time_ms=-1,
+                log_start_offset=p.log.log_start_offset,
+            )
+        info = p.append(buf, headers, self.now_ms())
+        self.flusher.mark_dirty(p)
+        counts = p.probe
+        counts.bytes_in += len(buf)
+        counts.batches_in += len(headers)
+        counts.records_in += info.last_offset - info.base_offset + 1
+        return info
+
+    def lookup(self, topic: str, partition: int) -> Partition:
+        """The partition this shard leads, or a KafkaError with the precise reason it cannot serve it.
+
+        A broker whose lease lapsed serves nothing: the controller may have fenced it and given its partitions new
+        leaders that this shard's image does not show yet (after a pause, or cut off from the controller)."""
+        p = self.partitions.get(TopicPartition(topic, partition))
+        if p is not None and p.is_leader:
+            if not self.lease_valid():
+                raise KafkaError(
+                    ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                    f"broker {self.broker_id}'s lease with the controller lapsed: "
+                    f"it may no longer lead {topic}-{partition}",
+                )
+            return p
+        raise KafkaError(*self.unavailable_reason(topic, partition))
+
+    def unavailable_reason(self, topic: str, partition: int) -> tuple[ErrorCode, str]:
+        err = topic_name_error(topic)
+        if err is not None:
+            return ErrorCode.INVALID_TOPIC_EXCEPTION, err
+        t = self.image.topics.get(topic)
+        if t is None:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {topic!r} does not exist"
+        if not 0 <= partition < len(t.partitions):
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {topic!r} has no partition {partition}"
+        leader = t.partitions[partition].leader
+        if leader < 0:
+            return ErrorCode.LEADER_NOT_AVAILABLE, f"{topic}-{partition} has no leader"
+        return ErrorCode.NOT_LEADER_OR_FOLLOWER, f"{topic}-{partition} is led by broker {leader}, not {self.broker_id}"
+
+    # ---- reconciliation --------------------------------------------------------------------------------------
+
+    def reconcile(self, image: MetadataImage) -> None:
+        """Open, update and close partition logs so that this shard holds exactly the replicas the image gives its
+        broker, each in the role (leader or follower) the image says; then start or stop the fetchers."""
+        self._image = image
+        wanted: dict[TopicPartition, tuple[TopicImage, PartitionImage]] = {}
+        for topic in image.topics.values():
+            for p in topic.partitions:
+                if self.broker_id in p.replicas:
+                    wanted[TopicPartition(topic.name, p.partition)] = (topic, p)
+        for tp in list(self.partitions):
+            if tp not in wanted or wanted[tp][0].topic_id != self.partitions[tp].topic_id:
+                # The topic is gone or this replica was moved away: its copy is of no use here any more (the
+                # node holds at most one replica of a partition, so no other shard of it needs the directory).
+                self._close_partition(tp, delete=True)
+        now = self.now_ms()
+        for tp, (topic, pi) in wanted.items():
+            existing = self.partitions.get(tp)
+            log_config = self._log_config(topic)
+            if existing is None:
+                try:
+                    existing = self._open_partition(tp, topic.topic_id, pi.leader_epoch, log_config, now)
+                except PartitionLocked as e:
+                    log.error("%s; not serving it", e)
+                    continue
+            elif existing.log.config != log_config:
+                existing.log.update_config(log_config)
+            if (existing.leader, existing.leader_epoch, existing.partition_epoch) != (
+                pi.leader,
+                pi.leader_epoch,
+                pi.partition_epoch,
+            ) or existing.replicas != pi.replicas:
+                was_leader = existing.is_leader
+                existing.assign(self.broker_id, pi, self.monotonic_ms())
+                if existing.is_leader != was_leader:
+                    log.info(
+                        "%s: %s (leader epoch %d, ISR %s)",
+                        tp,
+                        "leading" if existing.is_leader else f"following broker {pi.leader}",
+                        pi.leader_epoch,
+                        list(pi.isr),
+                    )
+        self.replication.reconcile(self.partitions)
+
+    def _log_config(self, topic: TopicImage) -> LogConfig:
+        try:
+            return LogConfig.from_topic_configs(topic.configs, self.log_defaults)
+        except ValueError as e:  # validated before it entered the metadata log: a bug if it happens
+            raise AssertionError(f"topic {topic.name}: invalid configs in the metadata image: {e}") from e
+
+    def partition_dir(self, tp: TopicPartition) -> Path:
+        # The name was validated against Kafka's rule before it entered the metadata log; assert it again here,
+        # right before it becomes a path.
+        assert topic_name_error(tp.topic) is None, tp.topic
+        return self._kafka_dir / f"{tp.topic}-{tp.partition}"
+
+    def _open_partition(
+        self, tp: TopicPartition, topic_id: uuid.UUID, epoch: int, log_config: LogConfig, now_ms: int
+    ) -> Partition:
+        directory = self.partition_dir(tp)
+        marker = directory / PARTITION_METADATA_FILE
+        if directory.exists():
+            recorded = _read_topic_id(marker)
+            if recorded != topic_id:
+                log.warning("removing %s: it holds data of topic id %s, not %s", directory, recorded, topic_id)
+                shutil.rmtree(directory)
+        fresh = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise PartitionLocked(
+                f"{directory} is locked by another process (another shard of this node holds a replica of {tp}: "
+                "metadata written before replicas were kept on distinct nodes)"
+            ) from None
+        if fresh:
+            write_atomically(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
+        plog = PartitionLog.open(directory, log_config, now_ms)
+        durability = self.config.durability
+        self.partitions[tp] = Partition(
+            tp,
+            topic_id,
+            directory,
+            plog,
+            epoch,
+            durability,
+            self.config.producers_per_partition_max,
+            self.probe.partition(tp),
+        )
+        self._locks[tp] = lock_fd
+        log.info(
+            "opened %s (topic id %s, leader epoch %d): log start %d, end %d",
+            tp,
+            topic_id,
+            epoch,
+            plog.log_start_offset,
+            plog.log_end_offset,
+        )
+        return self.partitions[tp]
+
+    def _close_partition(self, tp: TopicPartition, *, delete: bool) -> None:
+        p = self.partitions.pop(tp)
+        p.close(delete=delete)
+        self.probe.forget_partition(tp)
+        lock_fd = self._locks.pop(tp)
+        os.close(lock_fd)
+        if delete:
+            shutil.rmtree(p.directory, ignore_errors=True)
+        log.info("%s %s", "deleted" if delete else "closed", tp)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def apply_retention(self) -> int:
+        now = self.now_ms()
+        return sum(p.apply_retention(now) for p in self.partitions.values())
+
+    def close(self) -> None:
+        for tp in list(self.partitions):
+            self._close_partition(tp, delete=False)
+
+
+def remove_stray_partition_dirs(kafka_dir: Path, image: MetadataImage) -> list[Path]:
+    """Delete partition directories of topics that no longer exist (a crash between DeleteTopic and the owning
+    shard's cleanup); the ones removed.
+
+    Runs in the controller process at node start, before any shard is spawned: a running shard may be behind or ahead of
+    another in the metadata log, so only a moment when no shard runs can tell a stray directory from one a shard just
+    created. A directory whose lock is held is skipped all the same.
+    """
+    removed: list[Path] = []
+    if not kafka_dir.is_dir():
+        return removed
+    for entry in os.scandir(kafka_dir):
+        if not entry.is_dir():
+            continue
+        topic, sep, part = entry.name.rpartition("-")
+        if not sep or not part.isdigit():
+            continue
+        t = image.topics.get(topic)
+        if t is not None and int(part) < len(t.partitions):
+            recorded = _read_topic_id(Path(entry.path) / PARTITION_METADATA_FILE)
+            if recorded is None or recorded == t.topic_id:
+                continue
+        if _locked(Path(entry.path) / LOCK_FILE):
+            continue
+        log.info("removing %s: its topic no longer exists", entry.path)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _read_topic_id(path: Path) -> uuid.UUID | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "topic_id":
+                return uuid.UUID(value.strip())
+    return None

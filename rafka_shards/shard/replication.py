@@ -1,0 +1,402 @@
+"""Partition replication in a shard: followers fetch from their leaders, leaders keep their ISR right.
+
+Runs in a shard process, on its event loop (Kafka's ReplicaFetcherManager and the ISR part of its Partition).
+
+- One ``ReplicaFetcher`` per leader broker this shard follows partitions of: a Kafka client connection to that
+  broker's listener sending Fetch v15 with ``replica_state`` = (this broker, its broker epoch: the offset of its
+  RegisterBroker record), so the leader can refuse a fetch from an earlier incarnation (KIP-903's broker epoch in
+  Fetch). Before it fetches a partition whose
+  leader or epoch changed, it asks the leader where their logs agree (OffsetForLeaderEpoch v3, KIP-101) and
+  truncates what diverged. Fetched batches are validated, appended with the leader's offsets and epochs, and (under
+  durability=fsync) fsynced before the next fetch reports them: the leader counts a follower's fetch offset as data on
+  its disk. Errors back off and retry; a fetcher stops when this shard follows nothing of that leader.
+- The ISR loop: every ``ISR_CHECK_INTERVAL_S`` each partition this shard leads compares its ISR with what its
+  followers' fetches show (``Partition.wanted_isr``; fenced brokers never join) and proposes AlterPartition when it
+  differs (one at a time per partition; one the controller refused waits ``ISR_RETRY_AFTER_REFUSAL_MS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import struct
+import uuid
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode as KioErrorCode
+from kio.schema.fetch.v15 import request as fetch_req
+from kio.schema.fetch.v15.response import FetchResponse
+from kio.schema.offset_for_leader_epoch.v3 import request as epoch_req
+from kio.schema.offset_for_leader_epoch.v3.response import OffsetForLeaderEpochResponse
+from kio.schema.types import BrokerId, TopicName
+from kio.serial import entity_reader, entity_writer
+from kio.serial.errors import SerialError
+from kio.static.primitive import i8, i32, i32Timedelta, i64
+
+from controller.commands import AlterPartition
+from rafka_shards.config import Durability
+from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
+from rafka_shards.protocol.framing import HeaderError, skip_tagged_fields
+from rafka_shards.records.batch import validate_batches
+from rafka_shards.shard.partition import Partition
+
+if TYPE_CHECKING:
+    from rafka_shards.shard.manager import PartitionManager
+
+log = logging.getLogger(__name__)
+
+ISR_CHECK_INTERVAL_S = 0.2
+ISR_RETRY_AFTER_REFUSAL_MS = 1000  # a refused AlterPartition is not asked again sooner (the image catches up)
+# An AlterPartition whose answer was lost (controller unreachable, leadership moved) commits within a Raft election
+# or not at all; its added replicas count for the high watermark this long (or until the partition epoch moves).
+ISR_FATE_UNKNOWN_MS = 10_000
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
+RESPONSE_BYTES_SLACK = 1024 * 1024  # a response may exceed replica_fetch_max_bytes by one batch (KIP-74) and headers
+_FETCH_KEY, _FETCH_VERSION = 1, 15  # flexible: request header v2, response header v1
+_EPOCH_KEY, _EPOCH_VERSION = 23, 3
+_CLIENT_ID = b"rafka-replica-fetcher"
+_RETRIABLE = frozenset(
+    {
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+        ErrorCode.LEADER_NOT_AVAILABLE,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.UNKNOWN_TOPIC_ID,
+        ErrorCode.STALE_BROKER_EPOCH,  # the leader has not seen this incarnation's registration yet
+    }
+)
+
+
+_Followed = list[tuple[TopicPartition, Partition]]
+
+
+class FetchFailed(Exception):
+    """The leader could not be reached or answered nonsense: reconnect after a backoff."""
+
+
+class Replication:
+    def __init__(self, manager: PartitionManager) -> None:
+        self.manager = manager
+        self._fetchers: dict[int, ReplicaFetcher] = {}
+        self._isr_tasks: set[asyncio.Task[None]] = set()
+
+    def reconcile(self, partitions: Mapping[TopicPartition, Partition]) -> None:
+        """Start, update and stop fetchers so that every followed partition with a leader is fetched."""
+        by_leader: dict[int, set[TopicPartition]] = {}
+        for tp, p in partitions.items():
+            if not p.is_leader and p.leader >= 0:
+                by_leader.setdefault(p.leader, set()).add(tp)
+        for leader in [b for b in self._fetchers if b not in by_leader]:
+            self._fetchers.pop(leader).stop()
+        for leader, tps in by_leader.items():
+            fetcher = self._fetchers.get(leader)
+            if fetcher is None:
+                fetcher = self._fetchers[leader] = ReplicaFetcher(self.manager, leader)
+            fetcher.follow(tps)
+
+    async def isr_loop(self) -> None:
+        manager = self.manager
+        lag_max_ms = manager.config.replica_lag_time_max_ms
+        while True:
+            await asyncio.sleep(ISR_CHECK_INTERVAL_S)
+            if not manager.lease_valid():
+                continue  # the controller may have moved leadership already; it would refuse anyway
+            now = manager.monotonic_ms()
+            image = manager.image
+            ineligible = frozenset(b for b, reg in image.brokers.items() if reg.fenced)
+            for tp, p in manager.partitions.items():
+                wanted = p.wanted_isr(now, lag_max_ms, ineligible)
+                if wanted is not None:
+                    p.begin_isr_change(wanted)
+                    task = asyncio.get_running_loop().create_task(self._alter_isr(tp, p, wanted))
+                    self._isr_tasks.add(task)
+                    task.add_done_callback(self._isr_tasks.discard)
+
+    async def _alter_isr(self, tp: TopicPartition, p: Partition, isr: tuple[int, ...]) -> None:
+        cmd = AlterPartition(tp.topic, tp.partition, p.broker_id, p.leader_epoch, p.partition_epoch, isr)
+        try:
+            await self.manager.propose(cmd)
+            log.info("%s: ISR %s -> %s", tp, list(p.isr), list(isr))
+        except KafkaError as e:
+            log.info("%s: ISR change to %s not made: %s", tp, list(isr), e.message)
+            now = self.manager.monotonic_ms()
+            p.isr_retry_at_ms = now + ISR_RETRY_AFTER_REFUSAL_MS
+            if e.code is ErrorCode.NOT_CONTROLLER:
+                # Unreachable controller or lost leadership: the command may still commit. Its replicas keep counting
+                # for the high watermark until then (the partition epoch moving ends it sooner).
+                p.end_isr_change(isr, refused=False, uncertain_until_ms=now + ISR_FATE_UNKNOWN_MS)
+            else:
+                p.end_isr_change(isr, refused=True)
+        except BaseException:
+            p.end_isr_change(isr, refused=False, uncertain_until_ms=self.manager.monotonic_ms() + ISR_FATE_UNKNOWN_MS)
+            raise
+        else:
+            # Committed: ``propose`` returns once this shard applied the image that shows it.
+            p.end_isr_change(isr, refused=False)
+
+    async def close(self) -> None:
+        for fetcher in self._fetchers.values():
+            fetcher.stop()
+        tasks = [f.task for f in self._fetchers.values() if f.task is not None] + list(self._isr_tasks)
+        for task in self._isr_tasks:
+            task.cancel()
+        self._fetchers.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class ReplicaFetcher:
+    """Fetches every partition this shard follows from one leader broker, over one connection."""
+
+    def __init__(self, manager: PartitionManager, leader: int) -> None:
+        self.manager = manager
+        self.leader = leader
+        self.partitions: set[TopicPartition] = set()
+        self._changed = asyncio.Event()
+        self._correlation = 0
+        self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._run(), name=f"replica-fetcher-{leader}"
+        )
+        self.task.add_done_callback(self._died)
+
+    def _died(self, task: asyncio.Task[None]) -> None:
+        """A fetcher only ends by ``stop``; one that failed would leave its partitions silently unreplicated."""
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("replica fetcher for leader %d died", self.leader, exc_info=task.exception())
+
+    def follow(self, partitions: set[TopicPartition]) -> None:
+        if partitions != self.partitions:
+            self.partitions = set(partitions)
+        self._changed.set()  # an epoch may have changed too: look again now rather than after the long poll
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _followed(self) -> _Followed:
+        out = []
+        for tp in sorted(self.partitions):
+            p = self.manager.partitions.get(tp)
+            if p is not None and self._still_following(tp, p, p.leader_epoch):
+                out.append((tp, p))
+        return out
+
+    def _still_following(self, tp: TopicPartition, p: Partition, epoch: int) -> bool:
+        """``p`` is still this shard's copy of ``tp``, following this fetcher's leader at ``epoch``."""
+        return (
+            self.manager.partitions.get(tp) is p
+            and not p.is_leader
+            and p.leader == self.leader
+            and p.leader_epoch == epoch
+        )
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            try:
+                await self._session()
+            except (FetchFailed, OSError, asyncio.IncompleteReadError, KafkaError) as e:
+                log.info("fetching from broker %d: %s; retrying in %.2f s", self.leader, e, backoff)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), backoff)
+            backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    async def _session(self) -> None:
+        reg = self.manager.image.brokers.get(self.leader)
+        if reg is None:
+            raise FetchFailed(f"broker {self.leader} is not registered")
+        reader, writer = await asyncio.open_connection(reg.host, reg.port)
+        try:
+            while True:
+                followed = self._followed()
+                if not followed:
+                    self._changed.clear()
+                    await self._changed.wait()
+                    continue
+                self._changed.clear()
+                diverged = [(tp, p) for tp, p in followed if p.needs_truncation]
+                if diverged:
+                    await self._truncate(reader, writer, diverged)
+                    continue
+                await self._fetch(reader, writer, followed)
+        finally:
+            writer.close()
+
+    async def _exchange(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        key: int,
+        version: int,
+        request: Any,
+        response_class: Any,
+    ) -> Any:
+        """One request (a kio entity of ``key``/``version``, non-flexible header) and its decoded response."""
+        buf = io.BytesIO()
+        entity_writer(type(request))(buf, request)
+        body = buf.getvalue()
+        self._correlation += 1
+        flexible = bool(type(request).__flexible__)
+        header = struct.pack(">hhih", key, version, self._correlation, len(_CLIENT_ID)) + _CLIENT_ID
+        if flexible:
+            header += b"\x00"  # request header v2: no tagged fields
+        if writer.transport.is_closing():
+            raise FetchFailed("the connection to the leader closed")  # uvloop raises on a write to a closed one
+        writer.write(struct.pack(">i", len(header) + len(body)) + header + body)
+        await writer.drain()
+        (size,) = struct.unpack(">i", await reader.readexactly(4))
+        if not 4 <= size <= self.manager.config.replica_fetch_max_bytes + RESPONSE_BYTES_SLACK:
+            raise FetchFailed(f"response of {size} bytes")
+        frame = await reader.readexactly(size)
+        (correlation,) = struct.unpack_from(">i", frame)
+        if correlation != self._correlation:
+            raise FetchFailed(f"correlation id {correlation}, expected {self._correlation}")
+        try:
+            start = skip_tagged_fields(frame, 4) if flexible else 4  # response header v1 ends with tagged fields
+            response, _ = entity_reader(response_class)(frame[start:], 0)
+        except (SerialError, HeaderError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
+            raise FetchFailed(f"malformed {response_class.__name__}: {e}") from None
+        return response
+
+    async def _truncate(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        diverged: list[tuple[TopicPartition, Partition]],
+    ) -> None:
+        """KIP-101: ask the leader for the end offset of each partition's last epoch here; drop what lies beyond."""
+        asked = {tp: (p, p.leader_epoch, p.log.last_epoch) for tp, p in diverged}
+        by_topic: dict[str, list[epoch_req.OffsetForLeaderPartition]] = {}
+        for tp, (_, current, last) in asked.items():
+            by_topic.setdefault(tp.topic, []).append(
+                epoch_req.OffsetForLeaderPartition(
+                    partition=i32(tp.partition), current_leader_epoch=i32(current), leader_epoch=i32(last)
+                )
+            )
+        request = epoch_req.OffsetForLeaderEpochRequest(
+            replica_id=BrokerId(self.manager.broker_id),
+            topics=tuple(
+                epoch_req.OffsetForLeaderTopic(topic=TopicName(t), partitions=tuple(parts))
+                for t, parts in by_topic.items()
+            ),
+        )
+        response = await self._exchange(
+            reader, writer, _EPOCH_KEY, _EPOCH_VERSION, request, OffsetForLeaderEpochResponse
+        )
+        retry = False
+        for topic in response.topics:
+            for part in topic.partitions:
+                tp = TopicPartition(str(topic.topic), int(part.partition))
+                entry = asked.get(tp)
+                if entry is None:
+                    continue
+                p, current, last = entry
+                if not self._still_following(tp, p, current):
+                    continue  # the metadata moved on while we asked
+                code = ErrorCode(int(part.error_code.value))
+                if code is not ErrorCode.NONE:
+                    retry = True
+                    log.info("%s: OffsetForLeaderEpoch from broker %d: %s", tp, self.leader, code.name)
+                    continue
+                p.truncate_to(_truncation_offset(p, last, int(part.leader_epoch), int(part.end_offset)))
+        if retry:
+            raise FetchFailed("the leader could not answer for every partition yet")
+
+    async def _fetch(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        followed: list[tuple[TopicPartition, Partition]],
+    ) -> None:
+        config = self.manager.config
+        sent = {tp: (p, p.leader_epoch, p.log.log_end_offset) for tp, p in followed}
+        by_topic: dict[uuid.UUID, list[fetch_req.FetchPartition]] = {}
+        names: dict[uuid.UUID, str] = {}
+        for tp, (p, epoch, offset) in sent.items():
+            names[p.topic_id] = tp.topic
+            by_topic.setdefault(p.topic_id, []).append(
+                fetch_req.FetchPartition(
+                    partition=i32(tp.partition),
+                    current_leader_epoch=i32(epoch),
+                    fetch_offset=i64(offset),
+                    log_start_offset=i64(p.log.log_start_offset),
+                    partition_max_bytes=i32(config.replica_fetch_max_bytes),
+                )
+            )
+        request = fetch_req.FetchRequest(
+            replica_state=fetch_req.ReplicaState(
+                replica_id=BrokerId(self.manager.broker_id), replica_epoch=i64(self.manager.broker_epoch)
+            ),
+            max_wait=i32Timedelta.parse(timedelta(milliseconds=config.replica_fetch_wait_max_ms)),
+            min_bytes=i32(1),
+            max_bytes=i32(config.replica_fetch_max_bytes),
+            isolation_level=i8(0),
+            session_id=i32(0),
+            session_epoch=i32(-1),
+            topics=tuple(fetch_req.FetchTopic(topic_id=t, partitions=tuple(parts)) for t, parts in by_topic.items()),
+            forgotten_topics_data=(),
+            rack_id="",
+        )
+        response = await self._exchange(reader, writer, _FETCH_KEY, _FETCH_VERSION, request, FetchResponse)
+        if response.error_code != KioErrorCode.none:
+            raise FetchFailed(f"fetch error {response.error_code.name}")
+        durable: list[tuple[Partition, int]] = []
+        retry = False
+        now = self.manager.now_ms()
+        for topic in response.responses:
+            for part in topic.partitions:
+                tp = TopicPartition(names.get(topic.topic_id, ""), int(part.partition_index))
+                entry = sent.get(tp)
+                if entry is None:
+                    continue
+                p, epoch, offset = entry
+                if not self._still_following(tp, p, epoch):
+                    continue  # the metadata moved on while the fetch was out
+                code = ErrorCode(int(part.error_code.value))
+                if code is ErrorCode.OFFSET_OUT_OF_RANGE:
+                    leader_start = int(part.log_start_offset)
+                    if leader_start > p.log.log_end_offset:
+                        # Below the leader's log start: what this copy lacks is deleted there; continue from it.
+                        p.truncate_fully_and_start_at(leader_start, now)
+                    else:
+                        p.needs_truncation = True  # this copy is ahead of the leader: find where they agree
+                    retry = True
+                    continue
+                if code is not ErrorCode.NONE:
+                    if code not in _RETRIABLE:
+                        log.warning("%s: fetch from broker %d failed: %s", tp, self.leader, code.name)
+                    retry = True
+                    continue
+                records = part.records
+                if records and p.log.log_end_offset == offset:
+                    buf = bytearray(records)
+                    headers = validate_batches(buf, max_batch_bytes=len(buf))
+                    p.append_replica(buf, headers, now)
+                    self.manager.flusher.mark_dirty(p)
+                    counts = p.probe
+                    counts.replica_bytes_in += len(buf)
+                    durable.append((p, p.log.log_end_offset - 1))
+                p.follower_high_watermark(int(part.high_watermark))
+        if durable and config.durability is Durability.FSYNC:
+            # The next fetch tells the leader this copy holds everything before its offset: make that true on disk.
+            await asyncio.gather(*(p.wait_durable(last) for p, last in durable))
+        if retry:
+            raise FetchFailed("some partitions cannot be fetched right now")
+
+
+def _truncation_offset(p: Partition, asked_epoch: int, leader_epoch: int, leader_end: int) -> int:
+    """Kafka's rule (KIP-101/279): if the leader knows our last epoch, keep up to where it ends there; if it only
+    knows an earlier one, keep up to where that epoch ends in both logs; if it knows none, keep nothing."""
+    own_end = p.log.log_end_offset
+    if leader_epoch < 0 or leader_end < 0:
+        return p.log.log_start_offset if asked_epoch >= 0 else own_end
+    if leader_epoch == asked_epoch:
+        return min(leader_end, own_end)
+    _, own_epoch_end = p.log.end_offset_for_epoch(leader_epoch)
+    return min(leader_end, own_epoch_end if own_epoch_end >= 0 else own_end)

@@ -1,0 +1,287 @@
+"""A shard: one process, one event loop, one Kafka listener, one broker id, the partitions it leads.
+
+Runs in a shard process spawned by the supervisor (``rafka_shards.supervisor``), which made the listening socket and
+the controller channel and passes both. Owns the client connections, the group-commit flusher task, the retention
+task and the partition manager. Start-up order: catch up with the controller's metadata (opening and
+recovering the logs this shard leads as the records arrive), register this broker, start accepting on the listener,
+tell the supervisor it is ready. Shutdown order: stop accepting, stop reading, let in-flight requests finish
+(bounded by shutdown_timeout_ms), a last group commit, close the logs (flush + clean-shutdown marker), close the
+channel. The shard also stops, gracefully, when its supervisor goes away (the channel closes or its parent changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import time
+from collections.abc import Mapping
+
+from controller.image import MetadataImage
+from rafka_shards import event_loop
+from rafka_shards.config import BrokerConfig, Durability
+from rafka_shards.ipc.channel import HEARTBEAT_OK, PartitionStats, Stats
+from rafka_shards.ipc.process_link import Link, LinkMessage, ShardChannel
+from rafka_shards.shard.connection import KafkaConnection
+from rafka_shards.shard.controller_link import HEARTBEATS_IN_FLIGHT_MAX, ControllerLink, ControllerLost
+from rafka_shards.shard.flusher import GroupCommitFlusher
+from rafka_shards.shard.kafka.api import ApiHandler
+from rafka_shards.shard.kafka.registry import HANDLERS
+from rafka_shards.shard.manager import PartitionManager
+from rafka_shards.shard.probe import Probe
+
+log = logging.getLogger(__name__)
+
+
+PROBE_FLUSH_INTERVAL_S = 1.0
+
+
+class StartupError(Exception):
+    """The shard cannot start (data dir unusable, controller gone); the message says what to change."""
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Shard:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        listener: socket.socket,
+        supervisor_link: socket.socket,
+        parent_pid: int,
+        apis: Mapping[int, ApiHandler] = HANDLERS,
+    ) -> None:
+        self.config = config
+        self.apis = apis
+        self.probe = Probe()
+        self.connections: set[KafkaConnection] = set()
+        self.ready = False
+        self._listener = listener
+        self._supervisor_link = Link(supervisor_link, self._from_supervisor, self._supervisor_gone)
+        self._parent_pid = parent_pid
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._link: ControllerLink | None = None
+        self._manager: PartitionManager | None = None
+        self._flusher: GroupCommitFlusher | None = None
+        self._fatal: BaseException | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def manager(self) -> PartitionManager:
+        assert self._manager is not None, "shard not started"
+        return self._manager
+
+    async def start(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        interval = config.flush_interval_ms if config.durability is Durability.FLUSH else None
+        self._flusher = GroupCommitFlusher(
+            config.fsync_threads, interval_ms=interval, observe_fsync_seconds=self.probe.fsync
+        )
+        manager = PartitionManager(
+            config, MetadataImage(offset=-1, cluster_id=""), self._flusher, wall_clock_ms, self.probe, monotonic_ms
+        )
+        self._manager = manager
+        self._link = ControllerLink(manager.reconcile, self._stats, self._controller_lost)
+        self._supervisor_link.start()
+        try:
+            await self._link.connect()
+        except (ControllerLost, OSError) as e:
+            raise StartupError(f"no controller channel: {e}") from None
+        manager.attach(self._link)
+        await manager.register()
+        self._spawn(self._flusher.run(), "flusher")
+        self._spawn(self._retention_loop(), "retention")
+        self._spawn(self._probe_loop(), "probe")
+        self._spawn(self._parent_watch(), "parent-watch")
+        self._spawn(self._heartbeat_loop(), "heartbeat")
+        self._spawn(manager.replication.isr_loop(), "isr")
+        self._server = await loop.create_server(lambda: KafkaConnection(self), sock=self._listener, backlog=1024)
+        self.ready = True
+        self._link.ready(config.broker_id, self.bound_port)
+        log.info(
+            "broker %d ready: Kafka listener on %s (advertised %s), data in %s, durability=%s",
+            config.broker_id,
+            config.listen_endpoint,
+            config.advertise_endpoint,
+            config.data_dir,
+            config.durability.value,
+        )
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def _spawn(self, coro: collections.abc.Coroutine[None, None, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.fatal(exc)
+
+    def fatal(self, exc: BaseException) -> None:
+        """An invariant broke or the disk failed: stop serving now; the process exits non-zero."""
+        if self._fatal is None:
+            log.critical("shard %d stopping on a fatal error", self.config.broker_id, exc_info=exc)
+            self._fatal = exc
+        self._stopped.set()
+
+    async def wait_stopped(self) -> BaseException | None:
+        await self._stopped.wait()
+        return self._fatal
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    def _stats(self, request_id: int) -> Stats:
+        self.probe.flush()  # /metrics reads the counters right after this answer
+        partitions = tuple(
+            PartitionStats(
+                tp.topic,
+                tp.partition,
+                p.log.log_start_offset,
+                p.log.high_watermark,
+                p.log.log_end_offset,
+                p.log.size_bytes(),
+            )
+            for tp, p in self.manager.partitions.items()
+            if p.is_leader  # what the admin API shows of a partition is its leader's
+        )
+        return Stats(request_id, len(self.connections), partitions)
+
+    def _from_supervisor(self, msg: LinkMessage, attached: socket.socket | None) -> None:
+        if isinstance(msg, ShardChannel) and attached is not None and self._link is not None:
+            if self._link.channels:
+                log.info("shard %d: a new controller channel (the controller process restarted)", msg.index)
+            self._spawn(self._link.attach(attached), "attach-channel")
+            return
+        if attached is not None:
+            attached.close()
+        log.error("shard %d: unexpected %s from the supervisor", self.config.broker_id, type(msg).__name__)
+
+    def _supervisor_gone(self, reason: str) -> None:
+        log.warning("shard %d stopping: the supervisor's link closed (%s)", self.config.broker_id, reason)
+        if self._link is not None:
+            self._link.abort()
+        self.request_stop()
+
+    def _controller_lost(self, exc: BaseException) -> None:
+        if isinstance(exc, AssertionError | OSError | RuntimeError):
+            self.fatal(exc)  # applying a record failed: an invariant or the disk broke
+            return
+        log.warning("shard %d stopping: %s", self.config.broker_id, exc)
+        self.request_stop()
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_FLUSH_INTERVAL_S)
+            self.probe.flush()
+
+    async def _parent_watch(self) -> None:
+        await event_loop.parent_gone(self._parent_pid)
+        log.warning("shard %d stopping: its supervisor (pid %d) is gone", self.config.broker_id, self._parent_pid)
+        self.request_stop()
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew the lease every heartbeat interval; each heartbeat runs on its own, so one the controller answers
+        late (a leader election) does not hold back the next."""
+        interval_s = self.config.broker_heartbeat_interval_ms / 1000
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                if len(pending) < HEARTBEATS_IN_FLIGHT_MAX:
+                    task = asyncio.get_running_loop().create_task(self._heartbeat_once())
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                await asyncio.sleep(interval_s)
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _heartbeat_once(self) -> None:
+        assert self._link is not None
+        manager = self.manager
+        sent_ms = monotonic_ms()
+        was_valid = manager.lease_valid()
+        try:
+            ack = await asyncio.wait_for(
+                self._link.heartbeat(manager.broker_id, manager.incarnation),
+                self.config.broker_session_timeout_ms / 1000,
+            )
+        except (TimeoutError, ControllerLost):
+            return
+        if ack.status == HEARTBEAT_OK:
+            manager.renew_lease(sent_ms)
+            if not was_valid:
+                log.info("broker %d: lease with the controller renewed, serving again", manager.broker_id)
+        elif was_valid and not manager.lease_valid():
+            log.warning("broker %d: lease lapsed (%s: %s)", manager.broker_id, ack.status, ack.message)
+
+    async def _retention_loop(self) -> None:
+        interval = self.config.log_retention_check_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            deleted = self.manager.apply_retention()
+            if deleted:
+                log.info("retention deleted %d segment(s)", deleted)
+
+    def connection_opened(self, conn: KafkaConnection) -> bool:
+        if len(self.connections) >= self.config.connections_max or not self.ready:
+            return False
+        self.connections.add(conn)
+        return True
+
+    def connection_closed(self, conn: KafkaConnection) -> None:
+        self.connections.discard(conn)
+
+    async def stop(self) -> None:
+        self.ready = False
+        deadline = time.monotonic() + self.config.shutdown_timeout_ms / 1000
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.stop_reading()
+        in_flight = [t for c in self.connections for t in c.pending_tasks()]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(0)  # let the done-callbacks write those responses
+        for conn in list(self.connections):
+            conn.close()
+        if self._manager is not None:
+            await self._manager.replication.close()  # no follower appends after this
+        flusher_task = None
+        for task in self._tasks:
+            if task.get_name() == "flusher":
+                flusher_task = task
+            else:
+                task.cancel()
+        if self._flusher is not None and flusher_task is not None and not flusher_task.done():
+            self._flusher.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(flusher_task), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                log.error("the last group commit did not finish before the shutdown deadline")
+        if self._manager is not None:
+            self._manager.close()  # flush_now + clean-shutdown marker per partition
+        self.probe.flush()
+        if self._link is not None:
+            await self._link.close()
+        self._supervisor_link.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("broker %d stopped", self.config.broker_id)

@@ -1,0 +1,530 @@
+"""The node supervisor: runs the controller process and one shard process per partition group, and keeps them running.
+
+Runs in the process ``python -m rafka_shards serve`` starts. Owns the data directory's lock, every shard's listening
+socket, the admin API's listening socket and the metrics directory; it serves no request itself. Children are
+spawned with multiprocessing's ``spawn`` method (a fresh interpreter: no fork after threads or event loops exist):
+
+- the controller process (``controller_process``): the node's Raft member, the shards' controller channels, the
+  admin API on the socket passed to it;
+- one shard process per partition group (``server.shard_process``), with its listening socket.
+
+Each child gets one end of a ``process_link``; a child whose link closes knows its supervisor is gone and stops. The
+supervisor makes a controller channel (a stream socket pair) for each (shard process, controller process) pair and
+hands one end to each over their links, once the controller says its image is caught up. The parent keeps its copy
+of every listening socket, so a port can never be taken by another program. From a shard's death until its next
+process is ready (registered with the controller and caught up), the supervisor accepts that port's connections
+and resets them at once: a client learns the broker is down as it would from a Kafka broker that died, and goes to
+the other brokers (where the dead one's partitions already moved), instead of waiting in the accept backlog for a
+restart that may take seconds.
+
+Supervision, the same for the controller and for each shard: a child that dies (SIGKILL, crash, OOM) is restarted
+after a delay that doubles from ``shard_restart_backoff_ms`` up to ``shard_restart_backoff_max_ms`` (reset once it
+has stayed up for the cap); more than ``shard_restarts_max`` deaths of one child within ``shard_restart_window_ms``
+make the node give up (exit 1), as a crash loop will not heal by itself. Shards keep serving while the controller
+process restarts (metadata changes are refused meanwhile with NOT_CONTROLLER) and get a channel to the new one.
+SIGTERM/SIGINT: SIGTERM to every shard (each stops accepting, finishes in-flight requests, flushes, fsyncs and
+closes its segments), then to the controller; wait up to ``shutdown_timeout_ms`` each time, SIGKILL stragglers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import shutil
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rafka_shards.config import BrokerConfig
+from rafka_shards.controller_node.process import run_controller
+from rafka_shards.ipc.process_link import (
+    ChannelClosed,
+    ControllerReady,
+    Link,
+    LinkMessage,
+    NodeState,
+    ShardChannel,
+    ShardReady,
+    ShardState,
+    describe_exit,
+    socket_pair,
+)
+from rafka_shards.shard.process import run_shard
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 1024
+RESET_PER_WAKEUP_MAX = 64  # connections reset per readiness event while a shard is down (the loop stays fair)
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST, the client fails at once
+EXIT_STARTUP = 2
+
+
+class StartupError(Exception):
+    """The node cannot start; the message says what to change. ``exit_code`` is what ``serve`` returns."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_STARTUP) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(kw_only=True)
+class Child:
+    """A child process's place on the node: a fixed role, a process that comes and goes."""
+
+    name: str
+    process: multiprocessing.process.BaseProcess | None = None
+    link: Link | None = None
+    started_at: float = 0.0
+    restarts_total: int = 0
+    deaths: collections.deque[float] = field(default_factory=collections.deque)
+    consecutive_failures: int = 0
+    last_exit_code: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.exitcode is None
+
+
+@dataclass(kw_only=True)
+class ShardSlot(Child):
+    """One shard: fixed broker id and listening socket."""
+
+    index: int
+    config: BrokerConfig
+    listener: socket.socket
+    ready_event: asyncio.Event = field(default_factory=asyncio.Event)  # the current process is ready
+    resetting: bool = False  # the supervisor resets this port's connections (no ready process behind it)
+
+    @property
+    def ready(self) -> bool:
+        return self.alive and self.ready_event.is_set()
+
+
+class Supervisor:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.shard_count = config.shard_count
+        self.slots: list[ShardSlot] = []
+        self.controller = Child(name="controller")
+        self.admin_listener: socket.socket | None = None
+        self.metrics_dir = config.data_dir / "metrics"
+        self.started = False
+        self._context = multiprocessing.get_context("spawn")
+        self._lock_fd: int | None = None
+        self._stopping = False
+        self._stop = asyncio.Event()
+        self._fatal: str | None = None
+        self._controller_ready = asyncio.Event()  # the current controller process is caught up and takes channels
+        self._monitors: list[asyncio.Task[None]] = []
+
+    # ---- start-up ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Lock the data directory, bind every listener, start the controller process and wait until it is caught
+        up with the quorum (the image must hold everything committed before this start, or a topic created
+        meanwhile would look stray to it)."""
+        config = self.config
+        self._lock_data_dir()
+        self._bind_listeners()
+        # Every child writes its metric values under this directory (prometheus-client multiprocess mode); values
+        # of an earlier run of the node are not this run's.
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        self._spawn_controller(first_start=True)
+        process = self.controller.process
+        assert process is not None
+        if not await self._until(self._controller_ready.wait(), process):
+            code = process.exitcode
+            raise StartupError(
+                f"the controller process failed to start: {describe_exit(code)} (its log says why)",
+                exit_code=EXIT_STARTUP if code == EXIT_STARTUP else 1,
+            )
+        self._monitors.append(asyncio.get_running_loop().create_task(self._supervise_controller()))
+        log.info(
+            "controller process (pid %d) ready, node %d%s",
+            process.pid,
+            config.node_id,
+            f", admin API on http://{config.admin_endpoint}" if self.admin_listener is not None else "",
+        )
+
+    async def start_shards(self) -> None:
+        """Spawn every shard and wait until all are listening; a shard that exits meanwhile fails the start."""
+        for slot in self.slots:
+            self._spawn_shard(slot)
+        for slot in self.slots:
+            assert slot.process is not None
+            if not await self._until(slot.ready_event.wait(), slot.process):
+                code = slot.process.exitcode
+                raise StartupError(
+                    f"shard {slot.index} (broker {slot.config.broker_id}) failed to start: {describe_exit(code)}",
+                    exit_code=EXIT_STARTUP if code == EXIT_STARTUP else 1,
+                )
+        self.started = True
+        self._send_node_state()
+        loop = asyncio.get_running_loop()
+        self._monitors += [loop.create_task(self._supervise_shard(slot)) for slot in self.slots]
+        log.info(
+            "node ready: %d shard(s), brokers %d..%d on %s",
+            self.shard_count,
+            self.slots[0].config.broker_id,
+            self.slots[-1].config.broker_id,
+            ", ".join(str(s.config.listen_endpoint) for s in self.slots),
+        )
+
+    async def _until(
+        self, event: collections.abc.Awaitable[object], process: multiprocessing.process.BaseProcess
+    ) -> bool:
+        """Wait for ``event``; False if ``process`` exits first. A stop request raises StartupError (exit 0)."""
+        done = asyncio.ensure_future(event)
+        exited = asyncio.ensure_future(self._wait_exit(process))
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((done, exited, stop), return_when=asyncio.FIRST_COMPLETED)
+        for f in (done, exited, stop):
+            f.cancel()
+        # Let the cancelled exit-waiter run its finally (remove_reader on the sentinel) now: later, it would remove
+        # the reader the child's monitor adds for the same sentinel.
+        await asyncio.gather(done, exited, stop, return_exceptions=True)
+        if self._stop.is_set():
+            raise StartupError("stopped during start-up", exit_code=0)
+        return done.done() and not done.cancelled()
+
+    def _lock_data_dir(self) -> None:
+        data_dir = self.config.data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StartupError(f"data directory {data_dir}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(f"data directory {data_dir} is in use by another rafka_shards node") from None
+        self._lock_fd = fd
+
+    def _bind_listeners(self) -> None:
+        config = self.config
+        ep = config.listen_endpoint
+        advertise = config.advertise_endpoint if config.advertise else None
+        rack = config.rack or socket.gethostname()
+        for i in range(self.shard_count):
+            port = ep.port + i if ep.port else 0
+            sock = _listen(ep.host, port, "")
+            bound = sock.getsockname()[1]
+            shard_config = dataclasses.replace(
+                config,
+                broker_id=config.broker_id + i,
+                listen=_host_port(ep.host, bound),
+                advertise=_host_port(advertise.host, advertise.port + i) if advertise is not None else "",
+                rack=rack,
+                shards="1",
+            )
+            self.slots.append(ShardSlot(name=f"shard {i}", index=i, config=shard_config, listener=sock))
+        admin = config.admin_endpoint
+        if admin is not None:
+            self.admin_listener = _listen(admin.host, admin.port, " for the admin API")
+
+    # ---- children ----------------------------------------------------------------------------------------------
+
+    def _spawn_controller(self, first_start: bool) -> None:
+        child = self.controller
+        parent_end, child_end = socket_pair()
+        self._controller_ready.clear()
+        process = self._context.Process(
+            target=run_controller,
+            args=(self.config, child_end, self.admin_listener, os.getpid(), first_start, child.restarts_total),
+            name="rafka-controller",
+        )
+        process.start()
+        child_end.close()
+        child.process = process
+        child.started_at = time.monotonic()
+        child.link = Link(parent_end, self._from_controller, self._controller_link_closed)
+        child.link.start()
+        log.info("controller process started as pid %d", process.pid)
+
+    def _spawn_shard(self, slot: ShardSlot) -> None:
+        parent_end, child_end = socket_pair()
+        process = self._context.Process(
+            target=run_shard,
+            args=(slot.config, slot.index, slot.listener, child_end, os.getpid()),
+            name=f"rafka-shard-{slot.index}",
+        )
+        process.start()
+        child_end.close()
+        slot.process = process
+        slot.started_at = time.monotonic()
+        slot.ready_event.clear()
+        slot.link = Link(parent_end, self._from_shard(slot), lambda reason: None)  # its death is seen on the sentinel
+        slot.link.start()
+        log.info("shard %d (broker %d) started as pid %d", slot.index, slot.config.broker_id, process.pid)
+        self._send_shard_state(slot)
+        if self._controller_ready.is_set():
+            self._hand_channel(slot)
+
+    def _hand_channel(self, slot: ShardSlot) -> None:
+        """A new controller channel for the shard's current process, one end to it and one to the controller."""
+        link, pid = self.controller.link, slot.pid
+        if link is None or slot.link is None or pid is None or not slot.alive:
+            return
+        controller_end, shard_end = socket.socketpair()
+        link.send(ShardChannel(slot.index, pid), controller_end)
+        slot.link.send(ShardChannel(slot.index, pid), shard_end)
+
+    def _from_controller(self, msg: LinkMessage, attached: socket.socket | None) -> None:
+        if attached is not None:
+            attached.close()
+        if isinstance(msg, ControllerReady):
+            if msg.pid != self.controller.pid:
+                return
+            self._controller_ready.set()
+            self._send_node_state()
+            for slot in self.slots:
+                self._send_shard_state(slot)
+                self._hand_channel(slot)
+        elif isinstance(msg, ShardReady | ChannelClosed):
+            known = self.slots[msg.index] if 0 <= msg.index < len(self.slots) else None
+            if known is None or known.pid != msg.pid:
+                return  # about a process of that shard that is gone
+            if isinstance(msg, ShardReady):
+                known.ready_event.set()
+                self._stop_resetting(known)
+            elif not self._stopping:
+                self._hand_channel(known)
+        else:
+            log.error("unexpected %s from the controller process", type(msg).__name__)
+
+    def _from_shard(self, slot: ShardSlot) -> Callable[[LinkMessage, socket.socket | None], None]:
+        def on_message(msg: LinkMessage, attached: socket.socket | None) -> None:
+            if attached is not None:
+                attached.close()
+            log.error("unexpected %s from shard %d", type(msg).__name__, slot.index)
+
+        return on_message
+
+    def _controller_link_closed(self, reason: str) -> None:
+        self._controller_ready.clear()
+        if not self._stopping:
+            log.warning("the controller process's link closed: %s", reason)
+
+    def _send_node_state(self) -> None:
+        if self.controller.link is not None:
+            self.controller.link.send(NodeState(self.started, self._stopping))
+
+    def _send_shard_state(self, slot: ShardSlot) -> None:
+        link = self.controller.link
+        if link is None or not self._controller_ready.is_set():
+            return  # the whole state goes out when it is ready
+        last_exit = None if slot.last_exit_code is None else describe_exit(slot.last_exit_code)
+        state = ShardState(
+            slot.index,
+            slot.config.broker_id,
+            slot.config.listen,
+            slot.pid or 0,
+            slot.alive,
+            slot.restarts_total,
+            last_exit,
+        )
+        link.send(state)
+
+    # ---- supervision -------------------------------------------------------------------------------------------
+
+    async def _wait_exit(self, process: multiprocessing.process.BaseProcess) -> int | None:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+        sentinel = process.sentinel
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(sentinel, on_exit)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(sentinel)
+        process.join()
+        return process.exitcode
+
+    async def _supervise_controller(self) -> None:
+        def died() -> None:
+            if self.controller.link is not None:
+                self.controller.link.close()
+            self._controller_ready.clear()
+
+        await self._supervise(self.controller, died, lambda: self._spawn_controller(first_start=False))
+
+    async def _supervise_shard(self, slot: ShardSlot) -> None:
+        def died() -> None:
+            if slot.link is not None:
+                slot.link.close()
+            slot.ready_event.clear()
+            self._send_shard_state(slot)
+            if not self._stopping:
+                self._start_resetting(slot)
+
+        await self._supervise(slot, died, lambda: self._spawn_shard(slot))
+
+    def _start_resetting(self, slot: ShardSlot) -> None:
+        """Reset every connection to the dead shard's port until its next process is ready."""
+        if slot.resetting:
+            return
+        slot.listener.setblocking(False)  # shared with the shards, whose asyncio servers make it non-blocking too
+        asyncio.get_running_loop().add_reader(slot.listener.fileno(), self._reset_pending, slot)
+        slot.resetting = True
+
+    def _stop_resetting(self, slot: ShardSlot) -> None:
+        if slot.resetting:
+            asyncio.get_running_loop().remove_reader(slot.listener.fileno())
+            slot.resetting = False
+
+    def _reset_pending(self, slot: ShardSlot) -> None:
+        for _ in range(RESET_PER_WAKEUP_MAX):
+            try:
+                conn, _ = slot.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # drained (or a starting shard took it)
+            except OSError as e:
+                log.warning("shard %d's port: accept failed while it is down: %s", slot.index, e)
+                return
+            with conn:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+
+    async def _supervise(self, child: Child, died: Callable[[], None], respawn: Callable[[], None]) -> None:
+        config = self.config
+        window_s = config.shard_restart_window_ms / 1000
+        backoff_max_s = config.shard_restart_backoff_max_ms / 1000
+        while True:
+            assert child.process is not None
+            code = await self._wait_exit(child.process)
+            child.last_exit_code = code
+            died()
+            if self._stopping:
+                return
+            now = time.monotonic()
+            log.error("%s (pid %d) died: %s", child.name, child.process.pid, describe_exit(code))
+            child.deaths.append(now)
+            while child.deaths and child.deaths[0] < now - window_s:
+                child.deaths.popleft()
+            if len(child.deaths) > config.shard_restarts_max:
+                self.fatal(
+                    f"{child.name} died {len(child.deaths)} times within {window_s:.0f}s "
+                    f"(shard_restarts_max {config.shard_restarts_max}); giving up"
+                )
+                return
+            if now - child.started_at >= max(backoff_max_s, 1.0):
+                child.consecutive_failures = 0  # it ran fine for a while: this death is not part of a loop
+            child.consecutive_failures += 1
+            delay = min(backoff_max_s, config.shard_restart_backoff_ms / 1000 * 2 ** (child.consecutive_failures - 1))
+            log.warning("restarting %s in %.2fs", child.name, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stopping:
+                return
+            child.restarts_total += 1
+            respawn()
+
+    def fatal(self, message: str) -> None:
+        log.critical("%s", message)
+        if self._fatal is None:
+            self._fatal = message
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> str | None:
+        await self._stop.wait()
+        return self._fatal
+
+    # ---- shutdown ----------------------------------------------------------------------------------------------
+
+    async def stop(self) -> bool:
+        """Stop every shard, then the controller, each within the deadline (SIGKILL the rest); True if all stopped
+        cleanly."""
+        self._stopping = True
+        self._stop.set()
+        self._send_node_state()
+        for task in self._monitors:
+            task.cancel()
+        await asyncio.gather(*self._monitors, return_exceptions=True)
+        clean = await self._terminate(self.slots)
+        clean = await self._terminate([self.controller]) and clean
+        for child in [*self.slots, self.controller]:
+            if child.link is not None:
+                child.link.close()
+        for slot in self.slots:
+            self._stop_resetting(slot)
+            slot.listener.close()
+        if self.admin_listener is not None:
+            self.admin_listener.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        return clean
+
+    async def _terminate(self, children: collections.abc.Sequence[Child]) -> bool:
+        live = [c for c in children if c.process is not None and c.process.exitcode is None]
+        for child in live:
+            assert child.process is not None and child.process.pid is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.process.pid, signal.SIGTERM)
+        clean = True
+        waits = {asyncio.ensure_future(self._wait_exit(c.process)): c for c in live if c.process is not None}
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=self.config.shutdown_timeout_ms / 1000)
+            for fut in pending:
+                child = waits[fut]
+                assert child.process is not None and child.process.pid is not None
+                log.error("%s did not stop within shutdown_timeout_ms; killing it", child.name)
+                clean = False
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid, signal.SIGKILL)
+            if pending:
+                await asyncio.wait(pending)
+        for child in live:
+            if child.process is not None and child.process.exitcode != 0:
+                log.error("%s stopped with %s", child.name, describe_exit(child.process.exitcode))
+                clean = False
+        return clean
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen(host: str, port: int, purpose: str) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise StartupError(f"cannot listen on {_host_port(host, port)}{purpose}: {e.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"cannot listen on {_host_port(host, port)}{purpose}: port {port} is already in use", EXIT_STARTUP
+            ) from None
+        raise StartupError(f"cannot listen on {_host_port(host, port)}{purpose}: {e.strerror}") from None
+    return sock
