@@ -17,6 +17,7 @@ VERSION = 1
 ENTRIES_PER_MESSAGE_MAX = 4096
 ENTRY_BYTES_MAX = 1024 * 1024
 SNAPSHOT_BYTES_MAX = 64 * 1024 * 1024
+CONF_BYTES_MAX = 64 * 1024  # an encoded ConfState in an InstallSnapshot
 _U63 = 2**63 - 1
 
 
@@ -194,28 +195,7 @@ def decode(data: bytes | memoryview) -> Message:
     elif kind == 4:
         msg = VoteResp(s, d, t, r.flag())
     elif kind == 5:
-        prev_index, prev_term, commit, read_seq, count = r.unpack(_APPEND)
-        if count > ENTRIES_PER_MESSAGE_MAX:
-            raise MessageDecodeError(f"{count} entries in one message (max {ENTRIES_PER_MESSAGE_MAX})")
-        _u63(prev_index + count, "last index")
-        entries = []
-        last_term = _u63(prev_term, "prev_term")
-        for i in range(count):
-            e_term, e_kind, length = r.unpack(_ENTRY)
-            if length > ENTRY_BYTES_MAX:
-                raise MessageDecodeError(f"entry of {length} bytes (max {ENTRY_BYTES_MAX})")
-            if not last_term <= e_term <= t:
-                raise MessageDecodeError(f"entry term {e_term} outside [{last_term}, {t}]")
-            try:
-                entry_kind = EntryKind(e_kind)
-            except ValueError:
-                raise MessageDecodeError(f"unknown entry kind {e_kind}") from None
-            last_term = e_term
-            entries.append(Entry(Term(e_term), Index(prev_index + 1 + i), entry_kind, bytes(r.take(length))))
-        msg = Append(
-            s, d, t, Index(prev_index), Term(prev_term), tuple(entries), Index(_u63(commit, "commit")),
-            _u63(read_seq, "read_seq"),
-        )  # fmt: skip
+        msg = _decode_append(r, s, d, t)
     elif kind == 6:
         success, index, hint, read_seq = r.unpack(_APPEND_RESP)
         if success > 1:
@@ -224,18 +204,7 @@ def decode(data: bytes | memoryview) -> Message:
             s, d, t, success == 1, Index(_u63(index, "index")), Index(_u63(hint, "hint")), _u63(read_seq, "read_seq")
         )
     elif kind == 7:
-        index, snap_term, conf_len = r.unpack(_SNAP)
-        if conf_len > 64 * 1024:
-            raise MessageDecodeError(f"configuration of {conf_len} bytes")
-        try:
-            conf = ConfState.decode(bytes(r.take(conf_len)))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise MessageDecodeError(f"bad configuration: {e}") from None
-        (length,) = r.unpack(_U32)
-        if length > SNAPSHOT_BYTES_MAX:
-            raise MessageDecodeError(f"snapshot of {length} bytes (max {SNAPSHOT_BYTES_MAX})")
-        snap = Snapshot(Index(_u63(index, "index")), Term(_u63(snap_term, "term")), conf, bytes(r.take(length)))
-        msg = InstallSnapshot(s, d, t, snap)
+        msg = InstallSnapshot(s, d, t, _decode_snapshot(r))
     elif kind == 8:
         msg = TimeoutNow(s, d, t)
     else:
@@ -243,3 +212,42 @@ def decode(data: bytes | memoryview) -> Message:
     if r.pos != len(r.view):
         raise MessageDecodeError(f"{len(r.view) - r.pos} trailing bytes")
     return msg
+
+
+def _decode_append(r: _Reader, s: NodeId, d: NodeId, t: Term) -> Append:
+    prev_index, prev_term, commit, read_seq, count = r.unpack(_APPEND)
+    if count > ENTRIES_PER_MESSAGE_MAX:
+        raise MessageDecodeError(f"{count} entries in one message (max {ENTRIES_PER_MESSAGE_MAX})")
+    _u63(prev_index + count, "last index")
+    entries = []
+    last_term = _u63(prev_term, "prev_term")
+    for i in range(count):
+        e_term, e_kind, length = r.unpack(_ENTRY)
+        if length > ENTRY_BYTES_MAX:
+            raise MessageDecodeError(f"entry of {length} bytes (max {ENTRY_BYTES_MAX})")
+        if not last_term <= e_term <= t:
+            raise MessageDecodeError(f"entry term {e_term} outside [{last_term}, {t}]")
+        try:
+            entry_kind = EntryKind(e_kind)
+        except ValueError:
+            raise MessageDecodeError(f"unknown entry kind {e_kind}") from None
+        last_term = e_term
+        entries.append(Entry(Term(e_term), Index(prev_index + 1 + i), entry_kind, bytes(r.take(length))))
+    return Append(
+        s, d, t, Index(prev_index), Term(prev_term), tuple(entries), Index(_u63(commit, "commit")),
+        _u63(read_seq, "read_seq"),
+    )  # fmt: skip
+
+
+def _decode_snapshot(r: _Reader) -> Snapshot:
+    index, snap_term, conf_len = r.unpack(_SNAP)
+    if conf_len > CONF_BYTES_MAX:
+        raise MessageDecodeError(f"configuration of {conf_len} bytes")
+    try:
+        conf = ConfState.decode(bytes(r.take(conf_len)))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MessageDecodeError(f"bad configuration: {e}") from None
+    (length,) = r.unpack(_U32)
+    if length > SNAPSHOT_BYTES_MAX:
+        raise MessageDecodeError(f"snapshot of {length} bytes (max {SNAPSHOT_BYTES_MAX})")
+    return Snapshot(Index(_u63(index, "index")), Term(_u63(snap_term, "term")), conf, bytes(r.take(length)))

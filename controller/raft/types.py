@@ -1,6 +1,6 @@
 """Raft's durable records: log entries, hard state, cluster configuration and snapshots.
 
-Pure values, used by the core (``node``), the wire format (``messages``) and the on-disk log (``wal``).
+Pure values, used by the core (``node`` and its parts), the wire format (``messages``) and the on-disk log (``wal``).
 """
 
 from __future__ import annotations
