@@ -10,7 +10,7 @@ from pathlib import Path
 from controller.commands import CreateTopic, RegisterBroker
 from controller.image import MetadataImage
 from controller.state_machine import apply
-from rafka_shards.shard.manager import LOCK_FILE, PARTITION_METADATA_FILE, remove_stray_partition_dirs
+from rafka_shards.storage.partition_dirs import LOCK_FILE, PARTITION_METADATA_FILE, remove_stray_partition_dirs
 
 
 def _dir(kafka: Path, name: str, topic_id: uuid.UUID | None) -> Path:
