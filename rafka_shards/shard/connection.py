@@ -39,6 +39,7 @@ from rafka_shards.protocol.framing import (
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody
 from rafka_shards.shard.kafka.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from rafka_shards.shard.kafka.handlers.api_versions import unsupported_version_body
+from rafka_shards.shard.limits import MALFORMED_FRAME_LOG_BYTES_MAX
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class KafkaConnection(asyncio.Protocol):
             header, body_offset = parse_request_header(frame, kio_codec.is_flexible(api_key, version))
             request = kio_codec.decode_request(api_key, version, frame, body_offset)
         except (HeaderError, kio_codec.RequestDecodeError) as e:
-            log.debug("malformed frame from %s: %s", self.peer, frame[:256].hex())
+            log.debug("malformed frame from %s: %s", self.peer, frame[:MALFORMED_FRAME_LOG_BYTES_MAX].hex())
             self._shard.probe.request_error(handler.name, "MALFORMED_REQUEST")
             self._abort(f"malformed {handler.name} v{version} request: {e}")
             return

@@ -31,6 +31,7 @@ from rafka_shards.config import BrokerConfig
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
 from rafka_shards.records.batch import BatchHeader
 from rafka_shards.shard.flusher import GroupCommitFlusher
+from rafka_shards.shard.limits import PRODUCER_ID_BLOCK_SIZE
 from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import Probe
 from rafka_shards.shard.replication import Replication
@@ -59,8 +60,6 @@ REJECTION_CODES: Mapping[RejectKind, ErrorCode] = {
     RejectKind.CONFLICT: ErrorCode.INVALID_REQUEST,
     RejectKind.CONTROLLER_UNAVAILABLE: ErrorCode.NOT_CONTROLLER,
 }
-
-PRODUCER_ID_BLOCK_SIZE = 1000
 
 
 class MetadataProposer(Protocol):

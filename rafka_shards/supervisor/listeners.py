@@ -15,10 +15,10 @@ import logging
 import socket
 import struct
 
+from rafka_shards.supervisor.limits import LISTEN_BACKLOG, RESET_PER_WAKEUP_MAX
+
 log = logging.getLogger(__name__)
 
-LISTEN_BACKLOG = 1024
-RESET_PER_WAKEUP_MAX = 64  # connections reset per readiness event while a shard is down (the loop stays fair)
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST, the client fails at once
 EXIT_STARTUP = 2
 

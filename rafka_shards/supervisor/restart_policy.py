@@ -13,9 +13,7 @@ import collections
 from dataclasses import dataclass
 
 from rafka_shards.config import BrokerConfig
-
-# A child that ran this long before dying is not part of a crash loop, even with a shorter backoff cap.
-STABLE_UPTIME_MIN_MS = 1000
+from rafka_shards.supervisor.limits import STABLE_UPTIME_MIN_MS
 
 
 @dataclass(frozen=True, slots=True)
