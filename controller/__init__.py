@@ -1,6 +1,9 @@
-"""The metadata controller: a log of typed metadata commands and the pure state machine that applies them.
+"""The metadata controller's pure core: typed metadata commands, the image, and the state machine that applies them.
 
-Runs inside the broker process in this version (a single-node quorum of one, persisted and fsynced);
-a later version replicates the same log with Raft. Shards read metadata only through the image
-produced by :mod:`controller.state`.
+Imports nothing of ``rafka_shards``; does no I/O of its own but small durable-file helpers (``files``, the
+pre-Raft ``metadata_log``). The commands are replicated by the project's own Raft (``controller.raft``), driven in
+the controller process by ``rafka_shards.controller_node``; the active controller's lease and liveness rules are
+``leases`` and ``liveness``, new partitions are placed by ``placement``. Every process reads metadata only through a
+``controller.image.MetadataImage`` made by ``controller.state_machine.apply``: the controller process applies the
+committed log, each shard applies the same records it receives over its controller channel.
 """

@@ -1,9 +1,11 @@
 """Command line: ``python -m rafka_shards serve`` starts a working single-node broker with no configuration.
 
 Runs in the supervisor process (``rafka_shards.supervisor.supervisor``), which spawns the controller process and the
-shards. Flags are generated from
-``BrokerConfig``'s fields (their docs and bounds), so ``--help`` lists every setting; each one can also come from
-``RAFKA_<NAME>`` in the environment or a JSON ``--config`` file.
+shards. This module is the composition root: it alone names the children's entry points
+(``controller_node.process.run_controller``, ``shard.process.run_shard``) and gives them to the supervisor, so the
+process packages do not import each other. Flags are generated from ``BrokerConfig``'s fields (their docs and bounds),
+so ``--help`` lists every setting; each one can also come from ``RAFKA_<NAME>`` in the environment or a JSON
+``--config`` file.
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a fatal error while serving, 2 on bad usage or a
 configuration or start-up error (port in use, unusable data directory, a shard that cannot start).
 """
@@ -71,9 +73,11 @@ def serve(config: BrokerConfig) -> int:
 
 
 async def _serve(config: BrokerConfig) -> int:
-    from rafka_shards.supervisor.supervisor import StartupError, Supervisor
+    from rafka_shards.controller_node.process import run_controller
+    from rafka_shards.shard.process import run_shard
+    from rafka_shards.supervisor.supervisor import ChildTargets, StartupError, Supervisor
 
-    supervisor = Supervisor(config)
+    supervisor = Supervisor(config, ChildTargets(controller=run_controller, shard=run_shard))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.request_stop)

@@ -106,11 +106,15 @@ class BrokerConfig:
         10_000, "metadata entries applied since the last snapshot that trigger a new one", 10, 10_000_000
     )
 
-    # Supervision of shard processes.
-    shard_restart_backoff_ms: int = _setting(500, "first delay before restarting a dead shard (doubles)", 0, 600_000)
-    shard_restart_backoff_max_ms: int = _setting(30_000, "longest delay before restarting a dead shard", 0, 3_600_000)
+    # Supervision of shard processes (and of the controller process, by the same rule).
+    shard_restart_backoff_ms: int = _setting(
+        500, "first delay before restarting a dead shard or controller process (doubles)", 0, 600_000
+    )
+    shard_restart_backoff_max_ms: int = _setting(
+        30_000, "longest delay before restarting a dead shard or controller process", 0, 3_600_000
+    )
     shard_restarts_max: int = _setting(
-        10, "restarts of one shard within shard_restart_window_ms before the node gives up (exit 1)", 1, 10_000
+        10, "restarts of one child within shard_restart_window_ms before the node gives up (exit 1)", 1, 10_000
     )
     shard_restart_window_ms: int = _setting(300_000, "window of shard_restarts_max", 1000, 86_400_000)
     metadata_propagation_timeout_ms: int = _setting(

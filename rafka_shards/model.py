@@ -1,20 +1,13 @@
-"""Fundamental types shared by every layer: ids with their own types, Kafka error codes.
+"""Fundamental types shared by every layer of the broker: a partition's name, Kafka's error codes, the topic name rule.
 
-Runs in every process. Owns nothing. Mirrors Redpanda's ``model/fundamental.h``: each id has its own type so
-an offset cannot be passed where an epoch is expected.
+Runs in every process. Owns nothing. Offsets, epochs and broker ids are plain ``int`` in this package (the Raft core
+has its own ``NewType``s in ``controller.raft.types``); a partition is a ``TopicPartition``.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NewType
-
-Offset = NewType("Offset", int)
-LeaderEpoch = NewType("LeaderEpoch", int)
-BrokerId = NewType("BrokerId", int)
-PartitionId = NewType("PartitionId", int)
-TimestampMs = NewType("TimestampMs", int)
 
 
 @dataclass(frozen=True, slots=True, order=True)

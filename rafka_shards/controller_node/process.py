@@ -44,7 +44,7 @@ from rafka_shards.ipc.process_link import (
     ShardReady,
     ShardState,
 )
-from rafka_shards.shard.manager import remove_stray_partition_dirs
+from rafka_shards.storage.partition_dirs import remove_stray_partition_dirs
 
 log = logging.getLogger(__name__)
 

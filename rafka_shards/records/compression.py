@@ -19,7 +19,7 @@ import zstandard
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import Compression
 
-DECOMPRESSED_BYTES_MAX = 64 * 1024 * 1024
+DECOMPRESSED_BYTES_MAX = 64 * 1024 * 1024  # the records layer's one limit: a batch's payload after decompression
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
 
 

@@ -9,6 +9,9 @@ reading also pauses while the socket's write buffer is full.
 Malformed input closes this connection only (Kafka does the same: the stream cannot be resynchronised): a bad
 length, an unknown API key, an unsupported version of an API other than ApiVersions, a header or body that does not
 parse. Errors about data (bad CRC, unknown topic, offset out of range) are error codes inside a normal response.
+
+A connection sees its shard only through ``ConnectionHost`` (declared here, provided by ``shard.Shard``): the API
+declarations, the request probe, its limits, the handlers' context, admission and the fatal-error exit.
 """
 
 from __future__ import annotations
@@ -19,25 +22,72 @@ import logging
 import socket
 import time
 import typing
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from rafka_shards.protocol import kio_codec
 from rafka_shards.protocol.framing import (
     FrameDecoder,
     FrameError,
     HeaderError,
+    RequestHeader,
     frame_response,
     parse_request_header,
     peek_api,
 )
-from rafka_shards.shard.kafka.api import CloseConnection, RequestContext, ResponseBody
+from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody
 from rafka_shards.shard.kafka.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from rafka_shards.shard.kafka.handlers.api_versions import unsupported_version_body
-
-if TYPE_CHECKING:
-    from rafka_shards.shard.shard import Shard
+from rafka_shards.shard.limits import MALFORMED_FRAME_LOG_BYTES_MAX
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """The bounds of one connection (from ``BrokerConfig``)."""
+
+    request_bytes_max: int  # socket_request_max_bytes: a longer frame closes the connection
+    inflight_requests_max: int  # inflight_requests_per_connection_max: reading pauses at this many
+    connections_max: int  # the shard's bound, named when it refuses a connection
+
+
+class RequestProbe(Protocol):
+    """Where a connection counts requests (``rafka_shards.shard.probe.Probe``)."""
+
+    def request(self, api: str, latency_s: float) -> None: ...
+
+    def request_error(self, api: str, error: str) -> None: ...
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the shard that accepted it; ``rafka_shards.shard.shard.Shard`` provides it."""
+
+    @property
+    def apis(self) -> Mapping[int, ApiHandler]:
+        """Every handler's declaration, by API key."""
+        ...
+
+    @property
+    def probe(self) -> RequestProbe: ...
+
+    @property
+    def connection_limits(self) -> ConnectionLimits: ...
+
+    def request_context(self, header: RequestHeader) -> RequestContext:
+        """What a handler gets besides its request (the partition manager, the config, the API declarations)."""
+        ...
+
+    def connection_opened(self, conn: KafkaConnection) -> bool:
+        """Admit ``conn`` (False: refuse it, the shard is full or not ready)."""
+        ...
+
+    def connection_closed(self, conn: KafkaConnection) -> None: ...
+
+    def fatal(self, exc: BaseException) -> None:
+        """An invariant broke while handling a request: stop the shard."""
+        ...
 
 
 class _Pending:
@@ -54,13 +104,13 @@ class _Pending:
 
 
 class KafkaConnection(asyncio.Protocol):
-    def __init__(self, shard: Shard) -> None:
+    def __init__(self, shard: ConnectionHost) -> None:
         self._shard = shard
-        self._config = shard.config
-        self._decoder = FrameDecoder(shard.config.socket_request_max_bytes)
+        self._limits = limits = shard.connection_limits
+        self._decoder = FrameDecoder(limits.request_bytes_max)
         self._transport: asyncio.Transport | None = None
         self._pending: collections.deque[_Pending] = collections.deque()
-        self._inflight_max = shard.config.inflight_requests_per_connection_max
+        self._inflight_max = limits.inflight_requests_max
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
@@ -78,7 +128,7 @@ class KafkaConnection(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not self._shard.connection_opened(self):
-            log.warning("refusing %s: connections_max %d reached", self.peer, self._config.connections_max)
+            log.warning("refusing %s: connections_max %d reached", self.peer, self._limits.connections_max)
             self._closing = True
             transport.abort()
 
@@ -138,13 +188,13 @@ class KafkaConnection(asyncio.Protocol):
             header, body_offset = parse_request_header(frame, kio_codec.is_flexible(api_key, version))
             request = kio_codec.decode_request(api_key, version, frame, body_offset)
         except (HeaderError, kio_codec.RequestDecodeError) as e:
-            log.debug("malformed frame from %s: %s", self.peer, frame[:256].hex())
+            log.debug("malformed frame from %s: %s", self.peer, frame[:MALFORMED_FRAME_LOG_BYTES_MAX].hex())
             self._shard.probe.request_error(handler.name, "MALFORMED_REQUEST")
             self._abort(f"malformed {handler.name} v{version} request: {e}")
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s v%d correlation id %d", self.peer, handler.name, version, correlation_id)
-        ctx = RequestContext(header, self._shard.manager, self._config, self._shard.apis)
+        ctx = self._shard.request_context(header)
         task: asyncio.Future[ResponseBody | None] = asyncio.ensure_future(handler.handle(ctx, request))
         # ApiVersions responses always use header v0 so that any client can read them (KIP-511).
         flexible_header = api_key != API_VERSIONS_KEY and kio_codec.is_flexible(api_key, version)

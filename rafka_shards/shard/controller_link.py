@@ -42,12 +42,9 @@ from rafka_shards.ipc.channel import (
     StatsRequest,
     encode,
 )
+from rafka_shards.shard.limits import HEARTBEATS_IN_FLIGHT_MAX, PROPOSALS_IN_FLIGHT_MAX, READ_CHUNK_BYTES
 
 log = logging.getLogger(__name__)
-
-READ_CHUNK_BYTES = 256 * 1024
-PROPOSALS_IN_FLIGHT_MAX = 1024
-HEARTBEATS_IN_FLIGHT_MAX = 16
 
 
 class ControllerLost(Exception):

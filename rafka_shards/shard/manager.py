@@ -1,28 +1,18 @@
 """The shard's partitions and its view of cluster metadata (Kafka's ReplicaManager + metadata publisher, one shard).
 
 Runs in a shard process on its event loop. Reads metadata only through the image its controller link applied and
-changes it only by proposing typed commands; after every new image it reconciles: opens the logs of partitions this
-shard now leads, closes those it no longer leads, deletes the data of deleted topics. Several shards share
-``data_dir/kafka``; each opens only the partitions whose leader is its broker id.
-
-On disk, under ``data_dir``:
-- ``controller/``: the metadata log (owned by the controller in the supervisor).
-- ``kafka/<topic>-<partition>/``: one partition's segments, a ``partition.metadata`` file naming the topic id (as
-  Kafka does since KIP-516, so data of a deleted topic is never served under a re-created topic of the same name)
-  and a ``.lock`` held with flock by the one process that serves it.
+changes it only by proposing typed commands; after every new image it reconciles: opens the logs of the replicas the
+image gives this shard's broker (as leader or follower), closes those it no longer holds, deletes the data of
+deleted topics. Several shards share ``data_dir/kafka``; each opens only the partitions with a replica on its broker
+id. The directory layout (naming, topic-id marker, lock, stray removal) is ``rafka_shards.storage.partition_dirs``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import logging
-import os
-import shutil
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Protocol
 
 from controller.commands import (
@@ -34,7 +24,6 @@ from controller.commands import (
     DeleteTopic,
     RegisterBroker,
 )
-from controller.files import write_atomically
 from controller.image import MetadataImage, PartitionImage, TopicImage
 from controller.placement import place_partitions, usable_nodes
 from controller.state_machine import CommandRejected, RejectKind
@@ -42,11 +31,18 @@ from rafka_shards.config import BrokerConfig
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
 from rafka_shards.records.batch import BatchHeader
 from rafka_shards.shard.flusher import GroupCommitFlusher
+from rafka_shards.shard.limits import PRODUCER_ID_BLOCK_SIZE
 from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import Probe
 from rafka_shards.shard.replication import Replication
 from rafka_shards.storage.config import LogConfig
 from rafka_shards.storage.log import AppendInfo, PartitionLog
+from rafka_shards.storage.partition_dirs import (
+    PartitionLocked,
+    claim_partition_dir,
+    kafka_dir,
+    release_partition_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +60,6 @@ REJECTION_CODES: Mapping[RejectKind, ErrorCode] = {
     RejectKind.CONFLICT: ErrorCode.INVALID_REQUEST,
     RejectKind.CONTROLLER_UNAVAILABLE: ErrorCode.NOT_CONTROLLER,
 }
-
-PARTITION_METADATA_FILE = "partition.metadata"
-LOCK_FILE = ".lock"
-PRODUCER_ID_BLOCK_SIZE = 1000
-
-
-class PartitionLocked(Exception):
-    """Another process holds the partition's directory."""
 
 
 class MetadataProposer(Protocol):
@@ -118,7 +106,7 @@ class PartitionManager:
         self._image = image
         self._proposer: MetadataProposer | None = None
         self._locks: dict[TopicPartition, int] = {}
-        self._kafka_dir = config.data_dir / "kafka"
+        self._kafka_dir = kafka_dir(config.data_dir)
         self._kafka_dir.mkdir(parents=True, exist_ok=True)
         self._producer_ids = (0, 0)  # [next, end) of this shard's current block
         self._producer_ids_lock = asyncio.Lock()
@@ -415,35 +403,10 @@ class PartitionManager:
         except ValueError as e:  # validated before it entered the metadata log: a bug if it happens
             raise AssertionError(f"topic {topic.name}: invalid configs in the metadata image: {e}") from e
 
-    def partition_dir(self, tp: TopicPartition) -> Path:
-        # The name was validated against Kafka's rule before it entered the metadata log; assert it again here,
-        # right before it becomes a path.
-        assert topic_name_error(tp.topic) is None, tp.topic
-        return self._kafka_dir / f"{tp.topic}-{tp.partition}"
-
     def _open_partition(
         self, tp: TopicPartition, topic_id: uuid.UUID, epoch: int, log_config: LogConfig, now_ms: int
     ) -> Partition:
-        directory = self.partition_dir(tp)
-        marker = directory / PARTITION_METADATA_FILE
-        if directory.exists():
-            recorded = _read_topic_id(marker)
-            if recorded != topic_id:
-                log.warning("removing %s: it holds data of topic id %s, not %s", directory, recorded, topic_id)
-                shutil.rmtree(directory)
-        fresh = not directory.exists()
-        directory.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise PartitionLocked(
-                f"{directory} is locked by another process (another shard of this node holds a replica of {tp}: "
-                "metadata written before replicas were kept on distinct nodes)"
-            ) from None
-        if fresh:
-            write_atomically(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
+        directory, lock_fd = claim_partition_dir(self._kafka_dir, tp, topic_id)
         plog = PartitionLog.open(directory, log_config, now_ms)
         durability = self.config.durability
         self.partitions[tp] = Partition(
@@ -471,10 +434,7 @@ class PartitionManager:
         p = self.partitions.pop(tp)
         p.close(delete=delete)
         self.probe.forget_partition(tp)
-        lock_fd = self._locks.pop(tp)
-        os.close(lock_fd)
-        if delete:
-            shutil.rmtree(p.directory, ignore_errors=True)
+        release_partition_dir(p.directory, self._locks.pop(tp), delete=delete)
         log.info("%s %s", "deleted" if delete else "closed", tp)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -486,56 +446,3 @@ class PartitionManager:
     def close(self) -> None:
         for tp in list(self.partitions):
             self._close_partition(tp, delete=False)
-
-
-def remove_stray_partition_dirs(kafka_dir: Path, image: MetadataImage) -> list[Path]:
-    """Delete partition directories of topics that no longer exist (a crash between DeleteTopic and the owning
-    shard's cleanup); the ones removed.
-
-    Runs in the controller process at node start, before any shard is spawned: a running shard may be behind or ahead of
-    another in the metadata log, so only a moment when no shard runs can tell a stray directory from one a shard just
-    created. A directory whose lock is held is skipped all the same.
-    """
-    removed: list[Path] = []
-    if not kafka_dir.is_dir():
-        return removed
-    for entry in os.scandir(kafka_dir):
-        if not entry.is_dir():
-            continue
-        topic, sep, part = entry.name.rpartition("-")
-        if not sep or not part.isdigit():
-            continue
-        t = image.topics.get(topic)
-        if t is not None and int(part) < len(t.partitions):
-            recorded = _read_topic_id(Path(entry.path) / PARTITION_METADATA_FILE)
-            if recorded is None or recorded == t.topic_id:
-                continue
-        if _locked(Path(entry.path) / LOCK_FILE):
-            continue
-        log.info("removing %s: its topic no longer exists", entry.path)
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed.append(Path(entry.path))
-    return removed
-
-
-def _locked(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _read_topic_id(path: Path) -> uuid.UUID | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in path.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "topic_id":
-                return uuid.UUID(value.strip())
-    return None

@@ -1,10 +1,10 @@
 """One replica of a partition on this shard: its log, its leader epoch, its role, and who waits on it.
 
 Runs in a shard process, on its event loop thread. Owns the partition's ``PartitionLog`` exclusively (no other
-process opens the directory: see the lock in ``manager``).
+process opens the directory: see the lock in ``rafka_shards.storage.partition_dirs``).
 
 Roles (from the metadata image, Kafka's rules): the leader takes produce and serves consumers; followers copy its
-log by fetching (``replica_fetcher``) and serve no client. The leader tracks each follower's fetch offset; the high
+log by fetching (``replication``) and serve no client. The leader tracks each follower's fetch offset; the high
 watermark (what consumers may read, what acks=all waits for) is the smallest of the leader's own safe offset and the
 fetch offsets of the other in-sync replicas. The leader changes the ISR through the controller (AlterPartition):
 a follower that has not caught up for ``replica_lag_time_max_ms`` leaves, one that reached the high watermark joins.

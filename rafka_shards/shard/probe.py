@@ -1,9 +1,9 @@
 """A shard's metrics, kept apart from the logic (Redpanda's probe pattern), in prometheus-client's multiprocess mode.
 
 Runs in a shard process. The supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before it spawns shards, so each shard's
-values live in memory-mapped files there; the supervisor's ``/metrics`` sums them over every shard process that ever
-ran, so counters survive a shard's restart (even after SIGKILL). Without that variable (unit tests) the metrics are
-ordinary in-process ones.
+values live in memory-mapped files there; ``/metrics`` (the admin API, in the controller process) sums them over every
+shard process that ever ran, so counters survive a shard's restart (even after SIGKILL). Without that variable (unit
+tests) the metrics are ordinary in-process ones.
 
 Per-partition byte and batch counts are added to plain integers on the produce and fetch paths and moved into the
 shared files by ``flush`` (every second, and before the shard answers a stats request, which ``/metrics`` sends first),

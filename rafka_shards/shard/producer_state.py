@@ -29,8 +29,8 @@ import crc32c
 
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import BatchHeader
+from rafka_shards.shard.limits import BATCHES_REMEMBERED
 
-BATCHES_REMEMBERED = 5  # Kafka's limit too: max.in.flight.requests.per.connection <= 5 for idempotent producers
 SEQUENCE_MODULUS = 2**31
 NO_PRODUCER_ID = -1
 

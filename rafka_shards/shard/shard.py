@@ -23,18 +23,17 @@ from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig, Durability
 from rafka_shards.ipc.channel import HEARTBEAT_OK, PartitionStats, Stats
 from rafka_shards.ipc.process_link import Link, LinkMessage, ShardChannel
-from rafka_shards.shard.connection import KafkaConnection
-from rafka_shards.shard.controller_link import HEARTBEATS_IN_FLIGHT_MAX, ControllerLink, ControllerLost
+from rafka_shards.protocol.framing import RequestHeader
+from rafka_shards.shard.connection import ConnectionLimits, KafkaConnection
+from rafka_shards.shard.controller_link import ControllerLink, ControllerLost
 from rafka_shards.shard.flusher import GroupCommitFlusher
-from rafka_shards.shard.kafka.api import ApiHandler
+from rafka_shards.shard.kafka.api import ApiHandler, RequestContext
 from rafka_shards.shard.kafka.registry import HANDLERS
+from rafka_shards.shard.limits import HEARTBEATS_IN_FLIGHT_MAX, LISTEN_BACKLOG, PROBE_FLUSH_INTERVAL_S
 from rafka_shards.shard.manager import PartitionManager
 from rafka_shards.shard.probe import Probe
 
 log = logging.getLogger(__name__)
-
-
-PROBE_FLUSH_INTERVAL_S = 1.0
 
 
 class StartupError(Exception):
@@ -62,6 +61,11 @@ class Shard:
         self.apis = apis
         self.probe = Probe()
         self.connections: set[KafkaConnection] = set()
+        self.connection_limits = ConnectionLimits(
+            request_bytes_max=config.socket_request_max_bytes,
+            inflight_requests_max=config.inflight_requests_per_connection_max,
+            connections_max=config.connections_max,
+        )
         self.ready = False
         self._listener = listener
         self._supervisor_link = Link(supervisor_link, self._from_supervisor, self._supervisor_gone)
@@ -104,7 +108,9 @@ class Shard:
         self._spawn(self._parent_watch(), "parent-watch")
         self._spawn(self._heartbeat_loop(), "heartbeat")
         self._spawn(manager.replication.isr_loop(), "isr")
-        self._server = await loop.create_server(lambda: KafkaConnection(self), sock=self._listener, backlog=1024)
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(self), sock=self._listener, backlog=LISTEN_BACKLOG
+        )
         self.ready = True
         self._link.ready(config.broker_id, self.bound_port)
         log.info(
@@ -239,6 +245,9 @@ class Shard:
             deleted = self.manager.apply_retention()
             if deleted:
                 log.info("retention deleted %d segment(s)", deleted)
+
+    def request_context(self, header: RequestHeader) -> RequestContext:
+        return RequestContext(header, self.manager, self.config, self.apis)
 
     def connection_opened(self, conn: KafkaConnection) -> bool:
         if len(self.connections) >= self.config.connections_max or not self.ready:

@@ -1,6 +1,6 @@
 """Per-partition log settings, Kafka's topic config names mapped onto typed fields with units.
 
-Runs in the shard that owns the partition; sans-IO.
+Runs in the shard that owns the partition; sans-IO. The storage layer's fixed limits are named here too.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 SEGMENT_BYTES_MAX = 1024 * 1024 * 1024  # file positions are u32 in the offset index
+RECENT_BATCHES_MAX = 4096  # (offset -> position) of a segment's newest batches, so tailing readers skip the index scan
 
 
 @dataclass(frozen=True, slots=True)

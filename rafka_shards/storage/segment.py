@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rafka_shards.records.batch import BATCH_HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header, scan_for_recovery
+from rafka_shards.storage.config import RECENT_BATCHES_MAX
 
 _INDEX_ENTRY = struct.Struct(">II")
 _TIME_ENTRY = struct.Struct(">qI")
 _LENGTH = struct.Struct(">qi")
-RECENT_BATCHES_MAX = 4096  # (offset -> position) of the newest batches, so tailing readers skip the index scan
 
 
 def segment_name(base_offset: int) -> str:

@@ -4,24 +4,29 @@ Runs in the process ``python -m rafka_shards serve`` starts. Owns the data direc
 socket, the admin API's listening socket and the metrics directory; it serves no request itself. Children are
 spawned with multiprocessing's ``spawn`` method (a fresh interpreter: no fork after threads or event loops exist):
 
-- the controller process (``controller_process``): the node's Raft member, the shards' controller channels, the
-  admin API on the socket passed to it;
-- one shard process per partition group (``server.shard_process``), with its listening socket.
+- the controller process (``rafka_shards.controller_node``): the node's Raft member, the shards' controller
+  channels, the admin API on the socket passed to it;
+- one shard process per partition group (``rafka_shards.shard``), with its listening socket.
+
+Their entry points come from the composition root (``rafka_shards.cli``, as ``ChildTargets``): this package imports
+neither process package.
 
 Each child gets one end of a ``process_link``; a child whose link closes knows its supervisor is gone and stops. The
 supervisor makes a controller channel (a stream socket pair) for each (shard process, controller process) pair and
 hands one end to each over their links, once the controller says its image is caught up. The parent keeps its copy
 of every listening socket, so a port can never be taken by another program. From a shard's death until its next
 process is ready (registered with the controller and caught up), the supervisor accepts that port's connections
-and resets them at once: a client learns the broker is down as it would from a Kafka broker that died, and goes to
-the other brokers (where the dead one's partitions already moved), instead of waiting in the accept backlog for a
-restart that may take seconds.
+and resets them at once (``listeners.DownPortResetter``): a client learns the broker is down as it would from a
+Kafka broker that died, and goes to the other brokers (where the dead one's partitions already moved), instead of
+waiting in the accept backlog for a restart that may take seconds.
 
 Supervision, the same for the controller and for each shard: a child that dies (SIGKILL, crash, OOM) is restarted
 after a delay that doubles from ``shard_restart_backoff_ms`` up to ``shard_restart_backoff_max_ms`` (reset once it
 has stayed up for the cap); more than ``shard_restarts_max`` deaths of one child within ``shard_restart_window_ms``
-make the node give up (exit 1), as a crash loop will not heal by itself. Shards keep serving while the controller
-process restarts (metadata changes are refused meanwhile with NOT_CONTROLLER) and get a channel to the new one.
+make the node give up (exit 1), as a crash loop will not heal by itself. That rule is ``restart_policy``, sans-IO;
+this module is the asyncio shell that spawns, waits on sentinels and routes link messages. Shards keep serving
+while the controller process restarts (metadata changes are refused meanwhile with NOT_CONTROLLER) and get a channel
+to the new one.
 SIGTERM/SIGINT: SIGTERM to every shard (each stops accepting, finishes in-flight requests, flushes, fsyncs and
 closes its segments), then to the controller; wait up to ``shutdown_timeout_ms`` each time, SIGKILL stragglers.
 """
@@ -32,22 +37,19 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import logging
 import multiprocessing
 import multiprocessing.process
 import os
 import shutil
-import signal
 import socket
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 from rafka_shards.config import BrokerConfig
-from rafka_shards.controller_node.process import run_controller
 from rafka_shards.ipc.process_link import (
     ChannelClosed,
     ControllerReady,
@@ -60,67 +62,61 @@ from rafka_shards.ipc.process_link import (
     describe_exit,
     socket_pair,
 )
-from rafka_shards.shard.process import run_shard
+from rafka_shards.supervisor.children import Child, ShardSlot, terminate, wait_exit
+from rafka_shards.supervisor.listeners import EXIT_STARTUP, DownPortResetter, StartupError, host_port, listen
+from rafka_shards.supervisor.restart_policy import GiveUp, RestartPolicy
+
+__all__ = ["EXIT_STARTUP", "ChildTargets", "StartupError", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
-LISTEN_BACKLOG = 1024
-RESET_PER_WAKEUP_MAX = 64  # connections reset per readiness event while a shard is down (the loop stays fair)
-_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST, the client fails at once
-EXIT_STARTUP = 2
+
+class ControllerTarget(Protocol):
+    """The controller process's entry point (``rafka_shards.controller_node.process.run_controller``)."""
+
+    def __call__(
+        self,
+        config: BrokerConfig,
+        link: socket.socket,
+        admin_listener: socket.socket | None,
+        parent_pid: int,
+        first_start: bool,
+        restarts: int,
+        /,
+    ) -> None: ...
 
 
-class StartupError(Exception):
-    """The node cannot start; the message says what to change. ``exit_code`` is what ``serve`` returns."""
+class ShardTarget(Protocol):
+    """A shard process's entry point (``rafka_shards.shard.process.run_shard``)."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_STARTUP) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass(kw_only=True)
-class Child:
-    """A child process's place on the node: a fixed role, a process that comes and goes."""
-
-    name: str
-    process: multiprocessing.process.BaseProcess | None = None
-    link: Link | None = None
-    started_at: float = 0.0
-    restarts_total: int = 0
-    deaths: collections.deque[float] = field(default_factory=collections.deque)
-    consecutive_failures: int = 0
-    last_exit_code: int | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.exitcode is None
+    def __call__(
+        self,
+        config: BrokerConfig,
+        index: int,
+        listener: socket.socket,
+        supervisor_link: socket.socket,
+        parent_pid: int,
+        /,
+    ) -> None: ...
 
 
-@dataclass(kw_only=True)
-class ShardSlot(Child):
-    """One shard: fixed broker id and listening socket."""
+@dataclass(frozen=True, slots=True)
+class ChildTargets:
+    """What the children run, given by the composition root (``rafka_shards.cli``), so this package imports no
+    process package. Both must be top-level functions: multiprocessing's ``spawn`` pickles a target by reference
+    (module and name) and the fresh interpreter imports it from there."""
 
-    index: int
-    config: BrokerConfig
-    listener: socket.socket
-    ready_event: asyncio.Event = field(default_factory=asyncio.Event)  # the current process is ready
-    resetting: bool = False  # the supervisor resets this port's connections (no ready process behind it)
-
-    @property
-    def ready(self) -> bool:
-        return self.alive and self.ready_event.is_set()
+    controller: ControllerTarget
+    shard: ShardTarget
 
 
 class Supervisor:
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, targets: ChildTargets) -> None:
         self.config = config
         self.shard_count = config.shard_count
         self.slots: list[ShardSlot] = []
-        self.controller = Child(name="controller")
+        self.controller = Child(name="controller", restart_policy=RestartPolicy.from_config(config))
+        self._targets = targets
         self.admin_listener: socket.socket | None = None
         self.metrics_dir = config.data_dir / "metrics"
         self.started = False
@@ -192,7 +188,7 @@ class Supervisor:
     ) -> bool:
         """Wait for ``event``; False if ``process`` exits first. A stop request raises StartupError (exit 0)."""
         done = asyncio.ensure_future(event)
-        exited = asyncio.ensure_future(self._wait_exit(process))
+        exited = asyncio.ensure_future(wait_exit(process))
         stop = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait((done, exited, stop), return_when=asyncio.FIRST_COMPLETED)
         for f in (done, exited, stop):
@@ -225,20 +221,29 @@ class Supervisor:
         rack = config.rack or socket.gethostname()
         for i in range(self.shard_count):
             port = ep.port + i if ep.port else 0
-            sock = _listen(ep.host, port, "")
+            sock = listen(ep.host, port, "")
             bound = sock.getsockname()[1]
             shard_config = dataclasses.replace(
                 config,
                 broker_id=config.broker_id + i,
-                listen=_host_port(ep.host, bound),
-                advertise=_host_port(advertise.host, advertise.port + i) if advertise is not None else "",
+                listen=host_port(ep.host, bound),
+                advertise=host_port(advertise.host, advertise.port + i) if advertise is not None else "",
                 rack=rack,
                 shards="1",
             )
-            self.slots.append(ShardSlot(name=f"shard {i}", index=i, config=shard_config, listener=sock))
+            self.slots.append(
+                ShardSlot(
+                    name=f"shard {i}",
+                    restart_policy=RestartPolicy.from_config(config),
+                    index=i,
+                    config=shard_config,
+                    listener=sock,
+                    resetter=DownPortResetter(i, sock),
+                )
+            )
         admin = config.admin_endpoint
         if admin is not None:
-            self.admin_listener = _listen(admin.host, admin.port, " for the admin API")
+            self.admin_listener = listen(admin.host, admin.port, " for the admin API")
 
     # ---- children ----------------------------------------------------------------------------------------------
 
@@ -247,14 +252,14 @@ class Supervisor:
         parent_end, child_end = socket_pair()
         self._controller_ready.clear()
         process = self._context.Process(
-            target=run_controller,
+            target=self._targets.controller,
             args=(self.config, child_end, self.admin_listener, os.getpid(), first_start, child.restarts_total),
             name="rafka-controller",
         )
         process.start()
         child_end.close()
         child.process = process
-        child.started_at = time.monotonic()
+        child.restart_policy.started(monotonic_ms())
         child.link = Link(parent_end, self._from_controller, self._controller_link_closed)
         child.link.start()
         log.info("controller process started as pid %d", process.pid)
@@ -262,14 +267,14 @@ class Supervisor:
     def _spawn_shard(self, slot: ShardSlot) -> None:
         parent_end, child_end = socket_pair()
         process = self._context.Process(
-            target=run_shard,
+            target=self._targets.shard,
             args=(slot.config, slot.index, slot.listener, child_end, os.getpid()),
             name=f"rafka-shard-{slot.index}",
         )
         process.start()
         child_end.close()
         slot.process = process
-        slot.started_at = time.monotonic()
+        slot.restart_policy.started(monotonic_ms())
         slot.ready_event.clear()
         slot.link = Link(parent_end, self._from_shard(slot), lambda reason: None)  # its death is seen on the sentinel
         slot.link.start()
@@ -304,7 +309,7 @@ class Supervisor:
                 return  # about a process of that shard that is gone
             if isinstance(msg, ShardReady):
                 known.ready_event.set()
-                self._stop_resetting(known)
+                known.resetter.stop()
             elif not self._stopping:
                 self._hand_channel(known)
         else:
@@ -345,23 +350,6 @@ class Supervisor:
 
     # ---- supervision -------------------------------------------------------------------------------------------
 
-    async def _wait_exit(self, process: multiprocessing.process.BaseProcess) -> int | None:
-        loop = asyncio.get_running_loop()
-        exited: asyncio.Future[None] = loop.create_future()
-        sentinel = process.sentinel
-
-        def on_exit() -> None:
-            if not exited.done():
-                exited.set_result(None)
-
-        loop.add_reader(sentinel, on_exit)
-        try:
-            await exited
-        finally:
-            loop.remove_reader(sentinel)
-        process.join()
-        return process.exitcode
-
     async def _supervise_controller(self) -> None:
         def died() -> None:
             if self.controller.link is not None:
@@ -377,64 +365,30 @@ class Supervisor:
             slot.ready_event.clear()
             self._send_shard_state(slot)
             if not self._stopping:
-                self._start_resetting(slot)
+                slot.resetter.start()
 
         await self._supervise(slot, died, lambda: self._spawn_shard(slot))
 
-    def _start_resetting(self, slot: ShardSlot) -> None:
-        """Reset every connection to the dead shard's port until its next process is ready."""
-        if slot.resetting:
-            return
-        slot.listener.setblocking(False)  # shared with the shards, whose asyncio servers make it non-blocking too
-        asyncio.get_running_loop().add_reader(slot.listener.fileno(), self._reset_pending, slot)
-        slot.resetting = True
-
-    def _stop_resetting(self, slot: ShardSlot) -> None:
-        if slot.resetting:
-            asyncio.get_running_loop().remove_reader(slot.listener.fileno())
-            slot.resetting = False
-
-    def _reset_pending(self, slot: ShardSlot) -> None:
-        for _ in range(RESET_PER_WAKEUP_MAX):
-            try:
-                conn, _ = slot.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return  # drained (or a starting shard took it)
-            except OSError as e:
-                log.warning("shard %d's port: accept failed while it is down: %s", slot.index, e)
-                return
-            with conn:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-
     async def _supervise(self, child: Child, died: Callable[[], None], respawn: Callable[[], None]) -> None:
-        config = self.config
-        window_s = config.shard_restart_window_ms / 1000
-        backoff_max_s = config.shard_restart_backoff_max_ms / 1000
+        """Restart ``child`` each time it dies, as its restart policy says, until the node stops or gives up."""
         while True:
             assert child.process is not None
-            code = await self._wait_exit(child.process)
+            code = await wait_exit(child.process)
             child.last_exit_code = code
             died()
             if self._stopping:
                 return
-            now = time.monotonic()
             log.error("%s (pid %d) died: %s", child.name, child.process.pid, describe_exit(code))
-            child.deaths.append(now)
-            while child.deaths and child.deaths[0] < now - window_s:
-                child.deaths.popleft()
-            if len(child.deaths) > config.shard_restarts_max:
+            decision = child.restart_policy.died(monotonic_ms())
+            if isinstance(decision, GiveUp):
                 self.fatal(
-                    f"{child.name} died {len(child.deaths)} times within {window_s:.0f}s "
-                    f"(shard_restarts_max {config.shard_restarts_max}); giving up"
+                    f"{child.name} died {decision.deaths} times within {decision.window_ms / 1000:.0f}s "
+                    f"(shard_restarts_max {decision.restarts_max}); giving up"
                 )
                 return
-            if now - child.started_at >= max(backoff_max_s, 1.0):
-                child.consecutive_failures = 0  # it ran fine for a while: this death is not part of a loop
-            child.consecutive_failures += 1
-            delay = min(backoff_max_s, config.shard_restart_backoff_ms / 1000 * 2 ** (child.consecutive_failures - 1))
-            log.warning("restarting %s in %.2fs", child.name, delay)
+            log.warning("restarting %s in %.2fs", child.name, decision.delay_ms / 1000)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+                await asyncio.wait_for(self._stop.wait(), decision.delay_ms / 1000)
             if self._stopping:
                 return
             child.restarts_total += 1
@@ -464,13 +418,14 @@ class Supervisor:
         for task in self._monitors:
             task.cancel()
         await asyncio.gather(*self._monitors, return_exceptions=True)
-        clean = await self._terminate(self.slots)
-        clean = await self._terminate([self.controller]) and clean
+        timeout_s = self.config.shutdown_timeout_ms / 1000
+        clean = await terminate(self.slots, timeout_s)
+        clean = await terminate([self.controller], timeout_s) and clean
         for child in [*self.slots, self.controller]:
             if child.link is not None:
                 child.link.close()
         for slot in self.slots:
-            self._stop_resetting(slot)
+            slot.resetter.stop()
             slot.listener.close()
         if self.admin_listener is not None:
             self.admin_listener.close()
@@ -479,52 +434,6 @@ class Supervisor:
             self._lock_fd = None
         return clean
 
-    async def _terminate(self, children: collections.abc.Sequence[Child]) -> bool:
-        live = [c for c in children if c.process is not None and c.process.exitcode is None]
-        for child in live:
-            assert child.process is not None and child.process.pid is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.process.pid, signal.SIGTERM)
-        clean = True
-        waits = {asyncio.ensure_future(self._wait_exit(c.process)): c for c in live if c.process is not None}
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=self.config.shutdown_timeout_ms / 1000)
-            for fut in pending:
-                child = waits[fut]
-                assert child.process is not None and child.process.pid is not None
-                log.error("%s did not stop within shutdown_timeout_ms; killing it", child.name)
-                clean = False
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.process.pid, signal.SIGKILL)
-            if pending:
-                await asyncio.wait(pending)
-        for child in live:
-            if child.process is not None and child.process.exitcode != 0:
-                log.error("%s stopped with %s", child.name, describe_exit(child.process.exitcode))
-                clean = False
-        return clean
 
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _listen(host: str, port: int, purpose: str) -> socket.socket:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise StartupError(f"cannot listen on {_host_port(host, port)}{purpose}: {e.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
-    except OSError as e:
-        sock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise StartupError(
-                f"cannot listen on {_host_port(host, port)}{purpose}: port {port} is already in use", EXIT_STARTUP
-            ) from None
-        raise StartupError(f"cannot listen on {_host_port(host, port)}{purpose}: {e.strerror}") from None
-    return sock
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000

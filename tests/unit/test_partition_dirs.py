@@ -1,4 +1,5 @@
-"""Node start-up removes partition directories of deleted topics, and nothing a shard holds or still needs."""
+"""The partition-directory layout: names, the claim (marker and lock), and node start-up removing directories of
+deleted topics, and nothing a shard holds or still needs."""
 
 from __future__ import annotations
 
@@ -7,10 +8,23 @@ import os
 import uuid
 from pathlib import Path
 
+import pytest
+
 from controller.commands import CreateTopic, RegisterBroker
 from controller.image import MetadataImage
 from controller.state_machine import apply
-from rafka_shards.shard.manager import LOCK_FILE, PARTITION_METADATA_FILE, remove_stray_partition_dirs
+from rafka_shards.model import TopicPartition
+from rafka_shards.storage.partition_dirs import (
+    LOCK_FILE,
+    PARTITION_METADATA_FILE,
+    PartitionLocked,
+    claim_partition_dir,
+    parse_partition_dir,
+    partition_dir,
+    read_topic_id,
+    release_partition_dir,
+    remove_stray_partition_dirs,
+)
 
 
 def _dir(kafka: Path, name: str, topic_id: uuid.UUID | None) -> Path:
@@ -47,3 +61,27 @@ def test_only_unlocked_directories_of_unknown_topics_or_ids_are_removed(tmp_path
     assert sorted(removed) == sorted(gone)
     assert all(d.exists() for d in [*keep, held])
     assert not any(d.exists() for d in gone)
+
+
+def test_directory_names_parse_back_to_their_partition() -> None:
+    tp = TopicPartition("my-topic.v2", 7)
+    assert partition_dir(Path("/k"), tp) == Path("/k/my-topic.v2-7")
+    assert parse_partition_dir("my-topic.v2-7") == tp
+    assert parse_partition_dir("live-0x") is None
+    assert parse_partition_dir("nodash") is None
+
+
+def test_a_claimed_directory_is_marked_locked_and_replaced_when_its_topic_id_differs(tmp_path: Path) -> None:
+    tp = TopicPartition("t", 0)
+    old_id, new_id = uuid.uuid4(), uuid.uuid4()
+    directory, fd = claim_partition_dir(tmp_path, tp, old_id)
+    assert read_topic_id(directory) == old_id
+    (directory / "00000000000000000000.log").touch()
+    with pytest.raises(PartitionLocked):
+        claim_partition_dir(tmp_path, tp, old_id)
+    release_partition_dir(directory, fd, delete=False)
+    directory, fd = claim_partition_dir(tmp_path, tp, new_id)  # a re-created topic of the same name
+    assert read_topic_id(directory) == new_id
+    assert not (directory / "00000000000000000000.log").exists()
+    release_partition_dir(directory, fd, delete=True)
+    assert not directory.exists()
