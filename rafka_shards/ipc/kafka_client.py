@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from kio.static.protocol import Entity
@@ -71,6 +71,13 @@ class KafkaClient:
 
     async def request(self, request: Any, response_type: type[R], timeout_s: float | None = None) -> R:
         """Send ``request`` (a kio request object) and return its response, decoded as ``response_type``."""
+        return await self._exchange(request, timeout_s, lambda frame: self._protocol.receive(frame, response_type))
+
+    async def request_answered(self, request: Any, timeout_s: float | None = None) -> None:
+        """Send ``request`` and wait for the frame that answers it, without decoding its body (a liveness check)."""
+        await self._exchange(request, timeout_s, self._protocol.receive_frame)
+
+    async def _exchange(self, request: Any, timeout_s: float | None, receive: Callable[[bytes], T]) -> T:
         if self._broken or self._writer.transport.is_closing():  # uvloop raises on a write to a closed transport
             raise KafkaClientError(Failure.CLOSED, "the connection closed")
         self._broken = True  # until the response is in: a failure or a cancellation leaves the stream mid-frame
@@ -78,8 +85,7 @@ class KafkaClient:
             self._writer.write(self._protocol.send(request))
             await _within(self._writer.drain(), timeout_s)
             size = self._protocol.response_size(await _within(self._reader.readexactly(4), timeout_s))
-            frame = await _within(self._reader.readexactly(size), timeout_s)
-            response = self._protocol.receive(frame, response_type)
+            out = receive(await _within(self._reader.readexactly(size), timeout_s))
         except TimeoutError as e:
             raise KafkaClientError(Failure.TIMED_OUT, str(e) or "no response in time") from e
         except ResponseError as e:
@@ -87,7 +93,7 @@ class KafkaClient:
         except (asyncio.IncompleteReadError, OSError) as e:
             raise KafkaClientError(Failure.CLOSED, str(e)) from e
         self._broken = False
-        return response
+        return out
 
     def close(self) -> None:
         """Close after what is already written is sent."""

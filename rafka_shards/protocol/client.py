@@ -104,7 +104,8 @@ class ClientProtocol:
     """One client connection's protocol state: its correlation ids and the one request in flight.
 
     ``send`` turns a kio request object into the bytes to write; ``response_size`` checks a response's length prefix
-    before its body is read; ``receive`` checks the frame answers the request in flight and decodes it.
+    before its body is read; ``receive`` checks the frame answers the request in flight and decodes it
+    (``receive_frame`` only checks).
     """
 
     __slots__ = ("_in_flight", "_last_correlation_id", "client_id", "response_bytes_max")
@@ -131,14 +132,19 @@ class ClientProtocol:
             raise ResponseError(f"response of {size} bytes")
         return size
 
-    def receive(self, frame: bytes, response_type: type[R]) -> R:
-        """The response to the request in flight, decoded as ``response_type`` (its kio class)."""
+    def receive_frame(self, frame: bytes) -> int:
+        """Where the body starts in ``frame``, checked to answer the request in flight (its body is not read)."""
         assert self._in_flight is not None, "no request in flight"
         api_key, api_version, expected = self._in_flight
-        cls: Any = response_type
-        assert (int(cls.__api_key__), int(cls.__version__)) == (api_key, api_version), (response_type, api_key)
         self._in_flight = None
         correlation_id, offset = read_response(frame, api_key, api_version)
         if correlation_id != expected:
             raise ResponseError(f"correlation id {correlation_id}, expected {expected}")
-        return decode_response(response_type, frame, offset)
+        return offset
+
+    def receive(self, frame: bytes, response_type: type[R]) -> R:
+        """The response to the request in flight, decoded as ``response_type`` (its kio class)."""
+        cls: Any = response_type
+        assert self._in_flight is not None, "no request in flight"
+        assert (int(cls.__api_key__), int(cls.__version__)) == self._in_flight[:2], (response_type, self._in_flight)
+        return decode_response(response_type, frame, self.receive_frame(frame))
