@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from kio.schema.api_versions.v0.request import ApiVersionsRequest
 from kio.schema.api_versions.v3.response import ApiVersionsResponse
@@ -72,6 +72,7 @@ def test_header_versions_follow_the_message_specs(
 
 
 @pytest.mark.parametrize(("key", "version", "header_version"), [(k, v, h) for k, v, h, _ in _HEADERS])
+@settings(deadline=None)  # the first example imports kio's module for the API: slow on a busy machine
 @given(
     correlation_id=st.integers(0, 2**31 - 1),
     client_id=st.one_of(st.none(), st.text(max_size=40)),
@@ -101,6 +102,7 @@ def test_frame_request_is_what_kio_writes_and_the_broker_parses(
 
 
 @pytest.mark.parametrize(("key", "version", "header_version"), [(k, v, h) for k, v, _, h in _HEADERS])
+@settings(deadline=None)
 @given(correlation_id=st.integers(-(2**31), 2**31 - 1), body=st.binary(max_size=64))
 def test_read_response_reads_what_kio_writes(
     key: int, version: int, header_version: int, correlation_id: int, body: bytes
