@@ -43,6 +43,7 @@ from rafka_shards.protocol.client import (
 )
 from rafka_shards.protocol.framing import parse_request_header
 from rafka_shards.protocol.kio_codec import response_class
+from tests.unit.test_liveness import _listener  # a local listening socket the test drives by hand
 
 # (api key, version, request header version, response header version): Kafka's generated ApiMessageType says so.
 _HEADERS = [
@@ -169,14 +170,6 @@ def test_client_protocol_checks_size_and_correlation_and_wraps_ids() -> None:
 
 
 # ---- the asyncio shell ----------------------------------------------------------------------------------------------
-
-
-def _listener() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    sock.setblocking(False)
-    return sock
 
 
 async def _serve(listener: socket.socket, answer: Any) -> None:
