@@ -72,7 +72,8 @@ _Followed = list[tuple[TopicPartition, Partition]]
 
 
 class FetchFailed(Exception):
-    """The leader could not be reached or answered nonsense: reconnect after a backoff."""
+    """The leader is not registered or cannot serve some partitions yet: reconnect after a backoff (as after a
+    ``KafkaClientError``: the leader could not be reached or answered nonsense)."""
 
 
 class FetcherHost(Protocol):
