@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import struct
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +20,6 @@ from kio.schema.errors import ErrorCode
 from kio.schema.list_offsets.v1.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
 from kio.schema.list_offsets.v1.response import ListOffsetsResponse
 from kio.schema.types import BrokerId, TopicName
-from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i32, i64
 
 from controller.commands import (
@@ -41,12 +38,13 @@ from controller.placement import grow_replicas, place_partitions
 from controller.raft.types import NO_NODE
 from controller.state_machine import CommandRejected, Rejection, RejectKind, validate
 from rafka_shards.admin.requests import BadRequest, CreateTopicRequest, PatchTopicRequest
+from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
 
 if TYPE_CHECKING:
     from rafka_shards.controller_node.process import ControllerHost
 
 OFFSETS_TIMEOUT_S = 5.0
-_LIST_OFFSETS_KEY = 2
+OFFSETS_RESPONSE_BYTES_MAX = 64 * 1024  # a ListOffsets response for one partition is a few dozen bytes
 _LATEST, _EARLIEST = -1, -2
 
 
@@ -186,7 +184,7 @@ class ClusterAdmin:
         reg = self.image.brokers.get(p.leader)
         if reg is None:
             return None
-        with contextlib.suppress(OSError, TimeoutError, ValueError, struct.error):
+        with contextlib.suppress(KafkaClientError, TimeoutError, ValueError):
             start, high = await asyncio.wait_for(_list_offsets(reg.host, reg.port, topic, index), OFFSETS_TIMEOUT_S)
             return {"log_start_offset": start, "high_watermark": high}
         return None
@@ -247,10 +245,12 @@ class ClusterAdmin:
 
 async def _list_offsets(host: str, port: int, topic: str, index: int) -> tuple[int, int]:
     """(log start, high watermark) of one partition, asked of its leader with Kafka ListOffsets v1."""
-    reader, writer = await asyncio.open_connection(host, port)
+    client = await KafkaClient.connect(
+        host, port, client_id="rafka-admin", response_bytes_max=OFFSETS_RESPONSE_BYTES_MAX
+    )
     try:
         out = []
-        for correlation_id, timestamp in enumerate((_EARLIEST, _LATEST), start=1):
+        for timestamp in (_EARLIEST, _LATEST):
             req = ListOffsetsRequest(
                 replica_id=BrokerId(-1),
                 topics=(
@@ -260,19 +260,11 @@ async def _list_offsets(host: str, port: int, topic: str, index: int) -> tuple[i
                     ),
                 ),
             )
-            body = io.BytesIO()
-            entity_writer(ListOffsetsRequest)(body, req)
-            client = b"rafka-admin"
-            header = struct.pack(">hhih", _LIST_OFFSETS_KEY, 1, correlation_id, len(client)) + client
-            payload = header + body.getvalue()
-            writer.write(struct.pack(">i", len(payload)) + payload)
-            (size,) = struct.unpack(">i", await reader.readexactly(4))
-            frame = await reader.readexactly(size)
-            resp, _ = entity_reader(ListOffsetsResponse)(frame[4:], 0)
+            resp = await client.request(req, ListOffsetsResponse)
             part = resp.topics[0].partitions[0]
             if part.error_code != ErrorCode.none:
                 raise ValueError(f"ListOffsets error {part.error_code}")
             out.append(int(part.offset))
         return out[0], out[1]
     finally:
-        writer.close()
+        client.close()

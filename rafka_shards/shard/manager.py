@@ -110,7 +110,7 @@ class PartitionManager:
         self._kafka_dir.mkdir(parents=True, exist_ok=True)
         self._producer_ids = (0, 0)  # [next, end) of this shard's current block
         self._producer_ids_lock = asyncio.Lock()
-        self.replication = Replication(self)
+        self.replication = Replication(self, config, flusher)
 
     def attach(self, proposer: MetadataProposer) -> None:
         self._proposer = proposer

@@ -13,19 +13,20 @@ Runs in a shard process, on its event loop (Kafka's ReplicaFetcherManager and th
 - The ISR loop: every ``ISR_CHECK_INTERVAL_S`` each partition this shard leads compares its ISR with what its
   followers' fetches show (``Partition.wanted_isr``; fenced brokers never join) and proposes AlterPartition when it
   differs (one at a time per partition; one the controller refused waits ``ISR_RETRY_AFTER_REFUSAL_MS``).
+
+Both see the partition manager only through the narrow Protocols declared here (``ReplicationHost``,
+``FetcherHost``), the flusher through ``DirtyMarker``; the Kafka client is ``rafka_shards.ipc.kafka_client``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
-import struct
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from kio.schema.errors import ErrorCode as KioErrorCode
 from kio.schema.fetch.v15 import request as fetch_req
@@ -33,19 +34,15 @@ from kio.schema.fetch.v15.response import FetchResponse
 from kio.schema.offset_for_leader_epoch.v3 import request as epoch_req
 from kio.schema.offset_for_leader_epoch.v3.response import OffsetForLeaderEpochResponse
 from kio.schema.types import BrokerId, TopicName
-from kio.serial import entity_reader, entity_writer
-from kio.serial.errors import SerialError
 from kio.static.primitive import i8, i32, i32Timedelta, i64
 
-from controller.commands import AlterPartition
-from rafka_shards.config import Durability
+from controller.commands import AlterPartition, Command
+from controller.image import MetadataImage
+from rafka_shards.config import BrokerConfig, Durability
+from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
-from rafka_shards.protocol.framing import HeaderError, skip_tagged_fields
 from rafka_shards.records.batch import validate_batches
 from rafka_shards.shard.partition import Partition
-
-if TYPE_CHECKING:
-    from rafka_shards.shard.manager import PartitionManager
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +54,7 @@ ISR_FATE_UNKNOWN_MS = 10_000
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
 RESPONSE_BYTES_SLACK = 1024 * 1024  # a response may exceed replica_fetch_max_bytes by one batch (KIP-74) and headers
-_FETCH_KEY, _FETCH_VERSION = 1, 15  # flexible: request header v2, response header v1
-_EPOCH_KEY, _EPOCH_VERSION = 23, 3
-_CLIENT_ID = b"rafka-replica-fetcher"
+_CLIENT_ID = "rafka-replica-fetcher"
 _RETRIABLE = frozenset(
     {
         ErrorCode.NOT_LEADER_OR_FOLLOWER,
@@ -77,12 +72,63 @@ _Followed = list[tuple[TopicPartition, Partition]]
 
 
 class FetchFailed(Exception):
-    """The leader could not be reached or answered nonsense: reconnect after a backoff."""
+    """The leader is not registered or cannot serve some partitions yet: reconnect after a backoff (as after a
+    ``KafkaClientError``: the leader could not be reached or answered nonsense)."""
+
+
+class FetcherHost(Protocol):
+    """What a replica fetcher needs of the shard's partition manager (``shard.manager.PartitionManager``)."""
+
+    @property
+    def partitions(self) -> Mapping[TopicPartition, Partition]:
+        """This shard's copies of the partitions it holds (led or followed)."""
+        ...
+
+    @property
+    def image(self) -> MetadataImage:
+        """The metadata image this shard has reconciled with (where each leader broker listens)."""
+        ...
+
+    @property
+    def broker_id(self) -> int: ...
+
+    @property
+    def broker_epoch(self) -> int:
+        """This incarnation's broker epoch, sent in every Fetch (KIP-903); -1 before it registered."""
+        ...
+
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds (record timestamps, segment rolling)."""
+        ...
+
+
+class ReplicationHost(FetcherHost, Protocol):
+    """What the ISR loop needs besides: the lease, a monotonic clock and a way to commit AlterPartition."""
+
+    def monotonic_ms(self) -> int: ...
+
+    def lease_valid(self) -> bool:
+        """The controller's lease on this broker still runs: it may lead partitions and propose ISR changes."""
+        ...
+
+    async def propose(self, cmd: Command) -> MetadataImage:
+        """Commit ``cmd`` through the controller; returns once applied here; raises ``KafkaError`` if refused."""
+        ...
+
+
+class DirtyMarker(Protocol):
+    """The shard's group-commit flusher (``shard.flusher.GroupCommitFlusher``), told of every replicated append."""
+
+    def mark_dirty(self, p: Partition) -> None: ...
 
 
 class Replication:
-    def __init__(self, manager: PartitionManager) -> None:
+    """The fetchers of the partitions this shard follows (one per leader broker) and the ISR loop of those it leads."""
+
+    def __init__(self, manager: ReplicationHost, config: BrokerConfig, flusher: DirtyMarker) -> None:
         self.manager = manager
+        self.config = config
+        self.flusher = flusher
         self._fetchers: dict[int, ReplicaFetcher] = {}
         self._isr_tasks: set[asyncio.Task[None]] = set()
 
@@ -97,12 +143,12 @@ class Replication:
         for leader, tps in by_leader.items():
             fetcher = self._fetchers.get(leader)
             if fetcher is None:
-                fetcher = self._fetchers[leader] = ReplicaFetcher(self.manager, leader)
+                fetcher = self._fetchers[leader] = ReplicaFetcher(self.manager, self.config, self.flusher, leader)
             fetcher.follow(tps)
 
     async def isr_loop(self) -> None:
         manager = self.manager
-        lag_max_ms = manager.config.replica_lag_time_max_ms
+        lag_max_ms = self.config.replica_lag_time_max_ms
         while True:
             await asyncio.sleep(ISR_CHECK_INTERVAL_S)
             if not manager.lease_valid():
@@ -153,12 +199,13 @@ class Replication:
 class ReplicaFetcher:
     """Fetches every partition this shard follows from one leader broker, over one connection."""
 
-    def __init__(self, manager: PartitionManager, leader: int) -> None:
+    def __init__(self, manager: FetcherHost, config: BrokerConfig, flusher: DirtyMarker, leader: int) -> None:
         self.manager = manager
+        self.config = config
+        self.flusher = flusher
         self.leader = leader
         self.partitions: set[TopicPartition] = set()
         self._changed = asyncio.Event()
-        self._correlation = 0
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._run(), name=f"replica-fetcher-{leader}"
         )
@@ -200,7 +247,7 @@ class ReplicaFetcher:
         while True:
             try:
                 await self._session()
-            except (FetchFailed, OSError, asyncio.IncompleteReadError, KafkaError) as e:
+            except (FetchFailed, KafkaClientError, OSError, KafkaError) as e:  # OSError: the disk
                 log.info("fetching from broker %d: %s; retrying in %.2f s", self.leader, e, backoff)
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -211,7 +258,12 @@ class ReplicaFetcher:
         reg = self.manager.image.brokers.get(self.leader)
         if reg is None:
             raise FetchFailed(f"broker {self.leader} is not registered")
-        reader, writer = await asyncio.open_connection(reg.host, reg.port)
+        client = await KafkaClient.connect(
+            reg.host,
+            reg.port,
+            client_id=_CLIENT_ID,
+            response_bytes_max=self.config.replica_fetch_max_bytes + RESPONSE_BYTES_SLACK,
+        )
         try:
             while True:
                 followed = self._followed()
@@ -222,54 +274,13 @@ class ReplicaFetcher:
                 self._changed.clear()
                 diverged = [(tp, p) for tp, p in followed if p.needs_truncation]
                 if diverged:
-                    await self._truncate(reader, writer, diverged)
+                    await self._truncate(client, diverged)
                     continue
-                await self._fetch(reader, writer, followed)
+                await self._fetch(client, followed)
         finally:
-            writer.close()
+            client.close()
 
-    async def _exchange(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        key: int,
-        version: int,
-        request: Any,
-        response_class: Any,
-    ) -> Any:
-        """One request (a kio entity of ``key``/``version``, non-flexible header) and its decoded response."""
-        buf = io.BytesIO()
-        entity_writer(type(request))(buf, request)
-        body = buf.getvalue()
-        self._correlation += 1
-        flexible = bool(type(request).__flexible__)
-        header = struct.pack(">hhih", key, version, self._correlation, len(_CLIENT_ID)) + _CLIENT_ID
-        if flexible:
-            header += b"\x00"  # request header v2: no tagged fields
-        if writer.transport.is_closing():
-            raise FetchFailed("the connection to the leader closed")  # uvloop raises on a write to a closed one
-        writer.write(struct.pack(">i", len(header) + len(body)) + header + body)
-        await writer.drain()
-        (size,) = struct.unpack(">i", await reader.readexactly(4))
-        if not 4 <= size <= self.manager.config.replica_fetch_max_bytes + RESPONSE_BYTES_SLACK:
-            raise FetchFailed(f"response of {size} bytes")
-        frame = await reader.readexactly(size)
-        (correlation,) = struct.unpack_from(">i", frame)
-        if correlation != self._correlation:
-            raise FetchFailed(f"correlation id {correlation}, expected {self._correlation}")
-        try:
-            start = skip_tagged_fields(frame, 4) if flexible else 4  # response header v1 ends with tagged fields
-            response, _ = entity_reader(response_class)(frame[start:], 0)
-        except (SerialError, HeaderError, ValueError, TypeError, KeyError, OverflowError, UnicodeDecodeError) as e:
-            raise FetchFailed(f"malformed {response_class.__name__}: {e}") from None
-        return response
-
-    async def _truncate(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        diverged: list[tuple[TopicPartition, Partition]],
-    ) -> None:
+    async def _truncate(self, client: KafkaClient, diverged: _Followed) -> None:
         """KIP-101: ask the leader for the end offset of each partition's last epoch here; drop what lies beyond."""
         asked = {tp: (p, p.leader_epoch, p.log.last_epoch) for tp, p in diverged}
         by_topic: dict[str, list[epoch_req.OffsetForLeaderPartition]] = {}
@@ -286,9 +297,7 @@ class ReplicaFetcher:
                 for t, parts in by_topic.items()
             ),
         )
-        response = await self._exchange(
-            reader, writer, _EPOCH_KEY, _EPOCH_VERSION, request, OffsetForLeaderEpochResponse
-        )
+        response = await client.request(request, OffsetForLeaderEpochResponse)
         retry = False
         for topic in response.topics:
             for part in topic.partitions:
@@ -308,18 +317,11 @@ class ReplicaFetcher:
         if retry:
             raise FetchFailed("the leader could not answer for every partition yet")
 
-    async def _fetch(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        followed: list[tuple[TopicPartition, Partition]],
-    ) -> None:
-        config = self.manager.config
-        sent = {tp: (p, p.leader_epoch, p.log.log_end_offset) for tp, p in followed}
+    def _fetch_request(self, sent: Mapping[TopicPartition, tuple[Partition, int, int]]) -> fetch_req.FetchRequest:
+        """Fetch v15 of every partition in ``sent`` (its copy, leader epoch and fetch offset), as a replica."""
+        config = self.config
         by_topic: dict[uuid.UUID, list[fetch_req.FetchPartition]] = {}
-        names: dict[uuid.UUID, str] = {}
         for tp, (p, epoch, offset) in sent.items():
-            names[p.topic_id] = tp.topic
             by_topic.setdefault(p.topic_id, []).append(
                 fetch_req.FetchPartition(
                     partition=i32(tp.partition),
@@ -329,7 +331,7 @@ class ReplicaFetcher:
                     partition_max_bytes=i32(config.replica_fetch_max_bytes),
                 )
             )
-        request = fetch_req.FetchRequest(
+        return fetch_req.FetchRequest(
             replica_state=fetch_req.ReplicaState(
                 replica_id=BrokerId(self.manager.broker_id), replica_epoch=i64(self.manager.broker_epoch)
             ),
@@ -343,7 +345,11 @@ class ReplicaFetcher:
             forgotten_topics_data=(),
             rack_id="",
         )
-        response = await self._exchange(reader, writer, _FETCH_KEY, _FETCH_VERSION, request, FetchResponse)
+
+    async def _fetch(self, client: KafkaClient, followed: _Followed) -> None:
+        sent = {tp: (p, p.leader_epoch, p.log.log_end_offset) for tp, p in followed}
+        names: dict[uuid.UUID | None, str] = {p.topic_id: tp.topic for tp, p in followed}  # None: the leader sent 0s
+        response = await client.request(self._fetch_request(sent), FetchResponse)
         if response.error_code != KioErrorCode.none:
             raise FetchFailed(f"fetch error {response.error_code.name}")
         durable: list[tuple[Partition, int]] = []
@@ -378,12 +384,12 @@ class ReplicaFetcher:
                     buf = bytearray(records)
                     headers = validate_batches(buf, max_batch_bytes=len(buf))
                     p.append_replica(buf, headers, now)
-                    self.manager.flusher.mark_dirty(p)
+                    self.flusher.mark_dirty(p)
                     counts = p.probe
                     counts.replica_bytes_in += len(buf)
                     durable.append((p, p.log.log_end_offset - 1))
                 p.follower_high_watermark(int(part.high_watermark))
-        if durable and config.durability is Durability.FSYNC:
+        if durable and self.config.durability is Durability.FSYNC:
             # The next fetch tells the leader this copy holds everything before its offset: make that true on disk.
             await asyncio.gather(*(p.wait_durable(last) for p, last in durable))
         if retry:
