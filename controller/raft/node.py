@@ -652,11 +652,10 @@ class RaftNode:
         if self.id not in conf.voters:
             self._become_follower(self.term, NO_NODE)  # removed: stop leading; it will never campaign again
             return
-        progress = self._tracker.progress
-        self._tracker.track(conf.members - {self.id} - set(progress), Index(self.last_index + 1))
+        tracked = self._tracker.progress
+        self._tracker.track(conf.members - {self.id} - set(tracked), Index(self.last_index + 1))
         self._members.leave(removed - {self.id}, index, self._now + 2 * self._cfg.election_timeout_ms)
-        for n in set(progress) - conf.members - set(self._members.leaving):
-            del progress[n]
+        self._tracker.untrack(set(tracked) - conf.members - set(self._members.leaving))
         if self._transferee not in conf.voters:
             self._transferee = NO_NODE
         self._broadcast_due = True
@@ -665,7 +664,7 @@ class RaftNode:
 
     def _forget_leaving(self, node: NodeId) -> None:
         if self._members.forget_leaving(node):
-            self._tracker.progress.pop(node, None)
+            self._tracker.untrack([node])
 
     def _send(self, msg: Message) -> None:
         self._out.messages.append(msg)

@@ -73,6 +73,10 @@ class ProgressTracker:
         for n in nodes:
             self.progress[n] = Progress(next=next_index)
 
+    def untrack(self, nodes: Iterable[NodeId]) -> None:
+        for n in nodes:
+            self.progress.pop(n, None)
+
     # ---- elections -----------------------------------------------------------------------------------------
 
     def start_election(self) -> None:
