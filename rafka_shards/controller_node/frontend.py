@@ -35,8 +35,8 @@ from controller.forwarding import (
 from controller.image import MetadataImage
 from controller.leases import HeartbeatReply
 from controller.raft.node import ConfChangeError, ConfChangeOp, NotLeader, ProposalDropped, RaftNode, Role
-from controller.raft.types import NO_NODE, NodeId, Term
-from controller.state_machine import CommandRejected, Rejection, RejectKind, apply, validate
+from controller.raft.types import NO_NODE, NodeId
+from controller.state_machine import CommandRejected, Rejection, RejectKind, validate
 from rafka_shards.config import BrokerConfig
 from rafka_shards.controller_node.backend import RaftBackend
 from rafka_shards.controller_node.clock import Clock
@@ -44,6 +44,7 @@ from rafka_shards.controller_node.duties import DutiesRunner
 from rafka_shards.controller_node.errors import ControllerUnavailable, unavailable
 from rafka_shards.controller_node.forwarder import FORWARD_TIMEOUT_MS, Forwarder
 from rafka_shards.controller_node.pending import Pending
+from rafka_shards.controller_node.speculative import SpeculativeImage
 
 PROPOSALS_PENDING_MAX = 16384
 READS_PENDING_MAX = 1024  # ReadIndex requests waiting at a leader (the node itself allows RaftConfig.pending_reads_max)
@@ -91,8 +92,7 @@ class RaftFrontend:
         self._forwarder = forwarder
         self._duties = duties
         self._clock = clock
-        self._speculative: MetadataImage | None = None
-        self._speculative_term = Term(-1)
+        self._speculative = SpeculativeImage()
         backend.after_ready = self._after_ready
         forwarder.side = self
 
@@ -102,7 +102,7 @@ class RaftFrontend:
 
     def _after_ready(self) -> None:
         if self._node.role != Role.LEADER:
-            self._speculative = None  # proposals of a former leadership may never commit
+            self._speculative.reset()
 
     # ---- proposals -------------------------------------------------------------------------------------------
 
@@ -189,24 +189,16 @@ class RaftFrontend:
         except TimeoutError:
             raise unavailable(why) from None
 
-    def _speculative_image(self) -> MetadataImage | None:
-        """The image with this leadership's proposals applied; None once leadership moved."""
-        if self._speculative is not None and self._speculative_term != self._node.term:
-            return None
-        return self._speculative
-
     async def _propose_local(self, cmd: Command, deadline_ms: float) -> int:
         node = self._node
-        if self._speculative_image() is None:
-            self._speculative, self._speculative_term = self._image, node.term
-        speculative = self._speculative_image()
+        speculative: MetadataImage | None = self._speculative.begin(self._image, node.term)
         assert speculative is not None
         rejection = validate(speculative, cmd)
         while rejection is not None and self._pending.proposals and validate(self._image, cmd) is None:
             # It conflicts only with proposals still in flight: answer once they are applied, so the requester's
             # image shows why (the topic it could not create exists by then), or take it if they were lost.
             await self._wait_change(deadline_ms, "conflicting proposals still in flight")
-            speculative = self._speculative_image()
+            speculative = self._speculative.current(node.term)
             if speculative is None:
                 raise unavailable("leadership moved")
             rejection = validate(speculative if self._pending.proposals else self._image, cmd)
@@ -218,7 +210,7 @@ class RaftFrontend:
             index = node.propose(encode_command(cmd))
         except (NotLeader, ProposalDropped) as e:
             raise unavailable(str(e)) from None
-        self._speculative = apply(speculative, cmd, index)
+        self._speculative.proposed(speculative, cmd, index)
         fut = self._pending.proposed(index, node.term)
         self._backend.wake()
         return await self._settled(fut, deadline_ms, f"metadata entry {index} not committed in time")
