@@ -6,8 +6,8 @@ Runs in the controller process on its event loop. The leader validates each comm
 proposals only once it has applied an entry of its own term (everything an earlier leader left in its log is then
 applied and visible to validation). A follower forwards the request (``forwarder``) and returns once its own image
 has applied the answer's offset. Requests are retried across elections until their deadline; waiting is on the
-backend's ``changes`` (an applied entry, a new role, leader or term), never on a timer. Offsets seen by shards are
-Raft indexes.
+backend's ``changes`` (an applied entry, a new role, leader or term), not on a polling timer (only ``add_voter``
+asks again every ``PROMOTE_RETRY_S`` until the learner has caught up). Offsets seen by shards are Raft indexes.
 
 Bounds: ``PROPOSALS_PENDING_MAX`` proposals and ``READS_PENDING_MAX`` ReadIndex reads wait at a leader at once (the
 node itself allows ``RaftConfig.pending_reads_max``); past that a request is refused as CONTROLLER_UNAVAILABLE.
