@@ -1,7 +1,8 @@
 """Broker leases, kept by the active controller (KRaft's BrokerHeartbeatManager).
 
-Runs in the supervisor of the node whose controller leads the Raft quorum; pure (the caller passes ``now_ms`` from a
-monotonic clock and proposes the commands it returns). Nothing here is replicated: a new leader starts a new
+Runs in the controller process of the node whose controller leads the Raft quorum, held by
+``controller.leader_duties``; pure (the caller passes ``now_ms`` from a monotonic clock and proposes the commands it
+returns). Nothing here is replicated: a new leader starts a new
 ``BrokerLeases``, which gives every registered broker a full session timeout from that moment, so a leader change
 never fences a broker that kept heartbeating.
 

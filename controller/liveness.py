@@ -1,9 +1,9 @@
 """Liveness probes of the active controller: fence a broker at once when its node is gone.
 
 Runs in the controller process of the node whose controller leads the Raft quorum, next to ``controller.leases``;
-pure (the asyncio shell in ``rafka_shards.controller_node.raft_controller`` does the connecting and passes
-``now_ms`` and what it saw). Nothing here is replicated: a new leader starts a new ``BrokerProbes`` and probes
-every broker at once.
+pure (``controller.leader_duties`` holds it; the asyncio shells ``rafka_shards.controller_node.duties`` and
+``broker_probe`` do the connecting and pass ``now_ms`` and what they saw). Nothing here is replicated: a new
+leader starts a new ``BrokerProbes`` and probes every broker at once.
 
 Why: a broker's session (``controller.leases``) only ends ``broker_session_timeout_ms`` after its last heartbeat,
 and until it is fenced every ISR it is in waits for it (acks=all stalls). But a process that dies closes its sockets

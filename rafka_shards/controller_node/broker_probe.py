@@ -1,8 +1,8 @@
 """The asyncio shell of the active controller's liveness probes (``controller.liveness`` decides what they mean).
 
-Runs in the controller process, only while its controller leads the Raft quorum (``RaftController`` starts one task
-per registered, unfenced broker and cancels them when it stops leading or the broker is fenced). Each task keeps one
-Kafka connection (``rafka_shards.ipc.kafka_client``) to the broker's listener and sends ApiVersions v0 every
+Runs in the controller process, only while its controller leads the Raft quorum (``duties.DutiesRunner`` starts one
+task per registered, unfenced broker and cancels them when it stops leading or the broker is fenced). Each task keeps
+one Kafka connection (``rafka_shards.ipc.kafka_client``) to the broker's listener and sends ApiVersions v0 every
 ``interval_ms``, reporting every outcome: answered (a frame with the request's correlation id; its body is not read),
 closed (EOF/reset: reconnect at once), refused (ECONNREFUSED) or timed out (after ``timeout_ms``; retried after the
 interval). Bounded: one connection and one request in flight per broker, responses of at most

@@ -1,7 +1,7 @@
 """The controller's end of the controller channels: one session per shard process, over a socket pair.
 
 Runs in the controller process on its event loop; the thin asyncio shell around ``rafka_shards.ipc.channel`` and the
-node's ``RaftController``. What it guarantees shards:
+node's ``RaftController`` (whose clock it times its waits by). What it guarantees shards:
 
 - every shard receives the controller's snapshot image and then every applied record after it, in order;
 - a record is sent only after the controller applied it, so after it was committed by the Raft quorum;
@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Coroutine
 
 from controller.commands import Command
@@ -239,7 +238,7 @@ class ControllerServer:
         return offset
 
     async def wait_applied(self, offset: int, requester: ShardSession | None) -> None:
-        deadline = time.monotonic() + self._propagation_timeout_s
+        deadline_ms = self.controller.now_ms() + self._propagation_timeout_s * 1000
 
         def behind() -> list[ShardSession]:
             return [s for s in self.sessions if (s.ready or s is requester) and s.applied_offset < offset]
@@ -249,10 +248,10 @@ class ControllerServer:
             late = behind()
             if not late:
                 return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            remaining_s = (deadline_ms - self.controller.now_ms()) / 1000
+            if remaining_s <= 0:
                 shards = ", ".join(str(s.index) for s in late)
                 log.warning("metadata offset %d not applied by shard(s) %s within the timeout", offset, shards)
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), remaining)
+                await asyncio.wait_for(progress.wait(), remaining_s)

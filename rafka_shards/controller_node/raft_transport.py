@@ -1,6 +1,6 @@
 """Controller-to-controller transport: authenticated frames over TCP, one outbound connection per peer.
 
-Runs in the supervisor process on its event loop (the thin asyncio shell around ``controller.raft``). A frame is
+Runs in the controller process on its event loop (the thin asyncio shell around ``controller.raft``). A frame is
 ``[u32 length][32-byte HMAC-SHA256(secret, rest)][u8 kind][u32 src][body]``: every frame carries the MAC of the
 shared secret (an empty secret still MACs, so a node with a secret never accepts a node without one). A node writes
 only on its own outbound connections and reads only on inbound ones, so each direction has one ordered stream.
@@ -27,8 +27,8 @@ from rafka_shards.config import Endpoint
 log = logging.getLogger(__name__)
 
 KIND_RAFT = 1
-KIND_FORWARD = 2  # a follower asks the leader to propose (JSON)
-KIND_FORWARD_RESULT = 3  # the leader's answer (JSON)
+KIND_FORWARD = 2  # a follower's request to the leader (``controller.forwarding``)
+KIND_FORWARD_RESULT = 3  # the leader's answer (``controller.forwarding``)
 KINDS = {KIND_RAFT, KIND_FORWARD, KIND_FORWARD_RESULT}
 FRAME_BYTES_MAX = SNAPSHOT_BYTES_MAX + 4096
 QUEUE_BYTES_MAX = 128 * 1024 * 1024
