@@ -558,7 +558,7 @@ def _resolve_type(t: Any, metadata: Mapping[str, object], resolving: set[type]) 
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         if len(rest) == len(args):
-            raise TypeError(f"unsupported union {t}: only X | None, Command and registered extensions")
+            raise TypeError(f"unsupported union {t}: only X | None and controller.commands.Command")
         inner = functools.reduce(operator.or_, rest)
         return _Optional(_resolve_type(inner, metadata, resolving))
     if origin is typing.Literal:
