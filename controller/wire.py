@@ -18,13 +18,14 @@ Format: one message is one JSON object (orjson), ``{"type": <class name>, "v": <
 ``tuple[X, ...]``, ``list[X]``      array (``max_items`` bounds the length: ``field(metadata=rules(...))``)
 ``tuple[X, Y]``                     array of exactly that length
 ``dict[str, X]``                    object
-a frozen dataclass                  object of its fields (no type or version: the field's type says which)
+a frozen dataclass                  object of its fields (no type or version: the field's type says which);
+                                    with ``rules(positional=True)``, an array of their values in field order
 ``controller.commands.Command``     the command's own versioned encoding (``encode_command``), verbatim
 ``controller.image.MetadataImage``  the image's own versioned encoding (``encode_image``), verbatim
 ==================================  ===========================================================================
 
 The last two keep the metadata log's format: a shard receives the log's payloads exactly as they were written, and
-the sender can splice already-encoded payloads in with ``Raw`` (``Codec.encode_fields``) instead of re-encoding them.
+the sender can splice already-encoded JSON in with ``Raw`` (``Codec.encode_fields``) instead of re-encoding it.
 A field ``rules(one_of=...)`` restricts a value to a set. Decoding refuses anything else with a ``WireError`` that says
 what is wrong (``problem``), in which message type and at which field path. Encoding does not re-check the types the
 annotations promise (mypy does); what orjson cannot encode, or a message over the size limit, raises ``WireError``.
@@ -103,21 +104,27 @@ class _Invalid(Exception):
         self.path: list[str] = []
 
 
-def rules(*, max_items: int | None = None, one_of: Iterable[object] | None = None) -> dict[str, object]:
-    """``dataclasses.field(metadata=rules(...))``: a bound on a sequence field's length, or the values a field may
-    take."""
+def rules(
+    *, max_items: int | None = None, one_of: Iterable[object] | None = None, positional: bool = False
+) -> dict[str, object]:
+    """``dataclasses.field(metadata=rules(...))``: a bound on a sequence field's length; the values a field may take;
+    ``positional``: the field's dataclass values (or the dataclass items of its sequence) are arrays of their field
+    values in order instead of objects (smaller and faster for many small items, such as per-partition stats)."""
     out: dict[str, object] = {}
     if max_items is not None:
         out["wire_max_items"] = max_items
     if one_of is not None:
         out["wire_one_of"] = frozenset(one_of)
+    if positional:
+        out["wire_positional"] = True
     return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Raw:
-    """JSON text a field's own encoding already produced (a metadata log payload, an encoded image), spliced in
-    verbatim by ``Codec.encode_fields`` where a ``Command`` or ``MetadataImage`` goes."""
+    """JSON text already encoded (metadata log payloads, an encoded image), spliced in verbatim by
+    ``Codec.encode_fields``: as a whole field's value, or as one ``Command`` or ``MetadataImage`` in a sequence.
+    Trusted: it is not checked."""
 
     data: bytes
 
@@ -422,6 +429,7 @@ class _Object(_Field):
         self.names = tuple(f.name for f in fields)
         self.codecs = tuple(_resolve(hints[f.name], f.metadata, resolving) for f in fields)
         self.keys = tuple(b"," + orjson.dumps(n) + b":" for n in self.names)
+        self._loaders = tuple((n, c.load) for n, c in zip(self.names, self.codecs, strict=True))
         self.identity = all(c.identity for c in self.codecs)  # orjson writes dataclasses as objects of their fields
         self.raw = any(c.raw for c in self.codecs)
         self._fields = set(self.names)
@@ -438,9 +446,9 @@ class _Object(_Field):
                 raise _Invalid(Problem.MISSING_FIELDS, f"missing fields {sorted(missing)}")
             raise _Invalid(Problem.EXTRA_FIELDS, f"unexpected fields {sorted(set(body) - self._fields)}")
         args = []
-        for name, codec in zip(self.names, self.codecs, strict=True):
+        for name, load in self._loaders:
             try:
-                args.append(codec.load(body[name]))
+                args.append(load(body[name]))
             except _Invalid as e:
                 e.path.append(name)
                 raise
@@ -467,11 +475,50 @@ class _Object(_Field):
         for key, codec, value in zip(self.keys, self.codecs, values, strict=True):
             parts.append(key)
             try:
-                parts.append(codec.dump(value))
+                parts.append(value.data if type(value) is Raw else codec.dump(value))
             except _Invalid as e:
                 e.path.append(key[2:-2].decode())
                 raise
         return b"".join(parts)
+
+
+class _Positional(_Field):
+    """A dataclass's fields as one JSON array, in field order (``rules(positional=True)``)."""
+
+    identity = False
+
+    def __init__(self, obj: _Object) -> None:
+        self.obj = obj
+        self.raw = obj.raw
+        self._loaders = tuple(c.load for c in obj.codecs)
+        names = obj.names
+        get = operator.attrgetter(*names) if names else (lambda v: ())
+        self._values: Callable[[Any], tuple[Any, ...]] = (lambda v: (get(v),)) if len(names) == 1 else get
+
+    def load(self, v: Any) -> Any:
+        if type(v) is not list:
+            raise _wrong("an array", v)
+        if len(v) != len(self._loaders):
+            raise _Invalid(Problem.BAD_VALUE, f"{len(v)} items, expected the {len(self._loaders)} fields")
+        args = []
+        for name, load, x in zip(self.obj.names, self._loaders, v, strict=True):
+            try:
+                args.append(load(x))
+            except _Invalid as e:
+                e.path.append(name)
+                raise
+        return self.obj.cls(*args)
+
+    def jsonable(self, v: Any) -> Any:
+        if self.obj.identity:
+            return self._values(v)  # a tuple: orjson writes it as an array
+        return list(self.obj.jsonable(v).values())
+
+    def dump(self, v: Any) -> bytes:
+        if not self.raw:
+            return orjson.dumps(self.jsonable(v))
+        codecs = self.obj.codecs
+        return b"[" + b",".join([c.dump(x) for c, x in zip(codecs, self._values(v), strict=True)]) + b"]"
 
 
 _OBJECTS: dict[type, _Object] = {}  # every dataclass resolved so far, message or nested: reflection happens once
@@ -511,7 +558,7 @@ def _resolve_type(t: Any, metadata: Mapping[str, object], resolving: set[type]) 
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         if len(rest) == len(args):
-            raise TypeError(f"unsupported union {t}: only X | None, Command and registered extensions")
+            raise TypeError(f"unsupported union {t}: only X | None and controller.commands.Command")
         inner = functools.reduce(operator.or_, rest)
         return _Optional(_resolve_type(inner, metadata, resolving))
     if origin is typing.Literal:
@@ -519,18 +566,20 @@ def _resolve_type(t: Any, metadata: Mapping[str, object], resolving: set[type]) 
         if not kinds <= {str, int} or len(kinds) != 1:
             raise TypeError(f"unsupported {t}: literals of one type, str or int")
         return _OneOf(_SIMPLE[kinds.pop()], frozenset(args))
+    item_rules = {"wire_positional": True} if metadata.get("wire_positional") else {}
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return _Sequence(_resolve(args[0], {}, resolving), tuple, max_items)
+        return _Sequence(_resolve(args[0], item_rules, resolving), tuple, max_items)
     if origin is tuple:
         return _FixedTuple([_resolve(a, {}, resolving) for a in args])
     if origin is list:
-        return _Sequence(_resolve(args[0], {}, resolving), list, max_items)
+        return _Sequence(_resolve(args[0], item_rules, resolving), list, max_items)
     if origin is dict and args[0] is str:
         return _Map(_resolve(args[1], {}, resolving), max_items)
     if isinstance(t, type) and issubclass(t, enum.Enum):
         return _Enum(t)
     if isinstance(t, type) and dataclasses.is_dataclass(t):
-        return _dataclass(t, resolving)
+        obj = _dataclass(t, resolving)
+        return _Positional(obj) if metadata.get("wire_positional") else obj
     raise TypeError(f"unsupported field type {t!r}")
 
 
@@ -594,20 +643,19 @@ class Codec(Generic[M]):
         body = message.body
         if body.raw:
             return self._encode_raw(message, [getattr(msg, n) for n in body.names])
-        if body.identity:
-            doc = {TYPE_KEY: message.tag, VERSION_KEY: message.version}
-            for n in body.names:
-                doc[n] = getattr(msg, n)
-        else:
-            try:
-                doc = {TYPE_KEY: message.tag, VERSION_KEY: message.version, **body.jsonable(msg)}
-            except _Invalid as e:
-                raise self._error(e, message.tag) from None
+        if body.identity:  # orjson writes the dataclass as the object of its fields: splice it after the envelope
+            fields = self._dumps(msg, message.tag)
+            return self._checked(message.head + (b"," + fields[1:] if body.names else b"}"), message.tag)
+        try:
+            doc = {TYPE_KEY: message.tag, VERSION_KEY: message.version, **body.jsonable(msg)}
+        except _Invalid as e:
+            raise self._error(e, message.tag) from None
         return self._checked(self._dumps(doc, message.tag), message.tag)
 
     def encode_fields(self, cls: type[M], **fields: Any) -> bytes:
-        """A message of type ``cls`` from its field values, where ``Raw`` JSON may stand for a ``Command`` or a
-        ``MetadataImage`` (the log's payloads, spliced without decoding and re-encoding them)."""
+        """A message of type ``cls`` from its field values, where ``Raw`` JSON may stand for a field's value or for a
+        ``Command`` or ``MetadataImage`` inside one (the log's payloads, spliced without decoding and re-encoding
+        them)."""
         message = self._by_type[cls]
         names = message.body.names
         if set(fields) != set(names):
@@ -623,7 +671,7 @@ class Codec(Generic[M]):
             raise self.error(str(e), Problem.UNENCODABLE, message.tag) from None
         return self._checked(data, message.tag)
 
-    def _dumps(self, doc: dict[str, Any], tag: str) -> bytes:
+    def _dumps(self, doc: object, tag: str) -> bytes:
         try:
             return orjson.dumps(doc)
         except TypeError as e:

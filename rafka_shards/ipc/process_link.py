@@ -8,9 +8,10 @@ can be restarted without the shards, which get a fresh channel to the new one an
 
 A link's end of file means the process at the other end is gone: a child stops when its supervisor's link closes.
 
-Format: one datagram is one message, an orjson object ``{"type": name, ...fields}`` of at most
-``MESSAGE_BYTES_MAX`` bytes with at most one file descriptor attached. The peers are the node's own processes, but
-a malformed message is still refused with ``LinkError`` (and any descriptor that came with it closed), not trusted.
+Format: one datagram is one message in the link's ``controller.wire`` codec (a JSON object with the message's type
+and schema version) of at most ``MESSAGE_BYTES_MAX`` bytes, with at most one file descriptor attached. The peers are
+the node's own processes, but a malformed message is still refused with ``LinkError`` (and any descriptor that came
+with it closed), not trusted. Nothing persists these messages.
 Bounds: ``QUEUED_MAX`` messages wait for a peer that does not read; past that the link is closed.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import socket
@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import orjson
+from controller.wire import Codec, WireError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ MESSAGE_BYTES_MAX = 16 * 1024
 QUEUED_MAX = 4096
 
 
-class LinkError(Exception):
+class LinkError(WireError):
     """A message that does not parse, or a link that cannot be used any more."""
 
 
@@ -92,42 +92,21 @@ class ChannelClosed:
 
 
 LinkMessage = ShardChannel | ShardState | NodeState | ControllerReady | ShardReady | ChannelClosed
-_TYPES: dict[str, type[LinkMessage]] = {
-    cls.__name__: cls for cls in (ShardChannel, ShardState, NodeState, ControllerReady, ShardReady, ChannelClosed)
-}
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "str": (str,), "bool": (bool,), "str | None": (str,)}
+CODEC: Codec[LinkMessage] = Codec(
+    "process link",
+    {ShardChannel: 1, ShardState: 1, NodeState: 1, ControllerReady: 1, ShardReady: 1, ChannelClosed: 1},
+    bytes_max=MESSAGE_BYTES_MAX,
+    error=LinkError,
+)
 
 
 def encode(msg: LinkMessage) -> bytes:
-    data = orjson.dumps({"type": type(msg).__name__, **dataclasses.asdict(msg)})
-    if len(data) > MESSAGE_BYTES_MAX:
-        raise LinkError(f"{type(msg).__name__} of {len(data)} bytes is over {MESSAGE_BYTES_MAX}")
-    return data
+    return CODEC.encode(msg)
 
 
 def decode(data: bytes) -> LinkMessage:
-    if len(data) > MESSAGE_BYTES_MAX:
-        raise LinkError(f"a message of more than {MESSAGE_BYTES_MAX} bytes")
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise LinkError(f"not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise LinkError("not a JSON object")
-    cls = _TYPES.get(obj.pop("type", None))
-    if cls is None:
-        raise LinkError("unknown message type")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if set(obj) != set(fields):
-        raise LinkError(f"{cls.__name__}: fields {sorted(obj)} are not {sorted(fields)}")
-    for name, value in obj.items():
-        kind = str(fields[name].type)
-        if value is None and kind.endswith("| None"):
-            continue
-        # bool is an int in Python: an int field must not take true/false, nor a bool field 0/1.
-        if not isinstance(value, _FIELD_TYPES[kind]) or (kind == "int" and isinstance(value, bool)):
-            raise LinkError(f"{cls.__name__}.{name}: expected {kind}, got {type(value).__name__}")
-    return cls(**obj)
+    """The message in one datagram; ``LinkError`` (a ``controller.wire.WireError``) says what is wrong."""
+    return CODEC.decode(data)
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:

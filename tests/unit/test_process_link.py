@@ -10,6 +10,7 @@ import pytest
 from controller.commands import NoOp, encode_command
 from controller.image import MetadataImage, encode_image
 from controller.state_machine import CommandRejected, RejectKind
+from controller.wire import Problem
 from rafka_shards.ipc.channel import (
     Applied,
     ChannelDecoder,
@@ -73,6 +74,30 @@ def test_link_messages_round_trip(msg: LinkMessage) -> None:
 def test_link_refuses_malformed_messages(data: bytes) -> None:
     with pytest.raises(LinkError):
         decode(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem", "path"),
+    [
+        (b'{"type": "ShardReady", "index": 1, "pid": 2}', Problem.VERSION, ""),
+        (b'{"type": "ShardReady", "v": 2, "index": 1, "pid": 2}', Problem.VERSION, ""),
+        (b'{"type": "ShardReady", "v": 1, "index": 1}', Problem.MISSING_FIELDS, ""),
+        (b'{"type": "ShardReady", "v": 1, "index": 1, "pid": 2, "extra": 3}', Problem.EXTRA_FIELDS, ""),
+        (b'{"type": "ShardReady", "v": 1, "index": "1", "pid": 2}', Problem.WRONG_TYPE, "index"),
+        (b'{"type": "ShardReady", "v": 1, "index": true, "pid": 2}', Problem.WRONG_TYPE, "index"),
+        (b'{"type": "NodeState", "v": 1, "started": 1, "stopping": false}', Problem.WRONG_TYPE, "started"),
+        (
+            b'{"type": "ShardState", "v": 1, "index": 0, "broker_id": 0, "listen": null, "pid": 0, "alive": true, '
+            b'"restarts": 0, "last_exit": null}',
+            Problem.WRONG_TYPE,
+            "listen",
+        ),
+    ],
+)
+def test_link_refusals_name_the_problem(data: bytes, problem: Problem, path: str) -> None:
+    with pytest.raises(LinkError) as info:
+        decode(data)
+    assert (info.value.problem, info.value.path) == (problem, path)
 
 
 def test_a_socket_travels_with_its_message_and_garbage_closes_the_link() -> None:

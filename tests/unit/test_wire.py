@@ -56,6 +56,8 @@ class Everything:
     labels: dict[str, int]
     bounded: tuple[int, ...] = field(metadata=rules(max_items=3))
     status: str = field(metadata=rules(one_of=("ok", "fenced")))
+    compact: tuple[Point, ...] = field(metadata=rules(positional=True))
+    one: Point | None = field(metadata=rules(positional=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,8 @@ EVERYTHING = Everything(
     labels={"k": 1},
     bounded=(1, 2, 3),
     status="fenced",
+    compact=(Point(5, 6),),
+    one=Point(7, 8),
 )
 COMMANDS: tuple[Command, ...] = (
     RegisterBroker(1, "h", 9092, None, "inc", 0),
@@ -153,6 +157,8 @@ def test_the_format_is_a_json_object_with_type_and_version() -> None:
     assert decoded.color is Color.BLUE and decoded.level is Level.HIGH
     assert isinstance(decoded.ints, tuple) and isinstance(decoded.names, list)
     assert isinstance(decoded.points[0], Point)
+    body = orjson.loads(CODEC.encode(EVERYTHING))
+    assert (body["points"][0], body["compact"], body["one"]) == ({"x": 1, "y": 2}, [[5, 6]], [7, 8])
 
 
 def test_commands_and_images_embed_their_own_encoding_verbatim() -> None:
@@ -168,6 +174,8 @@ def test_raw_payloads_are_spliced_without_re_encoding() -> None:
     assert data == CODEC.encode(WithCommands(3, COMMANDS, None))
     for p in payloads:
         assert p in data
+    whole = CODEC.encode_fields(WithCommands, first=3, commands=Raw(b"[" + b",".join(payloads) + b"]"), maybe=None)
+    assert whole == data
     image = CODEC.encode_fields(WithImage, high=1, image=Raw(encode_image(IMAGE)))
     assert CODEC.decode(image) == WithImage(1, IMAGE)
 
@@ -233,6 +241,10 @@ def _everything(**overrides: object) -> bytes:
         (_everything(labels={"k": "v"}), Problem.WRONG_TYPE, "Everything", "labels['k']"),
         (_everything(bounded=[1, 2, 3, 4]), Problem.TOO_MANY_ITEMS, "Everything", "bounded"),
         (_everything(status="maybe"), Problem.BAD_VALUE, "Everything", "status"),
+        (_everything(compact=[{"x": 1, "y": 2}]), Problem.WRONG_TYPE, "Everything", "compact[0]"),
+        (_everything(compact=[[1]]), Problem.BAD_VALUE, "Everything", "compact[0]"),
+        (_everything(compact=[[1, "2"]]), Problem.WRONG_TYPE, "Everything", "compact[0].y"),
+        (_everything(one=[1, 2, 3]), Problem.BAD_VALUE, "Everything", "one"),
         (
             orjson.dumps(
                 {"type": "WithCommands", "v": 1, "first": 0, "commands": [{"v": 1, "type": "Nope"}], "maybe": None}
