@@ -72,6 +72,42 @@ class TopicChanges:
     delete_configs: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class NewPartitions:
+    """Grow ``name`` to ``count`` partitions, the new ones placed here or given by ``assignments``."""
+
+    name: str
+    count: int
+    assignments: Assignments | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlterTopic:
+    name: str
+    changes: TopicChanges
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTopic:
+    name: str
+
+
+TopicRequest = NewTopic | NewPartitions | AlterTopic | RemoveTopic
+
+
+def plan(image: MetadataImage, request: TopicRequest, topic_id: uuid.UUID) -> tuple[Command, ...]:
+    """The commands that carry out ``request`` on ``image``, in the order to propose them (``topic_id``: the id a
+    new topic gets). One entry point for any topic request, for a caller that takes requests of every kind (the
+    controller leader, placing replicas on its newest image)."""
+    if isinstance(request, NewTopic):
+        return (create_topic(image, request, topic_id),)
+    if isinstance(request, NewPartitions):
+        return (create_partitions(image, request.name, request.count, request.assignments),)
+    if isinstance(request, AlterTopic):
+        return alter_topic(image, request.name, request.changes)
+    return (delete_topic(image, request.name),)
+
+
 def _topic(image: MetadataImage, name: str) -> TopicImage:
     topic = image.topics.get(name)
     if topic is None:

@@ -186,3 +186,16 @@ def test_delete_topic() -> None:
     with pytest.raises(topics.TopicRejected) as e:
         topics.delete_topic(image, "missing")
     _check(e, RejectKind.UNKNOWN_TOPIC, None)
+
+
+def test_plan_takes_every_kind_of_request() -> None:
+    image = _image(2, CreateTopic("t", uuid.uuid4(), ((0,),), ()))
+    (created,) = topics.plan(image, topics.NewTopic("u", 2, 2, {}), TOPIC_ID)
+    assert isinstance(created, CreateTopic) and created.topic_id == TOPIC_ID and len(created.assignments) == 2
+    (grown,) = topics.plan(image, topics.NewPartitions("t", 3), TOPIC_ID)
+    assert isinstance(grown, CreatePartitions) and len(grown.new_assignments) == 2
+    changes = topics.TopicChanges(None, None, {"retention.ms": "1"}, ())
+    assert topics.plan(image, topics.AlterTopic("t", changes), TOPIC_ID) == (
+        AlterTopicConfigs("t", (("retention.ms", "1"),), ()),
+    )
+    assert topics.plan(image, topics.RemoveTopic("t"), TOPIC_ID) == (DeleteTopic("t"),)
