@@ -1,8 +1,9 @@
 """Replica placement for new partitions: balanced by partition count and leader count, racks spread when known.
 
-Runs wherever topics are created; pure and deterministic for a given image (ties broken by broker id). Only usable
-brokers (not fenced, not in maintenance, not decommissioning) get new replicas, and at most one replica of a
-partition goes to each node (the shards of one node share its disks and fail together, as Redpanda's cores do).
+Runs wherever topics are created (``controller.topics``) and on the controller leader (drain moves); pure and
+deterministic for a given image (ties broken by broker id). Only usable brokers (not fenced, not in maintenance, not
+decommissioning) get new replicas, and at most one replica of a partition goes to each node (the shards of one
+node share its disks and fail together, as Redpanda's cores do).
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ def replica_counts(image: MetadataImage) -> collections.Counter[int]:
 def place_partitions(
     image: MetadataImage, partitions: int, replication_factor: int, start_partition: int = 0
 ) -> tuple[tuple[int, ...], ...]:
+    """Replicas for ``partitions`` new partitions (the first numbered ``start_partition``; placement does not depend
+    on it): each leader is the usable broker with the fewest leaders, each follower the one with the fewest replicas
+    on a node (and, when racks are known, a rack) the partition does not use yet. Raises ValueError when fewer nodes
+    than ``replication_factor`` have a usable broker."""
     brokers = usable_brokers(image)
     nodes = usable_nodes(image)
     if replication_factor > nodes:
-        raise ValueError(f"replication factor {replication_factor} exceeds the {nodes} node(s) with a usable broker")
+        raise ValueError(
+            f"replication factor {replication_factor} is larger than the {nodes} node(s) with an available broker "
+            "(registered, not fenced, not in maintenance or decommissioning; one replica per node)"
+        )
     node_of = {b: image.brokers[b].node for b in brokers}
     replicas_on = replica_counts(image)
     leaders_on = collections.Counter(p.replicas[0] for t in image.topics.values() for p in t.partitions if p.replicas)

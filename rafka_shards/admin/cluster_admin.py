@@ -1,12 +1,14 @@
 """What the admin API does to the cluster: topic, partition and broker changes as validated metadata commands, and
-the read-only views (partition offsets, health) that need more than the image.
+the partition offsets view, which needs more than the image.
 
-Runs in the controller process. Every change is a typed command committed through the Raft quorum by this node's
-``ControllerServer`` (a follower forwards it to the leader), and returns once this node's shards have applied it,
-so a client that goes to the leader right after a 2xx is served. A change that does not validate raises
-``CommandRejected`` with the state machine's reason and nothing is proposed. Changes that take several commands (a
-replication factor applied partition by partition) are checked against the current image first, so a request that
-cannot succeed as a whole proposes nothing.
+Runs in the controller process. Topic requests become commands in the topics frontend (``controller.topics``, which
+the shards' Kafka handlers use too), on this node's image read after a ReadIndex barrier. Every change is a typed
+command committed through the Raft quorum by the ``MetadataProposer`` given (a follower forwards it to the leader),
+and returns once this node's shards have applied it, so a client that goes to the leader right after a 2xx is
+served. A change that does not validate raises ``CommandRejected`` (``TopicRejected`` from the frontend) with the
+reason and nothing is proposed. Changes that take several commands (a replication factor applied partition by
+partition) are checked against the current image first, so a request that cannot succeed as a whole proposes
+nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.schema.list_offsets.v1.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
@@ -22,26 +24,19 @@ from kio.schema.list_offsets.v1.response import ListOffsetsResponse
 from kio.schema.types import BrokerId, TopicName
 from kio.static.primitive import i32, i64
 
+from controller import topics
 from controller.commands import (
-    AlterTopicConfigs,
     ChangePartition,
     Command,
-    CreatePartitions,
-    CreateTopic,
     DecommissionBroker,
-    DeleteTopic,
     ReassignPartition,
     SetBrokerMaintenance,
 )
 from controller.image import MetadataImage, PartitionImage, TopicImage
-from controller.placement import grow_replicas, place_partitions
-from controller.raft.types import NO_NODE
-from controller.state_machine import CommandRejected, Rejection, RejectKind, validate
-from rafka_shards.admin.requests import BadRequest, CreateTopicRequest, PatchTopicRequest
+from controller.state_machine import CommandRejected, Rejection, RejectKind
+from rafka_shards.admin.ports import MetadataProposer, MetadataReader, NodeView
+from rafka_shards.admin.requests import BadRequest
 from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
-
-if TYPE_CHECKING:
-    from rafka_shards.controller_node.process import ControllerHost
 
 OFFSETS_TIMEOUT_S = 5.0
 OFFSETS_RESPONSE_BYTES_MAX = 64 * 1024  # a ListOffsets response for one partition is a few dozen bytes
@@ -53,23 +48,17 @@ def _reject(kind: RejectKind, message: str) -> CommandRejected:
 
 
 class ClusterAdmin:
-    def __init__(self, node: ControllerHost) -> None:
+    def __init__(self, metadata: MetadataReader, proposer: MetadataProposer, node: NodeView) -> None:
+        self._metadata = metadata
+        self._proposer = proposer
         self._node = node
 
     @property
     def image(self) -> MetadataImage:
-        assert self._node.controller is not None
-        return self._node.controller.image
+        return self._metadata.image
 
     async def _propose(self, cmd: Command) -> int:
-        server = self._node.server
-        assert server is not None
-        return await server.propose(cmd)
-
-    def _check(self, cmd: Command) -> None:
-        rejection = validate(self.image, cmd)
-        if rejection is not None:
-            raise CommandRejected(rejection)
+        return await self._proposer.propose(cmd)
 
     def partition(self, topic: str, index: int) -> tuple[TopicImage, PartitionImage]:
         t = self.image.topics.get(topic)
@@ -79,65 +68,17 @@ class ClusterAdmin:
 
     # ---- topics --------------------------------------------------------------------------------------------------
 
-    async def create_topic(self, req: CreateTopicRequest) -> TopicImage:
-        if req.name in self.image.topics:
-            raise _reject(RejectKind.TOPIC_ALREADY_EXISTS, f"topic {req.name!r} already exists")
-        try:
-            assignments = place_partitions(self.image, req.partitions, req.replication_factor)
-        except ValueError as e:
-            raise BadRequest("replication_factor", f"replication_factor: {e}") from None
-        await self._propose(CreateTopic(req.name, uuid.uuid4(), assignments, tuple(sorted(req.configs.items()))))
+    async def create_topic(self, req: topics.NewTopic) -> TopicImage:
+        await self._propose(topics.create_topic(self.image, req, uuid.uuid4()))
         return self.image.topics[req.name]
 
     async def delete_topic(self, name: str) -> None:
-        await self._propose(DeleteTopic(name))
+        await self._propose(topics.delete_topic(self.image, name))
 
-    async def patch_topic(self, name: str, req: PatchTopicRequest) -> TopicImage:
-        topic = self.image.topics.get(name)
-        if topic is None:
-            raise _reject(RejectKind.UNKNOWN_TOPIC, f"topic {name!r} does not exist")
-        commands: list[Command] = []
-        if req.set_configs or req.delete_configs:
-            commands.append(AlterTopicConfigs(name, tuple(sorted(req.set_configs.items())), req.delete_configs))
-        rf = len(topic.partitions[0].replicas)
-        if req.replication_factor is not None and req.replication_factor != rf:
-            commands.extend(self._replication_factor_changes(topic, req.replication_factor))
-            rf = req.replication_factor
-        if req.partitions is not None and req.partitions != len(topic.partitions):
-            if req.partitions < len(topic.partitions):
-                raise BadRequest(
-                    "partitions", f"partitions: {name!r} has {len(topic.partitions)}; partitions can only be added"
-                )
-            try:
-                added = place_partitions(self.image, req.partitions - len(topic.partitions), rf, len(topic.partitions))
-            except ValueError as e:
-                raise BadRequest("partitions", f"partitions: {e}") from None
-            commands.append(CreatePartitions(name, added))
-        for cmd in commands:
-            if not isinstance(cmd, CreatePartitions):
-                self._check(cmd)  # before anything is proposed (new partitions are checked by the leader)
-        for cmd in commands:
+    async def patch_topic(self, name: str, changes: topics.TopicChanges) -> TopicImage:
+        for cmd in topics.alter_topic(self.image, name, changes):
             await self._propose(cmd)
         return self.image.topics[name]
-
-    def _replication_factor_changes(self, topic: TopicImage, rf: int) -> list[Command]:
-        out: list[Command] = []
-        for p in topic.partitions:
-            if rf > len(p.replicas):
-                try:
-                    replicas = grow_replicas(self.image, p.replicas, rf)
-                except ValueError as e:
-                    raise BadRequest("replication_factor", f"replication_factor: {e}") from None
-            else:
-                # Drop replicas outside the ISR first, then in-sync followers, last first; the leader stays.
-                keep = list(p.replicas)
-                for dropping_in_sync in (False, True):
-                    for r in reversed(p.replicas):
-                        if len(keep) > rf and r != p.leader and (r in p.isr) == dropping_in_sync:
-                            keep.remove(r)
-                replicas = tuple(keep)
-            out.append(ReassignPartition(topic.name, p.partition, replicas))
-        return out
 
     # ---- partitions ----------------------------------------------------------------------------------------------
 
@@ -204,43 +145,6 @@ class ClusterAdmin:
         self._broker(broker_id)
         if not self.image.brokers[broker_id].decommissioning:
             await self._propose(DecommissionBroker(broker_id))
-
-    # ---- health --------------------------------------------------------------------------------------------------
-
-    def health_overview(self) -> dict[str, Any]:
-        image = self.image
-        controller = self._node.controller
-        assert controller is not None
-        status = controller.status()
-        leaderless: list[str] = []
-        under_replicated: list[str] = []
-        for t in sorted(image.topics.values(), key=lambda t: t.name):
-            for p in t.partitions:
-                if p.leader < 0:
-                    leaderless.append(f"{t.name}/{p.partition}")
-                if len(p.isr) < len(p.replicas):
-                    under_replicated.append(f"{t.name}/{p.partition}")
-        nodes_down = sorted(b for b, reg in image.brokers.items() if reg.fenced)
-        reasons = []
-        if status.leader == NO_NODE:
-            reasons.append("controller_unavailable")
-        if nodes_down:
-            reasons.append("nodes_down")
-        if leaderless:
-            reasons.append("leaderless_partitions")
-        if under_replicated:
-            reasons.append("under_replicated_partitions")
-        return {
-            "is_healthy": not reasons,
-            "unhealthy_reasons": reasons,
-            "controller_id": status.leader or None,
-            "all_nodes": sorted(image.brokers),
-            "nodes_down": nodes_down,
-            "leaderless_count": len(leaderless),
-            "leaderless_partitions": leaderless[:1000],
-            "under_replicated_count": len(under_replicated),
-            "under_replicated_partitions": under_replicated[:1000],
-        }
 
 
 async def _list_offsets(host: str, port: int, topic: str, index: int) -> tuple[int, int]:

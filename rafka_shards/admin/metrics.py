@@ -9,26 +9,28 @@ exposition is rendered) and from psutil for each shard process: CPU seconds, res
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from rafka_shards.admin.ports import MetadataReader, NodeView, Quorum
 from rafka_shards.ipc.channel import Stats
-
-if TYPE_CHECKING:
-    from rafka_shards.controller_node.process import ControllerHost
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class NodeMetrics:
-    def __init__(self, node: ControllerHost) -> None:
+    """A prometheus-client collector of this node's live gauges, beside the shards' multiprocess counters."""
+
+    def __init__(self, node: NodeView, quorum: Quorum, metadata: MetadataReader, metrics_dir: Path) -> None:
         self._node = node
+        self._quorum = quorum
+        self._metadata = metadata
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=str(node.metrics_dir))  # type: ignore[no-untyped-call]
+        MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
         self.registry.register(self)
         self._stats: dict[int, Stats] = {}
 
@@ -39,7 +41,11 @@ class NodeMetrics:
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[Metric]:
-        sup = self._node
+        yield from self._shard_metrics()
+        yield from self._partition_metrics()
+        yield from self._raft_metrics()
+
+    def _shard_metrics(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("rafka_shard_up", "1 if the shard process is running and ready", labels=["shard"])
         restarts = CounterMetricFamily(
             "rafka_shard_restarts", "times the supervisor restarted the shard after it died", labels=["shard"]
@@ -49,7 +55,7 @@ class NodeMetrics:
         )
         rss = GaugeMetricFamily("rafka_shard_resident_memory_bytes", "resident set size of the shard", labels=["shard"])
         connections = GaugeMetricFamily("rafka_active_connections", "open Kafka client connections", labels=["shard"])
-        for slot in sup.slots:
+        for slot in self._node.slots:
             shard = str(slot.index)
             up.add_metric([shard], 1.0 if slot.ready else 0.0)
             restarts.add_metric([shard], slot.restarts_total)
@@ -68,6 +74,7 @@ class NodeMetrics:
                 connections.add_metric([shard], stats.connections)
         yield from (up, restarts, cpu, rss, connections)
 
+    def _partition_metrics(self) -> Iterator[Metric]:
         labels = ["topic", "partition"]
         leo = GaugeMetricFamily("rafka_partition_log_end_offset", "offset the next record will get", labels=labels)
         hw = GaugeMetricFamily("rafka_partition_high_watermark", "offset up to which consumers read", labels=labels)
@@ -82,44 +89,44 @@ class NodeMetrics:
                 size.add_metric(key, p.size_bytes)
         yield from (leo, hw, start, size)
 
-        controller = sup.controller
-        if controller is None:
-            return
-        st = controller.status()
+    def _raft_metrics(self) -> Iterator[Metric]:
+        quorum = self._quorum
+        image = self._metadata.image
+        st = quorum.status()
         offset = GaugeMetricFamily("rafka_metadata_offset", "offset of the last metadata record applied on this node")
-        offset.add_metric([], controller.image.offset)
+        offset.add_metric([], image.offset)
         term = GaugeMetricFamily("rafka_raft_term", "the controller quorum's current term as this node knows it")
         term.add_metric([], st.term)
         commit = GaugeMetricFamily("rafka_raft_commit_index", "highest Raft index known committed")
         commit.add_metric([], st.commit)
         lag = GaugeMetricFamily("rafka_raft_apply_lag", "committed Raft entries not yet applied on this node")
-        lag.add_metric([], max(0, st.commit - controller.applied_offset))
+        lag.add_metric([], max(0, st.commit - quorum.applied_offset))
         leader = GaugeMetricFamily("rafka_raft_is_leader", "1 if this node leads the controller quorum")
         leader.add_metric([], 1.0 if st.role.value == "leader" else 0.0)
         changes = CounterMetricFamily("rafka_raft_leader_changes", "leaders this node has seen since it started")
-        changes.add_metric([], controller.leader_changes)
+        changes.add_metric([], quorum.leader_changes)
         fsync = HistogramMetricFamily("rafka_raft_fsync_seconds", "time to write and fsync one Raft Ready")
-        h = controller.fsync_seconds
+        h = quorum.fsync_seconds
         fsync.add_metric([], h.cumulative(), h.sum)
         dropped = CounterMetricFamily(
             "rafka_raft_dropped_frames",
             "controller frames dropped (bad MAC, unknown node, malformed...)",
             labels=["reason"],
         )
-        for reason, count in sorted(controller.transport.dropped.items()):
+        for reason, count in sorted(quorum.dropped_frames.items()):
             dropped.add_metric([reason], count)
         fenced = GaugeMetricFamily("rafka_brokers_fenced", "registered brokers whose lease expired")
-        fenced.add_metric([], sum(1 for b in controller.image.brokers.values() if b.fenced))
+        fenced.add_metric([], sum(1 for b in image.brokers.values() if b.fenced))
         shard_lag = GaugeMetricFamily(
             "rafka_shard_metadata_lag",
             "metadata records applied by the controller, not yet by the shard",
             labels=["shard"],
         )
-        for slot in sup.slots:
+        for slot in self._node.slots:
             if slot.session is not None:
                 shard_lag.add_metric([str(slot.index)], slot.session.metadata_lag)
         controller_restarts = CounterMetricFamily(
             "rafka_controller_restarts", "times the supervisor restarted this node's controller process"
         )
-        controller_restarts.add_metric([], sup.restarts)
+        controller_restarts.add_metric([], self._node.restarts)
         yield from (offset, term, commit, lag, leader, changes, fsync, dropped, fenced, shard_lag, controller_restarts)

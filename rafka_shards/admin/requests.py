@@ -1,21 +1,22 @@
 """Request bodies of the admin API: strict JSON parsing into typed requests, with the offending field named.
 
-Runs in the supervisor process; pure (no aiohttp): the HTTP layer (``admin``) turns ``BadRequest`` into a 400 and
-nothing is proposed. Unknown fields are refused (a typo such as ``"partition"`` must not silently create a topic
-with the default), numbers are integers within the state machine's bounds, and config values are strings (integers
-are accepted and written as Kafka writes them).
+Runs in the controller process; pure (no aiohttp): the HTTP layer (``admin.http``) turns ``BadRequest`` into a 400
+and nothing is proposed. Topic bodies parse into the topics frontend's requests (``controller.topics``). Unknown
+fields are refused (a typo such as ``"partition"`` must not silently create a topic with the default), numbers are
+integers within the state machine's bounds, and config values are strings (integers are accepted and written as
+Kafka writes them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from controller.names import topic_name_error
 from controller.state_machine import PARTITIONS_PER_TOPIC_MAX, REPLICATION_FACTOR_MAX
+from controller.topics import NewTopic, TopicChanges
 
 CONFIG_ENTRIES_MAX = 1000
 
@@ -25,22 +26,6 @@ class BadRequest(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class CreateTopicRequest:
-    name: str
-    partitions: int
-    replication_factor: int
-    configs: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class PatchTopicRequest:
-    partitions: int | None
-    replication_factor: int | None
-    set_configs: Mapping[str, str]
-    delete_configs: tuple[str, ...]
 
 
 def parse_object(raw: bytes, allowed: frozenset[str], required: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -93,7 +78,7 @@ def _configs(body: Mapping[str, Any], field: str, allow_null: bool) -> dict[str,
     return out
 
 
-def parse_create_topic(raw: bytes, default_partitions: int, default_replication_factor: int) -> CreateTopicRequest:
+def parse_create_topic(raw: bytes, default_partitions: int, default_replication_factor: int) -> NewTopic:
     body = parse_object(
         raw, frozenset({"name", "partitions", "replication_factor", "configs"}), required=frozenset({"name"})
     )
@@ -112,17 +97,17 @@ def parse_create_topic(raw: bytes, default_partitions: int, default_replication_
         else default_replication_factor
     )
     configs = _configs(body, "configs", allow_null=False) if "configs" in body else {}
-    return CreateTopicRequest(name, partitions, rf, {k: v for k, v in configs.items() if v is not None})
+    return NewTopic(name, partitions, rf, {k: v for k, v in configs.items() if v is not None})
 
 
-def parse_patch_topic(raw: bytes) -> PatchTopicRequest:
+def parse_patch_topic(raw: bytes) -> TopicChanges:
     body = parse_object(raw, frozenset({"partitions", "replication_factor", "configs"}))
     if not body:
         raise BadRequest(None, "nothing to change: give partitions, replication_factor and/or configs")
     partitions = integer(body, "partitions", 1, PARTITIONS_PER_TOPIC_MAX) if "partitions" in body else None
     rf = integer(body, "replication_factor", 1, REPLICATION_FACTOR_MAX) if "replication_factor" in body else None
     configs = _configs(body, "configs", allow_null=True) if "configs" in body else {}
-    return PatchTopicRequest(
+    return TopicChanges(
         partitions,
         rf,
         {k: v for k, v in configs.items() if v is not None},

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rafka_shards import event_loop
+from rafka_shards.admin.app import start_admin
 from rafka_shards.config import BrokerConfig
+from rafka_shards.controller_node.admin_ports import admin_ports
 from rafka_shards.controller_node.channel_server import ControllerServer, ShardSession
 from rafka_shards.controller_node.raft_controller import RaftController
 from rafka_shards.ipc.channel import Stats
@@ -173,8 +175,6 @@ async def _serve(
     first_start: bool,
     restarts: int,
 ) -> int:
-    from rafka_shards.admin.app import start_admin
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     fatal: list[str] = []
@@ -216,7 +216,8 @@ async def _serve(
             remove_stray_partition_dirs(config.data_dir / "kafka", controller.image)
         host.server = ControllerServer(controller, config.metadata_propagation_timeout_ms / 1000)
         if admin_listener is not None:
-            admin = await start_admin(host, admin_listener)
+            ports = admin_ports(config, host, controller, host.server, host.metrics_dir)
+            admin = await start_admin(ports, admin_listener)
             log.info("admin API and /metrics on http://%s", config.admin_endpoint)
         host.link.send(ControllerReady(os.getpid()))
         await stop.wait()

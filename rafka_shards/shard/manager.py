@@ -15,17 +15,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from controller import topics
 from controller.commands import (
     AllocateProducerIds,
     AlterTopicConfigs,
     Command,
-    CreatePartitions,
-    CreateTopic,
     DeleteTopic,
     RegisterBroker,
 )
 from controller.image import MetadataImage, PartitionImage, TopicImage
-from controller.placement import place_partitions, usable_nodes
 from controller.state_machine import CommandRejected, RejectKind
 from rafka_shards.config import BrokerConfig
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
@@ -203,25 +201,10 @@ class PartitionManager:
         *,
         validate_only: bool = False,
     ) -> TopicImage | None:
-        """Create a topic (None when ``validate_only``); raises KafkaError with the precise code."""
-        err = topic_name_error(name)
-        if err is not None:
-            raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, err)
-        if assignments is None:
-            if partitions < 1:
-                raise KafkaError(ErrorCode.INVALID_PARTITIONS, f"number of partitions must be >= 1, got {partitions}")
-            if replication_factor < 1:
-                raise KafkaError(
-                    ErrorCode.INVALID_REPLICATION_FACTOR,
-                    f"replication factor must be >= 1, got {replication_factor}",
-                )
-            assignments = self._place(partitions, replication_factor)
-        cmd = CreateTopic(
-            name=name,
-            topic_id=uuid.uuid4(),
-            assignments=assignments,
-            configs=tuple(sorted(configs.items())),
-        )
+        """Create a topic (None when ``validate_only``), its replicas placed on this shard's image by the topics
+        frontend (``controller.topics``); raises KafkaError with the precise code."""
+        request = topics.NewTopic(name, partitions, replication_factor, configs, assignments)
+        cmd = self._plan(lambda image: topics.create_topic(image, request, uuid.uuid4()))
         if validate_only:
             rejection = self._validate(cmd)
             if rejection is not None:
@@ -230,15 +213,13 @@ class PartitionManager:
         image = await self.propose(cmd)
         return image.topics[name]
 
-    def _place(self, partitions: int, replication_factor: int, start: int = 0) -> tuple[tuple[int, ...], ...]:
-        nodes = usable_nodes(self.image)
-        if replication_factor > nodes:
-            raise KafkaError(
-                ErrorCode.INVALID_REPLICATION_FACTOR,
-                f"replication factor {replication_factor} is larger than the {nodes} node(s) with an available "
-                "broker (registered, not fenced, not in maintenance or decommissioning; one replica per node)",
-            )
-        return place_partitions(self.image, partitions, replication_factor, start)
+    def _plan(self, frontend: Callable[[MetadataImage], Command]) -> Command:
+        """The command(s) the topics frontend makes of a request on this shard's image, or its refusal as a
+        KafkaError."""
+        try:
+            return frontend(self.image)
+        except CommandRejected as e:
+            raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
 
     def _validate(self, cmd: Command) -> KafkaError | None:
         from controller.state_machine import validate
@@ -251,24 +232,9 @@ class PartitionManager:
     async def create_partitions(
         self, name: str, count: int, assignments: tuple[tuple[int, ...], ...] | None, *, validate_only: bool
     ) -> None:
-        topic = self.image.topics.get(name)
-        if topic is None:
-            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist")
-        current = len(topic.partitions)
-        if count <= current:
-            raise KafkaError(
-                ErrorCode.INVALID_PARTITIONS,
-                f"topic {name!r} has {current} partitions; the new count {count} must be larger",
-            )
-        rf = len(topic.partitions[0].replicas) if topic.partitions else 1
-        if assignments is None:
-            assignments = self._place(count - current, rf, current)
-        elif len(assignments) != count - current:
-            raise KafkaError(
-                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-                f"{len(assignments)} assignments given for {count - current} new partitions",
-            )
-        cmd = CreatePartitions(name=name, new_assignments=assignments)
+        """Grow ``name`` to ``count`` partitions, the new ones placed by the topics frontend unless ``assignments``
+        gives them; raises KafkaError with the precise code."""
+        cmd = self._plan(lambda image: topics.create_partitions(image, name, count, assignments))
         if validate_only:
             error = self._validate(cmd)
             if error is not None:

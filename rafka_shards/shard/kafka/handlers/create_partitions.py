@@ -1,7 +1,8 @@
 """CreatePartitions (API key 37), versions 0-3: grow a topic's partition count (KIP-195).
 
-Runs in a shard process. New partitions are placed by the controller's placement rule unless the request assigns
-replicas itself; validate_only checks without changing anything.
+Runs in a shard process. New partitions are placed by the topics frontend (``controller.topics``, with the
+controller's placement rule) unless the request assigns replicas itself; validate_only checks without changing
+anything.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """CreateTopics (API key 19), versions 2-7: create topics with partitions, replication factor and configs.
 
-Runs in a shard process. A topic becomes a CreateTopic command in the metadata log (validated first, so a bad name,
-count or config never enters it); the shards that lead its partitions create their directories when they apply the
-new image. -1 partitions or replication factor means the broker default (KIP-464, v4+). v5+ returns the resulting
-configs (KIP-525), v7 the topic id (KIP-516).
+Runs in a shard process. A topic becomes a CreateTopic command in the metadata log, made by the topics frontend
+(``controller.topics``, which the admin API uses too) with its replicas placed there, and validated before it is
+proposed, so a bad name, count or config never enters it; the shards that lead its partitions create their
+directories when they apply the new image. -1 partitions or replication factor means the broker default (KIP-464,
+v4+). v5+ returns the resulting configs (KIP-525), v7 the topic id (KIP-516).
 """
 
 from __future__ import annotations
