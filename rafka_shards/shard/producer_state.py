@@ -225,7 +225,8 @@ class ProducerStateTable:
         return _HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, crc32c.crc32c(body)) + bytes(body)
 
     def load_snapshot(self, data: bytes) -> None:
-        """Replace the table with a snapshot's state; ``SnapshotError`` if it is not a valid snapshot."""
+        """Replace the table with a snapshot's state (and drop the checkpoints); ``SnapshotError`` if it is not a
+        valid snapshot (the table is unchanged then)."""
         producers = decode_snapshot(data)
         self.clear()
         for pid, epoch, batches in producers[-self._producers_max :]:
