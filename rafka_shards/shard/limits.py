@@ -22,6 +22,12 @@ PRODUCER_ID_BLOCK_SIZE = 1000  # producer ids taken from the metadata log at onc
 
 # Idempotent producers: Kafka's limit too, max.in.flight.requests.per.connection <= 5 for idempotent producers.
 BATCHES_REMEMBERED = 5  # per producer and partition, to answer a retry with its first offsets
+# In-memory checkpoints of a partition's producer table, so a follower's truncation (fail-over: usually the last few
+# uncommitted batches) replays the batch headers after the newest checkpoint below it, not the whole young segment.
+# A copy every max(PRODUCER_CHECKPOINT_INTERVAL_BATCHES, producers in the table) batches: at most one producer copied
+# per batch appended, and a truncation within the kept span replays fewer batches than that (plus those it drops).
+PRODUCER_CHECKPOINT_INTERVAL_BATCHES = 256
+PRODUCER_CHECKPOINTS_KEPT = 4  # per partition; older truncations fall back to the snapshot files
 
 # Metrics.
 PROBE_FLUSH_INTERVAL_S = 1.0  # how often counters reach the shared prometheus files

@@ -205,6 +205,7 @@ class Partition:
         info = self.log.append(buf, headers, self.leader_epoch, now_ms)
         self._snapshot_if_rolled(active.base_offset)
         self.producers.update(headers, info.base_offset)
+        self.producers.checkpoint_if_due(self.log.log_end_offset)
         self._wake(self._replica_waiters)
         if self.durability is Durability.FLUSH:
             self._advance_high_watermark(self._leader_high_watermark())
@@ -218,6 +219,7 @@ class Partition:
         self.log.append_replica(buf, headers, now_ms)
         self._snapshot_if_rolled(active.base_offset)
         self.producers.replay(headers)
+        self.producers.checkpoint_if_due(self.log.log_end_offset)
 
     def follower_high_watermark(self, leader_high_watermark: int) -> None:
         """A follower's high watermark: the leader's, as far as this copy reaches."""
@@ -232,7 +234,7 @@ class Partition:
             )
             self.log.truncate_to(offset)
             # Producer state of the dropped batches goes with them (a retry of one must be written again).
-            self._rebuild_producers()
+            self._roll_back_producers()
         self.needs_truncation = False
 
     # ---- idempotent producer state ---------------------------------------------------------------------------
@@ -244,15 +246,33 @@ class Partition:
         if rolled != active_base:
             write_snapshot(self.directory, rolled, self.producers.to_snapshot())
 
-    def _rebuild_producers(self) -> None:
-        """The table from the newest valid snapshot at or below the log end and the batches after it; snapshots
-        past the log end (written before a crash or a truncation took their data) are deleted."""
+    def _roll_back_producers(self) -> None:
+        """After a truncation: the table as of the new log end, from the newest in-memory checkpoint at or below it
+        and the batches after it (a fail-over usually drops only the last few), else as ``_rebuild_producers`` does.
+        Either way the same table: a checkpoint is what the table was at that log end."""
         end = self.log.log_end_offset
+        start = self.producers.roll_back_to(end, self.log.log_start_offset)
+        if start is None:
+            self._rebuild_producers()
+            return
+        self._delete_snapshots_past(end)
+        self.producers.replay(self.log.headers_from(start))
+
+    def _delete_snapshots_past(self, end: int) -> list[int]:
+        """Delete the snapshots past ``end`` (written before a crash or a truncation took their data); the offsets
+        of those left, oldest first."""
         offsets = snapshot_offsets(self.directory)
         delete_snapshots(self.directory, [o for o in offsets if o > end])
+        return [o for o in offsets if o <= end]
+
+    def _rebuild_producers(self) -> None:
+        """The table from the newest valid snapshot at or below the log end and the batches after it; snapshots
+        past the log end are deleted."""
+        end = self.log.log_end_offset
+        offsets = self._delete_snapshots_past(end)
         self.producers.clear()
         start = self.log.log_start_offset
-        for offset in reversed([o for o in offsets if o <= end]):
+        for offset in reversed(offsets):
             try:
                 self.producers.load_snapshot(read_snapshot(self.directory, offset))
             except (SnapshotError, OSError) as e:
@@ -261,6 +281,7 @@ class Partition:
             start = offset
             break
         self.producers.replay(self.log.headers_from(start))
+        self.producers.checkpoint_if_due(end)
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete segments retention no longer keeps, and the producer snapshots older than the newest one at or

@@ -14,7 +14,10 @@ The table survives restarts and truncations through snapshots (Kafka's ``<offset
 every producer as of that offset), taken at segment rolls and at close (``rafka_shards.storage.producer_snapshots``
 stores them). A replica rebuilds its table from the newest snapshot at or below its log end plus the batch headers
 after it; a follower that truncates does the same from the newest snapshot at or below the truncation point, so
-state of batches it dropped is gone with them.
+state of batches it dropped is gone with them. Since snapshots are rare (a young segment may hold all of the log), the
+table also keeps a few in-memory checkpoints (a copy of itself as of a log end offset, every
+``PRODUCER_CHECKPOINT_INTERVAL_BATCHES`` batches or more): a truncation restores the newest one at or below the new log
+end and replays only the batches after it, and uses the snapshots only when none is old enough.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ import crc32c
 
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import BatchHeader
-from rafka_shards.shard.limits import BATCHES_REMEMBERED
+from rafka_shards.shard.limits import (
+    BATCHES_REMEMBERED,
+    PRODUCER_CHECKPOINT_INTERVAL_BATCHES,
+    PRODUCER_CHECKPOINTS_KEPT,
+)
 
 SEQUENCE_MODULUS = 2**31
 NO_PRODUCER_ID = -1
@@ -50,6 +57,18 @@ class _Producer:
         self.epoch = epoch
         self.batches: collections.deque[BatchMetadata] = collections.deque(maxlen=BATCHES_REMEMBERED)
 
+    def copy(self) -> _Producer:
+        p = _Producer(self.epoch)
+        p.batches.extend(self.batches)  # BatchMetadata is frozen: shared, not copied
+        return p
+
+
+_Producers = collections.OrderedDict[int, _Producer]
+
+
+def _copy(producers: _Producers) -> _Producers:
+    return collections.OrderedDict((pid, p.copy()) for pid, p in producers.items())
+
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
@@ -58,12 +77,23 @@ class Duplicate:
 
 
 class ProducerStateTable:
-    """Producers of one partition, least recently used first; bounded by ``producers_max``."""
+    """Producers of one partition, least recently used first; bounded by ``producers_max``. Plus checkpoints of
+    itself, for truncations: the owner tells it the log end after each append (``checkpoint_if_due``) and after a
+    truncation asks for the newest one below the new end (``roll_back_to``)."""
 
-    def __init__(self, producers_max: int) -> None:
-        assert producers_max > 0
+    def __init__(
+        self,
+        producers_max: int,
+        checkpoint_interval_batches: int = PRODUCER_CHECKPOINT_INTERVAL_BATCHES,
+        checkpoints_kept: int = PRODUCER_CHECKPOINTS_KEPT,
+    ) -> None:
+        assert producers_max > 0 and checkpoint_interval_batches > 0 and checkpoints_kept > 0
         self._producers_max = producers_max
-        self._producers: collections.OrderedDict[int, _Producer] = collections.OrderedDict()
+        self._producers: _Producers = collections.OrderedDict()
+        self._checkpoint_interval_batches = checkpoint_interval_batches
+        # (log end offset, the table as of there), oldest first; offsets increase.
+        self._checkpoints: collections.deque[tuple[int, _Producers]] = collections.deque(maxlen=checkpoints_kept)
+        self._batches_since_checkpoint = 0
 
     def __len__(self) -> int:
         return len(self._producers)
@@ -122,6 +152,7 @@ class ProducerStateTable:
         chunk or a recovery scan many)."""
         offset = first_offset
         for h in headers:
+            self._batches_since_checkpoint += 1
             count = h.last_offset_delta + 1
             if h.producer_id != NO_PRODUCER_ID:
                 self._remember(h, offset, offset + count - 1)
@@ -130,6 +161,7 @@ class ProducerStateTable:
     def replay(self, headers: Iterable[BatchHeader]) -> None:
         """Batches read back from the log (recovery, truncation): each at the offsets its header gives."""
         for h in headers:
+            self._batches_since_checkpoint += 1
             if h.producer_id != NO_PRODUCER_ID:
                 self._remember(h, h.base_offset, h.last_offset)
 
@@ -150,7 +182,36 @@ class ProducerStateTable:
             self._producers.popitem(last=False)
 
     def clear(self) -> None:
+        """Forget every producer, and every checkpoint (they described a log that is gone)."""
         self._producers.clear()
+        self._checkpoints.clear()
+        self._batches_since_checkpoint = 0
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+
+    def checkpoint_if_due(self, end_offset: int) -> None:
+        """The table now holds every batch of the log below ``end_offset`` (its log end): keep a copy as of there if
+        ``checkpoint_interval_batches`` batches, and at least as many as there are producers, came since the last
+        one (so copying costs at most one producer per batch filed)."""
+        due = max(self._checkpoint_interval_batches, len(self._producers))
+        if self._batches_since_checkpoint < due:
+            return
+        assert not self._checkpoints or self._checkpoints[-1][0] < end_offset, (self._checkpoints[-1][0], end_offset)
+        self._checkpoints.append((end_offset, _copy(self._producers)))
+        self._batches_since_checkpoint = 0
+
+    def roll_back_to(self, end_offset: int, log_start_offset: int) -> int | None:
+        """A truncation left the log as ``[log_start_offset, end_offset)``: drop the checkpoints past its end, restore
+        the newest one within it and return its offset (the owner then replays the batches from there), or None if
+        no checkpoint lies within it (the table is unchanged: the owner rebuilds it from a snapshot)."""
+        while self._checkpoints and self._checkpoints[-1][0] > end_offset:
+            self._checkpoints.pop()
+        if not self._checkpoints or self._checkpoints[-1][0] < log_start_offset:
+            return None  # one below the log start misses the batches retention deleted after it
+        offset, producers = self._checkpoints[-1]
+        self._producers = _copy(producers)  # the checkpoint stays as it is, for a later truncation
+        self._batches_since_checkpoint = 0
+        return offset
 
     # ---- snapshots ---------------------------------------------------------------------------------------------
 
@@ -164,9 +225,10 @@ class ProducerStateTable:
         return _HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, crc32c.crc32c(body)) + bytes(body)
 
     def load_snapshot(self, data: bytes) -> None:
-        """Replace the table with a snapshot's state; ``SnapshotError`` if it is not a valid snapshot."""
+        """Replace the table with a snapshot's state (and drop the checkpoints); ``SnapshotError`` if it is not a
+        valid snapshot (the table is unchanged then)."""
         producers = decode_snapshot(data)
-        self._producers.clear()
+        self.clear()
         for pid, epoch, batches in producers[-self._producers_max :]:
             p = _Producer(epoch)
             p.batches.extend(batches)

@@ -233,3 +233,186 @@ def test_a_retry_rewritten_elsewhere_after_truncation_is_acknowledged_at_its_new
     p.assign(1, PartitionImage(0, (0, 1, 2), (0, 1, 2), 1, 2, 2), now_ms=0)  # this replica leads
     dup = p.producers.check(_batch(1, 0, 0))
     assert dup is not None and (dup.first_offset, dup.last_offset) == (5, 6)
+
+
+# ---- checkpoints: a truncation's rollback gives the table a full rebuild gives ---------------------------------------
+
+
+def test_checkpoints_are_taken_every_interval_and_restored_as_copies() -> None:
+    t = ProducerStateTable(10, checkpoint_interval_batches=2, checkpoints_kept=2)
+    _, headers = _chunk(
+        (1, 0, 0, 2), (2, 0, 0, 1), (1, 0, 2, 1), (2, 0, 1, 2), (1, 0, 3, 1), (3, 0, 0, 1), (3, 0, 1, 1)
+    )
+    states = {}
+    for h in headers:  # one batch at a time, as appends: offsets 0-1, 2, 3, 4-5, 6, 7, 8
+        t.replay([h])
+        t.checkpoint_if_due(h.last_offset + 1)
+        states[h.last_offset + 1] = t.to_snapshot()
+    # Due after 2 batches and at least as many as there are producers: at 3, 6 and (3 producers by then) 9.
+    assert t.roll_back_to(9, 0) == 9 and t.to_snapshot() == states[9]
+    assert t.roll_back_to(8, 0) == 6 and t.to_snapshot() == states[6]  # 9 is past the end, and dropped
+    t.replay(headers[:2])  # the restored table is a copy: changing it leaves the checkpoint alone
+    assert t.roll_back_to(7, 0) == 6 and t.to_snapshot() == states[6]
+    assert t.roll_back_to(7, 7) is None  # below the log start: retention deleted batches after it
+    assert t.roll_back_to(5, 0) is None  # below the oldest checkpoint kept (3 went when 9 came)
+    t.clear()  # what the owner does then: a rebuild from the snapshots
+    t.replay(headers[:1])
+    t.checkpoint_if_due(2)  # one batch filed since: not due
+    assert t.roll_back_to(2, 0) is None
+    t.replay(headers[1:])
+    t.checkpoint_if_due(9)
+    assert t.roll_back_to(9, 0) == 9 and t.to_snapshot() == states[9]
+    t.clear()
+    assert t.roll_back_to(9, 0) is None and len(t) == 0  # clear() forgets the checkpoints too
+
+
+def _rebuilt_from_disk(p: object) -> bytes:
+    """The table a full rebuild gives (newest snapshot at or below the log end, then every batch after it)."""
+    from rafka_shards.shard.partition import Partition
+    from rafka_shards.storage.producer_snapshots import read_snapshot, snapshot_offsets
+
+    assert isinstance(p, Partition)
+    t = ProducerStateTable(_PRODUCERS_MAX)
+    start, end = p.log.log_start_offset, p.log.log_end_offset
+    offsets = [o for o in snapshot_offsets(p.directory) if o <= end]
+    if offsets:
+        t.load_snapshot(read_snapshot(p.directory, offsets[-1]))
+        start = offsets[-1]
+    t.replay(p.log.headers_from(start))
+    return t.to_snapshot()
+
+
+_PRODUCERS_MAX = 3  # fewer than the producers below: evictions are part of the state compared
+_Batch = tuple[int, int, int]  # producer id (0: not idempotent), epoch, records
+_Op = tuple[str, bool, list[_Batch], float]  # what, as leader, batches (append) or where to (truncate), in [0, 1]
+
+
+class _Follower:
+    """A replica (broker 0) of one partition that switches between leading and following, at a new epoch each time."""
+
+    def __init__(self, directory: Path, checkpoints_kept: int = 2) -> None:
+        from rafka_shards.shard.partition import Partition
+        from rafka_shards.storage.config import LogConfig
+
+        p = _open(directory, LogConfig(segment_bytes=400, retention_bytes=800, retention_ms=-1))
+        assert isinstance(p, Partition)
+        p.producers = ProducerStateTable(
+            _PRODUCERS_MAX, checkpoint_interval_batches=2, checkpoints_kept=checkpoints_kept
+        )
+        self.p = p
+        self.epoch = 0
+        self.seq = 0
+        self._role(leader=1)
+
+    def _role(self, leader: int) -> None:
+        from controller.image import PartitionImage
+
+        self.epoch += 1
+        self.p.assign(0, PartitionImage(0, (0, 1), (0, 1), leader, self.epoch, self.epoch), now_ms=0)
+
+    def append(self, batches: list[_Batch], *, as_leader: bool) -> None:
+        from rafka_shards.records.batch import assign_offsets
+
+        buf = bytearray()
+        for pid, epoch, n in batches:
+            self.seq += n
+            ids = {"producer_id": pid, "producer_epoch": epoch, "base_sequence": self.seq} if pid else {}
+            buf += build_batch([Record(None, b"v", 1)] * n, **ids)  # type: ignore[arg-type]
+        headers = validate_batches(buf, max_batch_bytes=10**6)
+        if as_leader:
+            self._role(leader=0)
+            self.p.append(buf, headers, now_ms=0)
+            self._role(leader=1)
+        else:
+            assign_offsets(buf, headers, self.p.log.log_end_offset, self.epoch, None)
+            self.p.append_replica(buf, validate_batches(buf, max_batch_bytes=10**6), now_ms=0)
+
+    def apply(self, op: _Op) -> None:
+        what, as_leader, batches, where = op
+        log = self.p.log
+        if what == "append":
+            self.append(batches, as_leader=as_leader)
+        elif what == "truncate":
+            self.p.truncate_to(log.log_start_offset + round(where * (log.log_end_offset - log.log_start_offset)))
+        elif what == "retention":
+            self.p.follower_high_watermark(log.log_end_offset)
+            self.p.apply_retention(now_ms=0)
+        else:
+            self.p.truncate_fully_and_start_at(log.log_end_offset + 1 + round(where * 10), now_ms=0)
+
+
+def _ops() -> object:
+    from hypothesis import strategies as st
+
+    batch = st.tuples(st.integers(0, 5), st.integers(0, 2), st.integers(1, 3))
+    return st.lists(
+        st.tuples(
+            st.sampled_from(["append"] * 6 + ["truncate"] * 3 + ["retention", "restart"]),
+            st.booleans(),
+            st.lists(batch, min_size=1, max_size=4),
+            st.floats(0, 1),
+        ),
+        max_size=30,
+    )
+
+
+def test_rollback_through_checkpoints_equals_a_full_rebuild() -> None:
+    """After any mix of leader and follower appends, truncations (within the checkpoints kept and below the oldest),
+    retention and truncate_fully_and_start_at, with several producers and epochs and evictions: the table equals
+    the one rebuilt from the snapshots and the log."""
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_ops(), st.integers(1, 6))
+    def run(ops: list[_Op], checkpoints_kept: int) -> None:
+        with tempfile.TemporaryDirectory(prefix="rafka-producer-rollback-") as d:
+            f = _Follower(Path(d), checkpoints_kept)
+            try:
+                for op in ops:
+                    f.apply(op)
+                    assert f.p.producers.to_snapshot() == _rebuilt_from_disk(f.p), op
+            finally:
+                f.p.close(delete=True)
+
+    run()
+
+
+def test_a_shallow_truncation_uses_a_checkpoint_and_a_deep_one_the_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rafka_shards.shard.partition import Partition
+
+    rebuilds = []
+    rebuild = Partition._rebuild_producers
+
+    def counted(self: Partition) -> None:
+        rebuilds.append(self.log.log_end_offset)
+        rebuild(self)
+
+    monkeypatch.setattr(Partition, "_rebuild_producers", counted)
+    f = _Follower(tmp_path)
+    rebuilds.clear()
+    for i in range(12):  # 12 batches of 2 records: a checkpoint every 3 (the producers outnumber the interval)
+        f.append([(1 + i % 3, 0, 2)], as_leader=i % 2 == 0)
+    f.p.truncate_to(21)  # within the checkpoints kept (18 and 24): 18 restored, one batch replayed
+    assert rebuilds == [] and f.p.producers.to_snapshot() == _rebuilt_from_disk(f.p)
+    f.p.truncate_to(5)  # below the oldest kept: from the snapshots
+    assert rebuilds == [4] and f.p.producers.to_snapshot() == _rebuilt_from_disk(f.p)
+    f.p.close(delete=True)
+
+
+def test_a_checkpoint_below_the_log_start_is_not_used(tmp_path: Path) -> None:
+    """Retention deleted batches after it: the snapshot at the log start describes them, the checkpoint does not."""
+    f = _Follower(tmp_path, checkpoints_kept=20)
+    for i in range(24):
+        f.append([(1 + i % 4, 0, 1)], as_leader=False)
+    f.p.truncate_to(f.p.log.log_end_offset - 1)  # within the checkpoints
+    f.apply(("retention", False, [], 0.0))
+    start = f.p.log.log_start_offset
+    assert start > 4
+    f.p.truncate_to(start)  # the newest checkpoint at or below it is older than the log start
+    assert f.p.log.log_end_offset == start and f.p.producers.to_snapshot() == _rebuilt_from_disk(f.p)
+    f.p.close(delete=True)
