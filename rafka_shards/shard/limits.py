@@ -2,8 +2,7 @@
 
 Runs in every shard process; owns nothing. Limits an operator sets live in ``rafka_shards.config.BrokerConfig``
 (frame size, requests in flight per connection, connections, fetch bytes, producers per partition, ...); these are the
-ones fixed in code, each with its unit and why. The replica fetcher's (``replication``) are still at the top of
-that module.
+ones fixed in code, each with its unit and why. Replication's are here too.
 """
 
 from __future__ import annotations
@@ -28,6 +27,16 @@ BATCHES_REMEMBERED = 5  # per producer and partition, to answer a retry with its
 # per batch appended, and a truncation within the kept span replays fewer batches than that (plus those it drops).
 PRODUCER_CHECKPOINT_INTERVAL_BATCHES = 256
 PRODUCER_CHECKPOINTS_KEPT = 4  # per partition; older truncations fall back to the snapshot files
+
+# Replication (``replication``): the leader's ISR loop and the follower's fetchers.
+ISR_CHECK_INTERVAL_S = 0.2  # how often a leader compares each partition's ISR with its followers' fetches
+ISR_RETRY_AFTER_REFUSAL_MS = 1000  # a refused AlterPartition is not asked again sooner (the image catches up)
+# An AlterPartition whose answer was lost (controller unreachable, leadership moved) commits within a Raft election
+# or not at all; its added replicas count for the high watermark this long (or until the partition epoch moves).
+ISR_FATE_UNKNOWN_MS = 10_000
+BACKOFF_MIN_S = 0.05  # a fetcher's first retry after an error; doubles up to BACKOFF_MAX_S
+BACKOFF_MAX_S = 1.0
+RESPONSE_BYTES_SLACK = 1024 * 1024  # a response may exceed replica_fetch_max_bytes by one batch (KIP-74) and headers
 
 # Metrics.
 PROBE_FLUSH_INTERVAL_S = 1.0  # how often counters reach the shared prometheus files

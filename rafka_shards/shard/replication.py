@@ -42,18 +42,18 @@ from rafka_shards.config import BrokerConfig, Durability
 from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
 from rafka_shards.records.batch import validate_batches
+from rafka_shards.shard.limits import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
+    ISR_CHECK_INTERVAL_S,
+    ISR_FATE_UNKNOWN_MS,
+    ISR_RETRY_AFTER_REFUSAL_MS,
+    RESPONSE_BYTES_SLACK,
+)
 from rafka_shards.shard.partition import Partition
 
 log = logging.getLogger(__name__)
 
-ISR_CHECK_INTERVAL_S = 0.2
-ISR_RETRY_AFTER_REFUSAL_MS = 1000  # a refused AlterPartition is not asked again sooner (the image catches up)
-# An AlterPartition whose answer was lost (controller unreachable, leadership moved) commits within a Raft election
-# or not at all; its added replicas count for the high watermark this long (or until the partition epoch moves).
-ISR_FATE_UNKNOWN_MS = 10_000
-BACKOFF_MIN_S = 0.05
-BACKOFF_MAX_S = 1.0
-RESPONSE_BYTES_SLACK = 1024 * 1024  # a response may exceed replica_fetch_max_bytes by one batch (KIP-74) and headers
 _CLIENT_ID = "rafka-replica-fetcher"
 _RETRIABLE = frozenset(
     {
