@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Any
 
 from controller.commands import (
     AllocateProducerIds,
@@ -197,79 +198,87 @@ def _alter_partition_rejection(image: MetadataImage, cmd: AlterPartition) -> Rej
     return None
 
 
-def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
-    if isinstance(cmd, NoOp):
-        return None
-    if isinstance(cmd, FenceBroker | UnfenceBroker | SetBrokerMaintenance | DecommissionBroker):
-        return _broker_rejection(image, cmd)
-    if isinstance(cmd, ReassignPartition):
-        return _reassignment_rejection(image, cmd)
-    if isinstance(cmd, RegisterBroker):
-        if cmd.broker_id < 0 or not 0 < cmd.port < 65536 or not cmd.host:
-            return Rejection(RejectKind.INVALID_REQUEST, f"bad broker registration {cmd}")
-        return None
-    if isinstance(cmd, CreateTopic):
-        err = topic_name_error(cmd.name)
-        if err is not None:
-            return Rejection(RejectKind.INVALID_TOPIC, err)
-        if cmd.name in image.topics:
-            return Rejection(RejectKind.TOPIC_ALREADY_EXISTS, f"topic {cmd.name!r} already exists")
-        if cmd.topic_id in image.topics_by_id or cmd.topic_id.int == 0:
-            return Rejection(RejectKind.INVALID_REQUEST, f"topic id {cmd.topic_id} is taken or zero")
-        if not 1 <= len(cmd.assignments) <= PARTITIONS_PER_TOPIC_MAX:
-            return Rejection(
-                RejectKind.INVALID_PARTITIONS,
-                f"number of partitions must be in 1..{PARTITIONS_PER_TOPIC_MAX}, got {len(cmd.assignments)}",
-            )
-        rejection = _check_assignments(image, cmd.assignments, len(cmd.assignments[0]))
-        if rejection is not None:
-            return rejection
-        configs = dict(cmd.configs)
-        if len(configs) != len(cmd.configs):
-            return Rejection(RejectKind.INVALID_CONFIG, "a config key is given twice")
-        problem = validate_topic_configs(configs)
-        return None if problem is None else Rejection(RejectKind.INVALID_CONFIG, problem)
-    if isinstance(cmd, CreatePartitions):
-        topic = image.topics.get(cmd.name)
-        if topic is None:
-            return Rejection(RejectKind.UNKNOWN_TOPIC, f"topic {cmd.name!r} does not exist")
-        total = len(topic.partitions) + len(cmd.new_assignments)
-        if not cmd.new_assignments or total > PARTITIONS_PER_TOPIC_MAX:
-            return Rejection(RejectKind.INVALID_PARTITIONS, f"cannot grow {cmd.name!r} to {total} partitions")
-        return _check_assignments(image, cmd.new_assignments, len(topic.partitions[0].replicas))
-    if isinstance(cmd, DeleteTopic):
-        if cmd.name not in image.topics:
-            return Rejection(RejectKind.UNKNOWN_TOPIC, f"topic {cmd.name!r} does not exist")
-        return None
-    if isinstance(cmd, ChangePartition):
-        topic = image.topics.get(cmd.topic)
-        if topic is None or not 0 <= cmd.partition < len(topic.partitions):
-            return Rejection(RejectKind.UNKNOWN_TOPIC, f"{cmd.topic}-{cmd.partition} does not exist")
-        p = topic.partitions[cmd.partition]
-        if not set(cmd.isr) <= set(p.replicas) or len(set(cmd.isr)) != len(cmd.isr):
-            return Rejection(RejectKind.INVALID_REQUEST, f"ISR {cmd.isr} is not a set of replicas {p.replicas}")
-        if cmd.leader != -1 and cmd.leader not in cmd.isr:
-            return Rejection(RejectKind.CONFLICT, f"leader {cmd.leader} is not in the ISR {cmd.isr}")
-        reg = image.brokers.get(cmd.leader)
-        if cmd.leader != -1 and (reg is None or reg.fenced):
-            return Rejection(RejectKind.CONFLICT, f"broker {cmd.leader} is fenced or not registered: it cannot lead")
-        if cmd.leader_epoch < p.leader_epoch or (cmd.leader != p.leader and cmd.leader_epoch == p.leader_epoch):
-            return Rejection(
-                RejectKind.STALE_LEADER_EPOCH, f"leader epoch {cmd.leader_epoch} does not move past {p.leader_epoch}"
-            )
-        return None
-    if isinstance(cmd, AlterPartition):
-        return _alter_partition_rejection(image, cmd)
-    if isinstance(cmd, AllocateProducerIds):
-        if cmd.broker_id not in image.brokers:
-            return Rejection(RejectKind.UNKNOWN_BROKER, f"broker {cmd.broker_id} is not registered")
-        if not 1 <= cmd.count <= PRODUCER_ID_BLOCK_MAX:
-            return Rejection(
-                RejectKind.INVALID_REQUEST, f"producer id block size {cmd.count} not in 1..{PRODUCER_ID_BLOCK_MAX}"
-            )
-        if image.next_producer_id + cmd.count > PRODUCER_ID_MAX:
-            return Rejection(RejectKind.INVALID_REQUEST, "producer ids exhausted")
-        return None
+def _no_rejection(image: MetadataImage, cmd: NoOp) -> Rejection | None:
+    return None
+
+
+def _register_rejection(image: MetadataImage, cmd: RegisterBroker) -> Rejection | None:
+    if cmd.broker_id < 0 or not 0 < cmd.port < 65536 or not cmd.host:
+        return Rejection(RejectKind.INVALID_REQUEST, f"bad broker registration {cmd}")
+    return None
+
+
+def _create_topic_rejection(image: MetadataImage, cmd: CreateTopic) -> Rejection | None:
+    err = topic_name_error(cmd.name)
+    if err is not None:
+        return Rejection(RejectKind.INVALID_TOPIC, err)
+    if cmd.name in image.topics:
+        return Rejection(RejectKind.TOPIC_ALREADY_EXISTS, f"topic {cmd.name!r} already exists")
+    if cmd.topic_id in image.topics_by_id or cmd.topic_id.int == 0:
+        return Rejection(RejectKind.INVALID_REQUEST, f"topic id {cmd.topic_id} is taken or zero")
+    if not 1 <= len(cmd.assignments) <= PARTITIONS_PER_TOPIC_MAX:
+        return Rejection(
+            RejectKind.INVALID_PARTITIONS,
+            f"number of partitions must be in 1..{PARTITIONS_PER_TOPIC_MAX}, got {len(cmd.assignments)}",
+        )
+    rejection = _check_assignments(image, cmd.assignments, len(cmd.assignments[0]))
+    if rejection is not None:
+        return rejection
+    configs = dict(cmd.configs)
+    if len(configs) != len(cmd.configs):
+        return Rejection(RejectKind.INVALID_CONFIG, "a config key is given twice")
+    problem = validate_topic_configs(configs)
+    return None if problem is None else Rejection(RejectKind.INVALID_CONFIG, problem)
+
+
+def _create_partitions_rejection(image: MetadataImage, cmd: CreatePartitions) -> Rejection | None:
+    topic = image.topics.get(cmd.name)
+    if topic is None:
+        return Rejection(RejectKind.UNKNOWN_TOPIC, f"topic {cmd.name!r} does not exist")
+    total = len(topic.partitions) + len(cmd.new_assignments)
+    if not cmd.new_assignments or total > PARTITIONS_PER_TOPIC_MAX:
+        return Rejection(RejectKind.INVALID_PARTITIONS, f"cannot grow {cmd.name!r} to {total} partitions")
+    return _check_assignments(image, cmd.new_assignments, len(topic.partitions[0].replicas))
+
+
+def _delete_topic_rejection(image: MetadataImage, cmd: DeleteTopic) -> Rejection | None:
+    if cmd.name not in image.topics:
+        return Rejection(RejectKind.UNKNOWN_TOPIC, f"topic {cmd.name!r} does not exist")
+    return None
+
+
+def _change_partition_rejection(image: MetadataImage, cmd: ChangePartition) -> Rejection | None:
+    topic = image.topics.get(cmd.topic)
+    if topic is None or not 0 <= cmd.partition < len(topic.partitions):
+        return Rejection(RejectKind.UNKNOWN_TOPIC, f"{cmd.topic}-{cmd.partition} does not exist")
+    p = topic.partitions[cmd.partition]
+    if not set(cmd.isr) <= set(p.replicas) or len(set(cmd.isr)) != len(cmd.isr):
+        return Rejection(RejectKind.INVALID_REQUEST, f"ISR {cmd.isr} is not a set of replicas {p.replicas}")
+    if cmd.leader != -1 and cmd.leader not in cmd.isr:
+        return Rejection(RejectKind.CONFLICT, f"leader {cmd.leader} is not in the ISR {cmd.isr}")
+    reg = image.brokers.get(cmd.leader)
+    if cmd.leader != -1 and (reg is None or reg.fenced):
+        return Rejection(RejectKind.CONFLICT, f"broker {cmd.leader} is fenced or not registered: it cannot lead")
+    if cmd.leader_epoch < p.leader_epoch or (cmd.leader != p.leader and cmd.leader_epoch == p.leader_epoch):
+        return Rejection(
+            RejectKind.STALE_LEADER_EPOCH, f"leader epoch {cmd.leader_epoch} does not move past {p.leader_epoch}"
+        )
+    return None
+
+
+def _producer_ids_rejection(image: MetadataImage, cmd: AllocateProducerIds) -> Rejection | None:
+    if cmd.broker_id not in image.brokers:
+        return Rejection(RejectKind.UNKNOWN_BROKER, f"broker {cmd.broker_id} is not registered")
+    if not 1 <= cmd.count <= PRODUCER_ID_BLOCK_MAX:
+        return Rejection(
+            RejectKind.INVALID_REQUEST, f"producer id block size {cmd.count} not in 1..{PRODUCER_ID_BLOCK_MAX}"
+        )
+    if image.next_producer_id + cmd.count > PRODUCER_ID_MAX:
+        return Rejection(RejectKind.INVALID_REQUEST, "producer ids exhausted")
+    return None
+
+
+def _alter_configs_rejection(image: MetadataImage, cmd: AlterTopicConfigs) -> Rejection | None:
     assert isinstance(cmd, AlterTopicConfigs)
     topic = image.topics.get(cmd.name)
     if topic is None:
@@ -278,6 +287,31 @@ def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
     merged.update(cmd.set_configs)
     problem = validate_topic_configs(merged)
     return None if problem is None else Rejection(RejectKind.INVALID_CONFIG, problem)
+
+
+# One validator per command type (etcd's and Kafka's controllers dispatch the same way). The command types are
+# final, so the exact type finds the handler.
+_VALIDATORS: dict[type[Any], Callable[[MetadataImage, Any], Rejection | None]] = {
+    NoOp: _no_rejection,
+    FenceBroker: _broker_rejection,
+    UnfenceBroker: _broker_rejection,
+    SetBrokerMaintenance: _broker_rejection,
+    DecommissionBroker: _broker_rejection,
+    ReassignPartition: _reassignment_rejection,
+    RegisterBroker: _register_rejection,
+    CreateTopic: _create_topic_rejection,
+    CreatePartitions: _create_partitions_rejection,
+    DeleteTopic: _delete_topic_rejection,
+    ChangePartition: _change_partition_rejection,
+    AlterPartition: _alter_partition_rejection,
+    AllocateProducerIds: _producer_ids_rejection,
+    AlterTopicConfigs: _alter_configs_rejection,
+}
+
+
+def validate(image: MetadataImage, cmd: Command) -> Rejection | None:
+    # An unknown type fails the assertion in _alter_configs_rejection, as the last branch of an isinstance chain would.
+    return _VALIDATORS.get(type(cmd), _alter_configs_rejection)(image, cmd)
 
 
 def _partition(image: MetadataImage, index: int, replicas: tuple[int, ...]) -> PartitionImage:
@@ -365,92 +399,138 @@ def _with_topic(image: MetadataImage, topic: TopicImage, offset: int) -> Metadat
     return replace(image, offset=offset, topics=MappingProxyType(topics), topics_by_id=MappingProxyType(by_id))
 
 
-def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
-    rejection = validate(image, cmd)
-    assert rejection is None, f"command at offset {offset} does not apply: {rejection}"
-    if isinstance(cmd, NoOp):
-        return replace(image, offset=offset)
-    if isinstance(cmd, RegisterBroker):
-        # A broker registers once it has caught up with the metadata: it is unfenced (a new incarnation replaces a
-        # fenced one); maintenance and decommissioning are the operator's and survive restarts. Its broker epoch is
-        # this record's offset.
-        old = image.brokers.get(cmd.broker_id)
-        if old is not None and old.incarnation != cmd.incarnation and not old.fenced:
-            # KRaft's handleBrokerUncleanShutdown (KIP-841): the previous incarnation is gone (it never saw its
-            # fencing) and its log may lack what it acknowledged as follower; fence it first, so the new one leads
-            # only where it is the last in-sync replica and rejoins every other ISR only by fetching.
-            image = _fence(image, cmd.broker_id)
-        reg = BrokerRegistration(
-            cmd.broker_id,
-            cmd.host,
-            cmd.port,
-            cmd.rack,
-            cmd.incarnation,
-            node_id=cmd.node_id,
-            maintenance=old is not None and old.maintenance,
-            decommissioning=old is not None and old.decommissioning,
-            epoch=offset,
-        )
-        return _revive(_with_broker(image, reg, offset), cmd.broker_id)
-    if isinstance(cmd, FenceBroker | UnfenceBroker):
-        reg = replace(image.brokers[cmd.broker_id], fenced=isinstance(cmd, FenceBroker))
-        image = _with_broker(image, reg, offset)
-        return _fence(image, cmd.broker_id) if reg.fenced else _revive(image, cmd.broker_id)
-    if isinstance(cmd, SetBrokerMaintenance | DecommissionBroker):
-        reg = image.brokers[cmd.broker_id]
-        if isinstance(cmd, SetBrokerMaintenance):
-            reg = replace(reg, maintenance=cmd.enabled)
-        else:
-            reg = replace(reg, decommissioning=True)
-        image = _with_broker(image, reg, offset)
-        return _drain(image, cmd.broker_id) if not reg.usable else image
-    if isinstance(cmd, ReassignPartition):
-        topic = image.topics[cmd.topic]
-        parts = list(topic.partitions)
-        parts[cmd.partition] = _reassign(image, parts[cmd.partition], cmd.replicas)
-        return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
-    if isinstance(cmd, AlterPartition):
-        topic = image.topics[cmd.topic]
-        parts = list(topic.partitions)
-        old_p = parts[cmd.partition]
-        changed = replace(old_p, isr=cmd.isr, partition_epoch=old_p.partition_epoch + 1)
-        parts[cmd.partition] = _complete_reassignment(image, changed)
-        return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
-    if isinstance(cmd, CreateTopic):
-        partitions = tuple(_partition(image, i, r) for i, r in enumerate(cmd.assignments))
-        configs: Mapping[str, str] = MappingProxyType(dict(cmd.configs))
-        return _with_topic(image, TopicImage(cmd.name, cmd.topic_id, partitions, configs), offset)
-    if isinstance(cmd, CreatePartitions):
-        topic = image.topics[cmd.name]
-        start = len(topic.partitions)
-        added = tuple(_partition(image, start + i, r) for i, r in enumerate(cmd.new_assignments))
-        return _with_topic(image, replace(topic, partitions=topic.partitions + added), offset)
-    if isinstance(cmd, DeleteTopic):
-        topic = image.topics[cmd.name]
-        topics = {k: v for k, v in image.topics.items() if k != cmd.name}
-        by_id = {k: v for k, v in image.topics_by_id.items() if k != topic.topic_id}
-        return replace(image, offset=offset, topics=MappingProxyType(topics), topics_by_id=MappingProxyType(by_id))
-    if isinstance(cmd, ChangePartition):
-        topic = image.topics[cmd.topic]
-        current = topic.partitions[cmd.partition]
-        new = replace(
-            current,
-            leader=cmd.leader,
-            isr=cmd.isr,
-            leader_epoch=cmd.leader_epoch,
-            partition_epoch=current.partition_epoch + 1,
-        )
-        parts = list(topic.partitions)
-        parts[cmd.partition] = new
-        return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
-    if isinstance(cmd, AllocateProducerIds):
-        start = image.next_producer_id
-        blocks = dict(image.producer_id_blocks)
-        blocks[cmd.broker_id] = (start, start + cmd.count)
-        return replace(
-            image, offset=offset, next_producer_id=start + cmd.count, producer_id_blocks=MappingProxyType(blocks)
-        )
+def _apply_noop(image: MetadataImage, cmd: NoOp, offset: int) -> MetadataImage:
+    return replace(image, offset=offset)
+
+
+def _apply_register(image: MetadataImage, cmd: RegisterBroker, offset: int) -> MetadataImage:
+    # A broker registers once it has caught up with the metadata: it is unfenced (a new incarnation replaces a
+    # fenced one); maintenance and decommissioning are the operator's and survive restarts. Its broker epoch is
+    # this record's offset.
+    old = image.brokers.get(cmd.broker_id)
+    if old is not None and old.incarnation != cmd.incarnation and not old.fenced:
+        # KRaft's handleBrokerUncleanShutdown (KIP-841): the previous incarnation is gone (it never saw its
+        # fencing) and its log may lack what it acknowledged as follower; fence it first, so the new one leads
+        # only where it is the last in-sync replica and rejoins every other ISR only by fetching.
+        image = _fence(image, cmd.broker_id)
+    reg = BrokerRegistration(
+        cmd.broker_id,
+        cmd.host,
+        cmd.port,
+        cmd.rack,
+        cmd.incarnation,
+        node_id=cmd.node_id,
+        maintenance=old is not None and old.maintenance,
+        decommissioning=old is not None and old.decommissioning,
+        epoch=offset,
+    )
+    return _revive(_with_broker(image, reg, offset), cmd.broker_id)
+
+
+def _apply_fencing(image: MetadataImage, cmd: FenceBroker | UnfenceBroker, offset: int) -> MetadataImage:
+    reg = replace(image.brokers[cmd.broker_id], fenced=isinstance(cmd, FenceBroker))
+    image = _with_broker(image, reg, offset)
+    return _fence(image, cmd.broker_id) if reg.fenced else _revive(image, cmd.broker_id)
+
+
+def _apply_drain(image: MetadataImage, cmd: SetBrokerMaintenance | DecommissionBroker, offset: int) -> MetadataImage:
+    reg = image.brokers[cmd.broker_id]
+    if isinstance(cmd, SetBrokerMaintenance):
+        reg = replace(reg, maintenance=cmd.enabled)
+    else:
+        reg = replace(reg, decommissioning=True)
+    image = _with_broker(image, reg, offset)
+    return _drain(image, cmd.broker_id) if not reg.usable else image
+
+
+def _apply_reassign(image: MetadataImage, cmd: ReassignPartition, offset: int) -> MetadataImage:
+    topic = image.topics[cmd.topic]
+    parts = list(topic.partitions)
+    parts[cmd.partition] = _reassign(image, parts[cmd.partition], cmd.replicas)
+    return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
+
+
+def _apply_alter_partition(image: MetadataImage, cmd: AlterPartition, offset: int) -> MetadataImage:
+    topic = image.topics[cmd.topic]
+    parts = list(topic.partitions)
+    old_p = parts[cmd.partition]
+    changed = replace(old_p, isr=cmd.isr, partition_epoch=old_p.partition_epoch + 1)
+    parts[cmd.partition] = _complete_reassignment(image, changed)
+    return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
+
+
+def _apply_create_topic(image: MetadataImage, cmd: CreateTopic, offset: int) -> MetadataImage:
+    partitions = tuple(_partition(image, i, r) for i, r in enumerate(cmd.assignments))
+    configs: Mapping[str, str] = MappingProxyType(dict(cmd.configs))
+    return _with_topic(image, TopicImage(cmd.name, cmd.topic_id, partitions, configs), offset)
+
+
+def _apply_create_partitions(image: MetadataImage, cmd: CreatePartitions, offset: int) -> MetadataImage:
+    topic = image.topics[cmd.name]
+    start = len(topic.partitions)
+    added = tuple(_partition(image, start + i, r) for i, r in enumerate(cmd.new_assignments))
+    return _with_topic(image, replace(topic, partitions=topic.partitions + added), offset)
+
+
+def _apply_delete_topic(image: MetadataImage, cmd: DeleteTopic, offset: int) -> MetadataImage:
+    topic = image.topics[cmd.name]
+    topics = {k: v for k, v in image.topics.items() if k != cmd.name}
+    by_id = {k: v for k, v in image.topics_by_id.items() if k != topic.topic_id}
+    return replace(image, offset=offset, topics=MappingProxyType(topics), topics_by_id=MappingProxyType(by_id))
+
+
+def _apply_change_partition(image: MetadataImage, cmd: ChangePartition, offset: int) -> MetadataImage:
+    topic = image.topics[cmd.topic]
+    current = topic.partitions[cmd.partition]
+    new = replace(
+        current,
+        leader=cmd.leader,
+        isr=cmd.isr,
+        leader_epoch=cmd.leader_epoch,
+        partition_epoch=current.partition_epoch + 1,
+    )
+    parts = list(topic.partitions)
+    parts[cmd.partition] = new
+    return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
+
+
+def _apply_producer_ids(image: MetadataImage, cmd: AllocateProducerIds, offset: int) -> MetadataImage:
+    start = image.next_producer_id
+    blocks = dict(image.producer_id_blocks)
+    blocks[cmd.broker_id] = (start, start + cmd.count)
+    return replace(
+        image, offset=offset, next_producer_id=start + cmd.count, producer_id_blocks=MappingProxyType(blocks)
+    )
+
+
+def _apply_alter_configs(image: MetadataImage, cmd: AlterTopicConfigs, offset: int) -> MetadataImage:
     topic = image.topics[cmd.name]
     merged = {k: v for k, v in topic.configs.items() if k not in cmd.delete_configs}
     merged.update(cmd.set_configs)
     return _with_topic(image, replace(topic, configs=MappingProxyType(merged)), offset)
+
+
+# One applier per command type, as in _VALIDATORS.
+_APPLIERS: dict[type[Any], Callable[[MetadataImage, Any, int], MetadataImage]] = {
+    NoOp: _apply_noop,
+    RegisterBroker: _apply_register,
+    FenceBroker: _apply_fencing,
+    UnfenceBroker: _apply_fencing,
+    SetBrokerMaintenance: _apply_drain,
+    DecommissionBroker: _apply_drain,
+    ReassignPartition: _apply_reassign,
+    AlterPartition: _apply_alter_partition,
+    CreateTopic: _apply_create_topic,
+    CreatePartitions: _apply_create_partitions,
+    DeleteTopic: _apply_delete_topic,
+    ChangePartition: _apply_change_partition,
+    AllocateProducerIds: _apply_producer_ids,
+    AlterTopicConfigs: _apply_alter_configs,
+}
+assert set(_APPLIERS) == set(_VALIDATORS), "every command type is validated and applied"
+
+
+def apply(image: MetadataImage, cmd: Command, offset: int) -> MetadataImage:
+    rejection = validate(image, cmd)
+    assert rejection is None, f"command at offset {offset} does not apply: {rejection}"
+    return _APPLIERS[type(cmd)](image, cmd, offset)
