@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -258,8 +259,124 @@ def decode_command(data: bytes) -> Command:
     return command_from_json(body)
 
 
-def command_from_json(body: Any) -> Command:
-    """A command from its parsed JSON object (as embedded in a controller channel message)."""
+def _register_broker(b: dict[str, Any]) -> Command:
+    rack = b["rack"]
+    node_id = b.get("node_id")
+    return RegisterBroker(
+        _int(b["broker_id"], "broker_id"),
+        _str(b["host"], "host"),
+        _int(b["port"], "port"),
+        None if rack is None else _str(rack, "rack"),
+        _str(b["incarnation"], "incarnation"),
+        None if node_id is None else _int(node_id, "node_id"),
+    )
+
+
+def _create_topic(b: dict[str, Any]) -> Command:
+    try:
+        topic_id = uuid.UUID(_str(b["topic_id"], "topic_id"))
+    except ValueError:
+        raise CommandDecodeError("topic_id: not a UUID") from None
+    return CreateTopic(
+        _str(b["name"], "name"),
+        topic_id,
+        tuple(_ints(a, "assignments") for a in _list(b["assignments"], "assignments")),
+        _pairs(b["configs"], "configs"),
+    )
+
+
+def _create_partitions(b: dict[str, Any]) -> Command:
+    return CreatePartitions(
+        _str(b["name"], "name"),
+        tuple(_ints(a, "new_assignments") for a in _list(b["new_assignments"], "new_assignments")),
+    )
+
+
+def _delete_topic(b: dict[str, Any]) -> Command:
+    return DeleteTopic(_str(b["name"], "name"))
+
+
+def _change_partition(b: dict[str, Any]) -> Command:
+    return ChangePartition(
+        _str(b["topic"], "topic"),
+        _int(b["partition"], "partition"),
+        _int(b["leader"], "leader"),
+        _ints(b["isr"], "isr"),
+        _int(b["leader_epoch"], "leader_epoch"),
+    )
+
+
+def _alter_partition(b: dict[str, Any]) -> Command:
+    return AlterPartition(
+        _str(b["topic"], "topic"),
+        _int(b["partition"], "partition"),
+        _int(b["leader"], "leader"),
+        _int(b["leader_epoch"], "leader_epoch"),
+        _int(b["partition_epoch"], "partition_epoch"),
+        _ints(b["isr"], "isr"),
+    )
+
+
+def _no_op(b: dict[str, Any]) -> Command:
+    return NoOp()
+
+
+def _fence_broker(b: dict[str, Any]) -> Command:
+    return FenceBroker(_int(b["broker_id"], "broker_id"), _str(b["incarnation"], "incarnation"))
+
+
+def _unfence_broker(b: dict[str, Any]) -> Command:
+    return UnfenceBroker(_int(b["broker_id"], "broker_id"), _str(b["incarnation"], "incarnation"))
+
+
+def _set_broker_maintenance(b: dict[str, Any]) -> Command:
+    return SetBrokerMaintenance(_int(b["broker_id"], "broker_id"), _bool(b["enabled"], "enabled"))
+
+
+def _decommission_broker(b: dict[str, Any]) -> Command:
+    return DecommissionBroker(_int(b["broker_id"], "broker_id"))
+
+
+def _reassign_partition(b: dict[str, Any]) -> Command:
+    return ReassignPartition(
+        _str(b["topic"], "topic"), _int(b["partition"], "partition"), _ints(b["replicas"], "replicas")
+    )
+
+
+def _allocate_producer_ids(b: dict[str, Any]) -> Command:
+    return AllocateProducerIds(_int(b["broker_id"], "broker_id"), _int(b["count"], "count"))
+
+
+def _alter_topic_configs(b: dict[str, Any]) -> Command:
+    return AlterTopicConfigs(
+        _str(b["name"], "name"),
+        _pairs(b["set_configs"], "set_configs"),
+        tuple(_str(x, "delete_configs") for x in _list(b["delete_configs"], "delete_configs")),
+    )
+
+
+# One decoder per command type: each reads the fields of a body whose field names were already checked.
+_DECODERS: dict[type[Any], Callable[[dict[str, Any]], Command]] = {
+    RegisterBroker: _register_broker,
+    CreateTopic: _create_topic,
+    CreatePartitions: _create_partitions,
+    DeleteTopic: _delete_topic,
+    ChangePartition: _change_partition,
+    AlterPartition: _alter_partition,
+    NoOp: _no_op,
+    FenceBroker: _fence_broker,
+    UnfenceBroker: _unfence_broker,
+    SetBrokerMaintenance: _set_broker_maintenance,
+    DecommissionBroker: _decommission_broker,
+    ReassignPartition: _reassign_partition,
+    AllocateProducerIds: _allocate_producer_ids,
+    AlterTopicConfigs: _alter_topic_configs,
+}
+assert set(_DECODERS) == set(_TYPES.values()), "every command type has a decoder"
+
+
+def _command_type(body: Any) -> type[Any]:
+    """The command class ``body`` encodes, once its version and field names are right."""
     if not isinstance(body, dict):
         raise CommandDecodeError("a command is a JSON object")
     if body.get("v") != FORMAT_VERSION:
@@ -272,69 +389,9 @@ def command_from_json(body: Any) -> Command:
     missing = names - set(body) - _OPTIONAL_FIELDS.get(cls, frozenset())
     if extra or missing:
         raise CommandDecodeError(f"{cls.TYPE}: unexpected fields {sorted(extra)}, missing {sorted(missing)}")
-    b = body
-    if cls is RegisterBroker:
-        rack = b["rack"]
-        node_id = b.get("node_id")
-        return RegisterBroker(
-            _int(b["broker_id"], "broker_id"),
-            _str(b["host"], "host"),
-            _int(b["port"], "port"),
-            None if rack is None else _str(rack, "rack"),
-            _str(b["incarnation"], "incarnation"),
-            None if node_id is None else _int(node_id, "node_id"),
-        )
-    if cls is CreateTopic:
-        try:
-            topic_id = uuid.UUID(_str(b["topic_id"], "topic_id"))
-        except ValueError:
-            raise CommandDecodeError("topic_id: not a UUID") from None
-        return CreateTopic(
-            _str(b["name"], "name"),
-            topic_id,
-            tuple(_ints(a, "assignments") for a in _list(b["assignments"], "assignments")),
-            _pairs(b["configs"], "configs"),
-        )
-    if cls is CreatePartitions:
-        return CreatePartitions(
-            _str(b["name"], "name"),
-            tuple(_ints(a, "new_assignments") for a in _list(b["new_assignments"], "new_assignments")),
-        )
-    if cls is DeleteTopic:
-        return DeleteTopic(_str(b["name"], "name"))
-    if cls is ChangePartition:
-        return ChangePartition(
-            _str(b["topic"], "topic"),
-            _int(b["partition"], "partition"),
-            _int(b["leader"], "leader"),
-            _ints(b["isr"], "isr"),
-            _int(b["leader_epoch"], "leader_epoch"),
-        )
-    if cls is AlterPartition:
-        return AlterPartition(
-            _str(b["topic"], "topic"),
-            _int(b["partition"], "partition"),
-            _int(b["leader"], "leader"),
-            _int(b["leader_epoch"], "leader_epoch"),
-            _int(b["partition_epoch"], "partition_epoch"),
-            _ints(b["isr"], "isr"),
-        )
-    if cls is NoOp:
-        return NoOp()
-    if cls is FenceBroker or cls is UnfenceBroker:
-        return cls(_int(b["broker_id"], "broker_id"), _str(b["incarnation"], "incarnation"))  # type: ignore[no-any-return]
-    if cls is SetBrokerMaintenance:
-        return SetBrokerMaintenance(_int(b["broker_id"], "broker_id"), _bool(b["enabled"], "enabled"))
-    if cls is DecommissionBroker:
-        return DecommissionBroker(_int(b["broker_id"], "broker_id"))
-    if cls is ReassignPartition:
-        return ReassignPartition(
-            _str(b["topic"], "topic"), _int(b["partition"], "partition"), _ints(b["replicas"], "replicas")
-        )
-    if cls is AllocateProducerIds:
-        return AllocateProducerIds(_int(b["broker_id"], "broker_id"), _int(b["count"], "count"))
-    return AlterTopicConfigs(
-        _str(b["name"], "name"),
-        _pairs(b["set_configs"], "set_configs"),
-        tuple(_str(x, "delete_configs") for x in _list(b["delete_configs"], "delete_configs")),
-    )
+    return cls
+
+
+def command_from_json(body: Any) -> Command:
+    """A command from its parsed JSON object (as embedded in a controller channel message)."""
+    return _DECODERS[_command_type(body)](body)
