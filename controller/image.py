@@ -159,69 +159,75 @@ def decode_image(data: bytes) -> MetadataImage:
     return image_from_json(body)
 
 
-def image_from_json(body: Any) -> MetadataImage:
-    """An image from its parsed JSON (as embedded in a controller channel message)."""
-    try:
-        if not isinstance(body, dict) or body.get("v") != IMAGE_FORMAT_VERSION:
-            raise ImageDecodeError("not a metadata image of a known version")
-        brokers: dict[int, BrokerRegistration] = {}
-        for b in body["brokers"]:
-            # 5: written before leases existed; 8: before node ids were recorded; 9: before broker epochs
-            if not isinstance(b, list) or len(b) not in (5, 8, 9, 10):
-                raise ImageDecodeError("bad broker registration")
-            broker_id, host, port, rack, incarnation = b[:5]
-            flags = b[5:8] or [False, False, False]
-            node_id = b[8] if len(b) >= 9 else None
-            if node_id is not None:
-                _ints([node_id])
-            epoch = _ints([b[9]])[0] if len(b) == 10 else -1
-            if not (isinstance(host, str) and isinstance(incarnation, str) and (rack is None or isinstance(rack, str))):
-                raise ImageDecodeError("bad broker registration")
-            if not all(isinstance(f, bool) for f in flags):
-                raise ImageDecodeError("bad broker flags")
-            _ints([broker_id, port])
-            fenced, maintenance, decommissioning = flags
-            brokers[broker_id] = BrokerRegistration(
-                broker_id, host, port, rack, incarnation, fenced, maintenance, decommissioning, node_id, epoch
-            )
-        topics: dict[str, TopicImage] = {}
-        for t in body["topics"]:
-            configs = t["configs"]
-            if not isinstance(t["name"], str) or not isinstance(configs, dict):
-                raise ImageDecodeError("bad topic")
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in configs.items()):
-                raise ImageDecodeError("bad topic configs")
-            partitions = []
-            for p in t["partitions"]:
-                if not isinstance(p, list) or len(p) not in (6, 8):  # 6: written before reassignments in progress
-                    raise ImageDecodeError("bad partition")
-                index, replicas, isr, leader, leader_epoch, partition_epoch = p[:6]
-                adding, removing = p[6:] or [[], []]
-                _ints([index, leader, leader_epoch, partition_epoch])
-                partitions.append(
-                    PartitionImage(
-                        index,
-                        tuple(_ints(replicas)),
-                        tuple(_ints(isr)),
-                        leader,
-                        leader_epoch,
-                        partition_epoch,
-                        tuple(_ints(adding)),
-                        tuple(_ints(removing)),
-                    )
-                )
-            topic = TopicImage(t["name"], uuid.UUID(t["id"]), tuple(partitions), MappingProxyType(dict(configs)))
-            topics[topic.name] = topic
-        blocks = {}
-        for item in body["producer_id_blocks"]:
-            b, s, e = _ints(item, 3)
-            blocks[b] = (s, e)
-        offset, next_producer_id = _ints([body["offset"], body["next_producer_id"]])
-        cluster_id = body["cluster_id"]
-        if not isinstance(cluster_id, str):
-            raise ImageDecodeError("bad cluster id")
-    except (KeyError, TypeError, ValueError) as e:
-        raise ImageDecodeError(f"bad metadata image: {e}") from None
+def _broker_from_json(b: Any) -> BrokerRegistration:
+    # 5: written before leases existed; 8: before node ids were recorded; 9: before broker epochs
+    if not isinstance(b, list) or len(b) not in (5, 8, 9, 10):
+        raise ImageDecodeError("bad broker registration")
+    broker_id, host, port, rack, incarnation = b[:5]
+    flags = b[5:8] or [False, False, False]
+    node_id = b[8] if len(b) >= 9 else None
+    if node_id is not None:
+        _ints([node_id])
+    epoch = _ints([b[9]])[0] if len(b) == 10 else -1
+    if not (isinstance(host, str) and isinstance(incarnation, str) and (rack is None or isinstance(rack, str))):
+        raise ImageDecodeError("bad broker registration")
+    if not all(isinstance(f, bool) for f in flags):
+        raise ImageDecodeError("bad broker flags")
+    _ints([broker_id, port])
+    fenced, maintenance, decommissioning = flags
+    return BrokerRegistration(
+        broker_id, host, port, rack, incarnation, fenced, maintenance, decommissioning, node_id, epoch
+    )
+
+
+def _partition_from_json(p: Any) -> PartitionImage:
+    if not isinstance(p, list) or len(p) not in (6, 8):  # 6: written before reassignments in progress
+        raise ImageDecodeError("bad partition")
+    index, replicas, isr, leader, leader_epoch, partition_epoch = p[:6]
+    adding, removing = p[6:] or [[], []]
+    _ints([index, leader, leader_epoch, partition_epoch])
+    return PartitionImage(
+        index,
+        tuple(_ints(replicas)),
+        tuple(_ints(isr)),
+        leader,
+        leader_epoch,
+        partition_epoch,
+        tuple(_ints(adding)),
+        tuple(_ints(removing)),
+    )
+
+
+def _topic_from_json(t: Any) -> TopicImage:
+    configs = t["configs"]
+    if not isinstance(t["name"], str) or not isinstance(configs, dict):
+        raise ImageDecodeError("bad topic")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in configs.items()):
+        raise ImageDecodeError("bad topic configs")
+    partitions = tuple(_partition_from_json(p) for p in t["partitions"])
+    return TopicImage(t["name"], uuid.UUID(t["id"]), partitions, MappingProxyType(dict(configs)))
+
+
+def _image_from_json(body: Any) -> MetadataImage:
+    """``image_from_json`` without its translation of KeyError, TypeError and ValueError."""
+    if not isinstance(body, dict) or body.get("v") != IMAGE_FORMAT_VERSION:
+        raise ImageDecodeError("not a metadata image of a known version")
+    brokers: dict[int, BrokerRegistration] = {}
+    for b in body["brokers"]:
+        reg = _broker_from_json(b)
+        brokers[reg.broker_id] = reg
+    topics: dict[str, TopicImage] = {}
+    for t in body["topics"]:
+        topic = _topic_from_json(t)
+        topics[topic.name] = topic
+    blocks = {}
+    for item in body["producer_id_blocks"]:
+        b, s, e = _ints(item, 3)
+        blocks[b] = (s, e)
+    offset, next_producer_id = _ints([body["offset"], body["next_producer_id"]])
+    cluster_id = body["cluster_id"]
+    if not isinstance(cluster_id, str):
+        raise ImageDecodeError("bad cluster id")
     return MetadataImage(
         offset=offset,
         cluster_id=cluster_id,
@@ -231,3 +237,11 @@ def image_from_json(body: Any) -> MetadataImage:
         next_producer_id=next_producer_id,
         producer_id_blocks=MappingProxyType(blocks),
     )
+
+
+def image_from_json(body: Any) -> MetadataImage:
+    """An image from its parsed JSON (as embedded in a controller channel message)."""
+    try:
+        return _image_from_json(body)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ImageDecodeError(f"bad metadata image: {e}") from None
