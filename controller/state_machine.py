@@ -117,14 +117,21 @@ def _broker_rejection(image: MetadataImage, cmd: Command) -> Rejection | None:
     return None
 
 
+def _partition_of(image: MetadataImage, topic_name: str, partition: int) -> PartitionImage | Rejection:
+    """The partition a command names, or UNKNOWN_TOPIC when its topic or its index does not exist."""
+    topic = image.topics.get(topic_name)
+    if topic is None or not 0 <= partition < len(topic.partitions):
+        return Rejection(RejectKind.UNKNOWN_TOPIC, f"{topic_name}-{partition} does not exist")
+    return topic.partitions[partition]
+
+
 def _reassignment_rejection(image: MetadataImage, cmd: ReassignPartition) -> Rejection | None:
-    topic = image.topics.get(cmd.topic)
-    if topic is None or not 0 <= cmd.partition < len(topic.partitions):
-        return Rejection(RejectKind.UNKNOWN_TOPIC, f"{cmd.topic}-{cmd.partition} does not exist")
+    p = _partition_of(image, cmd.topic, cmd.partition)
+    if isinstance(p, Rejection):
+        return p
     rejection = _check_assignments(image, (cmd.replicas,), None)
     if rejection is not None:
         return rejection
-    p = topic.partitions[cmd.partition]
     name = f"{cmd.topic}-{cmd.partition}"
     if p.adding and set(cmd.replicas) != set(p.replicas) - set(p.adding):
         return Rejection(
@@ -178,10 +185,9 @@ def _complete_reassignment(image: MetadataImage, p: PartitionImage) -> Partition
 
 
 def _alter_partition_rejection(image: MetadataImage, cmd: AlterPartition) -> Rejection | None:
-    topic = image.topics.get(cmd.topic)
-    if topic is None or not 0 <= cmd.partition < len(topic.partitions):
-        return Rejection(RejectKind.UNKNOWN_TOPIC, f"{cmd.topic}-{cmd.partition} does not exist")
-    p = topic.partitions[cmd.partition]
+    p = _partition_of(image, cmd.topic, cmd.partition)
+    if isinstance(p, Rejection):
+        return p
     if (cmd.leader, cmd.leader_epoch, cmd.partition_epoch) != (p.leader, p.leader_epoch, p.partition_epoch):
         return Rejection(
             RejectKind.STALE_LEADER_EPOCH,
@@ -248,10 +254,9 @@ def _delete_topic_rejection(image: MetadataImage, cmd: DeleteTopic) -> Rejection
 
 
 def _change_partition_rejection(image: MetadataImage, cmd: ChangePartition) -> Rejection | None:
-    topic = image.topics.get(cmd.topic)
-    if topic is None or not 0 <= cmd.partition < len(topic.partitions):
-        return Rejection(RejectKind.UNKNOWN_TOPIC, f"{cmd.topic}-{cmd.partition} does not exist")
-    p = topic.partitions[cmd.partition]
+    p = _partition_of(image, cmd.topic, cmd.partition)
+    if isinstance(p, Rejection):
+        return p
     if not set(cmd.isr) <= set(p.replicas) or len(set(cmd.isr)) != len(cmd.isr):
         return Rejection(RejectKind.INVALID_REQUEST, f"ISR {cmd.isr} is not a set of replicas {p.replicas}")
     if cmd.leader != -1 and cmd.leader not in cmd.isr:
