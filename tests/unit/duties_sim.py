@@ -183,11 +183,7 @@ def run(seed: int, stop_ms: int = 2000, chaos_ms: int = 8000, heal_ms: int = 120
     end_chaos = cluster.now_ms + chaos_ms
     while cluster.now_ms < end_chaos:
         cluster.step(chaos=True)
-    cluster.blocked.clear()
-    for node in cluster.nodes.values():
-        if node.raft is None:
-            cluster.restart(node)
-    cluster.faults = dataclasses.replace(cluster.faults, drop=0.0, crash=0.0, partition=0.0)
+    cluster.heal()
     end = cluster.now_ms + heal_ms
     while cluster.now_ms < end:
         cluster.step(chaos=False)

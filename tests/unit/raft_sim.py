@@ -157,6 +157,14 @@ class Cluster:
     def restart(self, node: SimNode) -> None:
         self._start(node)
 
+    def heal(self) -> None:
+        """End the chaos: every link back, every crashed node restarted, no more drops, crashes or partitions."""
+        self.blocked.clear()
+        for node in self.nodes.values():
+            if node.raft is None:
+                self.restart(node)
+        self.faults = dataclasses.replace(self.faults, drop=0.0, crash=0.0, partition=0.0)
+
     def live(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.raft is not None]
 
@@ -373,11 +381,7 @@ def run(seed: int, chaos_ms: int = 4000, heal_ms_max: int = 20000) -> Cluster:
     cluster = Cluster(seed)
     while cluster.now_ms < chaos_ms:
         cluster.step(chaos=True)
-    cluster.blocked.clear()
-    for node in cluster.nodes.values():
-        if node.raft is None:
-            cluster.restart(node)
-    cluster.faults = dataclasses.replace(cluster.faults, drop=0.0, crash=0.0, partition=0.0)
+    cluster.heal()
     deadline = cluster.now_ms + heal_ms_max
     while not cluster.converged():
         if cluster.now_ms >= deadline:
