@@ -388,7 +388,7 @@ class PartitionLog:
             self._bases.pop()
             self._dirty.pop(seg.base_offset, None)
             seg.delete()
-        self.segments[-1].truncate_to(offset, self.config.index_interval_bytes)
+        self.segments[-1].truncate_to(offset)
         self.log_end_offset = self.segments[-1].next_offset
         self.durable_offset = min(self.durable_offset, self.log_end_offset)
         self.high_watermark = min(self.high_watermark, self.log_end_offset)

@@ -202,14 +202,36 @@ class LogSegment:
             return 0
         return self.position_of(self.base_offset + self._time_offsets[i])
 
-    def truncate_to(self, offset: int, index_interval_bytes: int) -> None:
-        # Cut at the start of the batch holding ``offset``: batches are kept or dropped whole, and dropping a little
-        # more than asked is safe (a follower fetches it again), keeping a divergent record is not.
+    def truncate_to(self, offset: int) -> None:
+        """Cut at the start of the batch holding ``offset`` and trim the indexes past the cut (no rescan).
+
+        Batches are kept or dropped whole: dropping a little more than asked is safe (a follower fetches it again),
+        keeping a divergent record is not. The batches before the cut were validated when they were appended or
+        recovered, so only the index entries that point past the cut go; the index files are cut to match (they are
+        a cache: a crash before they reach the disk leaves entries that fail ``load``'s sanity check and are rebuilt).
+        """
         position = self.position_of(offset)
+        if position >= self.size:
+            return
+        cut_offset = self.header_at(position).base_offset
         os.ftruncate(self.fd, position)
         os.fsync(self.fd)
         self.size = position
-        self.recover(index_interval_bytes)
+        self.next_offset = cut_offset
+        keep = bisect.bisect_left(self._index_positions, position)
+        del self._index_offsets[keep:], self._index_positions[keep:]
+        os.ftruncate(self.index_fd, keep * _INDEX_ENTRY.size)
+        keep = bisect.bisect_left(self._time_offsets, cut_offset - self.base_offset)
+        del self._time_values[keep:], self._time_offsets[keep:]
+        os.ftruncate(self.timeindex_fd, keep * _TIME_ENTRY.size)
+        while self._recent and self._recent[-1][1] >= position:
+            self._recent.pop()
+        self._bytes_since_index = 0
+        if self._time_values:
+            self.max_timestamp = self._time_values[-1]
+            self.max_timestamp_batch_position = self.position_of(self.base_offset + self._time_offsets[-1])
+        else:
+            self.max_timestamp, self.max_timestamp_batch_position = -1, -1
 
     # ---- files -------------------------------------------------------------------------------------------------
 

@@ -209,6 +209,64 @@ def test_offset_for_timestamp_and_epochs(tmp_path: Path) -> None:
     assert reopened.end_offset_for_epoch(1) == (1, reopened.log_end_offset)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(st.integers(1, 5), st.integers(0, 3)), min_size=1, max_size=40),
+    st.integers(1, 400),
+    st.data(),
+)
+def test_truncation_trims_the_indexes_to_what_a_full_rescan_rebuilds(
+    tmp_path_factory: pytest.TempPathFactory,
+    batches: list[tuple[int, int]],
+    index_interval: int,
+    data: st.DataObject,
+) -> None:
+    """A truncated segment answers lookups, reads, timestamps and appends as one rebuilt from its files does."""
+    directory = tmp_path_factory.mktemp("trim")
+    config = LogConfig(index_interval_bytes=index_interval)
+    log = PartitionLog.open(directory, config, 0)
+    ts = 1000
+    for n, step in batches:
+        ts += step - 1  # timestamps that sometimes go down, so the time index skips some batches
+        _append(log, [b"x" * 7] * n, ts=ts)
+    cut = data.draw(st.integers(0, log.log_end_offset))
+    log.truncate_to(cut)
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    trimmed = log.segments[-1]
+    rebuilt_values = _all_values(log)
+    state = (
+        trimmed.next_offset,
+        trimmed.size,
+        trimmed.max_timestamp,
+        trimmed.max_timestamp_batch_position,
+        log.max_timestamp_offset(),
+        [log.offset_for_timestamp(t) for t in range(995, ts + 2)],
+        [trimmed.position_of(o) for o in range(trimmed.next_offset + 1)],
+    )
+    log.close()
+    for name in os.listdir(directory):
+        if name.endswith(".index") or name.endswith(".timeindex"):
+            os.unlink(directory / name)  # force a rescan: the indexes come from the log alone
+    reopened = PartitionLog.open(directory, config, 0)
+    reopened.update_high_watermark(reopened.log_end_offset)
+    segment = reopened.segments[-1]
+    assert state == (
+        segment.next_offset,
+        segment.size,
+        segment.max_timestamp,
+        segment.max_timestamp_batch_position,
+        reopened.max_timestamp_offset(),
+        [reopened.offset_for_timestamp(t) for t in range(995, ts + 2)],
+        [segment.position_of(o) for o in range(segment.next_offset + 1)],
+    )
+    assert _all_values(reopened) == rebuilt_values
+    base, _ = _append(reopened, [b"after"])
+    reopened.update_high_watermark(reopened.log_end_offset)
+    assert base == state[0] and _all_values(reopened) == [*rebuilt_values, (base, b"after")]
+    reopened.close()
+
+
 def test_roll_by_age_with_injected_clock(tmp_path: Path) -> None:
     log = PartitionLog.open(tmp_path, LogConfig(segment_ms=1000), now_ms=0)
     _append(log, [b"a"], now_ms=0)
