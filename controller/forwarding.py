@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from controller.commands import Command
 from controller.raft.node import ConfChangeOp
 from controller.state_machine import RejectKind
+from controller.topics import TopicProposal
 from controller.wire import Codec, WireError
 
 
@@ -37,6 +38,7 @@ class ForwardError:
     kind: ErrorKind
     message: str
     reject_kind: RejectKind = RejectKind.INVALID_REQUEST  # meaningful with REJECTED only
+    field: str | None = None  # the request field at fault (a topic request's ``TopicRejected.field``), if one is
 
 
 def unavailable(message: str) -> ForwardError:
@@ -57,6 +59,16 @@ class ProposeResponse:
     request_id: int
     offset: int  # the committed command's offset; -1 with an error
     error: ForwardError | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeTopicRequest:
+    """Plan a topic request on the leader's newest image and commit its commands (``controller.topics``); answered
+    with a ``ProposeResponse`` holding the last command's offset (the leader's applied offset for ``validate_only``
+    or a request that needs no command)."""
+
+    request_id: int
+    proposal: TopicProposal
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +119,13 @@ class ConfChangeResponse:
     error: ForwardError | None
 
 
-ForwardRequest = ProposeRequest | ReadIndexRequest | HeartbeatRequest | ConfChangeRequest
+ForwardRequest = ProposeRequest | ProposeTopicRequest | ReadIndexRequest | HeartbeatRequest | ConfChangeRequest
 ForwardResponse = ProposeResponse | ReadIndexResponse | HeartbeatResponse | ConfChangeResponse
 
 
 def failed(request: ForwardRequest, error: ForwardError) -> ForwardResponse:
     """The answer to ``request`` that carries ``error`` instead of a result."""
-    if isinstance(request, ProposeRequest):
+    if isinstance(request, ProposeRequest | ProposeTopicRequest):
         return ProposeResponse(request.request_id, -1, error)
     if isinstance(request, ReadIndexRequest):
         return ReadIndexResponse(request.request_id, -1, error)
@@ -122,8 +134,9 @@ def failed(request: ForwardRequest, error: ForwardError) -> ForwardResponse:
     return ConfChangeResponse(request.request_id, -1, error)
 
 
-REQUESTS = (ProposeRequest, ReadIndexRequest, HeartbeatRequest, ConfChangeRequest)
+REQUESTS = (ProposeRequest, ProposeTopicRequest, ReadIndexRequest, HeartbeatRequest, ConfChangeRequest)
 RESPONSES = (ProposeResponse, ReadIndexResponse, HeartbeatResponse, ConfChangeResponse)
+# Responses are at version 2 since ForwardError carries the request field at fault.
 CODEC: Codec[ForwardRequest | ForwardResponse] = Codec(
-    "controller forwarding", {cls: 1 for cls in (*REQUESTS, *RESPONSES)}, error=ForwardDecodeError
+    "controller forwarding", {**{cls: 1 for cls in REQUESTS}, **{cls: 2 for cls in RESPONSES}}, error=ForwardDecodeError
 )

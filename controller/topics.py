@@ -1,15 +1,13 @@
 """The topics frontend: a request to create, grow, change or delete a topic becomes metadata commands, replicas placed.
 
-Runs wherever such a request arrives: a shard process (Kafka CreateTopics and CreatePartitions, auto creation, through
-``PartitionManager``) and the controller process (the admin API's ``/v1/topics``, through ``ClusterAdmin``). Pure: the
-image is given, and so is a new topic's id, so the same request on the same image gives the same commands. Placement
-(``controller.placement``) happens here, on the image given; the Raft leader validates every command again against
-its own image before it enters the log (``state_machine.validate``), so a stale image can make a request fail, never
-break the log. Every refusal is one ``TopicRejected``: the state machine's ``RejectKind`` (which each edge maps to its
-Kafka error code or HTTP status) plus the request field at fault, where there is one.
-
-The functions take the image as their first argument so that the leader could run them on its speculative image
-(the applied image plus its proposals in flight) and place replicas on the newest state there is.
+Runs on the Raft leader, in the controller process: the edges (a shard's Kafka CreateTopics, CreatePartitions,
+DeleteTopics, AlterConfigs and auto creation; the admin API's ``/v1/topics``) send a ``TopicProposal`` there (a
+follower forwards it), and the leader plans it on its speculative image (the applied image plus its proposals in
+flight), so replicas are placed on the newest state there is and two creates in flight at once are balanced against
+each other. Pure: the image is given, and so is a new topic's id, so the same request on the same image gives the
+same commands. Each command is validated again as it is proposed (``state_machine.validate``). Every refusal is one
+``TopicRejected``: the state machine's ``RejectKind`` (which each edge maps to its Kafka error code or HTTP status)
+plus the request field at fault, where there is one.
 """
 
 from __future__ import annotations
@@ -34,6 +32,7 @@ from controller.state_machine import (
     CommandRejected,
     Rejection,
     RejectKind,
+    apply,
     validate,
 )
 
@@ -95,6 +94,19 @@ class RemoveTopic:
 TopicRequest = NewTopic | NewPartitions | AlterTopic | RemoveTopic
 
 
+@dataclass(frozen=True, slots=True)
+class TopicProposal:
+    """A topic request as the edges send it to the Raft leader, which plans it (``plan``) on its newest image.
+
+    ``topic_id`` is the id a new topic gets, chosen by the requester so that the request means the same wherever it
+    is planned; ``validate_only`` asks for the checks and the placement without proposing anything (Kafka's
+    ``validate_only``)."""
+
+    request: TopicRequest
+    topic_id: uuid.UUID
+    validate_only: bool = False
+
+
 def plan(image: MetadataImage, request: TopicRequest, topic_id: uuid.UUID) -> tuple[Command, ...]:
     """The commands that carry out ``request`` on ``image``, in the order to propose them (``topic_id``: the id a
     new topic gets). One entry point for any topic request, for a caller that takes requests of every kind (the
@@ -106,6 +118,16 @@ def plan(image: MetadataImage, request: TopicRequest, topic_id: uuid.UUID) -> tu
     if isinstance(request, AlterTopic):
         return alter_topic(image, request.name, request.changes)
     return (delete_topic(image, request.name),)
+
+
+def check(image: MetadataImage, commands: tuple[Command, ...]) -> None:
+    """Raise the TopicRejected the first of ``commands`` that would not validate gets when they are proposed in order
+    on ``image`` (each checked on the image the ones before it make): what ``validate_only`` answers."""
+    for cmd in commands:
+        rejection = validate(image, cmd)
+        if rejection is not None:
+            raise TopicRejected(rejection.kind, rejection.message)
+        image = apply(image, cmd, image.offset + 1)
 
 
 def _topic(image: MetadataImage, name: str) -> TopicImage:

@@ -17,9 +17,10 @@ Format: one message is one JSON object (orjson), ``{"type": <class name>, "v": <
 ``uuid.UUID``                       its string form
 ``tuple[X, ...]``, ``list[X]``      array (``max_items`` bounds the length: ``field(metadata=rules(...))``)
 ``tuple[X, Y]``                     array of exactly that length
-``dict[str, X]``                    object
+``dict[str, X]``, ``Mapping[str, X]``  object (decoded as a ``dict``)
 a frozen dataclass                  object of its fields (no type or version: the field's type says which);
                                     with ``rules(positional=True)``, an array of their values in field order
+``A | B | ...`` of frozen dataclasses  object of the value's fields plus its class name under ``"type"``
 ``controller.commands.Command``     the command's own versioned encoding (``encode_command``), verbatim
 ``controller.image.MetadataImage``  the image's own versioned encoding (``encode_image``), verbatim
 ==================================  ===========================================================================
@@ -37,6 +38,7 @@ translated; bump a message's version when its fields change meaning.
 from __future__ import annotations
 
 import binascii
+import collections.abc
 import dataclasses
 import enum
 import functools
@@ -521,6 +523,45 @@ class _Positional(_Field):
         return b"[" + b",".join([c.dump(x) for c, x in zip(codecs, self._values(v), strict=True)]) + b"]"
 
 
+class _Tagged(_Field):
+    """A union of dataclasses: the object of the value's fields with its class name under ``"type"`` first."""
+
+    identity = False
+
+    def __init__(self, objects: list[_Object]) -> None:
+        self.by_type = {o.cls: o for o in objects}
+        self.by_tag = {o.cls.__name__: o for o in objects}
+        if len(self.by_tag) != len(objects):
+            raise TypeError(f"two dataclasses of one name in a union: {sorted(o.cls.__qualname__ for o in objects)}")
+        self.raw = any(o.raw for o in objects)
+        self._heads = {o.cls: b"{" + orjson.dumps(TYPE_KEY) + b":" + orjson.dumps(o.cls.__name__) for o in objects}
+
+    def load(self, v: Any) -> Any:
+        if type(v) is not dict:
+            raise _wrong("an object", v)
+        tag = v.get(TYPE_KEY)
+        obj = self.by_tag.get(tag) if type(tag) is str else None
+        if obj is None:
+            raise _Invalid(Problem.BAD_VALUE, f"type {tag!r} is not one of {sorted(self.by_tag)}")
+        return obj.load_fields({k: x for k, x in v.items() if k != TYPE_KEY})
+
+    def _object(self, v: Any) -> _Object:
+        obj = self.by_type.get(type(v))
+        if obj is None:
+            raise _Invalid(Problem.UNENCODABLE, f"{type(v).__name__} is not one of {sorted(self.by_tag)}")
+        return obj
+
+    def jsonable(self, v: Any) -> Any:
+        obj = self._object(v)
+        return {TYPE_KEY: obj.cls.__name__, **obj.jsonable(v)}
+
+    def dump(self, v: Any) -> bytes:
+        obj = self._object(v)
+        if not obj.raw:
+            return orjson.dumps(self.jsonable(v))
+        return self._heads[obj.cls] + obj.dump_fields([getattr(v, n) for n in obj.names]) + b"}"
+
+
 _OBJECTS: dict[type, _Object] = {}  # every dataclass resolved so far, message or nested: reflection happens once
 
 
@@ -557,8 +598,11 @@ def _resolve_type(t: Any, metadata: Mapping[str, object], resolving: set[type]) 
     origin, args = typing.get_origin(t), typing.get_args(t)
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
+        if len(rest) > 1 and all(isinstance(a, type) and dataclasses.is_dataclass(a) for a in rest):
+            tagged = _Tagged([_dataclass(a, resolving) for a in rest])
+            return tagged if len(rest) == len(args) else _Optional(tagged)
         if len(rest) == len(args):
-            raise TypeError(f"unsupported union {t}: only X | None and controller.commands.Command")
+            raise TypeError(f"unsupported union {t}: only X | None and unions of dataclasses")
         inner = functools.reduce(operator.or_, rest)
         return _Optional(_resolve_type(inner, metadata, resolving))
     if origin is typing.Literal:
@@ -573,7 +617,7 @@ def _resolve_type(t: Any, metadata: Mapping[str, object], resolving: set[type]) 
         return _FixedTuple([_resolve(a, {}, resolving) for a in args])
     if origin is list:
         return _Sequence(_resolve(args[0], item_rules, resolving), list, max_items)
-    if origin is dict and args[0] is str:
+    if origin in (dict, collections.abc.Mapping) and args[0] is str:
         return _Map(_resolve(args[1], {}, resolving), max_items)
     if isinstance(t, type) and issubclass(t, enum.Enum):
         return _Enum(t)

@@ -1,14 +1,14 @@
 """What the admin API does to the cluster: topic, partition and broker changes as validated metadata commands, and
 the partition offsets view, which needs more than the image.
 
-Runs in the controller process. Topic requests become commands in the topics frontend (``controller.topics``, which
-the shards' Kafka handlers use too), on this node's image read after a ReadIndex barrier. Every change is a typed
-command committed through the Raft quorum by the ``MetadataProposer`` given (a follower forwards it to the leader),
-and returns once this node's shards have applied it, so a client that goes to the leader right after a 2xx is
-served. A change that does not validate raises ``CommandRejected`` (``TopicRejected`` from the frontend) with the
-reason and nothing is proposed. Changes that take several commands (a replication factor applied partition by
-partition) are checked against the current image first, so a request that cannot succeed as a whole proposes
-nothing.
+Runs in the controller process. Topic requests go to the Raft leader as ``TopicProposal``s, which the topics
+frontend (``controller.topics``, the shards' Kafka handlers use it too) turns into commands on the leader's newest
+image; other changes are typed commands. Everything is committed through the Raft quorum by the ``MetadataProposer``
+given (a follower forwards it to the leader) and returns once this node's shards have applied it, so a client that
+goes to the leader right after a 2xx is served. A change that does not validate raises ``CommandRejected``
+(``TopicRejected`` from the frontend) with the reason and nothing is proposed. Changes that take several commands (a
+replication factor applied partition by partition) are checked on the leader's image first, so a request that
+cannot succeed as a whole proposes nothing.
 """
 
 from __future__ import annotations
@@ -69,16 +69,18 @@ class ClusterAdmin:
     # ---- topics --------------------------------------------------------------------------------------------------
 
     async def create_topic(self, req: topics.NewTopic) -> TopicImage:
-        await self._propose(topics.create_topic(self.image, req, uuid.uuid4()))
+        await self._propose_topic(req)
         return self.image.topics[req.name]
 
     async def delete_topic(self, name: str) -> None:
-        await self._propose(topics.delete_topic(self.image, name))
+        await self._propose_topic(topics.RemoveTopic(name))
 
     async def patch_topic(self, name: str, changes: topics.TopicChanges) -> TopicImage:
-        for cmd in topics.alter_topic(self.image, name, changes):
-            await self._propose(cmd)
+        await self._propose_topic(topics.AlterTopic(name, changes))
         return self.image.topics[name]
+
+    async def _propose_topic(self, request: topics.TopicRequest) -> int:
+        return await self._proposer.propose_topic(topics.TopicProposal(request, uuid.uuid4()))
 
     # ---- partitions ----------------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Protocol
 from controller.commands import Command
 from controller.image import MetadataImage
 from controller.raft.node import Status
+from controller.topics import TopicProposal
 from rafka_shards.ipc.channel import Stats
 
 
@@ -35,6 +36,11 @@ class MetadataProposer(Protocol):
 
     async def propose(self, cmd: Command) -> int:
         """The command's offset once committed and applied by this node's shards; raises CommandRejected."""
+        ...
+
+    async def propose_topic(self, proposal: TopicProposal) -> int:
+        """A topic request planned and committed by the Raft leader: its last command's offset once applied by this
+        node's shards; raises TopicRejected or CommandRejected."""
         ...
 
 

@@ -24,6 +24,7 @@ from collections.abc import Coroutine
 
 from controller.commands import Command
 from controller.state_machine import CommandRejected
+from controller.topics import TopicProposal, TopicRejected
 from rafka_shards.controller_node.raft_controller import ControllerUnavailable, RaftController
 from rafka_shards.ipc.channel import (
     HEARTBEAT_FENCED,
@@ -38,6 +39,7 @@ from rafka_shards.ipc.channel import (
     Message,
     Propose,
     Proposed,
+    ProposeTopic,
     Ready,
     Rejected,
     Stats,
@@ -136,7 +138,7 @@ class ShardSession:
                 raise ChannelError(f"applied offset {msg.offset} beyond the last record sent {self.sent_offset}")
             self.applied_offset = max(self.applied_offset, msg.offset)
             self.server.progress()
-        elif isinstance(msg, Propose):
+        elif isinstance(msg, Propose | ProposeTopic):
             self._spawn(self._propose(msg))
         elif isinstance(msg, Heartbeat):
             if len(self._tasks) >= TASKS_MAX:
@@ -168,13 +170,17 @@ class ShardSession:
         status = HEARTBEAT_FENCED if reply.fenced else HEARTBEAT_OK
         self._write(encode(HeartbeatAck(msg.request_id, status, reply.message)))
 
-    async def _propose(self, msg: Propose) -> None:
+    async def _propose(self, msg: Propose | ProposeTopic) -> None:
         try:
-            offset = await self.server.propose(msg.command, self)
+            if isinstance(msg, Propose):
+                offset = await self.server.propose(msg.command, self)
+            else:
+                offset = await self.server.propose_topic(msg.proposal, self)
         except CommandRejected as e:
             # The reason (say, the topic exists) must be visible in the shard's image when it reads the answer.
             await self.server.wait_applied(self.server.controller.applied_offset, self)
-            self._write(encode(Rejected(msg.request_id, e.rejection.kind.value, e.rejection.message)))
+            field = e.field if isinstance(e, TopicRejected) else None
+            self._write(encode(Rejected(msg.request_id, e.rejection.kind.value, e.rejection.message, field)))
             return
         self._write(encode(Proposed(msg.request_id, offset)))
 
@@ -234,6 +240,13 @@ class ControllerServer:
     async def propose(self, cmd: Command, requester: ShardSession | None = None) -> int:
         """Commit ``cmd`` through the quorum, then wait until every ready shard of this node applied it."""
         offset = await self.controller.propose(cmd)  # applied here, so on_applied already pushed it to every shard
+        await self.wait_applied(offset, requester)
+        return offset
+
+    async def propose_topic(self, proposal: TopicProposal, requester: ShardSession | None = None) -> int:
+        """Carry out a topic request planned on the Raft leader's image, then wait until every ready shard of this
+        node applied its last command."""
+        offset = await self.controller.propose_topic(proposal)
         await self.wait_applied(offset, requester)
         return offset
 

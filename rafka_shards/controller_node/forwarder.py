@@ -33,6 +33,7 @@ from controller.forwarding import (
     HeartbeatResponse,
     ProposeRequest,
     ProposeResponse,
+    ProposeTopicRequest,
     ReadIndexRequest,
     ReadIndexResponse,
     failed,
@@ -42,6 +43,7 @@ from controller.leases import HeartbeatReply
 from controller.raft.node import ConfChangeError, ConfChangeOp, ProposalDropped
 from controller.raft.types import NodeId
 from controller.state_machine import CommandRejected, RejectKind
+from controller.topics import TopicProposal, TopicRejected
 from rafka_shards.controller_node.backend import Changes
 from rafka_shards.controller_node.clock import Clock
 from rafka_shards.controller_node.errors import ControllerUnavailable
@@ -59,6 +61,8 @@ class LeaderSide(Protocol):
     """What the leader's frontend does for a follower's request."""
 
     async def propose(self, cmd: Command) -> int: ...
+
+    async def propose_topic(self, proposal: TopicProposal) -> int: ...
 
     async def read_index_for_follower(self) -> int: ...
 
@@ -144,7 +148,8 @@ class Forwarder:
         try:
             answer = await self._answer(request)
         except CommandRejected as e:
-            answer = failed(request, ForwardError(ErrorKind.REJECTED, e.rejection.message, e.rejection.kind))
+            field = e.field if isinstance(e, TopicRejected) else None
+            answer = failed(request, ForwardError(ErrorKind.REJECTED, e.rejection.message, e.rejection.kind, field))
         except ConfChangeError as e:
             answer = failed(request, ForwardError(ErrorKind.CONF_CHANGE, str(e)))
         except (CommandDecodeError, ValueError) as e:
@@ -161,6 +166,8 @@ class Forwarder:
             raise ControllerUnavailable("the controller is starting")
         if isinstance(request, ProposeRequest):
             return ProposeResponse(request.request_id, await side.propose(request.command), None)
+        if isinstance(request, ProposeTopicRequest):
+            return ProposeResponse(request.request_id, await side.propose_topic(request.proposal), None)
         if isinstance(request, ReadIndexRequest):
             return ReadIndexResponse(request.request_id, await side.read_index_for_follower(), None)
         if isinstance(request, HeartbeatRequest):

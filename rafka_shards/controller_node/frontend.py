@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
+from controller import topics
 from controller.commands import Command, NoOp, encode_command
 from controller.forwarding import (
     ConfChangeRequest,
@@ -29,6 +30,7 @@ from controller.forwarding import (
     HeartbeatResponse,
     ProposeRequest,
     ProposeResponse,
+    ProposeTopicRequest,
     ReadIndexRequest,
     ReadIndexResponse,
 )
@@ -37,6 +39,7 @@ from controller.leases import HeartbeatReply
 from controller.raft.node import ConfChangeError, ConfChangeOp, NotLeader, ProposalDropped, RaftNode, Role
 from controller.raft.types import NO_NODE, NodeId
 from controller.state_machine import CommandRejected, Rejection, RejectKind, validate
+from controller.topics import TopicProposal, TopicRejected
 from rafka_shards.config import BrokerConfig
 from rafka_shards.controller_node.backend import RaftBackend
 from rafka_shards.controller_node.clock import Clock
@@ -63,6 +66,8 @@ def _raise(error: ForwardError) -> NoReturn:
         raise ConfChangeError(error.message)
     if error.kind is ErrorKind.DROPPED:
         raise ProposalDropped(error.message)
+    if error.field is not None:
+        raise TopicRejected(error.reject_kind, error.message, error.field)
     raise CommandRejected(Rejection(error.reject_kind, error.message))
 
 
@@ -72,6 +77,21 @@ def _result(answer: Answer | ForwardError) -> int | ForwardError:
     if answer.error is not None:
         return answer.error
     return answer.index if isinstance(answer, ReadIndexResponse) else answer.offset
+
+
+def _planned(image: MetadataImage, proposal: TopicProposal) -> tuple[Command, ...]:
+    commands = topics.plan(image, proposal.request, proposal.topic_id)
+    if proposal.validate_only:
+        topics.check(image, commands)
+    return commands
+
+
+def _plans(image: MetadataImage, proposal: TopicProposal) -> bool:
+    try:
+        _planned(image, proposal)
+    except CommandRejected:
+        return False
+    return True
 
 
 class RaftFrontend:
@@ -116,6 +136,18 @@ class RaftFrontend:
             return _result(await self._forwarder.ask(leader, lambda rid: ProposeRequest(rid, cmd), ProposeResponse))
 
         return await self._at_leader(lambda deadline_ms: self._propose_local(cmd, deadline_ms), forward)
+
+    async def propose_topic(self, proposal: TopicProposal) -> int:
+        """Carry out a topic request: the leader plans it on its speculative image (``controller.topics``: replicas
+        placed on the newest state there is) and commits its commands in order. Returns the last command's offset
+        once this node applied it; for ``validate_only`` (or a request that needs no command), the leader's applied
+        offset, nothing proposed. Raises TopicRejected or CommandRejected as ``propose`` does."""
+
+        async def forward(leader: NodeId) -> int | ForwardError:
+            ask = self._forwarder.ask(leader, lambda rid: ProposeTopicRequest(rid, proposal), ProposeResponse)
+            return _result(await ask)
+
+        return await self._at_leader(lambda deadline_ms: self._propose_topic_local(proposal, deadline_ms), forward)
 
     async def read_barrier(self) -> int:
         """Linearizable reads (ReadIndex, Raft dissertation 6.4): returns once this node's image has applied
@@ -214,6 +246,33 @@ class RaftFrontend:
         fut = self._pending.proposed(index, node.term)
         self._backend.wake()
         return await self._settled(fut, deadline_ms, f"metadata entry {index} not committed in time")
+
+    async def _propose_topic_local(self, proposal: TopicProposal, deadline_ms: float) -> int:
+        commands = await self._plan_topic(proposal, deadline_ms)
+        offset = self._image.offset
+        if proposal.validate_only:
+            return offset
+        for cmd in commands:
+            offset = await self._propose_local(cmd, deadline_ms)
+        return offset
+
+    async def _plan_topic(self, proposal: TopicProposal, deadline_ms: float) -> tuple[Command, ...]:
+        """The commands of ``proposal`` planned on the speculative image. A refusal caused only by proposals still
+        in flight (the request succeeds on the applied image) is given once they are applied, as ``_propose_local``
+        does for one command, so the requester's image shows why."""
+        node = self._node
+        speculative = self._speculative.begin(self._image, node.term)
+        while True:
+            try:
+                return _planned(speculative, proposal)
+            except CommandRejected:
+                if not self._pending.proposals or not _plans(self._image, proposal):
+                    raise
+            await self._wait_change(deadline_ms, "conflicting proposals still in flight")
+            current = self._speculative.current(node.term)
+            if current is None:
+                raise unavailable("leadership moved")
+            speculative = current if self._pending.proposals else self._image
 
     async def _read_index_local(self, deadline_ms: float) -> int:
         if self._pending.reads >= READS_PENDING_MAX:

@@ -33,6 +33,7 @@ from controller.leases import BrokerLeases, HeartbeatReply
 from controller.raft.node import ConfChangeOp, RaftConfig, RaftNode, Status
 from controller.raft.types import NO_NODE, EntryKind, NodeId
 from controller.raft.wal import RaftStorage
+from controller.topics import TopicProposal
 from rafka_shards.config import BrokerConfig
 from rafka_shards.controller_node.backend import RaftBackend
 from rafka_shards.controller_node.bootstrap import bootstrap_snapshot
@@ -214,6 +215,10 @@ class RaftController:
     async def propose(self, cmd: Command) -> int:
         """Commit ``cmd``; its offset once this node applied it (``RaftFrontend.propose``)."""
         return await self.frontend.propose(cmd)
+
+    async def propose_topic(self, proposal: TopicProposal) -> int:
+        """Carry out a topic request planned on the leader's image (``RaftFrontend.propose_topic``)."""
+        return await self.frontend.propose_topic(proposal)
 
     async def read_barrier(self) -> int:
         """Linearizable reads: see ``RaftFrontend.read_barrier``."""

@@ -11,8 +11,9 @@ The conversation (KRaft's broker-to-controller metadata fetch, pushed instead of
 node): on connect the controller sends ``Hello`` with its snapshot image and then every later metadata record in
 order as ``Records``, and keeps pushing new records as they are applied (``Image`` replaces the shard's image when
 the controller installed a leader's snapshot past what the shard was sent). The shard applies them, reconciles its
-partitions and answers ``Applied`` with the offset it has reached; it asks for changes with ``Propose`` and gets
-``Proposed`` (committed, and applied by every ready shard) or ``Rejected``. ``Ready`` says the shard is listening;
+partitions and answers ``Applied`` with the offset it has reached; it asks for changes with ``Propose`` (a command) or
+``ProposeTopic`` (a topic request the Raft leader plans) and gets ``Proposed`` (committed, and applied by every ready
+shard) or ``Rejected``. ``Ready`` says the shard is listening;
 ``Heartbeat``/``HeartbeatAck`` renew the broker's lease (``controller.leases``) and report how far its image is
 behind; ``StatsRequest``/``Stats`` serve the admin API and ``/metrics`` with the live state only the shard knows (log
 offsets, sizes, connections).
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 from controller.commands import Command
 from controller.image import MetadataImage
+from controller.topics import TopicProposal
 from controller.wire import Codec, Raw, WireError, rules
 
 FRAME_BYTES_MAX = 64 * 1024 * 1024
@@ -71,6 +73,7 @@ class Rejected:
     request_id: int
     kind: str  # a controller.state_machine.RejectKind value
     message: str
+    field: str | None = None  # the request field at fault (a topic request's ``TopicRejected.field``), if one is
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,15 @@ class HeartbeatAck:
 class Propose:
     request_id: int
     command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeTopic:
+    """A topic request for the Raft leader to plan on its newest image (``controller.topics``); answered like
+    ``Propose``, with the offset of its last command."""
+
+    request_id: int
+    proposal: TopicProposal
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +159,7 @@ Message = (
     | StatsRequest
     | HeartbeatAck
     | Propose
+    | ProposeTopic
     | Applied
     | Heartbeat
     | Ready
@@ -161,10 +174,11 @@ CODEC: Codec[Message] = Codec(
         Image: 1,
         Records: 1,
         Proposed: 1,
-        Rejected: 1,
+        Rejected: 2,
         StatsRequest: 1,
         HeartbeatAck: 1,
         Propose: 1,
+        ProposeTopic: 1,
         Applied: 1,
         Heartbeat: 1,
         Ready: 1,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from controller.commands import Command
 from controller.image import MetadataImage
 from controller.state_machine import CommandRejected, Rejection, RejectKind, apply
+from controller.topics import TopicProposal, TopicRejected
 from rafka_shards.ipc.channel import (
     Applied,
     ChannelDecoder,
@@ -35,6 +36,7 @@ from rafka_shards.ipc.channel import (
     Message,
     Propose,
     Proposed,
+    ProposeTopic,
     Ready,
     Records,
     Rejected,
@@ -118,6 +120,14 @@ class ControllerLink:
     async def propose(self, cmd: Command) -> int:
         """The offset of ``cmd`` once the controller committed it and this shard applied it; CommandRejected if it
         does not validate against the controller's newest image."""
+        return await self._ask(lambda request_id: Propose(request_id, cmd))
+
+    async def propose_topic(self, proposal: TopicProposal) -> int:
+        """The offset of the last command of a topic request the Raft leader planned and committed, once this shard
+        applied it; TopicRejected or CommandRejected if it cannot be carried out."""
+        return await self._ask(lambda request_id: ProposeTopic(request_id, proposal))
+
+    async def _ask(self, message: Callable[[int], Propose | ProposeTopic]) -> int:
         writer = self._writable()
         if writer is None or not self._hello_seen:
             raise _unavailable("the controller process is restarting; retry")
@@ -127,7 +137,7 @@ class ControllerLink:
         request_id = self._next_id
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
-        writer.write(encode(Propose(request_id, cmd)))
+        writer.write(encode(message(request_id)))
         # Shielded: a requester that goes away must not lose the answer (the reader resolves and drops it).
         return await asyncio.shield(fut)
 
@@ -212,6 +222,8 @@ class ControllerLink:
                 return
             if isinstance(msg, Proposed):
                 fut.set_result(msg.offset)
+            elif msg.field is not None:
+                fut.set_exception(TopicRejected(RejectKind(msg.kind), msg.message, msg.field))
             else:
                 fut.set_exception(CommandRejected(Rejection(RejectKind(msg.kind), msg.message)))
         elif isinstance(msg, HeartbeatAck):

@@ -18,9 +18,7 @@ from typing import Protocol
 from controller import topics
 from controller.commands import (
     AllocateProducerIds,
-    AlterTopicConfigs,
     Command,
-    DeleteTopic,
     RegisterBroker,
 )
 from controller.image import MetadataImage, PartitionImage, TopicImage
@@ -65,6 +63,11 @@ class MetadataProposer(Protocol):
 
     async def propose(self, cmd: Command) -> int:
         """The command's offset once committed and applied here; raises CommandRejected."""
+        ...
+
+    async def propose_topic(self, proposal: topics.TopicProposal) -> int:
+        """A topic request planned and committed by the Raft leader: its last command's offset once applied here
+        (the leader's applied offset for ``validate_only``); raises TopicRejected or CommandRejected."""
         ...
 
 
@@ -201,54 +204,36 @@ class PartitionManager:
         *,
         validate_only: bool = False,
     ) -> TopicImage | None:
-        """Create a topic (None when ``validate_only``), its replicas placed on this shard's image by the topics
-        frontend (``controller.topics``); raises KafkaError with the precise code."""
+        """Create a topic (None when ``validate_only``), its replicas placed by the Raft leader on its newest image
+        (``controller.topics``); raises KafkaError with the precise code."""
         request = topics.NewTopic(name, partitions, replication_factor, configs, assignments)
-        cmd = self._plan(lambda image: topics.create_topic(image, request, uuid.uuid4()))
-        if validate_only:
-            rejection = self._validate(cmd)
-            if rejection is not None:
-                raise rejection
-            return None
-        image = await self.propose(cmd)
-        return image.topics[name]
-
-    def _plan(self, frontend: Callable[[MetadataImage], Command]) -> Command:
-        """The command(s) the topics frontend makes of a request on this shard's image, or its refusal as a
-        KafkaError."""
-        try:
-            return frontend(self.image)
-        except CommandRejected as e:
-            raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
-
-    def _validate(self, cmd: Command) -> KafkaError | None:
-        from controller.state_machine import validate
-
-        rejection = validate(self.image, cmd)
-        if rejection is None:
-            return None
-        return KafkaError(REJECTION_CODES[rejection.kind], rejection.message)
+        image = await self._propose_topic(request, validate_only=validate_only)
+        return None if validate_only else image.topics[name]
 
     async def create_partitions(
         self, name: str, count: int, assignments: tuple[tuple[int, ...], ...] | None, *, validate_only: bool
     ) -> None:
-        """Grow ``name`` to ``count`` partitions, the new ones placed by the topics frontend unless ``assignments``
-        gives them; raises KafkaError with the precise code."""
-        cmd = self._plan(lambda image: topics.create_partitions(image, name, count, assignments))
-        if validate_only:
-            error = self._validate(cmd)
-            if error is not None:
-                raise error
-            return
-        await self.propose(cmd)
+        """Grow ``name`` to ``count`` partitions, the new ones placed by the Raft leader unless ``assignments`` gives
+        them; raises KafkaError with the precise code."""
+        await self._propose_topic(topics.NewPartitions(name, count, assignments), validate_only=validate_only)
 
     async def delete_topic(self, name: str) -> None:
-        await self.propose(DeleteTopic(name=name))
+        await self._propose_topic(topics.RemoveTopic(name))
 
     async def alter_topic_configs(self, name: str, set_configs: Mapping[str, str], delete: tuple[str, ...]) -> None:
-        await self.propose(
-            AlterTopicConfigs(name=name, set_configs=tuple(sorted(set_configs.items())), delete_configs=delete)
-        )
+        changes = topics.TopicChanges(None, None, dict(set_configs), delete)
+        await self._propose_topic(topics.AlterTopic(name, changes))
+
+    async def _propose_topic(self, request: topics.TopicRequest, *, validate_only: bool = False) -> MetadataImage:
+        """Have the Raft leader plan and commit ``request``; returns once this shard has applied and reconciled it."""
+        assert self._proposer is not None, "no controller link"
+        proposal = topics.TopicProposal(request, uuid.uuid4(), validate_only)
+        try:
+            offset = await self._proposer.propose_topic(proposal)
+        except CommandRejected as e:
+            raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
+        assert self._image.offset >= offset, (self._image.offset, offset)
+        return self._image
 
     async def auto_create(self, name: str) -> TopicImage | None:
         """Create ``name`` with the defaults if auto creation is on; None when it is off."""

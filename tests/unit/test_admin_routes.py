@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from controller import topics
 from controller.commands import Command, RegisterBroker
 from controller.image import MetadataImage
 from controller.state_machine import CommandRejected, apply, validate
@@ -42,6 +43,13 @@ class FakeMetadata:
     async def propose(self, cmd: Command) -> int:
         self.proposed.append(cmd)
         return self._apply(cmd)
+
+    async def propose_topic(self, proposal: topics.TopicProposal) -> int:
+        """What the Raft leader does: plan on its image, then propose each command."""
+        offset = self.image.offset
+        for cmd in topics.plan(self.image, proposal.request, proposal.topic_id):
+            offset = await self.propose(cmd)
+        return offset
 
 
 class FakeNode:

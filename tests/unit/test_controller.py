@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller import topics
 from controller.commands import (
     AllocateProducerIds,
     AlterPartition,
@@ -51,6 +52,7 @@ from rafka_shards.ipc.channel import (
     PartitionStats,
     Propose,
     Proposed,
+    ProposeTopic,
     Ready,
     Records,
     Rejected,
@@ -209,6 +211,11 @@ MESSAGES: list[Message] = [
     Rejected(4, "topic_already_exists", "topic 'orders' already exists"),
     StatsRequest(5),
     Propose(6, COMMANDS[2]),
+    ProposeTopic(7, topics.TopicProposal(topics.NewTopic("t", 3, 2, {"cleanup.policy": "delete"}), TOPIC_ID)),
+    ProposeTopic(8, topics.TopicProposal(topics.NewPartitions("t", 5, ((0, 1), (1, 0))), TOPIC_ID, True)),
+    ProposeTopic(9, topics.TopicProposal(topics.AlterTopic("t", topics.TopicChanges(4, 3, {}, ("a",))), TOPIC_ID)),
+    ProposeTopic(10, topics.TopicProposal(topics.RemoveTopic("t"), TOPIC_ID)),
+    Rejected(11, "invalid_replication_factor", "replication factor 4 is larger", "replication_factor"),
     Applied(12),
     Ready(3, 9095),
     Heartbeat(10, 3, "inc-3", 42),
@@ -321,6 +328,64 @@ async def _reads_are_linearizable(tmp_path: Path) -> None:
             assert reader.image.offset >= index
             assert reader.image.producer_id_blocks[i % 2] == writer.image.producer_id_blocks[i % 2]
     finally:
+        for c in controllers:
+            await c.close()
+
+
+def test_topic_requests_are_planned_on_the_leaders_newest_image(tmp_path: Path) -> None:
+    """Topic requests sent through followers are placed by the Raft leader on its speculative image: creates in flight
+    at once are balanced against each other (planned on one stale image they would all pick the same broker), and a
+    refusal comes back through forwarding with the request field at fault."""
+    asyncio.run(_topics_planned_on_the_leader(tmp_path))
+
+
+async def _topics_planned_on_the_leader(tmp_path: Path) -> None:
+    from tests.conftest import free_port_range
+
+    base = free_port_range(3)
+    voters = ",".join(f"{n}@127.0.0.1:{base + n - 1}" for n in (1, 2, 3))
+    controllers = []
+    for n in (1, 2, 3):
+        config = BrokerConfig(
+            data_dir=tmp_path / str(n),
+            node_id=n,
+            controller_voters=voters,
+            raft_election_timeout_ms=300,
+            raft_heartbeat_interval_ms=50,
+            broker_session_timeout_ms=600_000,  # no broker heartbeats here: keep their leases for the whole test
+        )
+        c = await RaftController.open(config)
+        await c.start()
+        controllers.append(c)
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(3)]  # brokers the liveness probe finds alive
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.wait_caught_up() for c in controllers)), 20)
+        leader = next(c for c in controllers if c.node.role.value == "leader")
+        followers = [c for c in controllers if c is not leader]
+        for b, sock in enumerate(listeners):
+            port = sock.getsockname()[1]
+            await leader.propose(RegisterBroker(b, "127.0.0.1", port, None, f"inc-{b}", node_id=b))
+
+        def create(i: int, validate_only: bool = False) -> topics.TopicProposal:
+            return topics.TopicProposal(topics.NewTopic(f"t{i}", 1, 1, {}), uuid.uuid4(), validate_only)
+
+        checked = await followers[0].propose_topic(create(9, validate_only=True))
+        assert "t9" not in leader.image.topics and checked <= leader.image.offset
+        await asyncio.gather(*(followers[i % 2].propose_topic(create(i)) for i in range(3)))
+        image = followers[0].image
+        assert sorted(image.topics[f"t{i}"].partitions[0].replicas[0] for i in range(3)) == [0, 1, 2]
+        with pytest.raises(topics.TopicRejected) as e:
+            await followers[1].propose_topic(topics.TopicProposal(topics.NewTopic("big", 1, 4, {}), uuid.uuid4()))
+        assert (e.value.rejection.kind, e.value.field) == (RejectKind.INVALID_REPLICATION_FACTOR, "replication_factor")
+        changes = topics.TopicChanges(3, None, {"retention.ms": "5"}, ())
+        await followers[1].propose_topic(topics.TopicProposal(topics.AlterTopic("t0", changes), uuid.uuid4()))
+        t0 = followers[1].image.topics["t0"]
+        assert len(t0.partitions) == 3 and dict(t0.configs)["retention.ms"] == "5"
+        await followers[0].propose_topic(topics.TopicProposal(topics.RemoveTopic("t1"), uuid.uuid4()))
+        assert "t1" not in followers[0].image.topics
+    finally:
+        for sock in listeners:
+            sock.close()
         for c in controllers:
             await c.close()
 

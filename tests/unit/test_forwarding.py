@@ -3,6 +3,8 @@ refuse malformed bytes."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from controller.commands import (
@@ -22,6 +24,7 @@ from controller.forwarding import (
     HeartbeatResponse,
     ProposeRequest,
     ProposeResponse,
+    ProposeTopicRequest,
     ReadIndexRequest,
     ReadIndexResponse,
     failed,
@@ -29,10 +32,16 @@ from controller.forwarding import (
 )
 from controller.raft.node import ConfChangeOp
 from controller.state_machine import RejectKind
+from controller.topics import NewTopic, RemoveTopic, TopicProposal
 
 MESSAGES = [
     ProposeRequest(1, RegisterBroker(0, "127.0.0.1", 9092, None, "inc")),
     ProposeResponse(1, 42, None),
+    ProposeTopicRequest(8, TopicProposal(NewTopic("t", 2, 3, {"retention.ms": "1"}, None), uuid.UUID(int=5))),
+    ProposeTopicRequest(9, TopicProposal(RemoveTopic("t"), uuid.UUID(int=6), validate_only=True)),
+    ProposeResponse(
+        9, -1, ForwardError(ErrorKind.REJECTED, "too many", RejectKind.INVALID_PARTITIONS, field="partitions")
+    ),
     ProposeResponse(2, -1, ForwardError(ErrorKind.REJECTED, "exists", RejectKind.TOPIC_ALREADY_EXISTS)),
     ReadIndexRequest(3),
     ReadIndexResponse(3, 17, None),

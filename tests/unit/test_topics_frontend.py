@@ -199,3 +199,21 @@ def test_plan_takes_every_kind_of_request() -> None:
         AlterTopicConfigs("t", (("retention.ms", "1"),), ()),
     )
     assert topics.plan(image, topics.RemoveTopic("t"), TOPIC_ID) == (DeleteTopic("t"),)
+
+
+def test_check_validates_each_command_on_the_image_the_ones_before_it_make() -> None:
+    """What ``validate_only`` answers: configs and given assignments are checked (plan leaves them to validate), and
+    each command on the image the earlier ones leave, so a later command that depends on an earlier one passes."""
+    image = _image(2, CreateTopic("t", uuid.uuid4(), ((0,),), ()))
+    bad_config = topics.plan(image, topics.NewTopic("u", 1, 1, {"retention.ms": "soon"}), TOPIC_ID)
+    with pytest.raises(topics.TopicRejected) as e:
+        topics.check(image, bad_config)
+    _check(e, RejectKind.INVALID_CONFIG, None)
+    unknown_broker = topics.plan(image, topics.NewTopic("u", 0, 0, {}, ((0, 9),)), TOPIC_ID)
+    with pytest.raises(topics.TopicRejected) as e:
+        topics.check(image, unknown_broker)
+    assert e.value.rejection.kind in (RejectKind.UNKNOWN_BROKER, RejectKind.INVALID_REPLICA_ASSIGNMENT)
+    grow = topics.plan(image, topics.AlterTopic("t", topics.TopicChanges(3, 2, {}, ())), TOPIC_ID)
+    assert [type(c) for c in grow] == [ReassignPartition, CreatePartitions]
+    topics.check(image, grow)  # the new partitions have two replicas: valid only after the reassignment
+    topics.check(image, ())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -85,11 +86,31 @@ class Empty:
 
 
 @dataclass(frozen=True, slots=True)
+class Circle:
+    radius: int
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Carrying:
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class Shapes:
+    """Unions of dataclasses travel tagged with their class name; a Mapping field decodes as a dict."""
+
+    shape: Point | Circle | Carrying
+    maybe: Point | Circle | None
+    settings: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     child: Node | None
 
 
-Msg = Everything | Plain | WithCommands | WithImage | Empty
+Msg = Everything | Plain | WithCommands | WithImage | Empty | Shapes
 
 
 class ProtocolError(WireError):
@@ -97,7 +118,10 @@ class ProtocolError(WireError):
 
 
 CODEC: Codec[Msg] = Codec(
-    "test", {Everything: 1, Plain: 3, WithCommands: 1, WithImage: 1, Empty: 1}, bytes_max=4096, error=ProtocolError
+    "test",
+    {Everything: 1, Plain: 3, WithCommands: 1, WithImage: 1, Empty: 1, Shapes: 1},
+    bytes_max=4096,
+    error=ProtocolError,
 )
 
 EVERYTHING = Everything(
@@ -140,6 +164,9 @@ IMAGE = MetadataImage(offset=4, cluster_id="c")
         WithCommands(3, (), None),
         WithImage(4, IMAGE),
         Empty(),
+        Shapes(Point(1, 2), None, {}),
+        Shapes(Circle(3, {"a": "b"}), Point(0, 1), {"k": "v"}),
+        Shapes(Carrying(COMMANDS[1]), Circle(0, {}), {}),
     ],
     ids=lambda m: type(m).__name__,
 )
@@ -147,6 +174,14 @@ def test_round_trip(msg: Msg) -> None:
     data = CODEC.encode(msg)
     assert CODEC.decode(data) == msg
     assert type(CODEC.decode(data)) is type(msg)
+
+
+def test_a_union_of_dataclasses_is_an_object_tagged_with_its_class_name() -> None:
+    body = orjson.loads(CODEC.encode(Shapes(Circle(3, {}), Point(1, 2), {"k": "v"})))
+    assert body["shape"] == {"type": "Circle", "radius": 3, "labels": {}}
+    assert body["maybe"] == {"type": "Point", "x": 1, "y": 2}
+    carried = orjson.loads(CODEC.encode(Shapes(Carrying(COMMANDS[0]), None, {})))["shape"]
+    assert carried == {"type": "Carrying", "command": orjson.loads(encode_command(COMMANDS[0]))}
 
 
 def test_the_format_is_a_json_object_with_type_and_version() -> None:
@@ -189,6 +224,12 @@ def test_encode_fields_wants_exactly_the_fields() -> None:
 
 def _body(**fields: object) -> bytes:
     return orjson.dumps({"type": "Plain", "v": 3, "a": 1, "b": "x", **fields})
+
+
+def _shapes(**overrides: object) -> bytes:
+    body = orjson.loads(CODEC.encode(Shapes(Point(1, 2), None, {})))
+    body.update(overrides)
+    return orjson.dumps(body)
 
 
 def _everything(**overrides: object) -> bytes:
@@ -260,6 +301,19 @@ def _everything(**overrides: object) -> bytes:
             "commands",
         ),
         (b'{"type": "WithImage", "v": 1, "high": 1, "image": {"v": 9}}', Problem.BAD_VALUE, "WithImage", "image"),
+        (_shapes(shape={"x": 1, "y": 2}), Problem.BAD_VALUE, "Shapes", "shape"),
+        (_shapes(shape={"type": "Plain", "a": 1, "b": "x"}), Problem.BAD_VALUE, "Shapes", "shape"),
+        (_shapes(shape={"type": 1, "x": 1, "y": 2}), Problem.BAD_VALUE, "Shapes", "shape"),
+        (_shapes(shape=[1, 2]), Problem.WRONG_TYPE, "Shapes", "shape"),
+        (_shapes(shape={"type": "Point", "x": 1}), Problem.MISSING_FIELDS, "Shapes", "shape"),
+        (
+            _shapes(shape={"type": "Circle", "radius": 1, "labels": {"a": 1}}),
+            Problem.WRONG_TYPE,
+            "Shapes",
+            "shape.labels['a']",
+        ),
+        (_shapes(maybe={"type": "Point", "x": 1, "y": 2, "z": 0}), Problem.EXTRA_FIELDS, "Shapes", "maybe"),
+        (_shapes(settings=[]), Problem.WRONG_TYPE, "Shapes", "settings"),
     ],
 )
 def test_refusals_say_what_is_wrong_and_where(
@@ -302,7 +356,11 @@ def test_registration_refuses_what_it_cannot_carry() -> None:
     class Obj:
         o: object
 
-    for cls in (Union2, Reserved, Mutable, Obj, Node):
+    @dataclass(frozen=True)
+    class Mixed:
+        v: Point | int
+
+    for cls in (Union2, Reserved, Mutable, Obj, Node, Mixed):
         with pytest.raises(TypeError):
             Codec("bad", {cls: 1})
     with pytest.raises(TypeError):
