@@ -27,6 +27,7 @@ from rafka_shards.config import BrokerConfig
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
 from rafka_shards.records.batch import BatchHeader
 from rafka_shards.shard.flusher import GroupCommitFlusher
+from rafka_shards.shard.lease import BrokerLease
 from rafka_shards.shard.limits import PRODUCER_ID_BLOCK_SIZE
 from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import Probe
@@ -93,10 +94,7 @@ class PartitionManager:
     ) -> None:
         self.config = config
         self.monotonic_ms = monotonic_ms
-        # The broker's lease with the controller (controller.leases), on the monotonic clock: it serves partitions
-        # only until then. Renewed by heartbeats the controller answered "ok", counted from when they were sent, so
-        # it always ends before the controller's view of it does.
-        self.lease_until_ms = 0
+        self.lease = BrokerLease(config.broker_session_timeout_ms, monotonic_ms)  # serve partitions only while valid
         self.incarnation = ""
         self.broker_id = config.broker_id
         self.flusher = flusher
@@ -163,7 +161,7 @@ class PartitionManager:
                 node_id=self.config.node_id,
             )
         )
-        self.renew_lease(sent_ms)
+        self.lease.renewed(sent_ms)
 
     @property
     def broker_epoch(self) -> int:
@@ -187,12 +185,8 @@ class PartitionManager:
             )
         return None
 
-    def renew_lease(self, sent_ms: int) -> None:
-        """The controller renewed the lease in answer to a heartbeat (or registration) sent at ``sent_ms``."""
-        self.lease_until_ms = max(self.lease_until_ms, sent_ms + self.config.broker_session_timeout_ms)
-
     def lease_valid(self) -> bool:
-        return self.monotonic_ms() < self.lease_until_ms
+        return self.lease.valid()
 
     async def create_topic(
         self,

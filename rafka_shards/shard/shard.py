@@ -232,7 +232,7 @@ class Shard:
         except (TimeoutError, ControllerLost):
             return
         if ack.status == HEARTBEAT_OK:
-            manager.renew_lease(sent_ms)
+            manager.lease.renewed(sent_ms)
             if not was_valid:
                 log.info("broker %d: lease with the controller renewed, serving again", manager.broker_id)
         elif was_valid and not manager.lease_valid():

@@ -336,3 +336,23 @@ def test_a_controller_that_was_paused_does_not_fence_brokers_it_could_not_hear()
     for now in range(61_000, 60_000 + SESSION_MS, 1000):
         assert leases.tick(log.image, now) == []
     assert leases.tick(log.image, 60_000 + SESSION_MS) == [FenceBroker(0, "inc-0")]
+
+
+def test_a_shards_lease_runs_from_when_the_renewing_heartbeat_was_sent() -> None:
+    """The shard's side (rafka_shards.shard.lease): valid only until session timeout after the send time of the last
+    heartbeat the controller answered, so it lapses before the controller's view does; a late answer to an older
+    heartbeat never shortens it."""
+    from rafka_shards.shard.lease import BrokerLease
+
+    now = [1_000]
+    lease = BrokerLease(6_000, lambda: now[0])
+    assert not lease.valid()  # never granted
+    lease.renewed(900)  # sent at 900, answered now
+    assert lease.valid() and lease.until_ms == 6_900
+    now[0] = 6_899
+    assert lease.valid()
+    now[0] = 6_900
+    assert not lease.valid()
+    lease.renewed(6_000)
+    lease.renewed(2_000)  # a late answer to an older heartbeat
+    assert lease.until_ms == 12_000 and lease.valid()
