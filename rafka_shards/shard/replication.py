@@ -14,7 +14,9 @@ Runs in a shard process, on its event loop (Kafka's ReplicaFetcherManager and th
   followers' fetches show (``Partition.wanted_isr``; fenced brokers never join) and proposes AlterPartition when it
   differs (one at a time per partition; one the controller refused waits ``ISR_RETRY_AFTER_REFUSAL_MS``).
 
-Both see the partition manager only through the narrow Protocols declared here (``ReplicationHost``,
+The fetcher is the I/O shell (connection, loop, back-off, waiting for fsync); what a request holds and what a
+response does to the partitions (append, truncate, start over, retry) is ``rafka_shards.shard.follower``, which has
+no socket. Both see the partition manager only through the narrow Protocols declared here (``ReplicationHost``,
 ``FetcherHost``), the flusher through ``DirtyMarker``; the Kafka client is ``rafka_shards.ipc.kafka_client``.
 """
 
@@ -23,25 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Protocol
 
-from kio.schema.errors import ErrorCode as KioErrorCode
-from kio.schema.fetch.v15 import request as fetch_req
 from kio.schema.fetch.v15.response import FetchResponse
-from kio.schema.offset_for_leader_epoch.v3 import request as epoch_req
 from kio.schema.offset_for_leader_epoch.v3.response import OffsetForLeaderEpochResponse
-from kio.schema.types import BrokerId, TopicName
-from kio.static.primitive import i8, i32, i32Timedelta, i64
 
 from controller.commands import AlterPartition, Command
 from controller.image import MetadataImage
 from rafka_shards.config import BrokerConfig, Durability
 from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
-from rafka_shards.records.batch import validate_batches
+from rafka_shards.shard import follower
 from rafka_shards.shard.limits import (
     BACKOFF_MAX_S,
     BACKOFF_MIN_S,
@@ -55,20 +50,6 @@ from rafka_shards.shard.partition import Partition
 log = logging.getLogger(__name__)
 
 _CLIENT_ID = "rafka-replica-fetcher"
-_RETRIABLE = frozenset(
-    {
-        ErrorCode.NOT_LEADER_OR_FOLLOWER,
-        ErrorCode.FENCED_LEADER_EPOCH,
-        ErrorCode.UNKNOWN_LEADER_EPOCH,
-        ErrorCode.LEADER_NOT_AVAILABLE,
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.UNKNOWN_TOPIC_ID,
-        ErrorCode.STALE_BROKER_EPOCH,  # the leader has not seen this incarnation's registration yet
-    }
-)
-
-
-_Followed = list[tuple[TopicPartition, Partition]]
 
 
 class FetchFailed(Exception):
@@ -225,7 +206,7 @@ class ReplicaFetcher:
         if self.task is not None:
             self.task.cancel()
 
-    def _followed(self) -> _Followed:
+    def _followed(self) -> follower.Followed:
         out = []
         for tp in sorted(self.partitions):
             p = self.manager.partitions.get(tp)
@@ -280,129 +261,42 @@ class ReplicaFetcher:
         finally:
             client.close()
 
-    async def _truncate(self, client: KafkaClient, diverged: _Followed) -> None:
-        """KIP-101: ask the leader for the end offset of each partition's last epoch here; drop what lies beyond."""
-        asked = {tp: (p, p.leader_epoch, p.log.last_epoch) for tp, p in diverged}
-        by_topic: dict[str, list[epoch_req.OffsetForLeaderPartition]] = {}
-        for tp, (_, current, last) in asked.items():
-            by_topic.setdefault(tp.topic, []).append(
-                epoch_req.OffsetForLeaderPartition(
-                    partition=i32(tp.partition), current_leader_epoch=i32(current), leader_epoch=i32(last)
-                )
-            )
-        request = epoch_req.OffsetForLeaderEpochRequest(
-            replica_id=BrokerId(self.manager.broker_id),
-            topics=tuple(
-                epoch_req.OffsetForLeaderTopic(topic=TopicName(t), partitions=tuple(parts))
-                for t, parts in by_topic.items()
-            ),
+    def _replica(self) -> follower.Replica:
+        config = self.config
+        return follower.Replica(
+            self.manager.broker_id,
+            self.manager.broker_epoch,
+            config.replica_fetch_max_bytes,
+            config.replica_fetch_wait_max_ms,
         )
+
+    async def _truncate(self, client: KafkaClient, diverged: follower.Followed) -> None:
+        """KIP-101: ask the leader where the logs agree; ``follower.apply_epochs`` drops what lies beyond."""
+        request, asked = follower.epoch_request(self._replica(), diverged)
         response = await client.request(request, OffsetForLeaderEpochResponse)
-        retry = False
-        for topic in response.topics:
-            for part in topic.partitions:
-                tp = TopicPartition(str(topic.topic), int(part.partition))
-                entry = asked.get(tp)
-                if entry is None:
-                    continue
-                p, current, last = entry
-                if not self._still_following(tp, p, current):
-                    continue  # the metadata moved on while we asked
-                code = ErrorCode(int(part.error_code.value))
-                if code is not ErrorCode.NONE:
-                    retry = True
-                    log.info("%s: OffsetForLeaderEpoch from broker %d: %s", tp, self.leader, code.name)
-                    continue
-                p.truncate_to(_truncation_offset(p, last, int(part.leader_epoch), int(part.end_offset)))
-        if retry:
+        failed = follower.apply_epochs(response, asked, self._still_following)
+        for tp, code in failed:
+            log.info("%s: OffsetForLeaderEpoch from broker %d: %s", tp, self.leader, code.name)
+        if failed:
             raise FetchFailed("the leader could not answer for every partition yet")
 
-    def _fetch_request(self, sent: Mapping[TopicPartition, tuple[Partition, int, int]]) -> fetch_req.FetchRequest:
-        """Fetch v15 of every partition in ``sent`` (its copy, leader epoch and fetch offset), as a replica."""
-        config = self.config
-        by_topic: dict[uuid.UUID, list[fetch_req.FetchPartition]] = {}
-        for tp, (p, epoch, offset) in sent.items():
-            by_topic.setdefault(p.topic_id, []).append(
-                fetch_req.FetchPartition(
-                    partition=i32(tp.partition),
-                    current_leader_epoch=i32(epoch),
-                    fetch_offset=i64(offset),
-                    log_start_offset=i64(p.log.log_start_offset),
-                    partition_max_bytes=i32(config.replica_fetch_max_bytes),
-                )
-            )
-        return fetch_req.FetchRequest(
-            replica_state=fetch_req.ReplicaState(
-                replica_id=BrokerId(self.manager.broker_id), replica_epoch=i64(self.manager.broker_epoch)
-            ),
-            max_wait=i32Timedelta.parse(timedelta(milliseconds=config.replica_fetch_wait_max_ms)),
-            min_bytes=i32(1),
-            max_bytes=i32(config.replica_fetch_max_bytes),
-            isolation_level=i8(0),
-            session_id=i32(0),
-            session_epoch=i32(-1),
-            topics=tuple(fetch_req.FetchTopic(topic_id=t, partitions=tuple(parts)) for t, parts in by_topic.items()),
-            forgotten_topics_data=(),
-            rack_id="",
-        )
-
-    async def _fetch(self, client: KafkaClient, followed: _Followed) -> None:
-        sent = {tp: (p, p.leader_epoch, p.log.log_end_offset) for tp, p in followed}
-        names: dict[uuid.UUID | None, str] = {p.topic_id: tp.topic for tp, p in followed}  # None: the leader sent 0s
-        response = await client.request(self._fetch_request(sent), FetchResponse)
-        if response.error_code != KioErrorCode.none:
-            raise FetchFailed(f"fetch error {response.error_code.name}")
-        durable: list[tuple[Partition, int]] = []
-        retry = False
-        now = self.manager.now_ms()
-        for topic in response.responses:
-            for part in topic.partitions:
-                tp = TopicPartition(names.get(topic.topic_id, ""), int(part.partition_index))
-                entry = sent.get(tp)
-                if entry is None:
-                    continue
-                p, epoch, offset = entry
-                if not self._still_following(tp, p, epoch):
-                    continue  # the metadata moved on while the fetch was out
-                code = ErrorCode(int(part.error_code.value))
-                if code is ErrorCode.OFFSET_OUT_OF_RANGE:
-                    leader_start = int(part.log_start_offset)
-                    if leader_start > p.log.log_end_offset:
-                        # Below the leader's log start: what this copy lacks is deleted there; continue from it.
-                        p.truncate_fully_and_start_at(leader_start, now)
-                    else:
-                        p.needs_truncation = True  # this copy is ahead of the leader: find where they agree
-                    retry = True
-                    continue
-                if code is not ErrorCode.NONE:
-                    if code not in _RETRIABLE:
-                        log.warning("%s: fetch from broker %d failed: %s", tp, self.leader, code.name)
-                    retry = True
-                    continue
-                records = part.records
-                if records and p.log.log_end_offset == offset:
-                    buf = bytearray(records)
-                    headers = validate_batches(buf, max_batch_bytes=len(buf))
-                    p.append_replica(buf, headers, now)
-                    self.flusher.mark_dirty(p)
-                    counts = p.probe
-                    counts.replica_bytes_in += len(buf)
-                    durable.append((p, p.log.log_end_offset - 1))
-                p.follower_high_watermark(int(part.high_watermark))
-        if durable and self.config.durability is Durability.FSYNC:
-            # The next fetch tells the leader this copy holds everything before its offset: make that true on disk.
-            await asyncio.gather(*(p.wait_durable(last) for p, last in durable))
-        if retry:
+    async def _fetch(self, client: KafkaClient, followed: follower.Followed) -> None:
+        request, sent = follower.fetch_request(self._replica(), followed)
+        response = await client.request(request, FetchResponse)
+        error = follower.fetch_error(response)
+        if error is not None:
+            raise FetchFailed(error)
+        out = follower.Fetched()
+        try:
+            follower.apply_fetch(response, sent, self._still_following, self.manager.now_ms(), out)
+        finally:
+            for p, _ in out.appended:
+                self.flusher.mark_dirty(p)
+            if out.appended and self.config.durability is Durability.FSYNC:
+                # The next fetch tells the leader this copy holds everything before its offset: make that true on
+                # disk (also after an error part-way: what was appended must be durable before it is reported).
+                await asyncio.gather(*(p.wait_durable(last) for p, last in out.appended))
+        for tp, code in out.errors:
+            log.warning("%s: fetch from broker %d failed: %s", tp, self.leader, code.name)
+        if out.retry:
             raise FetchFailed("some partitions cannot be fetched right now")
-
-
-def _truncation_offset(p: Partition, asked_epoch: int, leader_epoch: int, leader_end: int) -> int:
-    """Kafka's rule (KIP-101/279): if the leader knows our last epoch, keep up to where it ends there; if it only
-    knows an earlier one, keep up to where that epoch ends in both logs; if it knows none, keep nothing."""
-    own_end = p.log.log_end_offset
-    if leader_epoch < 0 or leader_end < 0:
-        return p.log.log_start_offset if asked_epoch >= 0 else own_end
-    if leader_epoch == asked_epoch:
-        return min(leader_end, own_end)
-    _, own_epoch_end = p.log.end_offset_for_epoch(leader_epoch)
-    return min(leader_end, own_epoch_end if own_epoch_end >= 0 else own_end)

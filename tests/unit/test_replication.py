@@ -14,9 +14,9 @@ from rafka_shards.config import Durability
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
 from rafka_shards.records.batch import validate_batches
 from rafka_shards.records.builder import Record, build_batch
+from rafka_shards.shard.follower import truncation_offset as _truncation_offset
 from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import PartitionProbe
-from rafka_shards.shard.replication import _truncation_offset
 from rafka_shards.storage.config import LogConfig
 from rafka_shards.storage.log import PartitionLog
 
@@ -265,3 +265,76 @@ def test_while_an_isr_expansion_is_in_flight_the_high_watermark_waits_for_the_jo
         assert p.pending_isr is None and p.maximal_isr == (0, 1, 2)
 
     asyncio.run(run())
+
+
+def _fetch_response(*parts: tuple[uuid.UUID, int, ErrorCode, int, int, bytes | None]) -> object:
+    """A Fetch v15 response: per partition (topic id, index, error, high watermark, log start, records)."""
+    from datetime import timedelta
+
+    from kio.schema.errors import ErrorCode as KioErrorCode
+    from kio.schema.fetch.v15 import response as r
+    from kio.static.primitive import i32, i32Timedelta, i64
+
+    return r.FetchResponse(
+        throttle_time=i32Timedelta.parse(timedelta(0)),
+        error_code=KioErrorCode.none,
+        responses=tuple(
+            r.FetchableTopicResponse(
+                topic_id=topic_id,
+                partitions=(
+                    r.PartitionData(
+                        partition_index=i32(index),
+                        error_code=KioErrorCode(int(code)),
+                        high_watermark=i64(hw),
+                        log_start_offset=i64(start),
+                        aborted_transactions=(),
+                        records=records,
+                    ),
+                ),
+            )
+            for topic_id, index, code, hw, start, records in parts
+        ),
+    )
+
+
+def test_a_fetch_response_is_applied_partition_by_partition(tmp_path: Path) -> None:
+    """``follower.apply_fetch``, the fetcher's policy without its socket: good batches are appended with the
+    leader's offsets and reported for fsync, a partition whose batches are corrupt is refetched without keeping the
+    others from being written, a copy below the leader's log start starts over there, and one ahead of the leader is
+    marked to find where they agree."""
+    from rafka_shards.shard import follower as f
+
+    good, corrupt, behind, ahead = (_partition(tmp_path / name) for name in ("good", "corrupt", "behind", "ahead"))
+    tps = {p: TopicPartition(name, 0) for p, name in ((good, "g"), (corrupt, "c"), (behind, "b"), (ahead, "a"))}
+    for p in tps:
+        p.assign(1, _image(0, (0, 1)), now_ms=0)
+    ahead.append_replica(*_batch([b"x", b"y"]), now_ms=0)
+    followed = [(tp, p) for p, tp in tps.items()]
+    replica = f.Replica(broker_id=1, broker_epoch=7, fetch_max_bytes=1 << 20, fetch_wait_max_ms=500)
+    request, sent = f.fetch_request(replica, followed)
+    assert int(request.replica_state.replica_epoch) == 7
+    assert {tp: offset for tp, (_, _, offset) in sent.sent.items()} == {
+        tps[good]: 0,
+        tps[corrupt]: 0,
+        tps[behind]: 0,
+        tps[ahead]: 2,
+    }
+    records, _ = _batch([b"a", b"b", b"c"])
+    broken = bytearray(records)
+    broken[-1] ^= 0xFF  # the CRC no longer matches
+    response = _fetch_response(
+        (good.topic_id, 0, ErrorCode.NONE, 3, 0, bytes(records)),
+        (corrupt.topic_id, 0, ErrorCode.NONE, 3, 0, bytes(broken)),
+        (behind.topic_id, 0, ErrorCode.OFFSET_OUT_OF_RANGE, 50, 40, None),
+        (ahead.topic_id, 0, ErrorCode.OFFSET_OUT_OF_RANGE, 1, 0, None),
+    )
+    out = f.Fetched()
+    f.apply_fetch(response, sent, lambda tp, p, epoch: True, 0, out)  # type: ignore[arg-type]
+    assert out.appended == [(good, 2)] and good.log.log_end_offset == 3
+    assert out.errors == [(tps[corrupt], ErrorCode.CORRUPT_MESSAGE)] and corrupt.log.log_end_offset == 0
+    assert behind.log.log_start_offset == behind.log.log_end_offset == 40
+    assert ahead.needs_truncation and ahead.log.log_end_offset == 2
+    assert out.retry
+    moved_on = f.Fetched()
+    f.apply_fetch(response, sent, lambda tp, p, epoch: False, 0, moved_on)  # type: ignore[arg-type]
+    assert moved_on == f.Fetched()  # answers for partitions no longer followed at that epoch are dropped
