@@ -160,7 +160,8 @@ class RaftBackend:
         if rd.must_sync or rd.snapshot is not None:
             started_ms = self._clock()
             await asyncio.get_running_loop().run_in_executor(None, self.storage.save, rd)
-            self._probe.fsync_seconds.observe((self._clock() - started_ms) / 1000)
+            now_ms = self._clock()
+            self._probe.observe_fsync((now_ms - started_ms) / 1000, now_ms / 1000)
         elif rd.hard_state is not None:
             self.storage.save(rd)  # only the commit index moved: a small unsynced write
 
@@ -187,6 +188,7 @@ class RaftBackend:
             self._pending.fail_reads("leadership moved before the read was confirmed; retry")
         self.after_ready()
         self._probe.observe_leader(self.node.leader, self.node.term)
+        self._probe.observe_role(self.node.role, self.node.term)
         self.changes.notify()
         self.on_applied()
 
