@@ -83,7 +83,7 @@ class _PeerLink:
         backoff_s = 0.05
         while True:
             try:
-                _, writer = await asyncio.wait_for(
+                reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(self.address.host, self.address.port), timeout=2
                 )
             except (OSError, TimeoutError):
@@ -95,27 +95,45 @@ class _PeerLink:
                 continue
             backoff_s = 0.05
             self.connects += 1
+            # The peer never writes on this connection: a read ends only when it closes (its process died or it
+            # restarted). Noticing that while idle matters: two followers exchange nothing until an election, and a
+            # vote request written into a connection to a dead incarnation is lost, costing an election timeout.
+            closed = asyncio.ensure_future(reader.read(1))
             try:
-                while True:
-                    while self._queue:
-                        frame = self._queue.popleft()
-                        self._queued_bytes -= len(frame)
-                        writer.write(frame)
-                        self.frames_sent += 1
-                    self.state = "draining"
-                    await writer.drain()
-                    self._wake.clear()
-                    self.state = "idle"
-                    if not self._queue:
-                        await self._wake.wait()
+                await self._write_until_closed(writer, closed)
             except (OSError, ConnectionError, RuntimeError):
                 # RuntimeError: uvloop's write on a transport that closed under it (the peer reset the connection)
                 # raises instead of dropping the data as asyncio does; either way, reconnect.
                 self.failures += 1
             finally:
+                if closed.done() and not closed.cancelled():
+                    closed.exception()  # a reset ends the read with an error: it is the news, not a failure
+                closed.cancel()
                 writer.close()
                 with contextlib.suppress(OSError, ConnectionError):
                     await writer.wait_closed()
+
+    async def _write_until_closed(self, writer: asyncio.StreamWriter, closed: asyncio.Future[bytes]) -> None:
+        """Write queued frames as they come; raises ConnectionError once the peer closes the connection (what is
+        still queued then goes out on the next connection)."""
+        while True:
+            if closed.done():
+                raise ConnectionError("the peer closed the connection")
+            while self._queue:
+                frame = self._queue.popleft()
+                self._queued_bytes -= len(frame)
+                writer.write(frame)
+                self.frames_sent += 1
+            self.state = "draining"
+            await writer.drain()
+            self._wake.clear()
+            self.state = "idle"
+            if not self._queue:
+                woken = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait((woken, closed), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
 
     def _drop_queue(self) -> None:
         self._queue.clear()

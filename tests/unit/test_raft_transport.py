@@ -53,3 +53,40 @@ def test_a_link_whose_connection_was_reset_while_idle_reconnects() -> None:
         await sender.close()
 
     uvloop.run(run())
+
+
+def test_the_first_frame_after_a_peer_restarted_reaches_its_new_incarnation() -> None:
+    """Two followers exchange nothing until an election: the link to a peer that restarted meanwhile must notice the
+    old connection closed while idle and reconnect, so the one vote request sent later is not written into a dead
+    connection and lost (which cost a whole election timeout in fail-over)."""
+
+    async def run() -> None:
+        port = free_port_range(1)
+        sender = PeerTransport(1, SECRET, {2: Endpoint("127.0.0.1", port)}, lambda _k, _s, _b: None)
+        first: list[bytes] = []
+        old = PeerTransport(2, SECRET, {1: Endpoint("127.0.0.1", 1)}, lambda _k, _s, body: first.append(body))
+        await old.start(Endpoint("127.0.0.1", port))
+        sender.send(2, KIND_RAFT, b"hello")
+        for _ in range(500):
+            if first:
+                break
+            await asyncio.sleep(0.01)
+        assert first == [b"hello"]
+        await old.close()  # the peer's process ends: its connections close
+        received: list[bytes] = []
+        new = PeerTransport(2, SECRET, {1: Endpoint("127.0.0.1", 1)}, lambda _k, _s, body: received.append(body))
+        await new.start(Endpoint("127.0.0.1", port))
+        for _ in range(500):  # until the link has reconnected to the new incarnation on its own
+            if sender.links()["2"]["connects"] == 2 and sender.links()["2"]["state"] == "idle":
+                break
+            await asyncio.sleep(0.01)
+        sender.send(2, KIND_RAFT, b"vote for me")  # once, as a candidate asks each peer once per election
+        for _ in range(500):
+            if received:
+                break
+            await asyncio.sleep(0.01)
+        assert received == [b"vote for me"], sender.links()
+        await new.close()
+        await sender.close()
+
+    uvloop.run(run())
