@@ -296,7 +296,8 @@ def test_reads_on_any_node_see_every_acknowledged_write(tmp_path: Path) -> None:
     asyncio.run(_reads_are_linearizable(tmp_path))
 
 
-async def _reads_are_linearizable(tmp_path: Path) -> None:
+async def _three_controllers(tmp_path: Path, **settings: int) -> list[RaftController]:
+    """Three in-process controllers forming one quorum over loopback, caught up with each other."""
     from tests.conftest import free_port_range
 
     base = free_port_range(3)
@@ -309,12 +310,18 @@ async def _reads_are_linearizable(tmp_path: Path) -> None:
             controller_voters=voters,
             raft_election_timeout_ms=300,
             raft_heartbeat_interval_ms=50,
+            **settings,
         )
         c = await RaftController.open(config)
         await c.start()
         controllers.append(c)
+    await asyncio.wait_for(asyncio.gather(*(c.wait_caught_up() for c in controllers)), 20)
+    return controllers
+
+
+async def _reads_are_linearizable(tmp_path: Path) -> None:
+    controllers = await _three_controllers(tmp_path)
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.wait_caught_up() for c in controllers)), 20)
         leader = next(c for c in controllers if c.node.role.value == "leader")
         followers = [c for c in controllers if c is not leader]
         await followers[0].propose(COMMANDS[0])
@@ -340,26 +347,10 @@ def test_topic_requests_are_planned_on_the_leaders_newest_image(tmp_path: Path) 
 
 
 async def _topics_planned_on_the_leader(tmp_path: Path) -> None:
-    from tests.conftest import free_port_range
-
-    base = free_port_range(3)
-    voters = ",".join(f"{n}@127.0.0.1:{base + n - 1}" for n in (1, 2, 3))
-    controllers = []
-    for n in (1, 2, 3):
-        config = BrokerConfig(
-            data_dir=tmp_path / str(n),
-            node_id=n,
-            controller_voters=voters,
-            raft_election_timeout_ms=300,
-            raft_heartbeat_interval_ms=50,
-            broker_session_timeout_ms=600_000,  # no broker heartbeats here: keep their leases for the whole test
-        )
-        c = await RaftController.open(config)
-        await c.start()
-        controllers.append(c)
+    # No broker heartbeats here: the brokers keep their leases for the whole test.
+    controllers = await _three_controllers(tmp_path, broker_session_timeout_ms=600_000)
     listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(3)]  # brokers the liveness probe finds alive
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.wait_caught_up() for c in controllers)), 20)
         leader = next(c for c in controllers if c.node.role.value == "leader")
         followers = [c for c in controllers if c is not leader]
         for b, sock in enumerate(listeners):

@@ -209,6 +209,20 @@ def test_offset_for_timestamp_and_epochs(tmp_path: Path) -> None:
     assert reopened.end_offset_for_epoch(1) == (1, reopened.log_end_offset)
 
 
+def _lookups(log: PartitionLog, last_ts: int) -> tuple[object, ...]:
+    """What the last segment's indexes answer: its end, size, newest timestamp, and every offset and time lookup."""
+    seg = log.segments[-1]
+    return (
+        seg.next_offset,
+        seg.size,
+        seg.max_timestamp,
+        seg.max_timestamp_batch_position,
+        log.max_timestamp_offset(),
+        [log.offset_for_timestamp(t) for t in range(995, last_ts + 2)],
+        [seg.position_of(o) for o in range(seg.next_offset + 1)],
+    )
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(st.tuples(st.integers(1, 5), st.integers(0, 3)), min_size=1, max_size=40),
@@ -233,33 +247,15 @@ def test_truncation_trims_the_indexes_to_what_a_full_rescan_rebuilds(
     log.truncate_to(cut)
     log.flush_now()
     log.update_high_watermark(log.log_end_offset)
-    trimmed = log.segments[-1]
     rebuilt_values = _all_values(log)
-    state = (
-        trimmed.next_offset,
-        trimmed.size,
-        trimmed.max_timestamp,
-        trimmed.max_timestamp_batch_position,
-        log.max_timestamp_offset(),
-        [log.offset_for_timestamp(t) for t in range(995, ts + 2)],
-        [trimmed.position_of(o) for o in range(trimmed.next_offset + 1)],
-    )
+    state = _lookups(log, ts)
     log.close()
     for name in os.listdir(directory):
         if name.endswith(".index") or name.endswith(".timeindex"):
             os.unlink(directory / name)  # force a rescan: the indexes come from the log alone
     reopened = PartitionLog.open(directory, config, 0)
     reopened.update_high_watermark(reopened.log_end_offset)
-    segment = reopened.segments[-1]
-    assert state == (
-        segment.next_offset,
-        segment.size,
-        segment.max_timestamp,
-        segment.max_timestamp_batch_position,
-        reopened.max_timestamp_offset(),
-        [reopened.offset_for_timestamp(t) for t in range(995, ts + 2)],
-        [segment.position_of(o) for o in range(segment.next_offset + 1)],
-    )
+    assert state == _lookups(reopened, ts)
     assert _all_values(reopened) == rebuilt_values
     base, _ = _append(reopened, [b"after"])
     reopened.update_high_watermark(reopened.log_end_offset)
