@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from controller import topics
@@ -129,8 +129,12 @@ class PartitionManager:
         other, and reconciliation runs when it arrives, not when the requester resumes.
         """
         assert self._proposer is not None, "no controller link"
+        return await self._applied(self._proposer.propose(cmd))
+
+    async def _applied(self, committing: Awaitable[int]) -> MetadataImage:
+        """The image once what ``committing`` proposes is applied here; its rejection as a KafkaError."""
         try:
-            offset = await self._proposer.propose(cmd)
+            offset = await committing
         except CommandRejected as e:
             raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
         assert self._image.offset >= offset, (self._image.offset, offset)
@@ -222,12 +226,7 @@ class PartitionManager:
         """Have the Raft leader plan and commit ``request``; returns once this shard has applied and reconciled it."""
         assert self._proposer is not None, "no controller link"
         proposal = topics.TopicProposal(request, uuid.uuid4(), validate_only)
-        try:
-            offset = await self._proposer.propose_topic(proposal)
-        except CommandRejected as e:
-            raise KafkaError(REJECTION_CODES[e.rejection.kind], e.rejection.message) from None
-        assert self._image.offset >= offset, (self._image.offset, offset)
-        return self._image
+        return await self._applied(self._proposer.propose_topic(proposal))
 
     async def auto_create(self, name: str) -> TopicImage | None:
         """Create ``name`` with the defaults if auto creation is on; None when it is off."""
