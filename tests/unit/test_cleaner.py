@@ -103,7 +103,7 @@ def test_a_pass_keeps_the_latest_record_of_every_key_at_its_offset(tmp_path: Pat
 
 
 def test_tombstones_go_after_delete_retention_from_the_first_pass(tmp_path: Path) -> None:
-    log, before = _filled(tmp_path)
+    log, _ = _filled(tmp_path)
     _pass(log, now_ms=10)
     assert any(key == b"k1" and value is None for _, key, value in _everything(log))
     _append(log, [(b"later", b"x")] * 20)
@@ -183,7 +183,7 @@ def test_a_crash_in_the_middle_of_finishing_is_finished_at_open(tmp_path: Path) 
 
 
 def test_a_corrupt_segment_stops_the_pass_and_nothing_is_swapped(tmp_path: Path) -> None:
-    log, before = _filled(tmp_path)
+    log, _ = _filled(tmp_path)
     job = log.clean_job(10, {}, **LIMITS)
     assert job is not None
     victim = tmp_path / f"{job.segments[1].base_offset:020d}.log"
