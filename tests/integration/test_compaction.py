@@ -226,3 +226,50 @@ def test_describe_and_admin_api_show_the_cleaner(tmp_path: Path, topic_name: str
         assert "cleaner" in metrics
     finally:
         b.stop()
+
+
+def test_a_replicated_compacted_topic_serves_the_latest_values_after_a_leader_change(
+    tmp_path: Path, topic_name: str
+) -> None:
+    """Three nodes, replication factor 3. A follower is down while the leader takes keyed writes and compacts them;
+    back, it copies the leader's compacted log, gaps and emptied producer batches included, and rejoins the ISR.
+    Leadership then moves to it: it serves every key's latest value at the offset it was written."""
+    from tests.integration.helpers import admin_call
+    from tests.integration.test_cluster import Cluster
+    from tests.integration.test_failover import _partitions, _wait
+
+    cluster = Cluster(tmp_path)
+    for b in cluster.nodes.values():
+        b.extra_args += CLEANER_ARGS
+    cluster.start()
+    try:
+        body = {"name": topic_name, "partitions": 1, "replication_factor": 3, "configs": COMPACT}
+        status, answer = admin_call(cluster.nodes[cluster.leader()].admin, "POST", "/v1/topics", body)
+        assert status == 201, answer
+        _wait("every ISR full", lambda: len(_partitions(cluster, topic_name)[0]["isr"]) == 3)  # type: ignore[arg-type]
+        p = _partitions(cluster, topic_name)[0]
+        leader_node = int(str(p["leader"])) // 10 + 1
+        victim_node = next(n for n in (1, 2, 3) if n not in (leader_node, cluster.leader()))
+        victim, leader = cluster.nodes[victim_node], cluster.nodes[leader_node]
+        assert victim.stop() == 0
+        _wait("the stopped follower out of the ISR", lambda: len(_partitions(cluster, topic_name)[0]["isr"]) == 2)  # type: ignore[arg-type]
+        latest = _produce(leader.bootstrap, topic_name, rounds=25)
+        rows = _wait_compacted(leader.bootstrap, topic_name, 25 * KEYS)
+        victim.start()
+        _wait("the follower back in the ISR", lambda: len(_partitions(cluster, topic_name)[0]["isr"]) == 3)  # type: ignore[arg-type]
+        victim_broker = (victim_node - 1) * 10
+        status, moved = admin_call(
+            victim.admin, "POST", f"/v1/partitions/{topic_name}/0/transfer_leadership", {"target": victim_broker}
+        )
+        assert status == 200, moved
+        _wait("the follower to lead", lambda: _partitions(cluster, topic_name)[0]["leader"] == victim_broker)
+        got = _read_confluent(victim.bootstrap, topic_name)
+        assert _latest(got) == latest
+        where = {k: o for o, k, _ in rows}
+        assert {k: o for o, k, _ in got} == where  # each latest value at the offset it was written
+        more = _produce(victim.bootstrap, topic_name, rounds=2)  # the new leader takes writes after the gaps
+        assert _latest(_read_confluent(victim.bootstrap, topic_name)) == {**latest, **more}
+    finally:
+        for b in cluster.nodes.values():
+            if b.alive():
+                b.stop()
