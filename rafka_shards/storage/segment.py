@@ -83,7 +83,8 @@ class LogSegment:
         offsets, positions = _read_pairs(self.index_fd, _INDEX_ENTRY)
         tvalues, toffsets = _read_pairs(self.timeindex_fd, _TIME_ENTRY)
         sane = (
-            all(a < b for a, b in itertools.pairwise(offsets))
+            (self.size == 0 or bool(offsets))  # the first batch is always indexed: no entry means no index file
+            and all(a < b for a, b in itertools.pairwise(offsets))
             and all(a < b for a, b in itertools.pairwise(positions))
             and all(p < self.size for p in positions)
             and all(self.base_offset + o < next_offset for o in offsets)

@@ -139,7 +139,8 @@ def test_a_crash_after_the_commit_point_finishes_the_swap_at_open(tmp_path: Path
     job = log.clean_job(10, {}, **LIMITS)
     assert job is not None
     result = cleaner.clean(job)
-    cleaner.write_swap_manifest(tmp_path, result.groups[0])  # then SIGKILL: nothing else happened
+    for group in result.groups[:-1]:
+        cleaner.write_swap_manifest(tmp_path, group)  # then SIGKILL: nothing else happened
     for seg in log.segments:
         seg.close()
     reopened = PartitionLog.open(tmp_path, CONFIG, 0)
@@ -147,7 +148,9 @@ def test_a_crash_after_the_commit_point_finishes_the_swap_at_open(tmp_path: Path
     rows = _everything(reopened)
     assert _latest([r for r in rows if r[0] < end]) == _latest([r for r in before if r[0] < end])
     assert not list(tmp_path.glob("*.swap"))
-    assert not list(tmp_path.glob("*.cleaned"))  # the groups not committed are dropped
+    assert not list(tmp_path.glob("*.cleaned"))  # the group not committed is dropped
+    assert all(seg.max_timestamp == 1000 for seg in reopened.segments if seg.size)  # indexes rebuilt, not empty
+    assert reopened.offset_for_timestamp(1000) == (rows[0][0], 1000)
 
 
 def test_a_crash_before_the_commit_point_keeps_the_old_segments(tmp_path: Path) -> None:
