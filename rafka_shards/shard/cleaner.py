@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import multiprocessing
@@ -22,10 +23,10 @@ import os
 import signal
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rafka_shards.config import BrokerConfig
+from rafka_shards.ipc.channel import CleanerTotals
 from rafka_shards.model import TopicPartition
 from rafka_shards.shard.partition import Partition
 from rafka_shards.storage.cleaner import MAP_ENTRY_BYTES, CleanerError, CleanJob, CleanResult, clean
@@ -34,19 +35,6 @@ from rafka_shards.storage.log import PartitionLog
 log = logging.getLogger(__name__)
 
 WORKER_NICENESS = 10  # the cleaner yields the CPU to the shards serving clients
-
-
-@dataclass(slots=True)
-class CleanerStats:
-    """What this shard's cleaner did since it started (for /metrics and the admin API)."""
-
-    passes: int = 0
-    failures: int = 0
-    bytes_read: int = 0
-    bytes_written: int = 0
-    seconds: float = 0.0
-    max_dirty_ratio: float = 0.0
-    failed: dict[TopicPartition, str] = field(default_factory=dict)  # why, for partitions skipped until reopened
 
 
 def _worker_init() -> None:
@@ -93,7 +81,8 @@ class LogCleaner:
         self._now_ms = now_ms
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._failed_logs: weakref.WeakSet[PartitionLog] = weakref.WeakSet()  # reopened logs are tried again
-        self.stats = CleanerStats()
+        self.totals = CleanerTotals()  # since the shard started (for /metrics and the admin API)
+        self.failed: dict[TopicPartition, str] = {}  # why, for partitions skipped until they are reopened
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -117,7 +106,7 @@ class LogCleaner:
             cfg = p.log.config
             if not cfg.compact or p.log in self._failed_logs:
                 continue
-            self.stats.failed.pop(tp, None)
+            self.failed.pop(tp, None)
             ratio, dirty, _ = p.log.dirty_ratio(now)
             max_ratio = max(max_ratio, ratio)
             overdue = dirty > 0 and self._overdue(p, now)
@@ -125,7 +114,7 @@ class LogCleaner:
                 score = 2.0 if overdue else ratio
                 if best is None or score > best[0]:
                     best = (score, tp, p)
-        self.stats.max_dirty_ratio = max_ratio
+        self.totals = dataclasses.replace(self.totals, max_dirty_ratio=max_ratio)
         return None if best is None else (best[1], best[2])
 
     @staticmethod
@@ -161,11 +150,14 @@ class LogCleaner:
         if self._partitions().get(tp) is not p:
             return None  # closed or deleted meanwhile: its leftover cleaned files go when it is next opened
         swapped = p.log.swap_cleaned(result, self._now_ms())
-        stats = self.stats
-        stats.passes += 1
-        stats.bytes_read += result.stats.bytes_read
-        stats.bytes_written += result.stats.bytes_written
-        stats.seconds += result.stats.seconds
+        t, done = self.totals, result.stats
+        self.totals = dataclasses.replace(
+            t,
+            passes=t.passes + 1,
+            bytes_read=t.bytes_read + done.bytes_read,
+            bytes_written=t.bytes_written + done.bytes_written,
+            seconds=t.seconds + done.seconds,
+        )
         log.info(
             "%s: cleaned %d group(s) below offset %d in %.2f s: read %d bytes, wrote %d, kept %d of %d records",
             tp,
@@ -184,18 +176,21 @@ class LogCleaner:
         try:
             return await loop.run_in_executor(self._executor(), clean, job)
         except CleanerError as e:
-            self.stats.failures += 1
-            self.stats.failed[tp] = str(e)
+            self._failed()
+            self.failed[tp] = str(e)
             self._failed_logs.add(p.log)
             log.error("%s: the log cleaner skips this partition until it is reopened: %s", tp, e)
         except concurrent.futures.process.BrokenProcessPool:
-            self.stats.failures += 1
+            self._failed()
             self._pool = None  # the worker died (killed, out of memory): a new one next time
             log.error("%s: the log cleaner worker died during a pass; nothing of it is swapped in", tp)
         except OSError as e:
-            self.stats.failures += 1
+            self._failed()
             log.error("%s: the log cleaner could not read or write its files: %s", tp, e)
         return None
+
+    def _failed(self) -> None:
+        self.totals = dataclasses.replace(self.totals, failures=self.totals.failures + 1)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -169,10 +169,7 @@ class Shard:
             for tp, p in self.manager.partitions.items()
             if p.is_leader  # what the admin API shows of a partition is its leader's
         )
-        totals = CleanerTotals()
-        if cleaner is not None:
-            c = cleaner.stats
-            totals = CleanerTotals(c.passes, c.failures, c.bytes_read, c.bytes_written, c.seconds, c.max_dirty_ratio)
+        totals = CleanerTotals() if cleaner is None else cleaner.totals
         return Stats(request_id, len(self.connections), partitions, totals)
 
     def _partition_stats(self, tp: TopicPartition, p: Partition, now_ms: int) -> PartitionStats:
@@ -181,7 +178,7 @@ class Shard:
         if not log_.config.compact:
             return PartitionStats(*base, log_.size_bytes())
         ratio, _, _ = log_.dirty_ratio(now_ms)
-        error = "" if self.cleaner is None else self.cleaner.stats.failed.get(tp, "")
+        error = "" if self.cleaner is None else self.cleaner.failed.get(tp, "")
         first_dirty = max(log_.cleaner.first_dirty_offset, log_.log_start_offset)
         return PartitionStats(*base, log_.size_bytes(), ratio, first_dirty, log_.cleaner.last_cleaned_ms, error)
 
