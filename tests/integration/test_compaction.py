@@ -22,7 +22,7 @@ from kafka import TopicPartition as KPTopicPartition
 from rafka_shards.model import ErrorCode
 from rafka_shards.records.builder import Record, build_batch
 from tests.conftest import Broker
-from tests.integration.helpers import raw_produce
+from tests.integration.helpers import admin_call, raw_produce
 
 pytestmark = pytest.mark.integration
 
@@ -219,7 +219,7 @@ def test_describe_and_admin_api_show_the_cleaner(tmp_path: Path, topic_name: str
         _wait_compacted(b.bootstrap, topic_name, 20 * KEYS)
         view = b.admin_get(f"/v1/partitions/{topic_name}/0")
         assert isinstance(view, dict)
-        cleaner = view["cleaner"]
+        cleaner = view["offsets"]["cleaner"]
         assert cleaner["first_dirty_offset"] > 0 and cleaner["last_cleaned_ms"] > 0
         assert 0.0 <= cleaner["dirty_ratio"] <= 1.0
         metrics = json.dumps(b.admin_get("/v1/shards"))
@@ -273,3 +273,40 @@ def test_a_replicated_compacted_topic_serves_the_latest_values_after_a_leader_ch
         for b in cluster.nodes.values():
             if b.alive():
                 b.stop()
+
+
+def test_a_corrupt_segment_is_skipped_by_the_cleaner_and_the_shard_stays_up(tmp_path: Path, topic_name: str) -> None:
+    """A closed segment whose bytes rotted on disk: the cleaner's pass stops, nothing is swapped or deleted, the
+    partition is marked (shown in /v1/partitions) and skipped, and the shard keeps serving."""
+    b = Broker(tmp_path / "data", CLEANER_ARGS)
+    b.start()
+    try:
+        _create(b.bootstrap, topic_name, {**COMPACT, "min.cleanable.dirty.ratio": "0.99"})  # no pass yet
+        _produce(b.bootstrap, topic_name, rounds=25)
+        segments = sorted((b.data_dir / "kafka" / f"{topic_name}-0").glob("*.log"))
+        assert len(segments) > 3
+        victim = segments[1]
+        data = bytearray(victim.read_bytes())
+        data[100] ^= 0xFF  # inside the first batch's records: its CRC no longer matches
+        victim.write_bytes(bytes(data))
+        status, answer = admin_call(
+            b.admin, "PATCH", f"/v1/topics/{topic_name}", {"configs": {"min.cleanable.dirty.ratio": "0.01"}}
+        )
+        assert status == 200, answer
+        deadline = time.monotonic() + 120
+        cleaner: dict[str, object] | None = None
+        while time.monotonic() < deadline:
+            view = b.admin_get(f"/v1/partitions/{topic_name}/0")
+            assert isinstance(view, dict)
+            cleaner = view["offsets"]["cleaner"]
+            if cleaner and cleaner["error"]:
+                break
+            time.sleep(0.3)
+        assert cleaner and "corrupt" in str(cleaner["error"]), cleaner
+        assert sorted((b.data_dir / "kafka" / f"{topic_name}-0").glob("*.log")) == segments  # nothing swapped
+        more = _produce(b.bootstrap, topic_name, rounds=1)  # the shard still serves
+        high = _read_confluent(b.bootstrap, topic_name, start=int(segments[-1].stem))  # past the rotten segment
+        assert _latest(high).items() >= more.items()
+        assert "skips this partition" in b.log()
+    finally:
+        b.stop()
