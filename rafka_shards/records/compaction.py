@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import crc32c
 
@@ -26,9 +27,11 @@ _AFTER_CRC = struct.Struct(">hiqqqhii")  # attributes .. recordCount
 _BEFORE_CRC = struct.Struct(">qiiBI")  # baseOffset, batchLength, partitionLeaderEpoch, magic, crc
 
 
-@dataclass(frozen=True, slots=True)
-class KeyedRecord:
-    """One record of a batch: where its bytes lie in the decompressed payload, and what compaction looks at."""
+class KeyedRecord(NamedTuple):
+    """One record of a batch: where its bytes lie in the decompressed payload, and what compaction looks at.
+
+    A NamedTuple, not a frozen dataclass: the cleaner makes one per record it reads, and a frozen dataclass's
+    ``__init__`` (an ``object.__setattr__`` per field) cost more than the rest of the scan of a record."""
 
     offset: int
     timestamp_ms: int
@@ -45,12 +48,23 @@ class ScannedBatch:
     records: tuple[KeyedRecord, ...]
 
 
+def _corrupt(message: str) -> KafkaError:
+    return KafkaError(ErrorCode.CORRUPT_MESSAGE, message)
+
+
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The zigzag varint at ``pos`` and the position after it. One- and two-byte varints (every length, delta and
+    key size of a record up to 8 KiB) take the short way; IndexError past the end of ``buf``."""
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    c = buf[pos + 1]
+    if c < 0x80:
+        z = (b & 0x7F) | (c << 7)
+        return (z >> 1) ^ -(z & 1), pos + 2
     z = 0
     shift = 0
     while True:
-        if pos >= len(buf):
-            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record runs past the end of its batch")
         b = buf[pos]
         pos += 1
         z |= (b & 0x7F) << shift
@@ -58,7 +72,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             return (z >> 1) ^ -(z & 1), pos
         shift += 7
         if shift > 63:
-            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "varint longer than 10 bytes")
+            raise _corrupt("varint longer than 10 bytes")
 
 
 def scan_batch(batch: bytes | memoryview) -> ScannedBatch:
@@ -68,17 +82,30 @@ def scan_batch(batch: bytes | memoryview) -> ScannedBatch:
     payload = bytes(batch[BATCH_HEADER_SIZE : h.size])
     if h.compression is not Compression.NONE:
         payload = decompress(h.compression, payload)
-    records = []
+    try:
+        records, pos = _records(h, payload)
+    except IndexError:
+        raise _corrupt("record runs past the end of its batch") from None
+    if pos != len(payload):
+        raise _corrupt(f"{len(payload) - pos} bytes after the batch's last record")
+    return ScannedBatch(h, payload, tuple(records))
+
+
+def _records(h: BatchHeader, payload: bytes) -> tuple[list[KeyedRecord], int]:
+    """Walk the batch's records once (the cleaner's hot loop: per-record work is kept to the fields it needs);
+    the records and where the walk ended. IndexError when a field runs past the payload."""
+    records: list[KeyedRecord] = []
     pos = 0
-    end_of_payload = len(payload)
+    size = len(payload)
+    base_offset, base_timestamp = h.base_offset, h.base_timestamp
+    append_time = h.max_timestamp if h.is_log_append_time else None
     for _ in range(h.record_count):
         start = pos
         length, pos = _varint(payload, pos)
         end = pos + length
-        if length < 0 or end > end_of_payload:
-            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"record of {length} bytes runs past the end of its batch")
-        pos += 1  # attributes
-        ts_delta, pos = _varint(payload, pos)
+        if length < 0 or end > size:
+            raise _corrupt(f"record of {length} bytes runs past the end of its batch")
+        ts_delta, pos = _varint(payload, pos + 1)  # after the attributes byte
         offset_delta, pos = _varint(payload, pos)
         key_length, pos = _varint(payload, pos)
         key = None
@@ -87,13 +114,11 @@ def scan_batch(batch: bytes | memoryview) -> ScannedBatch:
             pos += key_length
         value_length, pos = _varint(payload, pos)
         if pos > end or pos + max(value_length, 0) > end:
-            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "record fields run past the record's length")
-        timestamp = h.max_timestamp if h.is_log_append_time else h.base_timestamp + ts_delta
-        records.append(KeyedRecord(h.base_offset + offset_delta, timestamp, key, value_length < 0, start, end))
+            raise _corrupt("record fields run past the record's length")
+        timestamp = base_timestamp + ts_delta if append_time is None else append_time
+        records.append(KeyedRecord(base_offset + offset_delta, timestamp, key, value_length < 0, start, end))
         pos = end
-    if pos != end_of_payload:
-        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"{end_of_payload - pos} bytes after the batch's last record")
-    return ScannedBatch(h, payload, tuple(records))
+    return records, pos
 
 
 def rewrite_batch(scanned: ScannedBatch, kept: Sequence[KeyedRecord]) -> bytes:

@@ -9,7 +9,11 @@ Two halves, two processes:
   ``<base>.log.cleaned`` files (fsynced), keeping for every key the record with the highest offset. Offsets never
   change: cleaned logs have gaps. Tombstones (null values) survive until ``delete.retention.ms`` after the first
   pass that covered them; the last batch of every producer the shard still tracks is kept, even when empty, so its
-  sequence state survives; control batches are kept as they are (transactions will decide on them).
+  sequence state survives; control batches are kept as they are (transactions will decide on them). The map names
+  a key shorter than 16 bytes by itself and a longer one by its MD5 digest. In the dirty section, where the map
+  knows every key, a batch whose records are all their key's latest, or none of them, is told by the map's sorted
+  offsets alone and copied or dropped whole: only batches with some records to drop are read record by record
+  again (a pass over a log with many values a key reads most records once).
 - ``swap`` runs in the shard, on its event loop, between appends. The commit point is a manifest
   ``<base>.swap`` (written atomically) naming the segments a cleaned group replaces; then those segments are
   deleted and the cleaned file renamed over ``<base>.log``. ``complete_swaps`` (called when the log opens) finishes
@@ -22,6 +26,8 @@ deleted, and the shard marks the partition so it is not tried again until it is 
 
 from __future__ import annotations
 
+import array
+import bisect
 import hashlib
 import mmap
 import os
@@ -41,6 +47,8 @@ from rafka_shards.storage.segment import segment_name
 CLEANED_SUFFIX = ".cleaned"  # <base>.log.cleaned: a cleaned group not swapped in yet
 SWAP_SUFFIX = ".swap"  # <base>.swap: the manifest of a swap that committed
 MAP_ENTRY_BYTES = 24  # Kafka's sizing of the dedupe buffer: a 16-byte key digest and an 8-byte offset
+DIGEST_BYTES = 16  # a key shorter than its MD5 digest names itself in the key map
+WRITE_CHUNK_BYTES = 1 << 20  # cleaned batches are written to the .cleaned file in chunks of about this size
 
 
 class CleanerError(Exception):
@@ -147,32 +155,70 @@ class _Throttle:
 # ---- the key map -------------------------------------------------------------------------------------------------
 
 
-def _digest(key: bytes) -> bytes:
-    return hashlib.md5(key, usedforsecurity=False).digest()
+def _key_id(key: bytes) -> bytes:
+    """How the key map names a key: the key itself when it is shorter than a digest (no two such keys share an
+    entry, and none can equal a digest, which is 16 bytes long), else its MD5 digest as Kafka's map stores it."""
+    return key if len(key) < DIGEST_BYTES else hashlib.md5(key, usedforsecurity=False).digest()
 
 
-def build_offset_map(job: CleanJob, stats: CleanStats, throttle: _Throttle) -> tuple[dict[bytes, int], int]:
-    """key digest -> latest offset over the dirty section, and the offset the map covers up to (exclusive): a
-    batch whose keys no longer fit ends the map there, so a pass with a full map cleans part of the dirty section
-    and the next pass goes on."""
+@dataclass(frozen=True, slots=True)
+class KeyMap:
+    """The key map of a pass: the latest offset of every key of the dirty section's batches with a base offset in
+    ``[first_dirty, end)``, and those offsets sorted (``live``)."""
+
+    latest: dict[bytes, int]
+    first_dirty: int
+    end: int  # the offset the map covers up to (exclusive): the new first dirty offset once the pass is swapped in
+    keyless: bool  # a record without a key was seen: every batch is then looked at record by record
+    live: array.array[int]
+
+    def live_records(self, h: BatchHeader) -> int | None:
+        """How many records of this data batch are their key's latest, when the map says so without reading its
+        records: a batch wholly in the map's range whose every record has a key (each then is in the map, at an
+        offset no lower than its own; a tombstone in the dirty section has not been through a pass, so none
+        expires). None otherwise: the batch is read record by record."""
+        if self.keyless or h.base_offset < self.first_dirty or h.base_offset >= self.end:
+            return None
+        return bisect.bisect_right(self.live, h.last_offset) - bisect.bisect_left(self.live, h.base_offset)
+
+
+def _fits(latest: Mapping[bytes, int], pairs: list[tuple[bytes, int]], entries_max: int) -> bool:
+    if len(latest) + len(pairs) <= entries_max:
+        return True
+    return len(latest) + len({k for k, _ in pairs} - latest.keys()) <= entries_max
+
+
+def build_offset_map(job: CleanJob, stats: CleanStats, throttle: _Throttle) -> KeyMap:
+    """The latest offset of every key over the dirty section, up to the first batch whose keys no longer fit: the
+    map ends there, so a pass with a full map cleans part of the dirty section and the next pass goes on."""
     directory = Path(job.directory)
     latest: dict[bytes, int] = {}
+    keyless = False
+    end = job.end_offset
+    for h, scanned in _dirty_batches(job, directory, stats, throttle):
+        pairs = [(_key_id(r.key), r.offset) for r in scanned.records if r.key is not None]
+        if not _fits(latest, pairs, job.map_entries_max):
+            if not latest:
+                raise CleanerError(f"one batch has more keys than the key map holds ({job.map_entries_max})")
+            end = h.base_offset
+            break
+        keyless = keyless or len(pairs) < len(scanned.records)
+        latest.update(pairs)  # in offset order: a key's later record replaces its earlier one
+    live = array.array("q", sorted(latest.values()))
+    return KeyMap(latest, job.first_dirty_offset, end, keyless, live)
+
+
+def _dirty_batches(
+    job: CleanJob, directory: Path, stats: CleanStats, throttle: _Throttle
+) -> Iterator[tuple[BatchHeader, ScannedBatch]]:
+    """Every data batch of the dirty section, scanned, in offset order (its bytes counted as read)."""
     for seg in job.segments:
         for h, batch in _batches(directory, seg):
             if h.next_offset <= job.first_dirty_offset or h.is_control:
                 continue
             stats.bytes_read += h.size
             throttle.account(h.size)
-            scanned = _scan(h, batch, seg_name(seg))
-            fresh = {_digest(r.key) for r in scanned.records if r.key is not None}
-            if len(latest) + len(fresh - latest.keys()) > job.map_entries_max:
-                if not latest:
-                    raise CleanerError(f"one batch has more keys than the key map holds ({job.map_entries_max})")
-                return latest, h.base_offset
-            for r in scanned.records:
-                if r.key is not None:
-                    latest[_digest(r.key)] = r.offset
-    return latest, job.end_offset
+            yield h, _scan(h, batch, seg_name(seg))
 
 
 def seg_name(seg: SegmentFile) -> str:
@@ -215,7 +261,7 @@ def _retained(job: CleanJob, latest: Mapping[bytes, int], scanned: ScannedBatch)
         if r.key is None:
             kept.append(r)  # written before the topic was compacted: there is no later value to replace it
             continue
-        newest = latest.get(_digest(r.key))
+        newest = latest.get(_key_id(r.key))
         if newest is not None and r.offset < newest:
             continue  # a later record of this key exists
         if r.tombstone:
@@ -226,38 +272,79 @@ def _retained(job: CleanJob, latest: Mapping[bytes, int], scanned: ScannedBatch)
     return kept
 
 
+def _cleaned_batch(
+    job: CleanJob, keys: KeyMap, h: BatchHeader, batch: memoryview, where: str, stats: CleanStats
+) -> bytes | memoryview | None:
+    """What of one batch goes into the cleaned group: the batch itself (every record kept, or a control batch), a
+    rewrite with fewer records, or None (dropped). The last batch of a producer the shard tracks stays, even empty.
+    A batch the key map answers for (``KeyMap.live_records``) is not read record by record."""
+    if h.is_control:
+        return batch
+    keep_empty = h.producer_id >= 0 and job.producer_last_offsets.get(h.producer_id) == h.last_offset
+    live = keys.live_records(h)
+    if live is not None and live in (0, h.record_count):
+        stats.records_read += h.record_count
+        stats.records_kept += live
+        if live:
+            return batch
+        return rewrite_batch(ScannedBatch(h, b"", ()), []) if keep_empty else None
+    scanned = _scan(h, batch, where)
+    stats.records_read += len(scanned.records)
+    kept = _retained(job, keys.latest, scanned)
+    stats.records_kept += len(kept)
+    if len(kept) == len(scanned.records):
+        return batch
+    if not kept and not keep_empty:
+        return None
+    return rewrite_batch(scanned, kept)
+
+
+class _ChunkWriter:
+    """Batches appended to a file in writes of about ``WRITE_CHUNK_BYTES`` (small batches are many system calls
+    otherwise), counted against the throttle as they are written."""
+
+    def __init__(self, fd: int, throttle: _Throttle) -> None:
+        self._fd = fd
+        self._throttle = throttle
+        self._buf = bytearray()
+        self.size = 0
+
+    def add(self, data: bytes | memoryview) -> None:
+        self._buf += data
+        if len(self._buf) >= WRITE_CHUNK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        n = len(self._buf)
+        with memoryview(self._buf) as view:
+            written = 0
+            while written < n:  # a write may take less than it was given
+                written += os.write(self._fd, view[written:])
+        self._buf.clear()
+        self.size += n
+        self._throttle.account(n)
+
+
 def _clean_group(
-    job: CleanJob, group: tuple[SegmentFile, ...], latest: Mapping[bytes, int], stats: CleanStats, throttle: _Throttle
+    job: CleanJob, group: tuple[SegmentFile, ...], keys: KeyMap, stats: CleanStats, throttle: _Throttle
 ) -> CleanedGroup | None:
     """Write the cleaned group to ``<base>.log.cleaned`` (fsynced); None when it would not change anything."""
     directory = Path(job.directory)
     base = group[0].base_offset
     out_path = _log_path(directory, base).with_name(seg_name(group[0]) + CLEANED_SUFFIX)
     changed = len(group) > 1
-    size = 0
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    out = _ChunkWriter(fd, throttle)
     try:
         for seg in group:
             for h, batch in _batches(directory, seg):
                 stats.bytes_read += h.size
                 throttle.account(h.size)
-                data: bytes | memoryview = batch
-                if not h.is_control:
-                    scanned = _scan(h, batch, seg_name(seg))
-                    stats.records_read += len(scanned.records)
-                    kept = _retained(job, latest, scanned)
-                    stats.records_kept += len(kept)
-                    if len(kept) < len(scanned.records):
-                        changed = True
-                        keep_empty = (
-                            h.producer_id >= 0 and job.producer_last_offsets.get(h.producer_id) == h.last_offset
-                        )
-                        if not kept and not keep_empty:
-                            continue
-                        data = rewrite_batch(scanned, kept)
-                os.write(fd, data)
-                size += len(data)
-                throttle.account(len(data))
+                data = _cleaned_batch(job, keys, h, batch, seg_name(seg), stats)
+                changed = changed or data is not batch
+                if data is not None:
+                    out.add(data)
+        out.flush()
         if not changed:
             return None
         os.fsync(fd)
@@ -265,8 +352,8 @@ def _clean_group(
         os.close(fd)
         if not changed:
             out_path.unlink(missing_ok=True)
-    stats.bytes_written += size
-    return CleanedGroup(base, group, size)
+    stats.bytes_written += out.size
+    return CleanedGroup(base, group, out.size)
 
 
 def clean(job: CleanJob) -> CleanResult:
@@ -274,12 +361,13 @@ def clean(job: CleanJob) -> CleanResult:
     started = time.monotonic()
     stats = CleanStats()
     throttle = _Throttle(job.io_bytes_per_s)
-    latest, cleaned_to = build_offset_map(job, stats, throttle)
+    keys = build_offset_map(job, stats, throttle)
+    cleaned_to = keys.end
     groups = []
     for group in group_segments(job.segments, job.group_bytes_max):
         if group[0].base_offset >= cleaned_to:
             break  # past what the key map covers: the next pass cleans it
-        cleaned = _clean_group(job, group, latest, stats, throttle)
+        cleaned = _clean_group(job, group, keys, stats, throttle)
         if cleaned is not None:
             groups.append(cleaned)
     stats.seconds = time.monotonic() - started
