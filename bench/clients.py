@@ -5,8 +5,9 @@ Every message carries ``[u64 send time (CLOCK_MONOTONIC ns)][u64 sequence]`` in 
 consumer measures end-to-end latency against the same clock (one machine). A producer records the acknowledgement
 latency of every message it sends after the warm-up; a consumer the end-to-end latency of every such message it
 reads. Latencies travel back as arrays of microseconds; throughput counts only what was sent after the warm-up.
-A keyed load (Kafka only, for compacted topics) cycles its messages over ``keys`` distinct keys, each key always
-in the same partition, and can send back every measured message's send time too. Every loop is bounded by the
+A keyed load (Kafka only, for compacted topics) gives each message one of ``keys`` distinct keys, uniformly at
+random (a fixed hash of the message's number: runs repeat), each key always in the same partition, and can send
+back every measured message's send time too. Every loop is bounded by the
 step's message cap and deadline.
 """
 
@@ -156,15 +157,26 @@ def _target(load: Load, seq: int) -> tuple[str, int]:
     """Where message ``seq`` of this producer goes: topics and partitions in turn (keyed: by its key's index)."""
     n = seq * load.clients + load.client_index
     if load.keys:
-        n %= load.keys
+        n = _key_index(load, n)
     return load.topics[n % len(load.topics)], (n // len(load.topics)) % load.partitions
 
 
+_U64 = (1 << 64) - 1
+
+
+def _key_index(load: Load, n: int) -> int:
+    """The key of the step's message ``n``: splitmix64(n) modulo the keys, uniform and the same in every run."""
+    z = (n + 0x9E3779B97F4A7C15) & _U64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+    return (z ^ (z >> 31)) % load.keys
+
+
 def key_of(load: Load, seq: int) -> bytes | None:
-    """The key of message ``seq`` of this producer: the step's messages cycle over ``load.keys`` keys."""
+    """The key of message ``seq`` of this producer (None for a keyless load)."""
     if not load.keys:
         return None
-    return b"key-%09d" % ((seq * load.clients + load.client_index) % load.keys)
+    return b"key-%09d" % _key_index(load, seq * load.clients + load.client_index)
 
 
 def _kafka_produce(load: Load) -> Report:

@@ -6,8 +6,9 @@ One step, rafka_shards only (its admin API gives the cleaner's numbers; ``bench/
 1. Fill. The broker starts with compaction off (``--log-cleaner-threads 0``). The step's topics are created
    compacted (``cleanup.policy=compact``, ``min.cleanable.dirty.ratio`` 0.1, ``segment.bytes`` a sixteenth of the
    data and at most 64 MiB, so the fill leaves closed segments to clean whatever ``data_mb`` is), and the producers
-   fill them flat out with ``data_mb`` MiB of values cycling over ``keys`` keys (1 GiB of 1 KiB values over
-   100,000 keys: about 10 values a key, 9 of them for the cleaner to drop).
+   fill them flat out with ``data_mb`` MiB of values, each with one of ``keys`` keys drawn uniformly (1 GiB of
+   1 KiB values over 100,000 keys: about 10 values a key, 9 of them for the cleaner to drop, spread over the log
+   as random keys spread them, not in tidy runs a cleaner could skip wholesale).
 2. Baseline. The broker restarts, still without a cleaner, and the producers send keyed messages at the step's
    fixed rate for ``duration_s`` (the first ``warmup_s`` not measured): the acknowledgement latency of each. The
    partitions' size then is "size before".

@@ -4,7 +4,7 @@ A workload names the load (topics, partitions, message size, producers, consumer
 size, target rates, duration, warm-up) and expands into *steps*: one per target rate, partition count or shard
 count it lists. Kinds: ``stream`` (produce and consume at once), ``recovery`` (SIGKILL with ``data_mb`` on disk),
 ``limits`` (the machine's ceilings) and ``compaction`` (rafka_shards' log cleaner over ``data_mb`` MiB of values
-cycling over ``keys`` keys, against produce latency at the step's fixed rate; see ``bench/compaction.py``). Every
+with ``keys`` distinct keys, against produce latency at the step's fixed rate; see ``bench/compaction.py``). Every
 field is checked when the file is read: an unknown field, a wrong type or an impossible value
 (a negative rate, zero partitions) is a ``WorkloadError`` naming the file and the field, before anything starts.
 """
@@ -53,7 +53,7 @@ class Workload:
     messages_max: int = 5_000_000  # per step, over all producers: the count bound of every run
     shards: tuple[int, ...] = (1,)  # rafka_shards only: a step per shard count
     data_mb: int = 256  # recovery: MB (10**6 bytes) on disk before the SIGKILL; compaction: MiB of values to clean
-    keys: int = 100_000  # compaction: the distinct keys the values cycle over
+    keys: int = 100_000  # compaction: the distinct keys, each value's drawn uniformly
 
     def steps(self) -> list[Step]:
         """One step per (shard count, partition count, rate) the workload lists, in that order."""

@@ -80,16 +80,20 @@ def _load(client_index: int = 0, clients_n: int = 1, keys: int = 0, partitions: 
     )
 
 
-def test_keyed_messages_cycle_over_the_keys_and_keep_a_partition_per_key() -> None:
-    loads = [_load(i, 2, keys=6) for i in range(2)]
+def test_keyed_messages_spread_over_the_keys_and_keep_a_partition_per_key() -> None:
+    loads = [_load(i, 2, keys=50) for i in range(2)]
     seen: dict[bytes, set[tuple[str, int]]] = {}
-    for seq in range(12):
+    counts: dict[bytes, int] = {}
+    for seq in range(2500):
         for load in loads:
             key = clients.key_of(load, seq)
-            assert key is not None
+            assert key is not None and key == clients.key_of(load, seq)  # the same in every run
             seen.setdefault(key, set()).add(clients._target(load, seq))
-    assert sorted(seen) == [b"key-%09d" % k for k in range(6)]
+            counts[key] = counts.get(key, 0) + 1
+    assert sorted(seen) == [b"key-%09d" % k for k in range(50)]
     assert all(len(where) == 1 for where in seen.values())
+    assert min(counts.values()) >= 50 and max(counts.values()) <= 150  # about 100 each, not a cycle's exactly 100
+    assert len(set(counts.values())) > 1
     assert clients.key_of(_load(), 3) is None
 
 
