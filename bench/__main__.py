@@ -169,24 +169,7 @@ def _run(
         rows = list(runner.limits(w, overrides, work, commit))
         return _finish(rows, skipped, machine, out, failed)
 
-    brokers: list[peers.Broker] = []
-    for name in names:
-        broker = peers.make(name)
-        if len(w.shards) > 1 and name != "rafka":
-            skipped.append(f"{name}: {w.name} varies rafka_shards' shard count; it has no equivalent")
-            continue
-        if w.kind == "recovery" and name == "tansu":
-            skipped.append("tansu: memory-only storage, nothing on disk to recover")
-            continue
-        if w.kind == "compaction" and name != "rafka":
-            skipped.append(f"{name}: compaction measures rafka_shards' log cleaner through its admin API")
-            continue
-        try:
-            broker.check()
-        except peers.Unavailable as e:
-            skipped.append(f"{name}: {e}")
-            continue
-        brokers.append(broker)
+    brokers = _brokers(w, names, skipped)
     if args.bootstrap and w.kind == "compaction":
         skipped.append(f"--bootstrap {args.bootstrap}: compaction restarts the broker, which the harness did not start")
     elif args.bootstrap:
@@ -225,6 +208,29 @@ def _run(
     finally:
         progress.close()
     return _finish(rows, skipped, machine, out, failed or any(int(r.get("errors") or 0) for r in rows))
+
+
+def _brokers(w: workload.Workload, names: list[str], skipped: list[str]) -> list[peers.Broker]:
+    """The named brokers that can run ``w`` here; a line in ``skipped`` for each of the others."""
+    brokers: list[peers.Broker] = []
+    for name in names:
+        broker = peers.make(name)
+        if len(w.shards) > 1 and name != "rafka":
+            skipped.append(f"{name}: {w.name} varies rafka_shards' shard count; it has no equivalent")
+            continue
+        if w.kind == "recovery" and name == "tansu":
+            skipped.append("tansu: memory-only storage, nothing on disk to recover")
+            continue
+        if w.kind == "compaction" and name != "rafka":
+            skipped.append(f"{name}: compaction measures rafka_shards' log cleaner through its admin API")
+            continue
+        try:
+            broker.check()
+        except peers.Unavailable as e:
+            skipped.append(f"{name}: {e}")
+            continue
+        brokers.append(broker)
+    return brokers
 
 
 def _step(
