@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ pytestmark = pytest.mark.integration
 
 CLEANER_ARGS = ["--log-cleaner-backoff-ms", "100"]
 COMPACT = {"cleanup.policy": "compact", "segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01"}
-KEYS = 40
+KEYS = 40  # updated every round
+COLD = 10  # written once, in the first round: their records stay where they are, before the cleaned gaps
 
 
 def _create(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
@@ -37,9 +37,13 @@ def _create(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
 
 
 def _produce(bootstrap: str, topic: str, rounds: int, codec: str = "lz4") -> dict[bytes, bytes | None]:
-    """Keyed upserts (and a tombstone for every 7th key in the last round); the latest value of every key."""
+    """``COLD`` keys once, then ``rounds`` of keyed upserts of ``KEYS`` keys (a tombstone for every 7th key in the last
+    round): ``COLD + rounds * KEYS`` records. The latest value of every key."""
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "compression.type": codec, "linger.ms": 5})
     latest: dict[bytes, bytes | None] = {}
+    for k in range(COLD):
+        p.produce(topic, key=b"cold-%03d" % k, value=b"cold value %03d" % k, partition=0)
+        latest[b"cold-%03d" % k] = b"cold value %03d" % k
     for r in range(rounds):
         for k in range(KEYS):
             key = b"key-%03d" % k
@@ -92,9 +96,9 @@ def test_every_client_reads_a_compacted_partition_across_its_gaps(tmp_path: Path
     try:
         _create(b.bootstrap, topic_name, COMPACT)
         latest = _produce(b.bootstrap, topic_name, rounds=25)
-        rows = _wait_compacted(b.bootstrap, topic_name, 25 * KEYS)
+        rows = _wait_compacted(b.bootstrap, topic_name, COLD + 25 * KEYS)
         offsets = [o for o, _, _ in rows]
-        assert offsets == sorted(set(offsets)) and offsets[-1] == 25 * KEYS - 1
+        assert offsets == sorted(set(offsets)) and offsets[-1] == COLD + 25 * KEYS - 1
         assert any(b2 - a > 1 for a, b2 in itertools.pairwise(offsets))  # gaps
         assert _latest(rows) == latest  # the latest value of every key, tombstones included
         middle = offsets[len(offsets) // 2]
@@ -197,12 +201,12 @@ def test_a_sigkill_while_cleaning_loses_no_keys_latest_value(tmp_path: Path, top
             offsets_of[k] = o
         for kill in range(4):
             time.sleep(0.3 + 0.4 * kill)  # somewhere in a pass: reading, writing .cleaned, swapping
-            b.kill(signal.SIGKILL)
+            b.kill()
             b.start()
             rows = _read_confluent(b.bootstrap, topic_name)
             assert _latest(rows) == latest, f"after kill {kill}"
             assert {k: o for o, k, _ in rows if o == offsets_of[k]} == offsets_of
-        _wait_compacted(b.bootstrap, topic_name, 30 * KEYS)
+        _wait_compacted(b.bootstrap, topic_name, COLD + 30 * KEYS)
         assert _latest(_read_confluent(b.bootstrap, topic_name)) == latest
         assert not list((b.data_dir / "kafka").rglob("*.swap"))
     finally:
@@ -215,7 +219,7 @@ def test_describe_and_admin_api_show_the_cleaner(tmp_path: Path, topic_name: str
     try:
         _create(b.bootstrap, topic_name, COMPACT)
         _produce(b.bootstrap, topic_name, rounds=20)
-        _wait_compacted(b.bootstrap, topic_name, 20 * KEYS)
+        _wait_compacted(b.bootstrap, topic_name, COLD + 20 * KEYS)
         view = b.admin_get(f"/v1/partitions/{topic_name}/0")
         assert isinstance(view, dict)
         cleaner = view["offsets"]["cleaner"]
@@ -253,7 +257,7 @@ def test_a_replicated_compacted_topic_serves_the_latest_values_after_a_leader_ch
         assert victim.stop() == 0
         _wait("the stopped follower out of the ISR", lambda: len(_partitions(cluster, topic_name)[0]["isr"]) == 2)  # type: ignore[arg-type]
         latest = _produce(leader.bootstrap, topic_name, rounds=25)
-        rows = _wait_compacted(leader.bootstrap, topic_name, 25 * KEYS)
+        rows = _wait_compacted(leader.bootstrap, topic_name, COLD + 25 * KEYS)
         victim.start()
         _wait("the follower back in the ISR", lambda: len(_partitions(cluster, topic_name)[0]["isr"]) == 3)  # type: ignore[arg-type]
         victim_broker = (victim_node - 1) * 10
