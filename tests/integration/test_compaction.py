@@ -36,15 +36,25 @@ def _create(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
     admin.create_topics([NewTopic(topic, 1, 1, config=configs)])[topic].result(30)
 
 
-def _produce(bootstrap: str, topic: str, rounds: int, codec: str = "lz4") -> dict[bytes, bytes | None]:
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def _produce(bootstrap: str, topic: str, rounds: int, codec: str = "all") -> dict[bytes, bytes | None]:
     """``COLD`` keys once, then ``rounds`` of keyed upserts of ``KEYS`` keys (a tombstone for every 7th key in the last
-    round): ``COLD + rounds * KEYS`` records. The latest value of every key."""
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "compression.type": codec, "linger.ms": 5})
+    round): ``COLD + rounds * KEYS`` records, each round compressed with the next of ``CODECS`` (``codec="all"``) or
+    with ``codec``. The latest value of every key."""
+    producers = {
+        c: Producer({"bootstrap.servers": bootstrap, "acks": "all", "compression.type": c, "linger.ms": 5})
+        for c in (CODECS if codec == "all" else (codec,))
+    }
+    rotation = list(producers.values())
     latest: dict[bytes, bytes | None] = {}
     for k in range(COLD):
-        p.produce(topic, key=b"cold-%03d" % k, value=b"cold value %03d" % k, partition=0)
+        rotation[0].produce(topic, key=b"cold-%03d" % k, value=b"cold value %03d" % k, partition=0)
         latest[b"cold-%03d" % k] = b"cold value %03d" % k
+    assert rotation[0].flush(30) == 0
     for r in range(rounds):
+        p = rotation[r % len(rotation)]
         for k in range(KEYS):
             key = b"key-%03d" % k
             value = None if r == rounds - 1 and k % 7 == 0 else b"value-%03d-%04d" % (k, r) + b"." * 40
