@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import peers, report, runner, workload
+from bench import compaction, peers, report, runner, workload
 from bench.chaos import cli as chaos_cli
 from bench.workload import WorkloadError
 
@@ -69,7 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup-s", type=float, default=None, help="override the unmeasured warm-up (seconds)")
     run.add_argument("--messages-max", type=int, default=None, help="override the per-step message cap")
     run.add_argument("--partitions-max", type=int, default=None, help="cap every step's partition count")
-    run.add_argument("--data-mb", type=int, default=None, help="recovery: override the MB written before SIGKILL")
+    run.add_argument(
+        "--data-mb",
+        type=int,
+        default=None,
+        help="recovery: override the MB written before SIGKILL; compaction: the MiB of values to clean",
+    )
+    run.add_argument("--keys", type=int, default=None, help="compaction: override the distinct keys of the values")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
     chaos_cli.add_parser(sub)
     return parser
@@ -82,15 +88,18 @@ def _overrides(args: argparse.Namespace, w: workload.Workload) -> runner.Overrid
         ("--messages-max", args.messages_max, 1, 1_000_000_000),
         ("--partitions-max", args.partitions_max, 1, workload.PARTITIONS_MAX),
         ("--data-mb", args.data_mb, 1, 1_000_000),
+        ("--keys", args.keys, 1, workload.KEYS_MAX),
     ]
     for flag, value, lo, hi in checks:
         if value is not None and not lo <= value <= hi:
             raise WorkloadError(f"{flag}: expected {lo}..{hi}, got {value}")
     duration = args.duration_s if args.duration_s is not None else w.duration_s
     warmup = args.warmup_s if args.warmup_s is not None else w.warmup_s
-    if w.kind == "stream" and warmup >= duration:
+    if w.kind in ("stream", "compaction") and warmup >= duration:
         raise WorkloadError(f"the warm-up ({warmup} s) must be shorter than the duration ({duration} s)")
-    return runner.Overrides(args.duration_s, args.warmup_s, args.messages_max, args.partitions_max, args.data_mb)
+    return runner.Overrides(
+        args.duration_s, args.warmup_s, args.messages_max, args.partitions_max, args.data_mb, args.keys
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,22 +169,10 @@ def _run(
         rows = list(runner.limits(w, overrides, work, commit))
         return _finish(rows, skipped, machine, out, failed)
 
-    brokers: list[peers.Broker] = []
-    for name in names:
-        broker = peers.make(name)
-        if len(w.shards) > 1 and name != "rafka":
-            skipped.append(f"{name}: {w.name} varies rafka_shards' shard count; it has no equivalent")
-            continue
-        if w.kind == "recovery" and name == "tansu":
-            skipped.append("tansu: memory-only storage, nothing on disk to recover")
-            continue
-        try:
-            broker.check()
-        except peers.Unavailable as e:
-            skipped.append(f"{name}: {e}")
-            continue
-        brokers.append(broker)
-    if args.bootstrap:
+    brokers = _brokers(w, names, skipped)
+    if args.bootstrap and w.kind == "compaction":
+        skipped.append(f"--bootstrap {args.bootstrap}: compaction restarts the broker, which the harness did not start")
+    elif args.bootstrap:
         try:
             external = peers.External(args.bootstrap)
             external.start(work)
@@ -197,25 +194,59 @@ def _run(
             for step in steps:
                 progress.set_description(f"{broker.name}: {step.label}")
                 started = time.monotonic()
-                try:
-                    if w.kind == "recovery":
-                        row = step_runner.recovery(broker, step)
-                    else:
-                        row = step_runner.stream(broker, step)
-                except (peers.Unavailable, RuntimeError) as e:
-                    failed = True
-                    row = {**step_runner.base_row(broker, step), "errors": 1, "note": str(e)[:500]}
-                    progress.write(f"{broker.name} / {step.label}: failed: {e}")
-                rows.append(row)
-                progress.write(
-                    f"{broker.name:6} {step.label:22} {row.get('achieved_mb_s', '')!s:>8} MB/s  "
-                    f"e2e p99 {row.get('e2e_p99_us', '')!s:>8} us  errors {row.get('errors', '')}  "
-                    f"({time.monotonic() - started:.0f} s)"
-                )
+                step_rows, step_failed = _step(step_runner, broker, step, progress)
+                failed = failed or step_failed
+                for row in step_rows:
+                    rows.append(row)
+                    progress.write(
+                        f"{broker.name:6} {row.get('step', step.label)!s:22} {row.get('achieved_mb_s', '')!s:>8} MB/s  "
+                        f"ack p99 {row.get('produce_p99_us', '')!s:>8} us  "
+                        f"e2e p99 {row.get('e2e_p99_us', '')!s:>8} us  errors {row.get('errors', '')}  "
+                        f"({time.monotonic() - started:.0f} s)"
+                    )
                 progress.update(1)
     finally:
         progress.close()
     return _finish(rows, skipped, machine, out, failed or any(int(r.get("errors") or 0) for r in rows))
+
+
+def _brokers(w: workload.Workload, names: list[str], skipped: list[str]) -> list[peers.Broker]:
+    """The named brokers that can run ``w`` here; a line in ``skipped`` for each of the others."""
+    brokers: list[peers.Broker] = []
+    for name in names:
+        broker = peers.make(name)
+        if len(w.shards) > 1 and name != "rafka":
+            skipped.append(f"{name}: {w.name} varies rafka_shards' shard count; it has no equivalent")
+            continue
+        if w.kind == "recovery" and name == "tansu":
+            skipped.append("tansu: memory-only storage, nothing on disk to recover")
+            continue
+        if w.kind == "compaction" and name != "rafka":
+            skipped.append(f"{name}: compaction measures rafka_shards' log cleaner through its admin API")
+            continue
+        try:
+            broker.check()
+        except peers.Unavailable as e:
+            skipped.append(f"{name}: {e}")
+            continue
+        brokers.append(broker)
+    return brokers
+
+
+def _step(
+    step_runner: runner.StepRunner, broker: peers.Broker, step: workload.Step, progress: Any
+) -> tuple[list[dict[str, Any]], bool]:
+    """The rows of one step against one broker, and whether it failed (then one row, with the reason)."""
+    w = step_runner.workload
+    try:
+        if w.kind == "recovery":
+            return [step_runner.recovery(broker, step)], False
+        if w.kind == "compaction" and isinstance(broker, peers.Rafka):
+            return compaction.run(step_runner, broker, step), False
+        return [step_runner.stream(broker, step)], False
+    except (peers.Unavailable, RuntimeError) as e:
+        progress.write(f"{broker.name} / {step.label}: failed: {e}")
+        return [{**step_runner.base_row(broker, step), "errors": 1, "note": str(e)[:500]}], True
 
 
 def _finish(rows: list[dict[str, Any]], skipped: list[str], machine: str, out: Path, failed: bool) -> int:

@@ -5,7 +5,10 @@ Every message carries ``[u64 send time (CLOCK_MONOTONIC ns)][u64 sequence]`` in 
 consumer measures end-to-end latency against the same clock (one machine). A producer records the acknowledgement
 latency of every message it sends after the warm-up; a consumer the end-to-end latency of every such message it
 reads. Latencies travel back as arrays of microseconds; throughput counts only what was sent after the warm-up.
-Every loop is bounded by the step's message cap and deadline.
+A keyed load (Kafka only, for compacted topics) gives each message one of ``keys`` distinct keys, uniformly at
+random (a fixed hash of the message's number: runs repeat), each key always in the same partition, and can send
+back every measured message's send time too. Every loop is bounded by the
+step's message cap and deadline.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Load:
     deadline_ns: int  # give up waiting for acks / messages at this time
     client_index: int = 0
     clients: int = 1
+    keys: int = 0  # Kafka: message n of the step gets key n % keys (0: no key)
+    send_times: bool = False  # report the send time of every measured message (Report.sent_ns)
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Report:
     last_ns: int = 0  # last measured ack / read
     nbytes: int = 0
     latencies_us: bytes = b""  # array('Q') of measured latencies
+    sent_ns: bytes = b""  # array('Q') of their send times (CLOCK_MONOTONIC), in the same order, if Load.send_times
     cpu_s: float = 0.0
     error_text: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +124,7 @@ class _Recorder:
         self.load = load
         self.report = Report()
         self.latencies = array.array("Q")
+        self.sent = array.array("Q")
 
     def measured(self, sent_ns: int, done_ns: int, size: int) -> None:
         r = self.report
@@ -129,9 +136,12 @@ class _Recorder:
             r.first_ns = done_ns
         r.last_ns = max(r.last_ns, done_ns)
         self.latencies.append(max(0, done_ns - sent_ns) // 1000)
+        if self.load.send_times:
+            self.sent.append(sent_ns)
 
     def finish(self) -> Report:
         self.report.latencies_us = self.latencies.tobytes()
+        self.report.sent_ns = self.sent.tobytes()
         self.report.cpu_s = _cpu()
         return self.report
 
@@ -144,9 +154,29 @@ def produce(load: Load) -> Report:
 
 
 def _target(load: Load, seq: int) -> tuple[str, int]:
-    """Where message ``seq`` of this producer goes: topics and partitions in turn."""
+    """Where message ``seq`` of this producer goes: topics and partitions in turn (keyed: by its key's index)."""
     n = seq * load.clients + load.client_index
+    if load.keys:
+        n = _key_index(load, n)
     return load.topics[n % len(load.topics)], (n // len(load.topics)) % load.partitions
+
+
+_U64 = (1 << 64) - 1
+
+
+def _key_index(load: Load, n: int) -> int:
+    """The key of the step's message ``n``: splitmix64(n) modulo the keys, uniform and the same in every run."""
+    z = (n + 0x9E3779B97F4A7C15) & _U64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+    return (z ^ (z >> 31)) % load.keys
+
+
+def key_of(load: Load, seq: int) -> bytes | None:
+    """The key of message ``seq`` of this producer (None for a keyless load)."""
+    if not load.keys:
+        return None
+    return b"key-%09d" % _key_index(load, seq * load.clients + load.client_index)
 
 
 def _kafka_produce(load: Load) -> Report:
@@ -192,7 +222,9 @@ def _kafka_produce(load: Load) -> Report:
         topic, partition = _target(load, pacer.seq)
         HEADER.pack_into(buf, 0, now, pacer.seq)
         try:
-            producer.produce(topic, bytes(buf), partition=partition, on_delivery=on_delivery)
+            producer.produce(
+                topic, bytes(buf), key=key_of(load, pacer.seq), partition=partition, on_delivery=on_delivery
+            )
         except BufferError:
             producer.poll(0.001)
             continue

@@ -21,11 +21,13 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+ADMIN_TIMEOUT_S = 10.0
 INSTALL_HINT = "bash bench/install_peers.sh"
 
 
@@ -155,6 +157,7 @@ class Rafka(Broker):
             "rafka", "kafka", "fsync before ack (durability=fsync, group commit)", version=_rafka_version()
         )
         self.admin_port = 0
+        self.extra_args: tuple[str, ...] = ()  # more ``serve`` flags for the next start (compaction: the cleaner's)
 
     def command(self, shards: int) -> list[str]:
         assert self.data_dir is not None
@@ -174,7 +177,13 @@ class Rafka(Broker):
             f"127.0.0.1:{self.admin_port}",
             "--log-level",
             "WARNING",
+            *self.extra_args,
         ]
+
+    def admin_get(self, path: str) -> Any:
+        """The JSON answer of the admin API to ``GET path`` (OSError or ValueError when it does not answer)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=ADMIN_TIMEOUT_S) as r:
+            return json.loads(r.read())
 
     def wait_ready(self) -> None:
         assert self.proc is not None

@@ -12,6 +12,15 @@ from typing import Any
 
 from bench.runner import COLUMNS
 
+# Shown in a workload's table only when one of its rows has them (the compaction workload's).
+COMPACTION_COLUMNS = [
+    ("cleaner_read_mb_s", "cleaner read MB/s"),
+    ("cleaner_s", "cleaner s"),
+    ("size_before_mb", "size before MB"),
+    ("size_after_mb", "size after MB"),
+    ("produce_p99_ratio", "ack p99 / baseline"),
+]
+
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Append ``rows``; a file with another header is rewritten under the current one (old rows kept)."""
@@ -72,6 +81,9 @@ def summary(rows: list[dict[str, Any]], skipped: list[str], machine: str) -> str
                 ("broker_cpu_s", "broker CPU s"),
                 ("client_cpu_s", "client CPU s"),
                 ("durability", "durability"),
+            ]
+            cols += [
+                (key, title) for key, title in COMPACTION_COLUMNS if any(r.get(key) not in (None, "") for r in items)
             ]
             lines.append("| " + " | ".join(title for _, title in cols) + " |")
             lines.append("|" + "---|" * len(cols))

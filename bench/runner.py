@@ -76,6 +76,11 @@ COLUMNS = [
     "client_cpu_s",
     "window_s",
     "recovery_s",
+    "cleaner_read_mb_s",
+    "cleaner_s",
+    "size_before_mb",
+    "size_after_mb",
+    "produce_p99_ratio",
     "note",
 ]
 
@@ -89,6 +94,7 @@ class Overrides:
     messages_max: int | None = None
     partitions_max: int | None = None
     data_mb: int | None = None
+    keys: int | None = None
 
 
 def git_commit() -> str:
@@ -235,14 +241,18 @@ def topic_names(step: Step) -> tuple[str, ...]:
     return tuple(f"bench-{step.workload.name}-{step.index}-{i}" for i in range(step.workload.topics))
 
 
-def create_topics(broker: Broker, topics: tuple[str, ...], partitions: int) -> None:
-    """Create the step's topics and wait until every partition has a leader (Kafka) / the stream exists (NATS)."""
+def create_topics(
+    broker: Broker, topics: tuple[str, ...], partitions: int, configs: dict[str, str] | None = None
+) -> None:
+    """Create the step's topics (Kafka: with ``configs``) and wait until every partition has a leader (Kafka) / the
+    stream exists (NATS)."""
     if broker.protocol == "kafka":
         from confluent_kafka.admin import AdminClient
         from confluent_kafka.cimpl import NewTopic
 
         admin = AdminClient({"bootstrap.servers": broker.address})
-        for topic, future in admin.create_topics([NewTopic(t, partitions, 1) for t in topics]).items():
+        new = [NewTopic(t, partitions, 1, config=configs or {}) for t in topics]
+        for topic, future in admin.create_topics(new).items():
             try:
                 future.result(TOPIC_READY_TIMEOUT_S)
             except Exception as e:  # noqa: BLE001  (librdkafka raises KafkaException)
@@ -284,7 +294,8 @@ class StepRunner:
         self.commit = commit
         self.group: ClientGroup | None = None
 
-    def _n(self, name: str) -> Any:
+    def setting(self, name: str) -> Any:
+        """A workload number, or its command-line override."""
         value = getattr(self.o, name)
         return getattr(self.workload, name) if value is None else value
 
@@ -316,7 +327,7 @@ class StepRunner:
         self, broker: Broker, step: Step, topics: tuple[str, ...], rate_each: float, consumers: int
     ) -> tuple[list[Load], list[Load]]:
         w = self.workload
-        duration, warmup = float(self._n("duration_s")), float(self._n("warmup_s"))
+        duration, warmup = float(self.setting("duration_s")), float(self.setting("warmup_s"))
         start = time.monotonic_ns() + int(STARTUP_LEAD_S * 1e9)
         end = start + int(duration * 1e9)
 
@@ -341,7 +352,7 @@ class StepRunner:
                 clients_n,
             )
 
-        cap_each = max(1, int(self._n("messages_max")) // w.producers)
+        cap_each = max(1, int(self.setting("messages_max")) // w.producers)
         producers = [load(i, w.producers, ACK_GRACE_S, cap_each) for i in range(w.producers)]
         readers = [load(i, consumers, CONSUME_GRACE_S, 0) for i in range(consumers)]
         return producers, readers
@@ -350,7 +361,7 @@ class StepRunner:
         """One stream step: produce (rate-limited or flat out) and consume at once."""
         w = self.workload
         row = self.base_row(broker, step)
-        with self._running(broker, step):
+        with self.running(broker, step):
             topics = topic_names(step)
             create_topics(broker, topics, self.partitions(step))
             rate_each = step.rate / w.producers if step.rate else 0.0
@@ -358,7 +369,7 @@ class StepRunner:
             self.group = group = ClientGroup()
             with ResourceSampler(broker) as sampler:
                 group.start(producers, consumers)
-                end_s = time.monotonic() + STARTUP_LEAD_S + float(self._n("duration_s"))
+                end_s = time.monotonic() + STARTUP_LEAD_S + float(self.setting("duration_s"))
                 sent = group.collect("producer", len(producers), end_s + ACK_GRACE_S + 15)
                 group.expected.value = sum(r.acked for r in sent)
                 read = group.collect("consumer", len(consumers), end_s + CONSUME_GRACE_S + 15)
@@ -366,7 +377,7 @@ class StepRunner:
             return row
 
     @contextlib.contextmanager
-    def _running(self, broker: Broker, step: Step) -> Iterator[Path]:
+    def running(self, broker: Broker, step: Step) -> Iterator[Path]:
         """The broker started fresh for ``step`` (its data directory is yielded); on the way out, however it is left,
         the step's client processes are killed and the broker stopped."""
         data_dir = self.work_dir / f"{broker.name}-{step.index}"
@@ -418,17 +429,17 @@ class StepRunner:
         the restart to every acknowledged message being readable again."""
         w = self.workload
         row = self.base_row(broker, step)
-        with self._running(broker, step) as data_dir:
+        with self.running(broker, step) as data_dir:
             topics = topic_names(step)
             partitions = self.partitions(step)
             create_topics(broker, topics, partitions)
-            count = max(1, int(self._n("data_mb")) * 1_000_000 // w.message_size)
+            count = max(1, int(self.setting("data_mb")) * 1_000_000 // w.message_size)
             producers, _ = self.loads(broker, step, topics, 0.0, 0)
-            cap_each = max(1, min(int(self._n("messages_max")), count) // w.producers)
+            cap_each = max(1, min(int(self.setting("messages_max")), count) // w.producers)
             producers = [dataclasses.replace(p, messages_max=cap_each, warm_end_ns=p.start_ns) for p in producers]
             self.group = group = ClientGroup()
             group.start(producers, [])
-            end_s = time.monotonic() + STARTUP_LEAD_S + float(self._n("duration_s"))
+            end_s = time.monotonic() + STARTUP_LEAD_S + float(self.setting("duration_s"))
             sent = group.collect("producer", len(producers), end_s + ACK_GRACE_S + 15)
             row.update(self.measures(sent, [], 0))
             acked = int(row["messages_acked"])

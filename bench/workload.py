@@ -2,7 +2,10 @@
 
 A workload names the load (topics, partitions, message size, producers, consumers, acks, compression, linger, batch
 size, target rates, duration, warm-up) and expands into *steps*: one per target rate, partition count or shard
-count it lists. Every field is checked when the file is read: an unknown field, a wrong type or an impossible value
+count it lists. Kinds: ``stream`` (produce and consume at once), ``recovery`` (SIGKILL with ``data_mb`` on disk),
+``limits`` (the machine's ceilings) and ``compaction`` (rafka_shards' log cleaner over ``data_mb`` MiB of values
+with ``keys`` distinct keys, against produce latency at the step's fixed rate; see ``bench/compaction.py``). Every
+field is checked when the file is read: an unknown field, a wrong type or an impossible value
 (a negative rate, zero partitions) is a ``WorkloadError`` naming the file and the field, before anything starts.
 """
 
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 WORKLOADS_DIR = Path(__file__).resolve().parent / "workloads"
-KINDS = ("stream", "recovery", "limits")
+KINDS = ("stream", "recovery", "limits", "compaction")
 ACKS = ("0", "1", "all")
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 PARTITIONS_MAX = 100_000
@@ -23,6 +26,7 @@ RATE_MAX = 10_000_000
 MESSAGE_SIZE_MAX = 1024 * 1024
 CLIENTS_MAX = 64
 DURATION_MAX_S = 3600
+KEYS_MAX = 100_000_000
 
 
 class WorkloadError(Exception):
@@ -48,7 +52,8 @@ class Workload:
     warmup_s: float = 2.0
     messages_max: int = 5_000_000  # per step, over all producers: the count bound of every run
     shards: tuple[int, ...] = (1,)  # rafka_shards only: a step per shard count
-    data_mb: int = 256  # recovery: what is on disk before the SIGKILL
+    data_mb: int = 256  # recovery: MB (10**6 bytes) on disk before the SIGKILL; compaction: MiB of values to clean
+    keys: int = 100_000  # compaction: the distinct keys, each value's drawn uniformly
 
     def steps(self) -> list[Step]:
         """One step per (shard count, partition count, rate) the workload lists, in that order."""
@@ -90,6 +95,7 @@ _INT_FIELDS = {
     "batch_size": (1, 64 * 1024 * 1024),
     "messages_max": (1, 1_000_000_000),
     "data_mb": (1, 1_000_000),
+    "keys": (1, KEYS_MAX),
 }
 _LIST_FIELDS = {"partitions": (1, PARTITIONS_MAX), "rates": (0, RATE_MAX), "shards": (1, 256)}
 _FLOAT_FIELDS = {"duration_s": (0.1, DURATION_MAX_S), "warmup_s": (0.0, DURATION_MAX_S)}
@@ -127,7 +133,18 @@ def parse(data: dict[str, Any], source: str = "workload", default_name: str = ""
     w = Workload(**values)
     if w.warmup_s >= w.duration_s:
         raise WorkloadError(f"{source}: warmup_s ({w.warmup_s}) must be shorter than duration_s ({w.duration_s})")
+    if w.kind == "compaction":
+        _check_compaction(source, w)
     return w
+
+
+def _check_compaction(source: str, w: Workload) -> None:
+    """A compaction step compares produce latency at a fixed rate with and without the cleaner: a flat-out rate
+    would compare two saturated brokers, and consumers would read the whole filled log."""
+    if 0 in w.rates:
+        raise WorkloadError(f"{source}: rates: compaction measures latency at fixed rates; 0 (flat out) is not one")
+    if w.consumers:
+        raise WorkloadError(f"{source}: consumers: compaction measures produce latency only; set consumers = 0")
 
 
 def _check(source: str, key: str, value: Any) -> Any:

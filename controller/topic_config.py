@@ -45,13 +45,61 @@ def _one_of(*choices: str, why: Mapping[str, str] | None = None) -> Callable[[st
     return check
 
 
+def _cleanup_policy(value: str) -> str | None:
+    policies = [p.strip() for p in value.split(",")]
+    if not value.strip() or any(p not in ("compact", "delete") for p in policies):
+        return f"{value!r} is not a list of compact and delete"
+    if len(set(policies)) != len(policies):
+        return f"{value!r} names a policy twice"
+    return None
+
+
+def _ratio(value: str) -> str | None:
+    try:
+        ratio = float(value)
+    except ValueError:
+        return f"{value!r} is not a number"
+    if not 0.0 <= ratio <= 1.0:
+        return f"{ratio} is outside [0, 1]"
+    return None
+
+
 _DEFS = (
     ConfigDef(
         "cleanup.policy",
         "list",
         "delete",
-        "What happens to old segments: deleted by retention.",
-        _one_of("delete", why={"compact": "log compaction is not supported; use cleanup.policy=delete"}),
+        "What happens to old segments: delete (retention), compact (the latest record of every key is kept), or "
+        "compact,delete (both).",
+        _cleanup_policy,
+    ),
+    ConfigDef(
+        "delete.retention.ms",
+        "long",
+        "86400000",
+        "How long a tombstone (a null value) stays readable after the cleaner first passes it, on compacted topics.",
+        _long(0),
+    ),
+    ConfigDef(
+        "min.cleanable.dirty.ratio",
+        "double",
+        "0.5",
+        "Clean a compacted log once this share of it has not been cleaned yet.",
+        _ratio,
+    ),
+    ConfigDef(
+        "min.compaction.lag.ms",
+        "long",
+        "0",
+        "A record stays uncompacted at least this long after it is written.",
+        _long(0),
+    ),
+    ConfigDef(
+        "max.compaction.lag.ms",
+        "long",
+        "9223372036854775807",
+        "A record becomes cleanable at most this long after it is written, whatever the dirty ratio.",
+        _long(1),
     ),
     ConfigDef("retention.ms", "long", "604800000", "Delete segments older than this (-1: never).", _long(-1)),
     ConfigDef("retention.bytes", "long", "-1", "Delete old segments beyond this size (-1: never).", _long(-1)),

@@ -149,6 +149,14 @@ class BrokerConfig:
     log_retention_ms: int = _setting(7 * 24 * 3600 * 1000, "retention.ms default (-1 unlimited)", -1, 2**62)
     log_retention_bytes: int = _setting(-1, "retention.bytes default (-1 unlimited)", -1, 2**62)
     log_retention_check_interval_ms: int = _setting(300_000, "how often retention runs", 100, 86_400_000)
+    log_cleaner_threads: int = _setting(1, "log cleaner passes run at once on this node (0: no compaction)", 0, 64)
+    log_cleaner_dedupe_buffer_size: int = _setting(
+        128 * MIB, "memory for one pass's key map (24 bytes a key, as Kafka counts)", 24 * 1024, 64 * GIB
+    )
+    log_cleaner_io_max_bytes_per_second: int = _setting(
+        0, "cleaner reads and writes per second on this node (0: unthrottled)", 0, 2**62
+    )
+    log_cleaner_backoff_ms: int = _setting(15_000, "how often each shard looks for a log to clean", 10, 3_600_000)
     message_max_bytes: int = _setting(1_048_588, "largest record batch accepted (max.message.bytes)", 64, 256 * MIB)
 
     # Limits: every buffer and queue has a bound.

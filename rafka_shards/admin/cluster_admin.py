@@ -36,6 +36,7 @@ from controller.image import MetadataImage, PartitionImage, TopicImage
 from controller.state_machine import CommandRejected, Rejection, RejectKind
 from rafka_shards.admin.ports import MetadataProposer, MetadataReader, NodeView
 from rafka_shards.admin.requests import BadRequest
+from rafka_shards.ipc.channel import PartitionStats
 from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
 
 OFFSETS_TIMEOUT_S = 5.0
@@ -122,6 +123,7 @@ class ClusterAdmin:
                             "high_watermark": ps.high_watermark,
                             "log_end_offset": ps.log_end_offset,
                             "size_bytes": ps.size_bytes,
+                            "cleaner": cleaner_json(ps),
                         }
             return None
         reg = self.image.brokers.get(p.leader)
@@ -147,6 +149,18 @@ class ClusterAdmin:
         self._broker(broker_id)
         if not self.image.brokers[broker_id].decommissioning:
             await self._propose(DecommissionBroker(broker_id))
+
+
+def cleaner_json(ps: PartitionStats) -> dict[str, Any] | None:
+    """The leader's log cleaner state of a compacted partition (None for a partition that is not compacted)."""
+    if ps.first_dirty_offset < 0:
+        return None
+    return {
+        "dirty_ratio": round(ps.dirty_ratio, 4),
+        "first_dirty_offset": ps.first_dirty_offset,
+        "last_cleaned_ms": ps.last_cleaned_ms,
+        "error": ps.cleaner_error or None,
+    }
 
 
 async def _list_offsets(host: str, port: int, topic: str, index: int) -> tuple[int, int]:

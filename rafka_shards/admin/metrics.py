@@ -73,6 +73,27 @@ class NodeMetrics:
             if stats is not None:
                 connections.add_metric([shard], stats.connections)
         yield from (up, restarts, cpu, rss, connections)
+        yield from self._cleaner_metrics()
+
+    def _cleaner_metrics(self) -> Iterator[Metric]:
+        labels = ["shard"]
+        passes = CounterMetricFamily("rafka_log_cleaner_passes", "log cleaner passes swapped in", labels=labels)
+        failures = CounterMetricFamily("rafka_log_cleaner_failures", "log cleaner passes that failed", labels=labels)
+        read = CounterMetricFamily("rafka_log_cleaner_read_bytes", "bytes the log cleaner read", labels=labels)
+        written = CounterMetricFamily("rafka_log_cleaner_written_bytes", "bytes the log cleaner wrote", labels=labels)
+        seconds = CounterMetricFamily("rafka_log_cleaner_seconds", "time spent in cleaner passes", labels=labels)
+        ratio = GaugeMetricFamily(
+            "rafka_log_cleaner_max_dirty_ratio", "the highest dirty ratio of the shard's compacted logs", labels=labels
+        )
+        for index, stats in self._stats.items():
+            c, shard = stats.cleaner, [str(index)]
+            passes.add_metric(shard, c.passes)
+            failures.add_metric(shard, c.failures)
+            read.add_metric(shard, c.bytes_read)
+            written.add_metric(shard, c.bytes_written)
+            seconds.add_metric(shard, c.seconds)
+            ratio.add_metric(shard, c.max_dirty_ratio)
+        yield from (passes, failures, read, written, seconds, ratio)
 
     def _partition_metrics(self) -> Iterator[Metric]:
         labels = ["topic", "partition"]

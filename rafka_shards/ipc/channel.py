@@ -141,6 +141,24 @@ class PartitionStats:
     high_watermark: int
     log_end_offset: int
     size_bytes: int
+    # The log cleaner, for compacted topics (-1 and "" otherwise): the share of the cleanable log not cleaned yet,
+    # where the dirty section starts, when the last pass swapped in (wall clock ms), why passes are skipped.
+    dirty_ratio: float = 0.0
+    first_dirty_offset: int = -1
+    last_cleaned_ms: int = -1
+    cleaner_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CleanerTotals:
+    """The shard's log cleaner since it started."""
+
+    passes: int = 0
+    failures: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+    max_dirty_ratio: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +166,7 @@ class Stats:
     request_id: int
     connections: int
     partitions: tuple[PartitionStats, ...] = field(metadata=rules(positional=True))  # one array per partition
+    cleaner: CleanerTotals = CleanerTotals()
 
 
 Message = (
@@ -182,7 +201,7 @@ CODEC: Codec[Message] = Codec(
         Applied: 1,
         Heartbeat: 1,
         Ready: 1,
-        Stats: 1,
+        Stats: 2,
     },
     bytes_max=FRAME_BYTES_MAX,
     error=ChannelError,

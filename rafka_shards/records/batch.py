@@ -112,8 +112,12 @@ def _crc_ok(view: memoryview, h: BatchHeader) -> bool:
     return bool(crc32c.crc32c(view[h.position + _CRC_START : end]) == h.crc)
 
 
-def validate_batches(buf: Buffer, *, max_batch_bytes: int) -> list[BatchHeader]:
-    """Every batch of one partition's ``records``, validated; KafkaError (and no partial result) on any fault."""
+def validate_batches(buf: Buffer, *, max_batch_bytes: int, from_leader: bool = False) -> list[BatchHeader]:
+    """Every batch of one partition's ``records``, validated; KafkaError (and no partial result) on any fault.
+
+    ``from_leader``: batches a follower fetched from its leader's log, as the leader stored them: a batch log
+    compaction rewrote holds fewer records than its offset range (none at all when only an idempotent producer's
+    sequence was kept), and control batches are the leader's own."""
     end = len(buf)
     if end == 0:
         raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "records are empty: a produce needs at least one batch")
@@ -153,9 +157,13 @@ def validate_batches(buf: Buffer, *, max_batch_bytes: int) -> list[BatchHeader]:
                     ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
                     f"batch at byte {pos}: compression codec {h.attributes & _COMPRESSION_MASK}",
                 )
-            if h.is_control:
+            if h.is_control and not from_leader:
                 raise KafkaError(ErrorCode.INVALID_RECORD, f"batch at byte {pos}: clients cannot write control batches")
-            if h.record_count < 1 or h.record_count != h.last_offset_delta + 1:
+            if from_leader:
+                counts_ok = 0 <= h.record_count <= h.last_offset_delta + 1
+            else:
+                counts_ok = h.record_count >= 1 and h.record_count == h.last_offset_delta + 1
+            if not counts_ok:
                 raise KafkaError(
                     ErrorCode.CORRUPT_MESSAGE,
                     f"batch at byte {pos}: record count {h.record_count} does not match last offset delta "
@@ -205,8 +213,8 @@ def scan_for_recovery(buf: Buffer, start: int = 0) -> tuple[int, list[BatchHeade
             h = BatchHeader(pos, *_HEADER.unpack_from(buf, pos))
             if h.magic != 2 or not _crc_ok(view, h) or h.last_offset_delta < 0:
                 break
-            if headers and h.base_offset != headers[-1].next_offset:
-                break  # offsets must be dense and increasing within a segment
+            if headers and h.base_offset < headers[-1].next_offset:
+                break  # offsets increase within a segment (with gaps where log compaction removed batches)
             headers.append(h)
             pos += h.size
     return pos, headers

@@ -206,7 +206,7 @@ def apply_fetch(
             if records and p.log.log_end_offset == offset:
                 buf = bytearray(records)
                 try:
-                    headers = validate_batches(buf, max_batch_bytes=len(buf))
+                    headers = validate_batches(buf, max_batch_bytes=len(buf), from_leader=True)
                 except KafkaError as e:
                     out.errors.append((tp, e.code))
                     out.retry = True

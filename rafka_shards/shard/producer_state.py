@@ -106,6 +106,11 @@ class ProducerStateTable:
         p = self._producers.get(producer_id)
         return () if p is None else tuple(p.batches)
 
+    def last_offsets(self) -> dict[int, int]:
+        """producer id -> the last offset of its newest batch: the batches log compaction must keep (even emptied)
+        so a restarted or new leader still knows each producer's sequence."""
+        return {pid: p.batches[-1].last_offset for pid, p in self._producers.items() if p.batches}
+
     def check(self, headers: Sequence[BatchHeader]) -> Duplicate | None:
         """Before appending: the duplicate these batches are (all of them), or None; KafkaError if out of order."""
         idempotent = [h for h in headers if h.producer_id != NO_PRODUCER_ID]

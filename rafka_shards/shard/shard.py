@@ -21,9 +21,11 @@ from collections.abc import Mapping
 from controller.image import MetadataImage
 from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig, Durability
-from rafka_shards.ipc.channel import HEARTBEAT_OK, PartitionStats, Stats
+from rafka_shards.ipc.channel import HEARTBEAT_OK, CleanerTotals, PartitionStats, Stats
 from rafka_shards.ipc.process_link import Link, LinkMessage, ShardChannel
+from rafka_shards.model import TopicPartition
 from rafka_shards.protocol.framing import RequestHeader
+from rafka_shards.shard.cleaner import LogCleaner
 from rafka_shards.shard.connection import ConnectionLimits, KafkaConnection
 from rafka_shards.shard.controller_link import ControllerLink, ControllerLost
 from rafka_shards.shard.flusher import GroupCommitFlusher
@@ -31,6 +33,7 @@ from rafka_shards.shard.kafka.api import ApiHandler, RequestContext
 from rafka_shards.shard.kafka.registry import HANDLERS
 from rafka_shards.shard.limits import HEARTBEATS_IN_FLIGHT_MAX, LISTEN_BACKLOG, PROBE_FLUSH_INTERVAL_S
 from rafka_shards.shard.manager import PartitionManager
+from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import Probe
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ class Shard:
         self._link: ControllerLink | None = None
         self._manager: PartitionManager | None = None
         self._flusher: GroupCommitFlusher | None = None
+        self.cleaner: LogCleaner | None = None
         self._fatal: BaseException | None = None
         self._stopped = asyncio.Event()
 
@@ -104,6 +108,8 @@ class Shard:
         await manager.register()
         self._spawn(self._flusher.run(), "flusher")
         self._spawn(self._retention_loop(), "retention")
+        self.cleaner = LogCleaner(config, lambda: manager.partitions, wall_clock_ms)
+        self._spawn(self.cleaner.run(), "cleaner")
         self._spawn(self._probe_loop(), "probe")
         self._spawn(self._parent_watch(), "parent-watch")
         self._spawn(self._heartbeat_loop(), "heartbeat")
@@ -156,19 +162,25 @@ class Shard:
 
     def _stats(self, request_id: int) -> Stats:
         self.probe.flush()  # /metrics reads the counters right after this answer
+        cleaner = self.cleaner
+        now = wall_clock_ms()
         partitions = tuple(
-            PartitionStats(
-                tp.topic,
-                tp.partition,
-                p.log.log_start_offset,
-                p.log.high_watermark,
-                p.log.log_end_offset,
-                p.log.size_bytes(),
-            )
+            self._partition_stats(tp, p, now)
             for tp, p in self.manager.partitions.items()
             if p.is_leader  # what the admin API shows of a partition is its leader's
         )
-        return Stats(request_id, len(self.connections), partitions)
+        totals = CleanerTotals() if cleaner is None else cleaner.totals
+        return Stats(request_id, len(self.connections), partitions, totals)
+
+    def _partition_stats(self, tp: TopicPartition, p: Partition, now_ms: int) -> PartitionStats:
+        log_ = p.log
+        base = (tp.topic, tp.partition, log_.log_start_offset, log_.high_watermark, log_.log_end_offset)
+        if not log_.config.compact:
+            return PartitionStats(*base, log_.size_bytes())
+        ratio, _, _ = log_.dirty_ratio(now_ms)
+        error = "" if self.cleaner is None else self.cleaner.failed.get(tp, "")
+        first_dirty = max(log_.cleaner.first_dirty_offset, log_.log_start_offset)
+        return PartitionStats(*base, log_.size_bytes(), ratio, first_dirty, log_.cleaner.last_cleaned_ms, error)
 
     def _from_supervisor(self, msg: LinkMessage, attached: socket.socket | None) -> None:
         if isinstance(msg, ShardChannel) and attached is not None and self._link is not None:
@@ -285,6 +297,8 @@ class Shard:
                 await asyncio.wait_for(asyncio.shield(flusher_task), max(0.1, deadline - time.monotonic()))
             except TimeoutError:
                 log.error("the last group commit did not finish before the shutdown deadline")
+        if self.cleaner is not None:
+            self.cleaner.close()  # a pass in flight is dropped: its cleaned files go when the log next opens
         if self._manager is not None:
             self._manager.close()  # flush_now + clean-shutdown marker per partition
         self.probe.flush()

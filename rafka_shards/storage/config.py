@@ -22,6 +22,11 @@ class LogConfig:
     index_interval_bytes: int = 4096
     max_message_bytes: int = 1_048_588
     message_timestamp_type: str = "CreateTime"
+    cleanup_policy: str = "delete"  # "delete", "compact" or "compact,delete" (Kafka's cleanup.policy list)
+    delete_retention_ms: int = 24 * 3600 * 1000  # how long a tombstone outlives the cleaner's first pass over it
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0  # a record stays uncompacted at least this long
+    max_compaction_lag_ms: int = 2**63 - 1  # ... and becomes cleanable at most this long after it was written
 
     def __post_init__(self) -> None:
         if not 14 <= self.segment_bytes <= SEGMENT_BYTES_MAX:
@@ -36,6 +41,23 @@ class LogConfig:
             raise ValueError(
                 f"message.timestamp.type must be CreateTime or LogAppendTime, got {self.message_timestamp_type!r}"
             )
+        policies = self.cleanup_policy.split(",")
+        if not policies or not set(policies) <= {"compact", "delete"} or len(set(policies)) != len(policies):
+            raise ValueError(f"cleanup.policy must be delete, compact or compact,delete, got {self.cleanup_policy!r}")
+        if not 0.0 <= self.min_cleanable_dirty_ratio <= 1.0:
+            raise ValueError(f"min.cleanable.dirty.ratio must be in [0, 1], got {self.min_cleanable_dirty_ratio}")
+        if self.delete_retention_ms < 0 or self.min_compaction_lag_ms < 0 or self.max_compaction_lag_ms < 1:
+            raise ValueError("delete.retention.ms and min.compaction.lag.ms must be >= 0, max.compaction.lag.ms >= 1")
+
+    @property
+    def compact(self) -> bool:
+        """Log compaction keeps the latest record of every key (cleanup.policy has compact)."""
+        return "compact" in self.cleanup_policy.split(",")
+
+    @property
+    def delete(self) -> bool:
+        """Retention deletes old segments (cleanup.policy has delete)."""
+        return "delete" in self.cleanup_policy.split(",")
 
     @staticmethod
     def from_topic_configs(configs: Mapping[str, str], defaults: LogConfig) -> LogConfig:
@@ -48,6 +70,15 @@ class LogConfig:
                     raise ValueError(f"{key} must be an integer, got {configs[key]!r}") from None
         if "message.timestamp.type" in configs:
             changes["message_timestamp_type"] = configs["message.timestamp.type"]
+        if "cleanup.policy" in configs:
+            changes["cleanup_policy"] = ",".join(p.strip() for p in configs["cleanup.policy"].split(","))
+        if "min.cleanable.dirty.ratio" in configs:
+            try:
+                changes["min_cleanable_dirty_ratio"] = float(configs["min.cleanable.dirty.ratio"])
+            except ValueError:
+                raise ValueError(
+                    f"min.cleanable.dirty.ratio must be a number, got {configs['min.cleanable.dirty.ratio']!r}"
+                ) from None
         return dataclasses.replace(defaults, **changes)  # type: ignore[arg-type]
 
 
@@ -58,4 +89,7 @@ _INT_KEYS = {
     "retention.bytes": "retention_bytes",
     "index.interval.bytes": "index_interval_bytes",
     "max.message.bytes": "max_message_bytes",
+    "delete.retention.ms": "delete_retention_ms",
+    "min.compaction.lag.ms": "min_compaction_lag_ms",
+    "max.compaction.lag.ms": "max_compaction_lag_ms",
 }

@@ -30,6 +30,16 @@ from controller.files import fsync_dir, write_atomically
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import BatchHeader, assign_offsets
 from rafka_shards.records.builder import offset_for_timestamp_in_batch
+from rafka_shards.storage.cleaner import (
+    CLEANED_SUFFIX,
+    CleanerCheckpoint,
+    CleanJob,
+    CleanResult,
+    SegmentFile,
+    complete_swaps,
+    finish_swap,
+    write_swap_manifest,
+)
 from rafka_shards.storage.config import LogConfig
 from rafka_shards.storage.segment import LogSegment
 
@@ -85,6 +95,8 @@ class PartitionLog:
         self._dir_dirty = False
         self._rolled_since_flush: int | None = None
         self._epochs: list[tuple[int, int]] = []  # (leader epoch, start offset)
+        self.recovery_point = 0  # segments that end at or below it are fsynced whole
+        self.cleaner = CleanerCheckpoint()
 
     # ---- opening and recovery ----------------------------------------------------------------------------------
 
@@ -96,6 +108,8 @@ class PartitionLog:
         return log
 
     def _recover(self, now_ms: int) -> None:
+        complete_swaps(self.directory)  # a cleaner swap that committed before a crash is finished first
+        self.cleaner = CleanerCheckpoint.load(self.directory)
         bases = sorted(int(p.stem) for p in self.directory.glob("*.log") if p.stem.isdigit())
         recovery_point = self._read_recovery_point()
         interval = self.config.index_interval_bytes
@@ -112,7 +126,12 @@ class PartitionLog:
                     self._add_segment(seg)
                     continue
             truncated, headers = seg.recover(interval)
-            if next_base is not None and (truncated or seg.next_offset != next_base):
+            # A segment must end where the next begins, or be followed by a torn tail. Below the recovery point
+            # (fsynced segments) it may end short: log compaction removed its last batches.
+            below_recovery_point = recovery_point is not None and next_base is not None and next_base <= recovery_point
+            if next_base is not None and (
+                truncated or seg.next_offset > next_base or (seg.next_offset < next_base and not below_recovery_point)
+            ):
                 cut = True
             if not headers and self.segments:
                 seg.delete()
@@ -143,6 +162,7 @@ class PartitionLog:
 
     def _write_recovery_point(self, offset: int) -> None:
         write_atomically(self.directory / RECOVERY_POINT_FILE, f"{offset}\n".encode())
+        self.recovery_point = offset
 
     def headers_from(self, offset: int) -> Iterator[BatchHeader]:
         """Headers of the batches from the one holding ``offset`` to the log end, each with its own offsets (read
@@ -214,7 +234,8 @@ class PartitionLog:
         append): they must continue this log exactly. Returns the new log end offset."""
         expected = self.log_end_offset
         for h in headers:
-            if h.base_offset != expected:
+            # Above the end is a gap log compaction left in the leader's log (its removed batches); below, never.
+            if h.base_offset < expected or (h.base_offset != expected and not self.config.compact):
                 raise KafkaError(
                     ErrorCode.CORRUPT_MESSAGE,
                     f"{self.directory.name}: replicated batch at offset {h.base_offset}, the log ends at {expected}",
@@ -227,7 +248,7 @@ class PartitionLog:
                 self._epochs.append((h.partition_leader_epoch, h.base_offset))
         if len(self._epochs) != epochs_before:
             self._write_epochs()
-        active.append(buf, headers, self.log_end_offset, self.config.index_interval_bytes)
+        active.append_as_is(buf, headers, self.config.index_interval_bytes)
         self._dirty[active.base_offset] = active
         self.log_end_offset = expected
         return expected
@@ -318,6 +339,9 @@ class PartitionLog:
                 i += 1
                 continue
             start = seg.position_of(offset)
+            if start >= seg.size:
+                i += 1  # log compaction removed this segment's batches from ``offset`` on: the next one has more
+                continue
             end = seg.position_of(upper_bound) if upper_bound < seg.next_offset else seg.size
             data = seg.read(start, end, max_bytes, min_one_batch)
             if not data:
@@ -354,11 +378,96 @@ class PartitionLog:
     def size_bytes(self) -> int:
         return sum(seg.size for seg in self.segments)
 
+    # ---- compaction (rafka_shards.storage.cleaner) -------------------------------------------------------------
+
+    def cleanable_end(self, now_ms: int) -> int:
+        """The first offset a cleaner pass may not touch: the base of the first segment that is active, not fsynced
+        whole (past the recovery point), not wholly below the high watermark (a follower may still truncate it), or
+        younger than min.compaction.lag.ms."""
+        lag = self.config.min_compaction_lag_ms
+        for i, seg in enumerate(self.segments[:-1]):
+            end = self.segments[i + 1].base_offset
+            young = lag > 0 and now_ms - seg.max_timestamp < lag
+            if end > self.recovery_point or end > self.high_watermark or young:
+                return seg.base_offset
+        return self.segments[-1].base_offset
+
+    def dirty_ratio(self, now_ms: int) -> tuple[float, int, int]:
+        """(dirty bytes / cleanable bytes, dirty bytes, cleanable bytes) below ``cleanable_end``."""
+        end = self.cleanable_end(now_ms)
+        first_dirty = max(self.cleaner.first_dirty_offset, self.log_start_offset)
+        total = dirty = 0
+        for i, seg in enumerate(self.segments[:-1]):
+            if seg.base_offset >= end:
+                break
+            total += seg.size
+            if self.segments[i + 1].base_offset > first_dirty:
+                dirty += seg.size
+        return (dirty / total if total else 0.0), dirty, total
+
+    def clean_job(self, now_ms: int, producer_last_offsets: dict[int, int], **limits: int | float) -> CleanJob | None:
+        """What the cleaner worker needs for a pass now, or None when nothing is dirty below the cleanable end."""
+        end = self.cleanable_end(now_ms)
+        first_dirty = max(self.cleaner.first_dirty_offset, self.log_start_offset)
+        if first_dirty >= end:
+            return None
+        segments = tuple(SegmentFile(s.base_offset, s.size) for s in self.segments if s.base_offset < end)
+        return CleanJob(
+            directory=str(self.directory),
+            segments=segments,
+            first_dirty_offset=first_dirty,
+            end_offset=end,
+            now_ms=now_ms,
+            passes=tuple(self.cleaner.passes),
+            delete_retention_ms=self.config.delete_retention_ms,
+            producer_last_offsets=producer_last_offsets,
+            group_bytes_max=self.config.segment_bytes,
+            map_entries_max=int(limits["map_entries_max"]),
+            io_bytes_per_s=float(limits["io_bytes_per_s"]),
+        )
+
+    def swap_cleaned(self, result: CleanResult, now_ms: int) -> int:
+        """Swap in the cleaned groups of a pass whose segments are still there unchanged (retention or a truncation
+        may have moved on meanwhile: those groups are dropped); record the pass. Returns the groups swapped."""
+        swapped = 0
+        for group in result.groups:
+            where = {s.base_offset: i for i, s in enumerate(self.segments)}
+            first = where.get(group.base_offset)
+            span = range(first, first + len(group.replaces)) if first is not None else range(0)
+            unchanged = (
+                first is not None
+                and span.stop < len(self.segments)  # never the active segment
+                and all(
+                    self.segments[i].base_offset == s.base_offset and self.segments[i].size == s.size
+                    for i, s in zip(span, group.replaces, strict=True)
+                )
+            )
+            if not unchanged:
+                cleaned = self.directory / (f"{group.base_offset:020d}.log" + CLEANED_SUFFIX)
+                cleaned.unlink(missing_ok=True)
+                continue
+            write_swap_manifest(self.directory, group)  # the commit point
+            for i in span:
+                self.segments[i].close()
+                self._dirty.pop(self.segments[i].base_offset, None)
+            finish_swap(self.directory, group.base_offset, [s.base_offset for s in group.replaces])
+            fresh = LogSegment(self.directory, group.base_offset, now_ms)
+            fresh.recover(self.config.index_interval_bytes)
+            self.segments[span.start : span.stop] = [fresh]
+            self._bases = [s.base_offset for s in self.segments]
+            swapped += 1
+        self.cleaner.recorded(result.cleaned_to, now_ms)
+        self.cleaner.save(self.directory)
+        return swapped
+
     # ---- retention and truncation ------------------------------------------------------------------------------
 
     def apply_retention(self, now_ms: int) -> int:
+        """Delete old segments by retention.ms and retention.bytes when cleanup.policy has delete; the count."""
         deleted = 0
         config = self.config
+        if not config.delete:
+            return 0
         total = self.size_bytes()
         while len(self.segments) > 1:
             seg = self.segments[0]

@@ -65,8 +65,9 @@ class LogSegment:
         if self.size:
             with mmap.mmap(self.fd, self.size, prot=mmap.PROT_READ) as mm, memoryview(mm) as view:
                 valid_end, headers = scan_for_recovery(view)
-        if headers and headers[0].base_offset != self.base_offset:
+        if headers and headers[0].base_offset < self.base_offset:
             valid_end, headers = 0, []  # the segment's name disagrees with its content: trust neither
+        # (A first batch above the name is a segment log compaction rewrote: its first records were removed.)
         truncated = valid_end != self.size
         if truncated:
             os.ftruncate(self.fd, valid_end)
@@ -82,7 +83,8 @@ class LogSegment:
         offsets, positions = _read_pairs(self.index_fd, _INDEX_ENTRY)
         tvalues, toffsets = _read_pairs(self.timeindex_fd, _TIME_ENTRY)
         sane = (
-            all(a < b for a, b in itertools.pairwise(offsets))
+            (self.size == 0 or bool(offsets))  # the first batch is always indexed: no entry means no index file
+            and all(a < b for a, b in itertools.pairwise(offsets))
             and all(a < b for a, b in itertools.pairwise(positions))
             and all(p < self.size for p in positions)
             and all(self.base_offset + o < next_offset for o in offsets)
@@ -128,6 +130,20 @@ class LogSegment:
             offset += h.last_offset_delta + 1
         self.size = position + len(buf)
         self.next_offset = offset
+
+    def append_as_is(self, buf: bytearray, headers: list[BatchHeader], index_interval_bytes: int) -> None:
+        """Write ``buf``, batches that already carry their offsets (a follower's copy of its leader's batches, where
+        log compaction may have left gaps between them), with one write(2)."""
+        position = self.size
+        with memoryview(buf) as view:
+            written = 0
+            while written < len(buf):
+                written += os.pwrite(self.fd, view[written:], position + written)
+        for h in headers:
+            self._index_batch(h, position + h.position, index_interval_bytes)
+        self.size = position + len(buf)
+        if headers:
+            self.next_offset = headers[-1].next_offset
 
     def _index_batch(self, h: BatchHeader, position: int, index_interval_bytes: int) -> None:
         self._index_batch_at(h.base_offset, h, position, index_interval_bytes)

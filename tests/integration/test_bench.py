@@ -31,6 +31,8 @@ TINY = [
     "16",
     "--data-mb",
     "2",
+    "--keys",
+    "100",  # compaction: 2 MiB of values over 100 keys, so the cleaner has values to drop
     "--no-progress",
 ]
 
@@ -60,7 +62,7 @@ def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name:
         assert [r["broker"] for r in rows] == ["machine"] * 3
         assert all(float(r["achieved_mb_s"] or r["achieved_msgs_s"]) > 0 for r in rows)
         return
-    assert len(rows) == len(w.steps())
+    assert len(rows) == len(w.steps()) * (2 if w.kind == "compaction" else 1)
     for row in rows:
         assert row["broker"] == "rafka" and row["workload"] == name and row["git_commit"]
         assert row["errors"] == "0", row["note"]
@@ -72,6 +74,9 @@ def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name:
         if w.kind == "recovery":
             assert float(row["recovery_s"]) > 0 and "all readable after SIGKILL" in row["note"]
             continue
+        if w.kind == "compaction":
+            _check_compaction_row(row)
+            continue
         assert row["messages_consumed"] == row["messages_acked"]
         e2e = [float(row[f"e2e_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
         assert e2e == sorted(e2e) and e2e[0] > 0
@@ -81,6 +86,30 @@ def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name:
     assert plots and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
     if any(r["target_rate"] != "0" for r in rows):
         assert (out / f"{name}-latency.png") in plots
+
+
+def _check_compaction_row(row: dict[str, str]) -> None:
+    """The baseline row has the size the cleaner starts from; the cleaning row what the cleaner did to it."""
+    assert row["consumers"] == "0" and row["messages_consumed"] == ""
+    assert float(row["size_before_mb"]) > 0
+    if row["step"].endswith("cleaner off"):
+        assert "filled 2,048 of 2,048 keyed messages" in row["note"], row["note"]
+        assert row["cleaner_read_mb_s"] == ""
+        return
+    assert row["step"].endswith("cleaner on")
+    assert float(row["cleaner_read_mb_s"]) > 0 and float(row["cleaner_s"]) > 0
+    assert float(row["size_after_mb"]) < float(row["size_before_mb"]), row["note"]  # 100 keys: most values go
+    assert float(row["produce_p99_ratio"]) > 0 and "1 pass(es) read" in row["note"]
+
+
+def test_a_compaction_run_skips_the_peers_and_a_bootstrap_broker(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--brokers", "redis,tansu", "--bootstrap", "127.0.0.1:9", "--out", str(out), *TINY]
+    result = _bench("run", "compaction", *args, timeout=60)
+    assert result.returncode == 1 and "no broker could run" in result.stderr, result.stderr
+    assert "skipped redis: compaction measures rafka_shards' log cleaner" in result.stderr
+    assert "skipped tansu: compaction measures rafka_shards' log cleaner" in result.stderr
+    assert "skipped --bootstrap 127.0.0.1:9: compaction restarts the broker" in result.stderr
 
 
 def test_steps_of_shard_scaling_run_rafka_with_each_shard_count(tmp_path: Path) -> None:
@@ -136,7 +165,8 @@ def test_an_unreachable_broker_exits_1_at_once(tmp_path: Path) -> None:
 def test_help_explains_every_option_and_list_every_workload() -> None:
     result = _bench("run", "--help", timeout=60)
     assert result.returncode == 0
-    for flag in ("--brokers", "--bootstrap", "--out", "--duration-s", "--warmup-s", "--messages-max", "--data-mb"):
+    flags = ("--brokers", "--bootstrap", "--out", "--duration-s", "--warmup-s", "--messages-max", "--data-mb", "--keys")
+    for flag in flags:
         assert flag in result.stdout
     listing = _bench("list", timeout=60)
     for name in workload.available():

@@ -41,7 +41,10 @@ def test_the_splicing_encoders_write_what_encode_writes() -> None:
 
 def test_stats_partitions_travel_as_arrays() -> None:
     frame = encode(Stats(1, 2, (PartitionStats("t", 0, 1, 2, 3, 4),)))
-    assert orjson.loads(frame[4:])["partitions"] == [["t", 0, 1, 2, 3, 4]]
+    assert orjson.loads(frame[4:])["partitions"] == [["t", 0, 1, 2, 3, 4, 0.0, -1, -1, ""]]
+
+
+_CLEANER = {"passes": 0, "failures": 0, "bytes_read": 0, "bytes_written": 0, "seconds": 0.0, "max_dirty_ratio": 0.0}
 
 
 def _frame(**body: object) -> bytes:
@@ -69,12 +72,19 @@ def _frame(**body: object) -> bytes:
             "commands",
         ),
         (
-            _frame(type="Stats", v=1, request_id=1, connections=0, partitions=[["t", 0, 0]]),
+            _frame(type="Stats", v=2, request_id=1, connections=0, partitions=[["t", 0, 0]], cleaner=_CLEANER),
             Problem.BAD_VALUE,
             "partitions[0]",
         ),
         (
-            _frame(type="Stats", v=1, request_id=1, connections=0, partitions=[["t", 0, 0, 0, 0, "0"]]),
+            _frame(
+                type="Stats",
+                v=2,
+                request_id=1,
+                connections=0,
+                partitions=[["t", 0, 0, 0, 0, "0", 0.0, -1, -1, ""]],
+                cleaner=_CLEANER,
+            ),
             Problem.WRONG_TYPE,
             "partitions[0].size_bytes",
         ),

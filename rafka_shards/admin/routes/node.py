@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
 from rafka_shards.admin.http import error_response, json_response
@@ -23,8 +25,10 @@ async def live(_ctx: AdminContext, _request: web.Request) -> web.Response:
 
 async def shards(ctx: AdminContext, _request: web.Request) -> web.Response:
     out = []
+    stats = await ctx.ports.node.gather_stats()
     for s in ctx.ports.node.slots:
         session = s.session
+        live = stats.get(s.index)
         out.append(
             {
                 "shard": s.index,
@@ -36,6 +40,8 @@ async def shards(ctx: AdminContext, _request: web.Request) -> web.Response:
                 "last_exit": s.last_exit,
                 "metadata_offset": -1 if session is None else session.applied_offset,
                 "metadata_lag": None if session is None else session.metadata_lag,
+                "connections": None if live is None else live.connections,
+                "cleaner": None if live is None else dataclasses.asdict(live.cleaner),
             }
         )
     return json_response(out)

@@ -15,7 +15,8 @@ from typing import Any
 from controller.image import TopicImage
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol.fast_responses import ProducePartitionResult, encode_produce_response
-from rafka_shards.records.batch import validate_batches
+from rafka_shards.records.batch import BatchHeader, validate_batches
+from rafka_shards.records.compaction import first_keyless_record
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody, timeout_ms
 
 _VALID_ACKS = (0, 1, -1)
@@ -47,6 +48,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                 if pd.records is None:
                     raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "records are null")
                 headers = validate_batches(pd.records, max_batch_bytes=p.log.config.max_message_bytes)
+                if p.log.config.compact:
+                    _check_keys(pd.records, headers)
                 info = manager.append(p, bytearray(pd.records), headers)
             except KafkaError as e:
                 manager.probe.request_error("Produce", e.code.name)
@@ -76,6 +79,17 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             raise CloseConnection("acks=0 produce failed for at least one partition")
         return None
     return encode_produce_response(ctx.version, results)
+
+
+def _check_keys(records: bytes, headers: list[BatchHeader]) -> None:
+    """A compacted topic keeps the latest record of every key: a record without one is refused (INVALID_RECORD, the
+    whole request for this partition, nothing appended), as Kafka's LogValidator does."""
+    keyless = first_keyless_record(records, headers)
+    if keyless is not None:
+        raise KafkaError(
+            ErrorCode.INVALID_RECORD,
+            f"record {keyless} has no key: compacted topics (cleanup.policy=compact) need a key on every record",
+        )
 
 
 def _check_min_insync(topic: TopicImage, index: int) -> None:

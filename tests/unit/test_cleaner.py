@@ -1,0 +1,233 @@
+"""The log cleaner on real partition logs: a pass keeps the latest record of every key at its offset, tombstones
+live for delete.retention.ms after the first pass, producer state survives, and the swap is crash-safe."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from rafka_shards.records.batch import Compression, validate_batches
+from rafka_shards.records.builder import Record, build_batch, decode_batches
+from rafka_shards.storage import cleaner
+from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.log import PartitionLog
+
+CONFIG = LogConfig(segment_bytes=300, cleanup_policy="compact", delete_retention_ms=1000)
+LIMITS = {"map_entries_max": 10_000, "io_bytes_per_s": 0.0}
+
+
+def _append(
+    log: PartitionLog,
+    records: list[tuple[bytes, bytes | None]],
+    codec: Compression = Compression.NONE,
+    producer: tuple[int, int, int] = (-1, -1, -1),
+) -> None:
+    pid, epoch, seq = producer
+    buf = bytearray(
+        build_batch(
+            [Record(k, v, 1000) for k, v in records],
+            compression=codec,
+            producer_id=pid,
+            producer_epoch=epoch,
+            base_sequence=seq,
+        )
+    )
+    log.append(buf, validate_batches(buf, max_batch_bytes=10**6), 0, now_ms=0)
+
+
+def _everything(log: PartitionLog) -> list[tuple[int, bytes | None, bytes | None]]:
+    out = []
+    offset = log.log_start_offset
+    while offset < log.high_watermark:
+        r = log.read(offset, 10**6, log.high_watermark, min_one_batch=True)
+        if not r.data:
+            break
+        out += [(d.offset, d.key, d.value) for d in decode_batches(r.data) if d.offset >= offset]
+        offset = r.next_offset
+    return out
+
+
+def _latest(rows: list[tuple[int, bytes | None, bytes | None]]) -> dict[bytes | None, tuple[int, bytes | None]]:
+    latest: dict[bytes | None, tuple[int, bytes | None]] = {}
+    for offset, key, value in rows:
+        latest[key] = (offset, value)
+    return latest
+
+
+def _pass(log: PartitionLog, now_ms: int, producers: dict[int, int] | None = None) -> cleaner.CleanResult | None:
+    job = log.clean_job(now_ms, producers or {}, **LIMITS)
+    if job is None:
+        return None
+    result = cleaner.clean(job)
+    log.swap_cleaned(result, now_ms)
+    return result
+
+
+def _filled(tmp_path: Path, codec: Compression = Compression.NONE) -> tuple[PartitionLog, list]:  # type: ignore[type-arg]
+    log = PartitionLog.open(tmp_path, CONFIG, 0)
+    for round_ in range(8):
+        _append(log, [(b"k%d" % (i % 5), b"v%d-%d" % (round_, i)) for i in range(4)], codec)
+    _append(log, [(b"k1", None)], codec)  # a tombstone
+    for i in range(6):
+        _append(log, [(b"tail", b"t%d" % i)], codec)  # fills more segments, so the above can be cleaned
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    log.flush_now()
+    return log, _everything(log)
+
+
+@pytest.mark.parametrize("codec", list(Compression), ids=lambda c: c.name)
+def test_a_pass_keeps_the_latest_record_of_every_key_at_its_offset(tmp_path: Path, codec: Compression) -> None:
+    log, before = _filled(tmp_path, codec)
+    assert len(log.segments) > 3
+    end = log.cleanable_end(now_ms=10)
+    result = _pass(log, now_ms=10)
+    assert result is not None and result.groups and result.cleaned_to == end
+    after = _everything(log)
+    assert len(after) < len(before)
+    cleaned_part = [row for row in before if row[0] < end]
+    expected = _latest(cleaned_part)
+    kept_below = [row for row in after if row[0] < end]
+    assert _latest(kept_below) == expected  # every key's latest value, tombstone included, at its offset
+    assert len(kept_below) == len(expected)  # and nothing else below the cleanable end
+    assert [row for row in after if row[0] >= end] == [row for row in before if row[0] >= end]
+    offsets = [row[0] for row in after]
+    assert offsets == sorted(offsets) and set(offsets) <= {row[0] for row in before}
+    log.close()
+    reopened = PartitionLog.open(tmp_path, CONFIG, 0)  # gaps survive recovery
+    reopened.update_high_watermark(reopened.log_end_offset)
+    assert _everything(reopened) == after
+    assert reopened.log_end_offset == log.log_end_offset
+
+
+def test_tombstones_go_after_delete_retention_from_the_first_pass(tmp_path: Path) -> None:
+    log, _ = _filled(tmp_path)
+    _pass(log, now_ms=10)
+    assert any(key == b"k1" and value is None for _, key, value in _everything(log))
+    _append(log, [(b"later", b"x")] * 20)
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    _pass(log, now_ms=500)  # within delete.retention.ms of the first pass
+    assert any(key == b"k1" and value is None for _, key, value in _everything(log))
+    _append(log, [(b"later", b"y")] * 20)
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    _pass(log, now_ms=2000)
+    assert not any(key == b"k1" for _, key, _ in _everything(log))
+
+
+def test_an_idempotent_producers_last_batch_is_kept_even_when_emptied(tmp_path: Path) -> None:
+    log = PartitionLog.open(tmp_path, CONFIG, 0)
+    _append(log, [(b"a", b"1")], producer=(7, 0, 0))
+    for i in range(30):
+        _append(log, [(b"a", b"%d" % i)])
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    _pass(log, now_ms=10, producers={7: 0})
+    headers = list(log.headers_from(0))
+    assert headers[0].producer_id == 7 and headers[0].record_count == 0 and headers[0].base_sequence == 0
+    assert not any(
+        d.offset == 0 for d in decode_batches(log.read(0, 10**6, log.high_watermark, min_one_batch=True).data)
+    )
+
+
+def test_a_crash_after_the_commit_point_finishes_the_swap_at_open(tmp_path: Path) -> None:
+    log, before = _filled(tmp_path)
+    end = log.cleanable_end(now_ms=10)
+    job = log.clean_job(10, {}, **LIMITS)
+    assert job is not None
+    result = cleaner.clean(job)
+    for group in result.groups[:-1]:
+        cleaner.write_swap_manifest(tmp_path, group)  # then SIGKILL: nothing else happened
+    for seg in log.segments:
+        seg.close()
+    reopened = PartitionLog.open(tmp_path, CONFIG, 0)
+    reopened.update_high_watermark(reopened.log_end_offset)
+    rows = _everything(reopened)
+    assert _latest([r for r in rows if r[0] < end]) == _latest([r for r in before if r[0] < end])
+    assert not list(tmp_path.glob("*.swap"))
+    assert not list(tmp_path.glob("*.cleaned"))  # the group not committed is dropped
+    assert all(seg.max_timestamp == 1000 for seg in reopened.segments if seg.size)  # indexes rebuilt, not empty
+    assert reopened.offset_for_timestamp(1000) == (rows[0][0], 1000)
+
+
+def test_a_crash_before_the_commit_point_keeps_the_old_segments(tmp_path: Path) -> None:
+    log, before = _filled(tmp_path)
+    job = log.clean_job(10, {}, **LIMITS)
+    assert job is not None
+    cleaner.clean(job)  # the cleaned files are written, then SIGKILL before any manifest
+    assert list(tmp_path.glob("*.cleaned"))
+    for seg in log.segments:
+        seg.close()
+    reopened = PartitionLog.open(tmp_path, CONFIG, 0)
+    reopened.update_high_watermark(reopened.log_end_offset)
+    assert _everything(reopened) == before
+    assert not list(tmp_path.glob("*.cleaned"))
+
+
+def test_a_crash_in_the_middle_of_finishing_is_finished_at_open(tmp_path: Path) -> None:
+    log, before = _filled(tmp_path)
+    end = log.cleanable_end(now_ms=10)
+    job = log.clean_job(10, {}, **LIMITS)
+    assert job is not None
+    result = cleaner.clean(dataclasses.replace(job, group_bytes_max=10_000))  # one group of several segments
+    group = next(g for g in result.groups if len(g.replaces) > 1)
+    cleaner.write_swap_manifest(tmp_path, group)
+    (tmp_path / f"{group.replaces[1].base_offset:020d}.log").unlink()  # one replaced segment deleted, then SIGKILL
+    for seg in log.segments:
+        seg.close()
+    reopened = PartitionLog.open(tmp_path, CONFIG, 0)
+    reopened.update_high_watermark(reopened.log_end_offset)
+    rows = _everything(reopened)
+    assert _latest([r for r in rows if r[0] < end]) == _latest([r for r in before if r[0] < end])
+    assert [r for r in rows if r[0] >= end] == [r for r in before if r[0] >= end]
+
+
+def test_a_corrupt_segment_stops_the_pass_and_nothing_is_swapped(tmp_path: Path) -> None:
+    log, _ = _filled(tmp_path)
+    job = log.clean_job(10, {}, **LIMITS)
+    assert job is not None
+    victim = tmp_path / f"{job.segments[1].base_offset:020d}.log"
+    data = bytearray(victim.read_bytes())
+    data[70] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(cleaner.CleanerError, match="corrupt"):
+        cleaner.clean(job)
+    assert not list(tmp_path.glob("*.swap"))  # nothing committed: the log is as it was
+    assert [s.base_offset for s in log.segments] == [s.base_offset for s in job.segments] + [
+        log.segments[-1].base_offset
+    ]
+
+
+def test_a_full_key_map_cleans_part_of_the_dirty_section_and_the_next_pass_goes_on(tmp_path: Path) -> None:
+    log, before = _filled(tmp_path)
+    job = log.clean_job(10, {}, map_entries_max=4, io_bytes_per_s=0.0)
+    assert job is not None
+    result = cleaner.clean(job)
+    assert job.first_dirty_offset < result.cleaned_to < job.end_offset
+    log.swap_cleaned(result, 10)
+    assert log.cleaner.first_dirty_offset == result.cleaned_to
+    end = log.cleanable_end(10)
+    while (r := _pass(log, 10)) is not None and r.cleaned_to < end:
+        pass
+    rows = _everything(log)
+    assert _latest([r for r in rows if r[0] < end]) == _latest([r for r in before if r[0] < end])
+
+
+def test_segments_are_grouped_up_to_one_segments_size() -> None:
+    segs = [cleaner.SegmentFile(i * 10, 100) for i in range(7)]
+    groups = cleaner.group_segments(segs, 250)
+    assert [len(g) for g in groups] == [2, 2, 2, 1]
+    assert cleaner.group_segments([cleaner.SegmentFile(0, 999)], 10) == [(cleaner.SegmentFile(0, 999),)]
+
+
+def test_the_checkpoint_merges_old_passes_conservatively(tmp_path: Path) -> None:
+    cp = cleaner.CleanerCheckpoint()
+    for i in range(cleaner.PASSES_KEPT + 5):
+        cp.recorded(10 * (i + 1), 1000 * i)
+    assert len(cp.passes) == cleaner.PASSES_KEPT and cp.first_dirty_offset == 10 * (cleaner.PASSES_KEPT + 5)
+    assert cleaner.first_cleaned_ms(cp.passes, 0) >= 0  # offset 0 now counts as cleaned later: kept longer
+    cp.save(tmp_path)
+    assert cleaner.CleanerCheckpoint.load(tmp_path) == cp
