@@ -29,7 +29,7 @@ from rafka_shards.config import BrokerConfig
 from rafka_shards.ipc.channel import CleanerTotals
 from rafka_shards.model import TopicPartition
 from rafka_shards.shard.partition import Partition
-from rafka_shards.storage.cleaner import MAP_ENTRY_BYTES, CleanerError, CleanJob, CleanResult, clean
+from rafka_shards.storage.cleaner import MAP_ENTRY_BYTES, CleanerError, CleanJob, CleanResult, clean, unlink_all
 from rafka_shards.storage.log import PartitionLog
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,8 @@ class LogCleaner:
             return None
         if self._partitions().get(tp) is not p:
             return None  # closed or deleted meanwhile: its leftover cleaned files go when it is next opened
-        swapped = p.log.swap_cleaned(result, self._now_ms())
+        swapped, aside = p.log.swap_cleaned(result, self._now_ms())
+        await asyncio.get_running_loop().run_in_executor(None, unlink_all, aside)  # freeing blocks takes time
         t, done = self.totals, result.stats
         self.totals = dataclasses.replace(
             t,
