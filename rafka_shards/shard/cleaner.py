@@ -25,6 +25,8 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import psutil
+
 from rafka_shards.config import BrokerConfig
 from rafka_shards.ipc.channel import CleanerTotals
 from rafka_shards.model import TopicPartition
@@ -34,7 +36,7 @@ from rafka_shards.storage.log import PartitionLog
 
 log = logging.getLogger(__name__)
 
-WORKER_NICENESS = 10  # the cleaner yields the CPU to the shards serving clients
+WORKER_NICENESS = 19  # the cleaner yields the CPU to the shards serving clients
 
 
 def _worker_init() -> None:
@@ -46,6 +48,8 @@ def _worker_init() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
+    with contextlib.suppress(OSError, AttributeError, psutil.Error):
+        psutil.Process().ionice(psutil.IOPRIO_CLASS_IDLE)  # its disk reads and writes wait for the shards' too
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the shard stops it
 
 
