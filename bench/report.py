@@ -102,7 +102,8 @@ def _number(value: Any) -> float:
 
 def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """One throughput chart per workload (MB/s per step, a bar per broker) and, where a workload has target rates,
-    one latency chart (p50/p95/p99 end-to-end, per broker and rate). Returns the files written."""
+    one latency chart (p50/p95/p99 end-to-end per broker and rate; acknowledgement latency per step for workloads
+    without consumers). Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,18 +129,28 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_ylabel("produced MB/s (acknowledged)")
         written.append(_save(fig, ax, f"{workload}: throughput per broker", out_dir / f"{workload}-throughput.png"))
 
-        rated = [r for r in items if _number(r.get("target_rate")) > 0 and not math.isnan(_number(r.get("e2e_p99_us")))]
+        # End-to-end latency where consumers measured it; else the producers' ack latency (compaction has no reader).
+        kind = "e2e" if any(not math.isnan(_number(r.get("e2e_p99_us"))) for r in items) else "produce"
+        rated = [
+            r for r in items if _number(r.get("target_rate")) > 0 and not math.isnan(_number(r.get(f"{kind}_p99_us")))
+        ]
         if not rated:
             continue
         fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rated)), 4))
-        labels = [f"{r['broker']}\n{int(_number(r['target_rate'])):,}/s" for r in rated]
-        for k, (key, name) in enumerate((("e2e_p50_us", "p50"), ("e2e_p95_us", "p95"), ("e2e_p99_us", "p99"))):
-            values = [_number(r.get(key)) / 1000 for r in rated]
+        if kind == "e2e":
+            labels = [f"{r['broker']}\n{int(_number(r['target_rate'])):,}/s" for r in rated]
+        else:
+            labels = [f"{r['broker']}\n{r['step']}" for r in rated]
+        for k, name in enumerate(("p50", "p95", "p99")):
+            values = [_number(r.get(f"{kind}_{name}_us")) / 1000 for r in rated]
             ax.bar([i + k * 0.27 for i in range(len(rated))], values, 0.27, label=name)
         ax.set_xticks([i + 0.27 for i in range(len(rated))], labels, fontsize=8)
         ax.set_yscale("log")
-        ax.set_ylabel("end-to-end latency, ms (log)")
-        title = f"{workload}: latency percentiles per rate class"
+        what = "end-to-end" if kind == "e2e" else "acknowledgement"
+        ax.set_ylabel(f"{what} latency, ms (log)")
+        title = (
+            f"{workload}: latency percentiles per rate class" if kind == "e2e" else f"{workload}: ack latency per step"
+        )
         written.append(_save(fig, ax, title, out_dir / f"{workload}-latency.png"))
     return written
 

@@ -25,16 +25,18 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import psutil
+
 from rafka_shards.config import BrokerConfig
 from rafka_shards.ipc.channel import CleanerTotals
 from rafka_shards.model import TopicPartition
 from rafka_shards.shard.partition import Partition
-from rafka_shards.storage.cleaner import MAP_ENTRY_BYTES, CleanerError, CleanJob, CleanResult, clean
+from rafka_shards.storage.cleaner import MAP_ENTRY_BYTES, CleanerError, CleanJob, CleanResult, clean, unlink_all
 from rafka_shards.storage.log import PartitionLog
 
 log = logging.getLogger(__name__)
 
-WORKER_NICENESS = 10  # the cleaner yields the CPU to the shards serving clients
+WORKER_NICENESS = 19  # the cleaner yields the CPU to the shards serving clients
 
 
 def _worker_init() -> None:
@@ -46,6 +48,8 @@ def _worker_init() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
+    with contextlib.suppress(OSError, AttributeError, psutil.Error):
+        psutil.Process().ionice(psutil.IOPRIO_CLASS_IDLE)  # its disk reads and writes wait for the shards' too
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the shard stops it
 
 
@@ -149,7 +153,8 @@ class LogCleaner:
             return None
         if self._partitions().get(tp) is not p:
             return None  # closed or deleted meanwhile: its leftover cleaned files go when it is next opened
-        swapped = p.log.swap_cleaned(result, self._now_ms())
+        swapped, aside = p.log.swap_cleaned(result, self._now_ms())
+        await asyncio.get_running_loop().run_in_executor(None, unlink_all, aside)  # freeing blocks takes time
         t, done = self.totals, result.stats
         self.totals = dataclasses.replace(
             t,

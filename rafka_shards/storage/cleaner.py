@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import array
 import bisect
+import dataclasses
 import hashlib
 import mmap
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +42,13 @@ import orjson
 
 from controller.files import fsync_dir, write_atomically
 from rafka_shards.model import KafkaError
-from rafka_shards.records.batch import BatchHeader, scan_for_recovery
+from rafka_shards.records.batch import BatchHeader, parse_header, scan_for_recovery
 from rafka_shards.records.compaction import KeyedRecord, ScannedBatch, rewrite_batch, scan_batch
-from rafka_shards.storage.segment import segment_name
+from rafka_shards.storage.segment import LogSegment, segment_name
 
-CLEANED_SUFFIX = ".cleaned"  # <base>.log.cleaned: a cleaned group not swapped in yet
-SWAP_SUFFIX = ".swap"  # <base>.swap: the manifest of a swap that committed
+CLEANING_DIR = "cleaning"  # <partition>/cleaning/<base>.log (.index, .timeindex): cleaned groups not swapped in yet
+SWAP_MANIFEST = "cleaner.swap"  # the groups of a pass whose swap committed
+DELETED_SUFFIX = ".deleted"  # replaced segment files, unlinked off the shard's loop (or when the log next opens)
 MAP_ENTRY_BYTES = 24  # Kafka's sizing of the dedupe buffer: a 16-byte key digest and an 8-byte offset
 DIGEST_BYTES = 16  # a key shorter than its MD5 digest names itself in the key map
 WRITE_CHUNK_BYTES = 1 << 20  # cleaned batches are written to the .cleaned file in chunks of about this size
@@ -76,6 +79,7 @@ class CleanJob:
     group_bytes_max: int  # a cleaned group is at most the size of one segment
     map_entries_max: int  # log.cleaner.dedupe.buffer.size / MAP_ENTRY_BYTES
     io_bytes_per_s: float  # log.cleaner.io.max.bytes.per.second (read and written); <= 0: unthrottled
+    index_interval_bytes: int = 4096  # the cleaned segments' offset index, as the log's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,41 +304,42 @@ def _cleaned_batch(
 
 
 class _ChunkWriter:
-    """Batches appended to a file in writes of about ``WRITE_CHUNK_BYTES`` (small batches are many system calls
-    otherwise), counted against the throttle as they are written."""
+    """Batches appended to the cleaned segment in writes of about ``WRITE_CHUNK_BYTES`` (small batches are many
+    system calls otherwise), indexed as the segment indexes appends, counted against the throttle."""
 
-    def __init__(self, fd: int, throttle: _Throttle) -> None:
-        self._fd = fd
+    def __init__(self, segment: LogSegment, index_interval_bytes: int, throttle: _Throttle) -> None:
+        self._segment = segment
+        self._interval = index_interval_bytes
         self._throttle = throttle
         self._buf = bytearray()
-        self.size = 0
+        self._headers: list[BatchHeader] = []
 
     def add(self, data: bytes | memoryview) -> None:
+        self._headers.append(dataclasses.replace(parse_header(data, 0), position=len(self._buf)))
         self._buf += data
         if len(self._buf) >= WRITE_CHUNK_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        n = len(self._buf)
-        with memoryview(self._buf) as view:
-            written = 0
-            while written < n:  # a write may take less than it was given
-                written += os.write(self._fd, view[written:])
-        self._buf.clear()
-        self.size += n
-        self._throttle.account(n)
+        if self._buf:
+            self._segment.append_as_is(self._buf, self._headers, self._interval)
+            self._throttle.account(len(self._buf))
+        self._buf = bytearray()
+        self._headers = []
 
 
 def _clean_group(
     job: CleanJob, group: tuple[SegmentFile, ...], keys: KeyMap, stats: CleanStats, throttle: _Throttle
 ) -> CleanedGroup | None:
-    """Write the cleaned group to ``<base>.log.cleaned`` (fsynced); None when it would not change anything."""
+    """Write the cleaned group as a segment of its own in ``cleaning/`` (log fsynced, indexes built as it is written,
+    so the swap needs no scan); None when it would not change anything."""
     directory = Path(job.directory)
+    staging = directory / CLEANING_DIR
+    staging.mkdir(exist_ok=True)
     base = group[0].base_offset
-    out_path = _log_path(directory, base).with_name(seg_name(group[0]) + CLEANED_SUFFIX)
+    out = LogSegment(staging, base, job.now_ms)
+    writer = _ChunkWriter(out, job.index_interval_bytes, throttle)
     changed = len(group) > 1
-    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    out = _ChunkWriter(fd, throttle)
     try:
         for seg in group:
             for h, batch in _batches(directory, seg):
@@ -343,17 +348,23 @@ def _clean_group(
                 data = _cleaned_batch(job, keys, h, batch, seg_name(seg), stats)
                 changed = changed or data is not batch
                 if data is not None:
-                    out.add(data)
-        out.flush()
-        if not changed:
-            return None
-        os.fsync(fd)
+                    writer.add(data)
+        writer.flush()
+        if changed:
+            os.fsync(out.fd)
     finally:
-        os.close(fd)
+        out.close()
         if not changed:
-            out_path.unlink(missing_ok=True)
+            _remove_staged(staging, base)
+    if not changed:
+        return None
     stats.bytes_written += out.size
     return CleanedGroup(base, group, out.size)
+
+
+def _remove_staged(staging: Path, base: int) -> None:
+    for suffix in (".log", ".index", ".timeindex"):
+        (staging / (segment_name(base) + suffix)).unlink(missing_ok=True)
 
 
 def clean(job: CleanJob) -> CleanResult:
@@ -377,44 +388,61 @@ def clean(job: CleanJob) -> CleanResult:
 # ---- swapping in (the shard) and finishing after a crash (opening the log) ---------------------------------------
 
 
-def write_swap_manifest(directory: Path, group: CleanedGroup) -> None:
-    """The commit point of a group's swap: from here on, recovery finishes it instead of dropping it."""
-    body = orjson.dumps({"base": group.base_offset, "replaces": [s.base_offset for s in group.replaces]})
-    write_atomically(directory / (segment_name(group.base_offset) + SWAP_SUFFIX), body)
+def write_swap_manifest(directory: Path, groups: Sequence[CleanedGroup]) -> None:
+    """The commit point of a pass's swap: from here on, recovery finishes it instead of dropping it."""
+    body = [{"base": g.base_offset, "replaces": [s.base_offset for s in g.replaces]} for g in groups]
+    write_atomically(directory / SWAP_MANIFEST, orjson.dumps(body))
 
 
-def finish_swap(directory: Path, base: int, replaces: Sequence[int]) -> None:
-    """Delete the replaced segments (all but the one whose name the cleaned file takes), rename the cleaned file
-    over ``<base>.log``, drop its old indexes (they are rebuilt from the new file) and the manifest. Idempotent:
-    recovery runs it again after a crash at any step."""
-    for other in replaces:
-        if other != base:
+def finish_swap(directory: Path, groups: Sequence[tuple[int, Sequence[int]]]) -> list[Path]:
+    """Put each cleaned group ``(base, replaced bases)`` in place: the replaced segments' files are renamed aside
+    (``*.deleted``), the staged files renamed in; then the manifest goes. Idempotent: recovery runs it again after a
+    crash at any step. Returns the files renamed aside, for the caller to unlink (off the shard's loop)."""
+    staging = directory / CLEANING_DIR
+    aside = []
+    for base, replaces in groups:
+        staged_log = (staging / (segment_name(base) + ".log")).exists()  # False once it was moved in
+        for other in replaces:
+            if other == base and not staged_log:
+                continue  # <base>.log is the cleaned segment already
             for suffix in (".log", ".index", ".timeindex"):
-                (directory / (segment_name(other) + suffix)).unlink(missing_ok=True)
-    cleaned = directory / (segment_name(base) + ".log" + CLEANED_SUFFIX)
-    if cleaned.exists():
-        os.replace(cleaned, _log_path(directory, base))
-    for suffix in (".index", ".timeindex"):
-        (directory / (segment_name(base) + suffix)).unlink(missing_ok=True)
+                name = segment_name(other) + suffix
+                if (directory / name).exists():
+                    os.replace(directory / name, directory / (name + DELETED_SUFFIX))
+                    aside.append(directory / (name + DELETED_SUFFIX))
+        for suffix in (".log", ".index", ".timeindex"):
+            staged = staging / (segment_name(base) + suffix)
+            if staged.exists():
+                os.replace(staged, directory / staged.name)
     fsync_dir(directory)
-    (directory / (segment_name(base) + SWAP_SUFFIX)).unlink(missing_ok=True)
-    fsync_dir(directory)
+    (directory / SWAP_MANIFEST).unlink(missing_ok=True)
+    fsync_dir(directory)  # no stale manifest may survive to redo this swap over a later pass's segments
+    return aside
+
+
+def unlink_all(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def complete_swaps(directory: Path) -> list[int]:
-    """At open: finish every committed swap, delete every uncommitted cleaned file. Returns the bases swapped."""
-    done = []
-    for manifest in sorted(directory.glob("*" + SWAP_SUFFIX)):
+    """At open: finish a committed swap, drop everything staged but not committed and every file renamed aside.
+    Returns the bases swapped."""
+    manifest = directory / SWAP_MANIFEST
+    done: list[int] = []
+    if manifest.exists():
         try:
             body = orjson.loads(manifest.read_bytes())
-            base, replaces = int(body["base"]), [int(b) for b in body["replaces"]]
+            groups = [(int(g["base"]), [int(b) for b in g["replaces"]]) for g in body]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            manifest.unlink()  # torn before its atomic rename could not happen; a stray one proves nothing
-            continue
-        finish_swap(directory, base, replaces)
-        done.append(base)
-    for stray in directory.glob("*.log" + CLEANED_SUFFIX):
-        stray.unlink()
+            manifest.unlink()  # written atomically, so never torn: not a manifest of this project's
+            groups = []
+        finish_swap(directory, groups)
+        done = [base for base, _ in groups]
+    staging = directory / CLEANING_DIR
+    if staging.exists():
+        shutil.rmtree(staging)
+    unlink_all(list(directory.glob("*" + DELETED_SUFFIX)))
     return done
 
 

@@ -31,13 +31,15 @@ from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.records.batch import BatchHeader, assign_offsets
 from rafka_shards.records.builder import offset_for_timestamp_in_batch
 from rafka_shards.storage.cleaner import (
-    CLEANED_SUFFIX,
+    CLEANING_DIR,
+    CleanedGroup,
     CleanerCheckpoint,
     CleanJob,
     CleanResult,
     SegmentFile,
     complete_swaps,
     finish_swap,
+    unlink_all,
     write_swap_manifest,
 )
 from rafka_shards.storage.config import LogConfig
@@ -424,41 +426,49 @@ class PartitionLog:
             group_bytes_max=self.config.segment_bytes,
             map_entries_max=int(limits["map_entries_max"]),
             io_bytes_per_s=float(limits["io_bytes_per_s"]),
+            index_interval_bytes=self.config.index_interval_bytes,
         )
 
-    def swap_cleaned(self, result: CleanResult, now_ms: int) -> int:
+    def swap_cleaned(self, result: CleanResult, now_ms: int) -> tuple[int, list[Path]]:
         """Swap in the cleaned groups of a pass whose segments are still there unchanged (retention or a truncation
-        may have moved on meanwhile: those groups are dropped); record the pass. Returns the groups swapped."""
-        swapped = 0
-        for group in result.groups:
-            where = {s.base_offset: i for i, s in enumerate(self.segments)}
-            first = where.get(group.base_offset)
-            span = range(first, first + len(group.replaces)) if first is not None else range(0)
-            unchanged = (
-                first is not None
-                and span.stop < len(self.segments)  # never the active segment
-                and all(
-                    self.segments[i].base_offset == s.base_offset and self.segments[i].size == s.size
-                    for i, s in zip(span, group.replaces, strict=True)
-                )
-            )
-            if not unchanged:
-                cleaned = self.directory / (f"{group.base_offset:020d}.log" + CLEANED_SUFFIX)
-                cleaned.unlink(missing_ok=True)
-                continue
-            write_swap_manifest(self.directory, group)  # the commit point
-            for i in span:
-                self.segments[i].close()
-                self._dirty.pop(self.segments[i].base_offset, None)
-            finish_swap(self.directory, group.base_offset, [s.base_offset for s in group.replaces])
-            fresh = LogSegment(self.directory, group.base_offset, now_ms)
-            fresh.recover(self.config.index_interval_bytes)
-            self.segments[span.start : span.stop] = [fresh]
+        may have moved on meanwhile: those groups are dropped), and record the pass. Cheap on the caller's loop: one
+        manifest, renames, two directory fsyncs, the cleaned segments' own index files loaded. Returns the groups
+        swapped and the replaced files renamed aside, which the caller unlinks (off its loop)."""
+        where = {s.base_offset: i for i, s in enumerate(self.segments)}
+        valid = [g for g in result.groups if self._unchanged(where, g)]
+        staging = self.directory / CLEANING_DIR
+        for g in result.groups:
+            if g not in valid:
+                unlink_all([staging / f"{g.base_offset:020d}{suffix}" for suffix in (".log", ".index", ".timeindex")])
+        aside: list[Path] = []
+        if valid:
+            write_swap_manifest(self.directory, valid)  # the commit point
+            for g in valid:
+                for i in range(where[g.base_offset], where[g.base_offset] + len(g.replaces)):
+                    self.segments[i].close()
+                    self._dirty.pop(self.segments[i].base_offset, None)
+            aside = finish_swap(self.directory, [(g.base_offset, [s.base_offset for s in g.replaces]) for g in valid])
+            for g in sorted(valid, key=lambda g: g.base_offset, reverse=True):  # later groups first: indexes hold
+                first = where[g.base_offset]
+                after = first + len(g.replaces)
+                fresh = LogSegment(self.directory, g.base_offset, now_ms)
+                if not fresh.load(self.segments[after].base_offset):
+                    fresh.recover(self.config.index_interval_bytes)  # its index files did not survive: rebuild
+                self.segments[first:after] = [fresh]
             self._bases = [s.base_offset for s in self.segments]
-            swapped += 1
         self.cleaner.recorded(result.cleaned_to, now_ms)
         self.cleaner.save(self.directory)
-        return swapped
+        return len(valid), aside
+
+    def _unchanged(self, where: dict[int, int], group: CleanedGroup) -> bool:
+        """The segments ``group`` replaces are still this log's, whole and closed."""
+        first = where.get(group.base_offset)
+        if first is None or first + len(group.replaces) >= len(self.segments):  # never the active segment
+            return False
+        return all(
+            self.segments[first + k].base_offset == s.base_offset and self.segments[first + k].size == s.size
+            for k, s in enumerate(group.replaces)
+        )
 
     # ---- retention and truncation ------------------------------------------------------------------------------
 

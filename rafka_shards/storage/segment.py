@@ -50,7 +50,7 @@ class LogSegment:
         self._index_positions: list[int] = []
         self._time_values: list[int] = []
         self._time_offsets: list[int] = []
-        self._bytes_since_index = 0
+        self._bytes_since_index = 2**62  # the first batch appended is always indexed
         self._recent: collections.deque[tuple[int, int]] = collections.deque(maxlen=RECENT_BATCHES_MAX)
 
     # ---- loading -----------------------------------------------------------------------------------------------

@@ -139,17 +139,17 @@ def test_a_crash_after_the_commit_point_finishes_the_swap_at_open(tmp_path: Path
     job = log.clean_job(10, {}, **LIMITS)
     assert job is not None
     result = cleaner.clean(job)
-    for group in result.groups[:-1]:
-        cleaner.write_swap_manifest(tmp_path, group)  # then SIGKILL: nothing else happened
+    cleaner.write_swap_manifest(tmp_path, result.groups[:-1])  # then SIGKILL: nothing else happened
     for seg in log.segments:
         seg.close()
     reopened = PartitionLog.open(tmp_path, CONFIG, 0)
     reopened.update_high_watermark(reopened.log_end_offset)
     rows = _everything(reopened)
     assert _latest([r for r in rows if r[0] < end]) == _latest([r for r in before if r[0] < end])
-    assert not list(tmp_path.glob("*.swap"))
-    assert not list(tmp_path.glob("*.cleaned"))  # the group not committed is dropped
-    assert all(seg.max_timestamp == 1000 for seg in reopened.segments if seg.size)  # indexes rebuilt, not empty
+    assert not (tmp_path / cleaner.SWAP_MANIFEST).exists()
+    assert not (tmp_path / cleaner.CLEANING_DIR).exists()  # the group not committed is dropped
+    assert not list(tmp_path.glob("*" + cleaner.DELETED_SUFFIX))
+    assert all(seg.max_timestamp == 1000 for seg in reopened.segments if seg.size)  # indexes loaded, not empty
     assert reopened.offset_for_timestamp(1000) == (rows[0][0], 1000)
 
 
@@ -158,13 +158,13 @@ def test_a_crash_before_the_commit_point_keeps_the_old_segments(tmp_path: Path) 
     job = log.clean_job(10, {}, **LIMITS)
     assert job is not None
     cleaner.clean(job)  # the cleaned files are written, then SIGKILL before any manifest
-    assert list(tmp_path.glob("*.cleaned"))
+    assert list((tmp_path / cleaner.CLEANING_DIR).glob("*.log"))
     for seg in log.segments:
         seg.close()
     reopened = PartitionLog.open(tmp_path, CONFIG, 0)
     reopened.update_high_watermark(reopened.log_end_offset)
     assert _everything(reopened) == before
-    assert not list(tmp_path.glob("*.cleaned"))
+    assert not (tmp_path / cleaner.CLEANING_DIR).exists()
 
 
 def test_a_crash_in_the_middle_of_finishing_is_finished_at_open(tmp_path: Path) -> None:
@@ -174,8 +174,12 @@ def test_a_crash_in_the_middle_of_finishing_is_finished_at_open(tmp_path: Path) 
     assert job is not None
     result = cleaner.clean(dataclasses.replace(job, group_bytes_max=10_000))  # one group of several segments
     group = next(g for g in result.groups if len(g.replaces) > 1)
-    cleaner.write_swap_manifest(tmp_path, group)
-    (tmp_path / f"{group.replaces[1].base_offset:020d}.log").unlink()  # one replaced segment deleted, then SIGKILL
+    cleaner.write_swap_manifest(tmp_path, [group])
+    name = f"{group.replaces[1].base_offset:020d}.log"
+    (tmp_path / name).rename(tmp_path / (name + cleaner.DELETED_SUFFIX))  # one replaced segment aside, then SIGKILL
+    base = f"{group.base_offset:020d}"
+    (tmp_path / (base + ".log")).rename(tmp_path / (base + ".log" + cleaner.DELETED_SUFFIX))
+    (tmp_path / cleaner.CLEANING_DIR / (base + ".log")).rename(tmp_path / (base + ".log"))  # moved in; its indexes not
     for seg in log.segments:
         seg.close()
     reopened = PartitionLog.open(tmp_path, CONFIG, 0)
@@ -195,7 +199,7 @@ def test_a_corrupt_segment_stops_the_pass_and_nothing_is_swapped(tmp_path: Path)
     victim.write_bytes(bytes(data))
     with pytest.raises(cleaner.CleanerError, match="corrupt"):
         cleaner.clean(job)
-    assert not list(tmp_path.glob("*.swap"))  # nothing committed: the log is as it was
+    assert not (tmp_path / cleaner.SWAP_MANIFEST).exists()  # nothing committed: the log is as it was
     assert [s.base_offset for s in log.segments] == [s.base_offset for s in job.segments] + [
         log.segments[-1].base_offset
     ]
