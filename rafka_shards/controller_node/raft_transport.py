@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -46,6 +45,9 @@ def _mac(secret: bytes, rest: bytes) -> bytes:
 def encode_frame(secret: bytes, kind: int, src: int, body: bytes) -> bytes:
     rest = struct.pack(">BI", kind, src) + body
     return struct.pack(">I", 32 + len(rest)) + _mac(secret, rest) + rest
+
+
+RECONNECT_AFTER_CLOSE_S = 0.01  # after a connection ended, before the next attempt
 
 
 class _PeerLink:
@@ -109,9 +111,9 @@ class _PeerLink:
                 if closed.done() and not closed.cancelled():
                     closed.exception()  # a reset ends the read with an error: it is the news, not a failure
                 closed.cancel()
-                writer.close()
-                with contextlib.suppress(OSError, ConnectionError):
-                    await writer.wait_closed()
+                writer.transport.abort()  # nothing queued here is worth waiting for: Raft resends
+            self.state = "backoff"
+            await asyncio.sleep(RECONNECT_AFTER_CLOSE_S)  # a peer that accepts and closes at once is not hammered
 
     async def _write_until_closed(self, writer: asyncio.StreamWriter, closed: asyncio.Future[bytes]) -> None:
         """Write queued frames as they come; raises ConnectionError once the peer closes the connection (what is
