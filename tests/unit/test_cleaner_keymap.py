@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from rafka_shards.records.batch import Compression, scan_for_recovery, validate_batches
-from rafka_shards.records.builder import Record, build_batch, decode_batch, decode_batches
+from rafka_shards.records.builder import Record, build_batch, decode_batch
 from rafka_shards.storage import cleaner
 from rafka_shards.storage.config import LogConfig
 from rafka_shards.storage.log import PartitionLog
+from tests.unit.test_cleaner import _everything
 
 CONFIG = LogConfig(segment_bytes=2000, cleanup_policy="compact", delete_retention_ms=1000)
 
@@ -76,18 +77,6 @@ def _cleaned_files(directory: Path) -> dict[str, list[tuple[object, ...]]]:
             )
             for h in headers
         ]
-    return out
-
-
-def _everything(log: PartitionLog) -> list[tuple[int, bytes | None, bytes | None]]:
-    out = []
-    offset = log.log_start_offset
-    while offset < log.high_watermark:
-        r = log.read(offset, 10**6, log.high_watermark, min_one_batch=True)
-        if not r.data:
-            break
-        out += [(d.offset, d.key, d.value) for d in decode_batches(r.data) if d.offset >= offset]
-        offset = r.next_offset
     return out
 
 
