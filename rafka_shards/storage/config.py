@@ -51,13 +51,14 @@ class LogConfig:
 
     @property
     def compact(self) -> bool:
-        """Log compaction keeps the latest record of every key (cleanup.policy has compact)."""
-        return "compact" in self.cleanup_policy.split(",")
+        """Log compaction keeps the latest record of every key (cleanup.policy has compact). Read on the produce
+        path: a substring test suffices, ``__post_init__`` having checked the list holds only compact and delete."""
+        return "compact" in self.cleanup_policy
 
     @property
     def delete(self) -> bool:
         """Retention deletes old segments (cleanup.policy has delete)."""
-        return "delete" in self.cleanup_policy.split(",")
+        return "delete" in self.cleanup_policy
 
     @staticmethod
     def from_topic_configs(configs: Mapping[str, str], defaults: LogConfig) -> LogConfig:

@@ -118,11 +118,7 @@ class LogSegment:
 
     def append(self, buf: bytearray, headers: list[BatchHeader], first_offset: int, index_interval_bytes: int) -> None:
         """Write ``buf`` (batches whose offsets were assigned from ``first_offset``) with one write(2)."""
-        position = self.size
-        with memoryview(buf) as view:
-            written = 0
-            while written < len(buf):
-                written += os.pwrite(self.fd, view[written:], position + written)
+        position = self._write_at_end(buf)
         offset = first_offset
         for h in headers:
             batch_position = position + h.position
@@ -134,16 +130,21 @@ class LogSegment:
     def append_as_is(self, buf: bytearray, headers: list[BatchHeader], index_interval_bytes: int) -> None:
         """Write ``buf``, batches that already carry their offsets (a follower's copy of its leader's batches, where
         log compaction may have left gaps between them), with one write(2)."""
-        position = self.size
-        with memoryview(buf) as view:
-            written = 0
-            while written < len(buf):
-                written += os.pwrite(self.fd, view[written:], position + written)
+        position = self._write_at_end(buf)
         for h in headers:
             self._index_batch(h, position + h.position, index_interval_bytes)
         self.size = position + len(buf)
         if headers:
             self.next_offset = headers[-1].next_offset
+
+    def _write_at_end(self, buf: bytearray) -> int:
+        """pwrite(2) ``buf`` after the segment's last byte (looping over short writes); the position it went to."""
+        position = self.size
+        with memoryview(buf) as view:
+            written = 0
+            while written < len(buf):
+                written += os.pwrite(self.fd, view[written:], position + written)
+        return position
 
     def _index_batch(self, h: BatchHeader, position: int, index_interval_bytes: int) -> None:
         self._index_batch_at(h.base_offset, h, position, index_interval_bytes)
