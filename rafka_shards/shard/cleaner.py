@@ -124,7 +124,7 @@ class LogCleaner:
     @staticmethod
     def _overdue(p: Partition, now_ms: int) -> bool:
         lag = p.log.config.max_compaction_lag_ms
-        first_dirty = p.log.cleaner.first_dirty_offset
+        first_dirty = p.log.first_dirty_offset
         for seg in p.log.segments[:-1]:
             if seg.next_offset > first_dirty and seg.max_timestamp >= 0:
                 return now_ms - seg.max_timestamp > lag

@@ -179,8 +179,8 @@ class Shard:
             return PartitionStats(*base, log_.size_bytes())
         ratio, _, _ = log_.dirty_ratio(now_ms)
         error = "" if self.cleaner is None else self.cleaner.failed.get(tp, "")
-        first_dirty = max(log_.cleaner.first_dirty_offset, log_.log_start_offset)
-        return PartitionStats(*base, log_.size_bytes(), ratio, first_dirty, log_.cleaner.last_cleaned_ms, error)
+        cleaned_ms = log_.cleaner.last_cleaned_ms
+        return PartitionStats(*base, log_.size_bytes(), ratio, log_.first_dirty_offset, cleaned_ms, error)
 
     def _from_supervisor(self, msg: LinkMessage, attached: socket.socket | None) -> None:
         if isinstance(msg, ShardChannel) and attached is not None and self._link is not None:

@@ -394,10 +394,15 @@ class PartitionLog:
                 return seg.base_offset
         return self.segments[-1].base_offset
 
+    @property
+    def first_dirty_offset(self) -> int:
+        """Where the part of the log no cleaner pass has compacted yet begins (never before the log start)."""
+        return max(self.cleaner.first_dirty_offset, self.log_start_offset)
+
     def dirty_ratio(self, now_ms: int) -> tuple[float, int, int]:
         """(dirty bytes / cleanable bytes, dirty bytes, cleanable bytes) below ``cleanable_end``."""
         end = self.cleanable_end(now_ms)
-        first_dirty = max(self.cleaner.first_dirty_offset, self.log_start_offset)
+        first_dirty = self.first_dirty_offset
         total = dirty = 0
         for i, seg in enumerate(self.segments[:-1]):
             if seg.base_offset >= end:
@@ -407,10 +412,12 @@ class PartitionLog:
                 dirty += seg.size
         return (dirty / total if total else 0.0), dirty, total
 
-    def clean_job(self, now_ms: int, producer_last_offsets: dict[int, int], **limits: int | float) -> CleanJob | None:
+    def clean_job(
+        self, now_ms: int, producer_last_offsets: dict[int, int], *, map_entries_max: int, io_bytes_per_s: float
+    ) -> CleanJob | None:
         """What the cleaner worker needs for a pass now, or None when nothing is dirty below the cleanable end."""
         end = self.cleanable_end(now_ms)
-        first_dirty = max(self.cleaner.first_dirty_offset, self.log_start_offset)
+        first_dirty = self.first_dirty_offset
         if first_dirty >= end:
             return None
         segments = tuple(SegmentFile(s.base_offset, s.size) for s in self.segments if s.base_offset < end)
@@ -424,8 +431,8 @@ class PartitionLog:
             delete_retention_ms=self.config.delete_retention_ms,
             producer_last_offsets=producer_last_offsets,
             group_bytes_max=self.config.segment_bytes,
-            map_entries_max=int(limits["map_entries_max"]),
-            io_bytes_per_s=float(limits["io_bytes_per_s"]),
+            map_entries_max=map_entries_max,
+            io_bytes_per_s=io_bytes_per_s,
             index_interval_bytes=self.config.index_interval_bytes,
         )
 
