@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
+import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any
 
 PARENT_CHECK_INTERVAL_S = 1.0
+AWAIT_CHAIN_MAX = 64  # coroutines listed per task by describe_tasks
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` to completion on uvloop (a dependency), or on plain asyncio where uvloop cannot be imported."""
+    """Run ``main`` to completion on uvloop (a dependency), or on plain asyncio where uvloop cannot be imported.
+
+    A stuck process can be read without stopping it: SIGUSR1 writes every thread's Python stack to stderr (the
+    node's log; it works while the loop itself is blocked), SIGUSR2 every asyncio task with the chain of awaits it is
+    suspended in (where a coroutine waits). A fatal signal (SIGSEGV, SIGABRT) writes the thread stacks too."""
+    faulthandler.enable(all_threads=True)
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(main)
-    return int(uvloop.run(main))
+        return asyncio.run(_with_task_dumps(main))
+    return int(uvloop.run(_with_task_dumps(main)))
+
+
+async def _with_task_dumps(main: Coroutine[Any, Any, int]) -> int:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, lambda: sys.stderr.write(describe_tasks()))
+    return await main
+
+
+def describe_tasks() -> str:
+    """Every task of the running loop and, innermost last, the coroutines it awaits through (file:line function)."""
+    lines = [f"asyncio tasks of process {os.getpid()}:"]
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        lines.append(f"  task {task.get_name()}:")
+        awaited: Any = task.get_coro()
+        for _ in range(AWAIT_CHAIN_MAX):
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                if awaited is not None:
+                    lines.append(f"    awaiting {awaited!r:.200}")
+                break
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "\n".join(lines) + "\n"
 
 
 async def parent_gone(parent_pid: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -28,6 +29,14 @@ settings.load_profile("rafka")
 
 START_TIMEOUT_S = 90.0  # generous: a busy 2-core machine starts four shards slowly
 STOP_TIMEOUT_S = 30.0
+
+
+def describe(p: psutil.Process) -> str:
+    """One process for a failure message: pid, command line, state, and where its threads are."""
+    try:
+        return f"{p.pid} {' '.join(p.cmdline()[-4:])} {p.status()} threads={p.num_threads()}"
+    except psutil.Error:
+        return f"{p.pid} (gone)"
 
 
 def _ephemeral_low() -> int:
@@ -156,9 +165,9 @@ class Broker:
         self.kill()
         raise RuntimeError(f"broker not ready within {START_TIMEOUT_S}s:\n{self.log()}")
 
-    def log(self) -> str:
+    def log(self, tail: int = 5000) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-5000:]
+            return self.log_path.read_text(errors="replace")[-tail:]
         except FileNotFoundError:
             return ""
 
@@ -170,8 +179,15 @@ class Broker:
         try:
             code = self.proc.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            stuck = [describe(p) for p in tree if p.is_running()]
+            for p in tree:  # each writes its threads' stacks to the log (faulthandler, see event_loop.run)
+                with contextlib.suppress(psutil.Error):
+                    p.send_signal(signal.SIGUSR1)
+            time.sleep(1)
             self.kill()
-            raise
+            raise AssertionError(
+                f"node did not stop in {STOP_TIMEOUT_S}s; running: {stuck}\n{self.log(50_000)}"
+            ) from None
         alive = wait_gone(tree, timeout_s=5)
         if alive:
             for p in alive:

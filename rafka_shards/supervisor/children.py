@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from rafka_shards.config import BrokerConfig
 from rafka_shards.ipc.process_link import Link, describe_exit
+from rafka_shards.supervisor.limits import STOP_STACKS_AFTER_S
 from rafka_shards.supervisor.listeners import DownPortResetter
 from rafka_shards.supervisor.restart_policy import RestartPolicy
 
@@ -89,7 +90,17 @@ async def terminate(children: Sequence[Child], timeout_s: float) -> bool:
     clean = True
     waits = {asyncio.ensure_future(wait_exit(c.process)): c for c in live if c.process is not None}
     if waits:
-        _, pending = await asyncio.wait(waits, timeout=timeout_s)
+        _, pending = await asyncio.wait(waits, timeout=min(timeout_s, STOP_STACKS_AFTER_S))
+        for fut in pending:  # a slow stop is read in the log, not guessed at (faulthandler, event_loop.run)
+            child = waits[fut]
+            assert child.process is not None and child.process.pid is not None
+            log.warning(
+                "%s is still stopping after %.0f s; its threads' stacks follow", child.name, STOP_STACKS_AFTER_S
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.process.pid, signal.SIGUSR1)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=max(0.0, timeout_s - STOP_STACKS_AFTER_S))
         for fut in pending:
             child = waits[fut]
             assert child.process is not None and child.process.pid is not None

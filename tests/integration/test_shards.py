@@ -250,6 +250,28 @@ def test_sigterm_stops_every_process_cleanly(node: Broker) -> None:
         assert f"broker {i} stopped" in node.log()
 
 
+def test_sigusr1_and_sigusr2_write_stacks_and_tasks_to_the_log_and_the_node_keeps_serving(two_shards: Broker) -> None:
+    pids = [*two_shards.shard_pids(), two_shards.controller_pid()]
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR1)
+        os.kill(pid, signal.SIGUSR2)
+
+    def dumped() -> bool:
+        text = two_shards.log(1_000_000)
+        return all(text.count(marker) >= len(pids) for marker in ("Current thread", "asyncio tasks of process"))
+
+    deadline = time.monotonic() + 60
+    while not dumped() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dumped(), two_shards.log()
+    text = two_shards.log(1_000_000)
+    assert "event_loop.py" in text  # the thread stacks, with file and function
+    assert "shard.py" in text and "wait_stopped" in text  # a shard's main task, suspended where it awaits its stop
+    assert two_shards.shard_pids() == pids[:-1]  # nobody died or was restarted
+    assert two_shards.controller_pid() == pids[-1]
+    _create(two_shards.bootstrap, "after-sigusr1", partitions=2)
+
+
 def test_shards_and_the_controller_stop_when_the_supervisor_is_killed(two_shards: Broker) -> None:
     children = [psutil.Process(pid) for pid in [*two_shards.shard_pids(), two_shards.controller_pid()]]
     assert two_shards.proc is not None
