@@ -17,7 +17,7 @@ import socket
 from aiohttp import web
 
 from rafka_shards.admin.cluster_admin import ClusterAdmin
-from rafka_shards.admin.http import REQUEST_BODY_MAX_BYTES, Handler, errors
+from rafka_shards.admin.http import ADMIN_SHUTDOWN_S, REQUEST_BODY_MAX_BYTES, Handler, errors
 from rafka_shards.admin.metrics import NodeMetrics
 from rafka_shards.admin.ports import AdminPorts, MetadataReader
 from rafka_shards.admin.routes import (
@@ -73,7 +73,9 @@ def build_app(ports: AdminPorts) -> web.Application:
 
 async def start_admin(ports: AdminPorts, listener: socket.socket) -> web.AppRunner:
     """Serve the admin API on ``listener`` (bound by the supervisor) until the runner is cleaned up."""
-    runner = web.AppRunner(build_app(ports), access_log=None)
+    # When the node stops, requests in flight get ADMIN_SHUTDOWN_S to finish (aiohttp's default is 60 s, twice the
+    # node's whole shutdown deadline): one waiting on a stopping shard must not hold the controller process up.
+    runner = web.AppRunner(build_app(ports), access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_S)
     await runner.setup()
     site = web.SockSite(runner, listener)
     await site.start()

@@ -21,6 +21,7 @@ from rafka_shards.admin.requests import BadRequest
 
 REQUEST_BODY_MAX_BYTES = 1024 * 1024
 RETRY_AFTER_MS = 500
+ADMIN_SHUTDOWN_S = 3.0  # requests in flight when the node stops get this long to finish
 
 STATUS: dict[RejectKind, tuple[int, str]] = {
     RejectKind.INVALID_TOPIC: (400, "bad_request"),
