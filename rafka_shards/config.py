@@ -157,6 +157,9 @@ class BrokerConfig:
         0, "cleaner reads and writes per second on this node (0: unthrottled)", 0, 2**62
     )
     log_cleaner_backoff_ms: int = _setting(15_000, "how often each shard looks for a log to clean", 10, 3_600_000)
+    log_delete_max_bytes_per_second: int = _setting(
+        128 * MIB, "how fast removed segments are freed, per shard (0: unlinked at once)", 0, 2**62
+    )
     message_max_bytes: int = _setting(1_048_588, "largest record batch accepted (max.message.bytes)", 64, 256 * MIB)
 
     # Limits: every buffer and queue has a bound.

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import signal
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -31,7 +31,7 @@ from rafka_shards.config import BrokerConfig
 from rafka_shards.ipc.channel import CleanerTotals
 from rafka_shards.model import TopicPartition
 from rafka_shards.shard.partition import Partition
-from rafka_shards.storage.cleaner import MAP_ENTRY_BYTES, CleanerError, CleanJob, CleanResult, clean, unlink_all
+from rafka_shards.storage.cleaner import MAP_ENTRY_BYTES, CleanerError, CleanJob, CleanResult, clean
 from rafka_shards.storage.log import PartitionLog
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,12 @@ class LogCleaner:
         config: BrokerConfig,
         partitions: Callable[[], Mapping[TopicPartition, Partition]],
         now_ms: Callable[[], int],
+        free_files: Callable[[Sequence[Path]], Awaitable[None]],
     ) -> None:
         self._config = config
         self._partitions = partitions
         self._now_ms = now_ms
+        self._free_files = free_files  # the shard's paced deletion of files renamed aside
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._failed_logs: weakref.WeakSet[PartitionLog] = weakref.WeakSet()  # reopened logs are tried again
         self.totals = CleanerTotals()  # since the shard started (for /metrics and the admin API)
@@ -154,7 +156,7 @@ class LogCleaner:
         if self._partitions().get(tp) is not p:
             return None  # closed or deleted meanwhile: its leftover cleaned files go when it is next opened
         swapped, aside = p.log.swap_cleaned(result, self._now_ms())
-        await asyncio.get_running_loop().run_in_executor(None, unlink_all, aside)  # freeing blocks takes time
+        await self._free_files(aside)  # paced: freeing a whole log's old segments at once stalls the shard's fsyncs
         t, done = self.totals, result.stats
         self.totals = dataclasses.replace(
             t,

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Protocol
 
 from controller import topics
@@ -383,9 +384,10 @@ class PartitionManager:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
-    def apply_retention(self) -> int:
+    def apply_retention(self) -> list[Path]:
+        """Retention over every partition: the files it renamed aside, for the caller to free off the loop."""
         now = self.now_ms()
-        return sum(p.apply_retention(now) for p in self.partitions.values())
+        return [path for p in self.partitions.values() for path in p.apply_retention(now)]
 
     def close(self) -> None:
         for tp in list(self.partitions):

@@ -283,9 +283,10 @@ class Partition:
         self.producers.replay(self.log.headers_from(start))
         self.producers.checkpoint_if_due(end)
 
-    def apply_retention(self, now_ms: int) -> int:
-        """Delete segments retention no longer keeps, and the producer snapshots older than the newest one at or
-        below the new log start (that one still describes every producer as of a retained offset)."""
+    def apply_retention(self, now_ms: int) -> list[Path]:
+        """Remove segments retention no longer keeps (their files renamed aside, returned for the caller to free),
+        and the producer snapshots older than the newest one at or below the new log start (that one still
+        describes every producer as of a retained offset)."""
         deleted = self.log.apply_retention(now_ms)
         if deleted:
             start = self.log.log_start_offset

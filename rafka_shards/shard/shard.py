@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from controller.image import MetadataImage
 from rafka_shards import event_loop
@@ -35,6 +37,7 @@ from rafka_shards.shard.limits import HEARTBEATS_IN_FLIGHT_MAX, LISTEN_BACKLOG, 
 from rafka_shards.shard.manager import PartitionManager
 from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import Probe
+from rafka_shards.storage.deleter import GradualDeleter
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ class Shard:
         self._manager: PartitionManager | None = None
         self._flusher: GroupCommitFlusher | None = None
         self.cleaner: LogCleaner | None = None
+        self.deleter = GradualDeleter(config.log_delete_max_bytes_per_second)
+        self._delete_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="delete")
         self._fatal: BaseException | None = None
         self._stopped = asyncio.Event()
 
@@ -108,7 +113,7 @@ class Shard:
         await manager.register()
         self._spawn(self._flusher.run(), "flusher")
         self._spawn(self._retention_loop(), "retention")
-        self.cleaner = LogCleaner(config, lambda: manager.partitions, wall_clock_ms)
+        self.cleaner = LogCleaner(config, lambda: manager.partitions, wall_clock_ms, self.free_files)
         self._spawn(self.cleaner.run(), "cleaner")
         self._spawn(self._probe_loop(), "probe")
         self._spawn(self._parent_watch(), "parent-watch")
@@ -254,9 +259,15 @@ class Shard:
         interval = self.config.log_retention_check_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            deleted = self.manager.apply_retention()
-            if deleted:
-                log.info("retention deleted %d segment(s)", deleted)
+            aside = self.manager.apply_retention()
+            if aside:
+                log.info("retention removed %d segment file(s)", len(aside))
+                await self.free_files(aside)
+
+    async def free_files(self, paths: Sequence[Path]) -> None:
+        """Free files no longer part of any log (renamed ``*.deleted``), paced, one deletion at a time, off the
+        loop (``GradualDeleter``: a burst of freed blocks stalls every fsync behind it)."""
+        await asyncio.get_running_loop().run_in_executor(self._delete_executor, self.deleter.delete, paths)
 
     def request_context(self, header: RequestHeader) -> RequestContext:
         return RequestContext(header, self.manager, self.config, self.apis)
@@ -299,6 +310,8 @@ class Shard:
                 log.error("the last group commit did not finish before the shutdown deadline")
         if self.cleaner is not None:
             self.cleaner.close()  # a pass in flight is dropped: its cleaned files go when the log next opens
+        self.deleter.stop()  # files not freed yet go when their log next opens
+        self._delete_executor.shutdown(wait=True)
         if self._manager is not None:
             self._manager.close()  # flush_now + clean-shutdown marker per partition
         self.probe.flush()

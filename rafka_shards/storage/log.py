@@ -479,12 +479,13 @@ class PartitionLog:
 
     # ---- retention and truncation ------------------------------------------------------------------------------
 
-    def apply_retention(self, now_ms: int) -> int:
-        """Delete old segments by retention.ms and retention.bytes when cleanup.policy has delete; the count."""
-        deleted = 0
+    def apply_retention(self, now_ms: int) -> list[Path]:
+        """Remove old segments by retention.ms and retention.bytes when cleanup.policy has delete: their files are
+        renamed aside (``*.deleted``) and returned, for the caller to free off its loop (``GradualDeleter``)."""
+        aside: list[Path] = []
         config = self.config
         if not config.delete:
-            return 0
+            return aside
         total = self.size_bytes()
         while len(self.segments) > 1:
             seg = self.segments[0]
@@ -500,12 +501,11 @@ class PartitionLog:
             self.segments.pop(0)
             self._bases.pop(0)
             self._dirty.pop(seg.base_offset, None)
-            seg.delete()
-            deleted += 1
+            aside += seg.rename_aside()
             self.log_start_offset = self.segments[0].base_offset
-        if deleted:
+        if aside:
             fsync_dir(self.directory)
-        return deleted
+        return aside
 
     def truncate_to(self, offset: int) -> None:
         offset = max(offset, self.log_start_offset)

@@ -21,6 +21,8 @@ from pathlib import Path
 from rafka_shards.records.batch import BATCH_HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header, scan_for_recovery
 from rafka_shards.storage.config import RECENT_BATCHES_MAX
 
+DELETED_SUFFIX = ".deleted"  # files no longer part of the log: freed off the shard's loop, or when the log opens
+
 _INDEX_ENTRY = struct.Struct(">II")
 _TIME_ENTRY = struct.Struct(">qI")
 _LENGTH = struct.Struct(">qi")
@@ -263,6 +265,17 @@ class LogSegment:
         self.close()
         for path in (self.log_path, self.index_path, self.timeindex_path):
             path.unlink(missing_ok=True)
+
+    def rename_aside(self) -> list[Path]:
+        """Close the segment and rename its files ``*.deleted`` (quick, unlike freeing a large file): the paths, for
+        the caller to free off its loop. The caller fsyncs the directory."""
+        self.close()
+        aside = []
+        for path in (self.log_path, self.index_path, self.timeindex_path):
+            if path.exists():
+                os.replace(path, path.with_name(path.name + DELETED_SUFFIX))
+                aside.append(path.with_name(path.name + DELETED_SUFFIX))
+        return aside
 
 
 def _read_pairs(fd: int, entry: struct.Struct) -> tuple[list[int], list[int]]:
