@@ -236,8 +236,9 @@ class PartitionLog:
         append): they must continue this log exactly. Returns the new log end offset."""
         expected = self.log_end_offset
         for h in headers:
-            # Above the end is a gap log compaction left in the leader's log (its removed batches); below, never.
-            if h.base_offset < expected or (h.base_offset != expected and not self.config.compact):
+            # Above the end is a gap log compaction left in the leader's log (its removed batches), whatever the
+            # topic's cleanup.policy is now (a log compacted before a switch to delete keeps its gaps); below, never.
+            if h.base_offset < expected:
                 raise KafkaError(
                     ErrorCode.CORRUPT_MESSAGE,
                     f"{self.directory.name}: replicated batch at offset {h.base_offset}, the log ends at {expected}",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rafka_shards.model import KafkaError
 from rafka_shards.records.batch import Compression, validate_batches
 from rafka_shards.records.builder import Record, build_batch, decode_batches
 from rafka_shards.storage import cleaner
@@ -100,6 +101,28 @@ def test_a_pass_keeps_the_latest_record_of_every_key_at_its_offset(tmp_path: Pat
     reopened.update_high_watermark(reopened.log_end_offset)
     assert _everything(reopened) == after
     assert reopened.log_end_offset == log.log_end_offset
+
+
+@pytest.mark.parametrize("follower_policy", ["compact", "delete"])
+def test_a_follower_copies_a_compacted_leaders_log_with_its_gaps(tmp_path: Path, follower_policy: str) -> None:
+    """Whatever the policy is now: a log compacted under ``compact`` keeps its gaps after a switch to ``delete``,
+    and a follower that catches up later must copy them (as Kafka's followers do), not stop replicating."""
+    leader, _ = _filled(tmp_path / "leader", Compression.NONE)
+    assert _pass(leader, now_ms=10) is not None
+    leader.update_high_watermark(leader.log_end_offset)
+    follower = PartitionLog.open(tmp_path / "follower", dataclasses.replace(CONFIG, cleanup_policy=follower_policy), 0)
+    offset = 0
+    while offset < leader.log_end_offset:
+        r = leader.read(offset, 1000, leader.high_watermark, min_one_batch=True)
+        buf = bytearray(r.data)
+        follower.append_replica(buf, validate_batches(buf, max_batch_bytes=10**6, from_leader=True), 0)
+        offset = r.next_offset
+    follower.update_high_watermark(follower.log_end_offset)
+    assert follower.log_end_offset == leader.log_end_offset
+    assert _everything(follower) == _everything(leader)
+    stale = bytearray(leader.read(0, 1000, leader.high_watermark, min_one_batch=True).data)
+    with pytest.raises(KafkaError):  # below the end is never accepted
+        follower.append_replica(stale, validate_batches(stale, max_batch_bytes=10**6, from_leader=True), 0)
 
 
 def test_tombstones_go_after_delete_retention_from_the_first_pass(tmp_path: Path) -> None:
