@@ -30,8 +30,16 @@ def run(main: Coroutine[Any, Any, int]) -> int:
 
 
 async def _with_task_dumps(main: Coroutine[Any, Any, int]) -> int:
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, lambda: sys.stderr.write(describe_tasks()))
-    return await main
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR2, lambda: sys.stderr.write(describe_tasks()))
+    try:
+        return await main
+    finally:
+        # The process has stopped; what is left is the interpreter's teardown. A SIGTERM now is a second one (the
+        # whole process group got one, then the supervisor sent its own): ignored, where closing the loop would
+        # put the default back and let it kill a process that stopped cleanly.
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def describe_tasks() -> str:
