@@ -4,13 +4,19 @@ live for delete.retention.ms after the first pass, producer state survives, and 
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from rafka_shards.model import KafkaError
+from rafka_shards.config import BrokerConfig
+from rafka_shards.model import KafkaError, TopicPartition
 from rafka_shards.records.batch import Compression, validate_batches
 from rafka_shards.records.builder import Record, build_batch, decode_batches
+from rafka_shards.shard.cleaner import LogCleaner
+from rafka_shards.shard.partition import Partition
 from rafka_shards.storage import cleaner
 from rafka_shards.storage.config import LogConfig
 from rafka_shards.storage.log import PartitionLog
@@ -123,6 +129,49 @@ def test_a_follower_copies_a_compacted_leaders_log_with_its_gaps(tmp_path: Path,
     stale = bytearray(leader.read(0, 1000, leader.high_watermark, min_one_batch=True).data)
     with pytest.raises(KafkaError):  # below the end is never accepted
         follower.append_replica(stale, validate_batches(stale, max_batch_bytes=10**6, from_leader=True), 0)
+
+
+def test_min_compaction_lag_keeps_young_segments_out_of_a_pass(tmp_path: Path) -> None:
+    log, before = _filled(tmp_path)  # every record has timestamp 1000
+    log.update_config(dataclasses.replace(CONFIG, min_compaction_lag_ms=500))
+    assert log.cleanable_end(now_ms=1200) == 0  # 200 ms old: not yet
+    assert _pass(log, now_ms=1200) is None and _everything(log) == before
+    assert log.cleanable_end(now_ms=1600) == log.segments[-1].base_offset  # 600 ms old: all but the active one
+    assert _pass(log, now_ms=1600) is not None and len(_everything(log)) < len(before)
+
+
+def test_max_compaction_lag_makes_the_cleaner_take_a_log_below_its_dirty_ratio(tmp_path: Path) -> None:
+    log, _ = _filled(tmp_path)
+    assert _pass(log, now_ms=10) is not None
+    for i in range(3):  # a little new dirt: a dirty ratio well below 0.9
+        _append(log, [(b"k%d" % i, b"again")])
+    _append(log, [(b"tail", b"t")] * 4)
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    partitions = {TopicPartition("t", 0): cast(Partition, types.SimpleNamespace(log=log))}
+
+    def chosen(max_lag_ms: int, now_ms: int) -> bool:
+        log.update_config(dataclasses.replace(CONFIG, min_cleanable_dirty_ratio=0.9, max_compaction_lag_ms=max_lag_ms))
+        ratio, dirty, _ = log.dirty_ratio(now_ms)
+        assert 0 < ratio < 0.9 and dirty > 0
+        cleaner = LogCleaner(BrokerConfig(data_dir=tmp_path), lambda: partitions, lambda: now_ms, _no_files)
+        return cleaner.choose() is not None
+
+    assert not chosen(max_lag_ms=10_000, now_ms=2000)  # below its ratio and not overdue: left alone
+    assert chosen(max_lag_ms=500, now_ms=2000)  # its dirty records are 1,000 ms old: overdue, cleaned anyway
+
+
+async def _no_files(paths: Sequence[Path]) -> None:
+    raise AssertionError("choose() frees nothing")
+
+
+def test_retention_applies_to_compact_delete_and_never_to_compact_alone(tmp_path: Path) -> None:
+    log, before = _filled(tmp_path)  # records of timestamp 1000
+    log.update_config(dataclasses.replace(CONFIG, retention_ms=100))
+    assert log.apply_retention(now_ms=5000) == [] and _everything(log) == before  # compact: kept, however old
+    log.update_config(dataclasses.replace(CONFIG, cleanup_policy="compact,delete", retention_ms=100))
+    assert log.apply_retention(now_ms=5000)  # compact,delete: what retention.ms no longer keeps goes
+    assert log.log_start_offset > 0 and len(log.segments) == 1
 
 
 def test_tombstones_go_after_delete_retention_from_the_first_pass(tmp_path: Path) -> None:
