@@ -79,8 +79,8 @@ async def _serve(config: BrokerConfig) -> int:
 
     supervisor = Supervisor(config, ChildTargets(controller=run_controller, shard=run_shard))
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, supervisor.request_stop)
+    event_loop.stop_on_sigterm(loop, supervisor.request_stop)
+    loop.add_signal_handler(signal.SIGINT, supervisor.request_stop)
     try:
         await supervisor.start()
         await supervisor.start_shards()

@@ -7,7 +7,7 @@ import faulthandler
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 PARENT_CHECK_INTERVAL_S = 1.0
@@ -32,14 +32,22 @@ def run(main: Coroutine[Any, Any, int]) -> int:
 async def _with_task_dumps(main: Coroutine[Any, Any, int]) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR2, lambda: sys.stderr.write(describe_tasks()))
-    try:
-        return await main
-    finally:
-        # The process has stopped; what is left is the interpreter's teardown. A SIGTERM now is a second one (the
-        # whole process group got one, then the supervisor sent its own): ignored, where closing the loop would
-        # put the default back and let it kill a process that stopped cleanly.
-        loop.remove_signal_handler(signal.SIGTERM)
+    return await main
+
+
+def stop_on_sigterm(loop: asyncio.AbstractEventLoop, request_stop: Callable[[], None]) -> None:
+    """Call ``request_stop`` on the first SIGTERM and ignore every later one, for the rest of the process's life.
+
+    A second SIGTERM is common: the whole process group gets one (systemd's KillMode=control-group, ``kill -TERM
+    -<pgid>``), then the supervisor sends its own to each child. Left to the loop, it could arrive after the loop
+    closed, when closing put the default action back, and kill a process that had stopped cleanly."""
+
+    def first() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)  # the loop no longer owns it: closing will not reset it
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        request_stop()
+
+    loop.add_signal_handler(signal.SIGTERM, first)
 
 
 def describe_tasks() -> str:

@@ -188,7 +188,7 @@ async def _serve(
         log.warning("stopping: the supervisor's link closed (%s)", reason)
         stop.set()
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    event_loop.stop_on_sigterm(loop, stop.set)
     host = ControllerHost(config, config.data_dir / "metrics", restarts)
     host.link = Link(link_sock, host.on_message, supervisor_gone)
     host.link.start()

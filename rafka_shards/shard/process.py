@@ -35,7 +35,7 @@ async def _serve(config: BrokerConfig, listener: socket.socket, supervisor_link:
     log = logging.getLogger("rafka_shards.shard")
     shard = Shard(config, listener, supervisor_link, parent_pid)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, shard.request_stop)
+    event_loop.stop_on_sigterm(loop, shard.request_stop)
     # Ctrl-C in a terminal sends SIGINT to the whole process group: the supervisor handles it and stops the shards
     # in order (SIGTERM). A shard stopping on its own meanwhile would look like a death to restart.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

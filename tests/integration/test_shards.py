@@ -272,17 +272,6 @@ def test_sigusr1_and_sigusr2_write_stacks_and_tasks_to_the_log_and_the_node_keep
     _create(two_shards.bootstrap, "after-sigusr1", partitions=2)
 
 
-def test_sigterm_to_the_whole_process_group_stops_the_node_cleanly(two_shards: Broker) -> None:
-    """systemd's default (KillMode=control-group) and ``kill -TERM -<pgid>``: every process gets SIGTERM at once,
-    then each child gets the supervisor's too, possibly after its event loop ended. A clean stop all the same."""
-    assert two_shards.proc is not None
-    tree = two_shards.process_tree()
-    os.killpg(two_shards.proc.pid, signal.SIGTERM)
-    assert two_shards.proc.wait(60) == 0, two_shards.log()
-    assert wait_gone(tree, timeout_s=15) == []
-    assert "killed by SIGTERM" not in two_shards.log(1_000_000)
-
-
 def test_shards_and_the_controller_stop_when_the_supervisor_is_killed(two_shards: Broker) -> None:
     children = [psutil.Process(pid) for pid in [*two_shards.shard_pids(), two_shards.controller_pid()]]
     assert two_shards.proc is not None
