@@ -174,6 +174,31 @@ class BrokerConfig:
     producers_per_partition_max: int = _setting(
         10_000, "idempotent producers remembered per partition (least recently used dropped)", 1, 1_000_000
     )
+    # Consumer groups (the group coordinator of the shard leading a group's ``__consumer_offsets`` partition).
+    offsets_topic_partitions: int = _setting(50, "partitions of __consumer_offsets, fixed at its creation", 1, 1000)
+    offsets_topic_replication_factor: int = _setting(
+        3, "replicas of each __consumer_offsets partition (at most one per node: min(this, nodes))", 1, 16
+    )
+    offsets_topic_segment_bytes: int = _setting(100 * MIB, "segment.bytes of __consumer_offsets", 1 * MIB, GIB)
+    offsets_commit_timeout_ms: int = _setting(
+        5000, "how long a commit or group write waits for the in-sync replicas", 1, 300_000
+    )
+    offsets_retention_minutes: int = _setting(
+        7 * 24 * 60, "committed offsets of a group that stayed empty this long expire", 1, 2**31 - 1
+    )
+    offsets_retention_check_interval_ms: int = _setting(600_000, "how often offsets expire", 100, 86_400_000)
+    offset_metadata_max_bytes: int = _setting(4096, "longest metadata string of a commit", 0, 1 * MIB)
+    group_min_session_timeout_ms: int = _setting(6000, "smallest session timeout a member may ask", 1, 2**31 - 1)
+    group_max_session_timeout_ms: int = _setting(1_800_000, "largest session timeout a member may ask", 1, 2**31 - 1)
+    group_max_size: int = _setting(
+        10_000, "members of one group (with those given an id, not joined yet)", 1, 1_000_000
+    )
+    group_initial_rebalance_delay_ms: int = _setting(
+        3000, "an empty group's first rebalance waits this long for more members", 0, 300_000
+    )
+    group_member_metadata_max_bytes: int = _setting(
+        1 * MIB, "protocol metadata of one member (its subscription), summed over its protocols", 64, 64 * MIB
+    )
     shutdown_timeout_ms: int = _setting(30_000, "graceful shutdown deadline", 100, 600_000)
 
     @property

@@ -75,8 +75,9 @@ class ConnectionHost(Protocol):
     @property
     def connection_limits(self) -> ConnectionLimits: ...
 
-    def request_context(self, header: RequestHeader) -> RequestContext:
-        """What a handler gets besides its request (the partition manager, the config, the API declarations)."""
+    def request_context(self, header: RequestHeader, client_host: str) -> RequestContext:
+        """What a handler gets besides its request (the partition manager, the group coordinator, the config, the
+        API declarations, the client's address)."""
         ...
 
     def connection_opened(self, conn: KafkaConnection) -> bool:
@@ -115,6 +116,7 @@ class KafkaConnection(asyncio.Protocol):
         self._writing_paused = False
         self._closing = False
         self.peer = "?"
+        self.host = ""  # the client's address, as Kafka shows it in group descriptions ("/127.0.0.1")
 
     # ---- asyncio.Protocol ------------------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class KafkaConnection(asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.host = f"/{peer[0]}" if isinstance(peer, tuple) else ""
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -194,7 +197,7 @@ class KafkaConnection(asyncio.Protocol):
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s v%d correlation id %d", self.peer, handler.name, version, correlation_id)
-        ctx = self._shard.request_context(header)
+        ctx = self._shard.request_context(header, self.host)
         task: asyncio.Future[ResponseBody | None] = asyncio.ensure_future(handler.handle(ctx, request))
         # ApiVersions responses always use header v0 so that any client can read them (KIP-511).
         flexible_header = api_key != API_VERSIONS_KEY and kio_codec.is_flexible(api_key, version)

@@ -31,6 +31,7 @@ from rafka_shards.shard.cleaner import LogCleaner
 from rafka_shards.shard.connection import ConnectionLimits, KafkaConnection
 from rafka_shards.shard.controller_link import ControllerLink, ControllerLost
 from rafka_shards.shard.flusher import GroupCommitFlusher
+from rafka_shards.shard.group_coordinator import GroupCoordinator
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext
 from rafka_shards.shard.kafka.registry import HANDLERS
 from rafka_shards.shard.limits import HEARTBEATS_IN_FLIGHT_MAX, LISTEN_BACKLOG, PROBE_FLUSH_INTERVAL_S
@@ -80,6 +81,7 @@ class Shard:
         self._tasks: list[asyncio.Task[None]] = []
         self._link: ControllerLink | None = None
         self._manager: PartitionManager | None = None
+        self._groups: GroupCoordinator | None = None
         self._flusher: GroupCommitFlusher | None = None
         self.cleaner: LogCleaner | None = None
         self.deleter = GradualDeleter(config.log_delete_max_bytes_per_second)
@@ -103,7 +105,13 @@ class Shard:
             config, MetadataImage(offset=-1, cluster_id=""), self._flusher, wall_clock_ms, self.probe, monotonic_ms
         )
         self._manager = manager
-        self._link = ControllerLink(manager.reconcile, self._stats, self._controller_lost)
+        groups = self._groups = GroupCoordinator(manager, config, wall_clock_ms)
+
+        def reconcile(image: MetadataImage) -> None:
+            manager.reconcile(image)
+            groups.reconcile(image)
+
+        self._link = ControllerLink(reconcile, self._stats, self._controller_lost)
         self._supervisor_link.start()
         try:
             await self._link.connect()
@@ -119,6 +127,7 @@ class Shard:
         self._spawn(self._parent_watch(), "parent-watch")
         self._spawn(self._heartbeat_loop(), "heartbeat")
         self._spawn(manager.replication.isr_loop(), "isr")
+        self._spawn(groups.run(), "groups")
         self._server = await loop.create_server(
             lambda: KafkaConnection(self), sock=self._listener, backlog=LISTEN_BACKLOG
         )
@@ -269,8 +278,9 @@ class Shard:
         loop (``GradualDeleter``: a burst of freed blocks stalls every fsync behind it)."""
         await asyncio.get_running_loop().run_in_executor(self._delete_executor, self.deleter.delete, paths)
 
-    def request_context(self, header: RequestHeader) -> RequestContext:
-        return RequestContext(header, self.manager, self.config, self.apis)
+    def request_context(self, header: RequestHeader, client_host: str) -> RequestContext:
+        assert self._groups is not None, "shard not started"
+        return RequestContext(header, self.manager, self.config, self.apis, self._groups, client_host)
 
     def connection_opened(self, conn: KafkaConnection) -> bool:
         if len(self.connections) >= self.config.connections_max or not self.ready:
@@ -288,6 +298,8 @@ class Shard:
             self._server.close()
         for conn in list(self.connections):
             conn.stop_reading()
+        if self._groups is not None:
+            self._groups.close()  # joins and syncs waiting for a rebalance are answered NOT_COORDINATOR now
         in_flight = [t for c in self.connections for t in c.pending_tasks()]
         if in_flight:
             await asyncio.wait(in_flight, timeout=max(0.0, deadline - time.monotonic()))

@@ -9,6 +9,7 @@ from typing import Any
 from rafka_shards.config import BrokerConfig
 from rafka_shards.protocol import kio_codec
 from rafka_shards.protocol.framing import RequestHeader
+from rafka_shards.shard.group_coordinator import GroupCoordinator
 from rafka_shards.shard.manager import PartitionManager
 
 # A response body without its header: one buffer, or several for writelines() (Fetch passes record data through).
@@ -22,6 +23,8 @@ class RequestContext:
     config: BrokerConfig
     # Every handler's declaration, by API key (ApiVersions answers from it).
     apis: Mapping[int, ApiHandler] = field(repr=False)
+    groups: GroupCoordinator = field(repr=False)
+    client_host: str = ""  # the client's address, as group descriptions show it
 
     @property
     def version(self) -> int:

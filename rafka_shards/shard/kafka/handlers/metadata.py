@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.image import TopicImage
-from rafka_shards.model import ErrorCode, KafkaError, topic_name_error
+from rafka_shards.model import INTERNAL_TOPICS, ErrorCode, KafkaError, topic_name_error
 from rafka_shards.protocol.fast_responses import (
     MetadataBroker,
     MetadataPartition,
@@ -35,7 +35,7 @@ def topic_metadata(topic: TopicImage) -> MetadataTopic:
         )
         for p in topic.partitions
     ]
-    return MetadataTopic(0, topic.name, topic.topic_id.bytes, False, partitions)
+    return MetadataTopic(0, topic.name, topic.topic_id.bytes, topic.name in INTERNAL_TOPICS, partitions)
 
 
 def _error_topic(code: ErrorCode, name: str | None, topic_id: bytes = _NO_TOPIC_ID) -> MetadataTopic:

@@ -13,7 +13,7 @@ import contextlib
 from typing import Any
 
 from controller.image import TopicImage
-from rafka_shards.model import ErrorCode, KafkaError
+from rafka_shards.model import INTERNAL_TOPICS, ErrorCode, KafkaError
 from rafka_shards.protocol.fast_responses import ProducePartitionResult, encode_produce_response
 from rafka_shards.records.batch import BatchHeader, validate_batches
 from rafka_shards.records.compaction import first_keyless_record
@@ -42,6 +42,10 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                     raise KafkaError(ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, got {acks}")
                 if req.transactional_id is not None:
                     raise KafkaError(ErrorCode.INVALID_REQUEST, "transactions are not supported by this broker")
+                if name in INTERNAL_TOPICS:
+                    raise KafkaError(
+                        ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name} is internal: clients cannot produce to it"
+                    )
                 p = manager.lookup(name, index)
                 if acks == -1:
                     _check_min_insync(manager.image.topics[name], index)

@@ -1,0 +1,56 @@
+"""DescribeGroups (API key 15), versions 0-5: state, protocol and members of groups this shard coordinates.
+
+Runs in a shard process. An unknown group is reported Dead with no error, as Kafka does; members' metadata and
+assignment are shown only in the Stable state. v3+ may ask for the authorized operations: with no ACLs every group
+operation is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rafka_shards.model import KafkaError
+from rafka_shards.protocol import kio_codec
+from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
+
+OPERATIONS_NOT_ASKED = -(2**31)  # Kafka's "authorized operations were not requested"
+GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)  # READ, DELETE, DESCRIBE (AclOperation codes)
+
+
+def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "error_code": 0,
+        "group_id": group_id,
+        "group_state": "",
+        "protocol_type": "",
+        "protocol_data": "",
+        "members": [],
+        "authorized_operations": operations,
+    }
+    try:
+        d = ctx.groups.describe(group_id)
+    except KafkaError as e:
+        body["error_code"] = int(e.code)
+        return body
+    body.update(group_state=d.state.value, protocol_type=d.protocol_type, protocol_data=d.protocol_name)
+    body["members"] = [
+        {
+            "member_id": m.member_id,
+            "group_instance_id": m.instance_id,
+            "client_id": m.client_id,
+            "client_host": m.client_host,
+            "member_metadata": m.metadata,
+            "member_assignment": m.assignment,
+        }
+        for m in d.members
+    ]
+    return body
+
+
+async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
+    operations = GROUP_OPERATIONS if getattr(req, "include_authorized_operations", False) else OPERATIONS_NOT_ASKED
+    groups = [_describe(ctx, str(g), operations) for g in req.groups]
+    return kio_codec.encode_response(15, ctx.version, {"throttle_time": 0, "groups": groups})
+
+
+HANDLER = ApiHandler(key=15, min_version=0, max_version=5, handle=handle)
