@@ -81,3 +81,54 @@ async def _admin(bootstrap: str, topic: str) -> None:
 
 def test_admin(broker: Broker, topic_name: str) -> None:
     asyncio.run(_admin(broker.bootstrap, topic_name))
+
+
+def test_consumer_group_with_manual_commit(broker: Broker, topic_name: str) -> None:
+    """AIOKafkaConsumer(group_id=...) with enable_auto_commit=False: explicit commits of chosen offsets, read back
+    by committed() and honoured by the group's next consumer."""
+
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        await admin.create_topics([NewTopic(topic_name, PARTITIONS, 1)])
+        await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        for p in range(PARTITIONS):
+            for i in range(10):
+                await producer.send_and_wait(topic_name, value=f"{p}-{i}".encode(), partition=p)
+        await producer.stop()
+
+        async def consumer_of_group() -> AIOKafkaConsumer:
+            c = AIOKafkaConsumer(
+                topic_name,
+                bootstrap_servers=broker.bootstrap,
+                group_id="aiokafka-group",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            await c.start()
+            return c
+
+        consumer = await consumer_of_group()
+        got: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(got) < 2 * 10 and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                got.extend(r.value for r in records)
+        assert len(got) == 20
+        tps = [TopicPartition(topic_name, p) for p in range(PARTITIONS)]
+        await consumer.commit({tps[0]: 7, tps[1]: 10})
+        assert [await consumer.committed(tp) for tp in tps] == [7, 10]
+        await consumer.stop()
+
+        consumer = await consumer_of_group()
+        again: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(again) < 3 and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                again.extend(r.value for r in records)
+        await consumer.stop()
+        assert sorted(again) == [b"0-7", b"0-8", b"0-9"]
+
+    asyncio.run(run())

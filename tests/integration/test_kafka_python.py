@@ -93,3 +93,44 @@ def test_admin(broker: Broker, topic_name: str) -> None:
     admin.delete_topics([topic_name])
     assert topic_name not in admin.list_topics()
     admin.close()
+
+
+def test_consumer_group_subscribe_commit_and_resume(broker: Broker, topic_name: str) -> None:
+    """KafkaConsumer(group_id=...): the group coordinator assigns both partitions, commits are kept, and a new
+    consumer of the group resumes after them."""
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic(topic_name, PARTITIONS, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+
+    def produce(tag: str, per_partition: int) -> set[bytes]:
+        values = {f"{tag}-{p}-{i}".encode() for p in range(PARTITIONS) for i in range(per_partition)}
+        for v in sorted(values):
+            producer.send(topic_name, value=v, partition=int(v.split(b"-")[1]))
+        producer.flush(30)
+        return values
+
+    def consume(count: int) -> list[bytes]:
+        consumer = KafkaConsumer(
+            topic_name,
+            bootstrap_servers=broker.bootstrap,
+            group_id="kafka-python-group",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        got: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(got) < count and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(r.value for r in records)
+        consumer.commit()
+        committed = [consumer.committed(TopicPartition(topic_name, p)) for p in range(PARTITIONS)]
+        consumer.close()
+        assert sum(c or 0 for c in committed) >= count
+        return got
+
+    first = produce("a", 20)
+    assert sorted(consume(40)) == sorted(first)
+    second = produce("b", 10)
+    producer.close()
+    assert sorted(consume(20)) == sorted(second), "the second consumer starts at the committed offsets"

@@ -67,3 +67,37 @@ def test_metadata_and_offsets_by_time(broker: Broker, topic_name: str) -> None:
     )
     assert out.splitlines()[0] == "30 m30"
     assert len(out.splitlines()) == 20
+
+
+def test_balanced_consumer_group(broker: Broker, topic_name: str) -> None:
+    """kcat -G (librdkafka 2.0's balanced consumer): it joins the group, consumes, commits on exit; the next run
+    of the group starts after what the first committed."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(topic_name, 2, 1)]).values():
+        f.result(timeout=30)
+    for p in (0, 1):
+        lines = "".join(f"m{p}-{i}\n" for i in range(10))
+        kcat("-b", broker.bootstrap, "-P", "-t", topic_name, "-p", str(p), stdin=lines)
+
+    def group_run(count: int) -> list[str]:
+        out = kcat(
+            "-b",
+            broker.bootstrap,
+            "-G",
+            "kcat-group",
+            topic_name,
+            "-c",
+            str(count),
+            "-f",
+            "%s\n",
+            "-X",
+            "auto.offset.reset=earliest",
+        )
+        return sorted(out.split())
+
+    assert group_run(20) == sorted(f"m{p}-{i}" for p in (0, 1) for i in range(10))
+    for p in (0, 1):
+        kcat("-b", broker.bootstrap, "-P", "-t", topic_name, "-p", str(p), stdin=f"n{p}\n")
+    assert group_run(2) == ["n0", "n1"]

@@ -1,0 +1,191 @@
+"""Consumer groups with librdkafka (confluent-kafka 2.16) against real broker processes: subscribe in several
+consumer processes, commits that survive consumer and broker restarts, a SIGKILLed consumer's partitions moving to
+the others, and the AdminClient's group operations."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.conftest import Broker, running
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+WAIT_S = 90  # generous: the machine may be busy; every wait ends as soon as its condition holds
+GROUP_ARGS = ["--group-initial-rebalance-delay-ms", "300"]
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Broker]:
+    yield from running(Broker(tmp_path / "data", GROUP_ARGS, shards=2))
+
+
+class ConsumerProcess:
+    def __init__(self, bootstrap: str, group: str, topic: str, out: Path, *extra: str) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.group_consumer", bootstrap, group, topic, str(out), *extra],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.out.exists():
+            return []
+        lines = self.out.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def consumed(self) -> list[tuple[int, int, str]]:
+        return [(e["p"], e["o"], e["v"]) for e in self.events() if "v" in e]
+
+    def assignment(self) -> set[int]:
+        """The partitions of the last assignment (eager protocol: each assign replaces the last)."""
+        current: set[int] = set()
+        for e in self.events():
+            if "assigned" in e:
+                current = set(e["assigned"])
+            elif "revoked" in e:
+                current = set()
+        return current
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(WAIT_S) == 0
+
+
+def wait_for(what: str, condition: Any, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout_s}s: {what}")
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        f.result(timeout=30)
+
+
+def produce(bootstrap: str, topic: str, partitions: int, per_partition: int, tag: str) -> set[str]:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    values = set()
+    for p in range(partitions):
+        for i in range(per_partition):
+            value = f"{tag}-{p}-{i}"
+            producer.produce(topic, value=value, partition=p)
+            values.add(value)
+    assert producer.flush(30) == 0
+    return values
+
+
+def balanced(consumers: list[ConsumerProcess], partitions: int) -> bool:
+    sets = [c.assignment() for c in consumers]
+    return all(sets) and sum(len(s) for s in sets) == partitions and set().union(*sets) == set(range(partitions))
+
+
+def consume_round(bootstrap: str, tmp: Path, group: str, topic: str, values: set[str], tag: str) -> None:
+    """Three consumer processes share the topic's six partitions; ``values`` are then produced and must each be
+    consumed (and committed) by exactly one of them, nothing else consumed."""
+    consumers = [ConsumerProcess(bootstrap, group, topic, tmp / f"{tag}-{i}.jsonl") for i in range(3)]
+    try:
+        wait_for("three consumers share six partitions", lambda: balanced(consumers, 6))
+        produced = produce(bootstrap, topic, 6, 50, tag)
+        values |= produced
+        wait_for("every message consumed", lambda: {v for c in consumers for _, _, v in c.consumed()} >= produced)
+    finally:
+        for c in consumers:
+            c.stop()
+    consumed = [v for c in consumers for _, _, v in c.consumed()]
+    assert sorted(consumed) == sorted(produced), "each message is consumed once, by one consumer, and only new ones"
+    owners: dict[int, set[int]] = {}
+    for n, c in enumerate(consumers):
+        for p, _, _ in c.consumed():
+            owners.setdefault(p, set()).add(n)
+    assert all(len(o) == 1 for o in owners.values()), owners
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(partitions)])
+    result = admin.list_consumer_group_offsets([request])[group].result(timeout=30)
+    return {tp.partition: tp.offset for tp in result.topic_partitions}
+
+
+def test_three_consumer_processes_share_partitions_and_commits_survive_restarts(
+    node: Broker, tmp_path: Path, topic_name: str
+) -> None:
+    create_topic(node.bootstrap, topic_name, 6)
+    values: set[str] = set()
+    consume_round(node.bootstrap, tmp_path, "g-share", topic_name, values, "first")
+    assert committed(node.bootstrap, "g-share", topic_name, 6) == dict.fromkeys(range(6), 50)
+    # New consumer processes start from the committed offsets: only the new messages.
+    consume_round(node.bootstrap, tmp_path, "g-share", topic_name, values, "second")
+    node.restart()
+    assert committed(node.bootstrap, "g-share", topic_name, 6) == dict.fromkeys(range(6), 100)
+    consume_round(node.bootstrap, tmp_path, "g-share", topic_name, values, "third")
+    assert committed(node.bootstrap, "g-share", topic_name, 6) == dict.fromkeys(range(6), 150)
+
+
+def test_a_sigkilled_consumers_partitions_move_to_the_survivor(node: Broker, tmp_path: Path, topic_name: str) -> None:
+    create_topic(node.bootstrap, topic_name, 4)
+    args = ("--session-timeout-ms", "6000")
+    consumers = [ConsumerProcess(node.bootstrap, "g-kill", topic_name, tmp_path / f"c{i}.jsonl", *args) for i in (0, 1)]
+    try:
+        wait_for("two consumers share four partitions", lambda: balanced(consumers, 4))
+        victim, survivor = consumers
+        lost = victim.assignment()
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        produced = produce(node.bootstrap, topic_name, 4, 20, "after-kill")
+        wait_for("the survivor took every partition", lambda: survivor.assignment() == set(range(4)))
+        wait_for("the survivor consumed everything", lambda: {v for _, _, v in survivor.consumed()} >= produced)
+        assert lost <= {p for p, _, _ in survivor.consumed()}
+    finally:
+        consumers[1].stop()
+
+
+def test_admin_client_lists_describes_alters_and_deletes_groups(node: Broker, tmp_path: Path, topic_name: str) -> None:
+    create_topic(node.bootstrap, topic_name, 2)
+    produce(node.bootstrap, topic_name, 2, 10, "x")
+    admin = AdminClient({"bootstrap.servers": node.bootstrap})
+    consumer = ConsumerProcess(node.bootstrap, "g-admin", topic_name, tmp_path / "c.jsonl")
+    try:
+        wait_for("consumed", lambda: len(consumer.consumed()) == 20)
+        listed = admin.list_consumer_groups().result(timeout=30)
+        assert "g-admin" in {g.group_id for g in listed.valid} and not listed.errors
+        described = admin.describe_consumer_groups(["g-admin"])["g-admin"].result(timeout=30)
+        assert described.state.name == "STABLE" and described.partition_assignor == "range"
+        (member,) = described.members
+        assert {tp.partition for tp in member.assignment.topic_partitions} == {0, 1}
+        assert member.host.endswith("127.0.0.1")
+        with pytest.raises(KafkaException, match="NON_EMPTY_GROUP"):
+            admin.delete_consumer_groups(["g-admin"])["g-admin"].result(timeout=30)
+    finally:
+        consumer.stop()
+    assert committed(node.bootstrap, "g-admin", topic_name, 2) == {0: 10, 1: 10}
+    request = ConsumerGroupTopicPartitions(
+        "g-admin", [TopicPartition(topic_name, 0, 3), TopicPartition(topic_name, 1, 4)]
+    )
+    admin.alter_consumer_group_offsets([request])["g-admin"].result(timeout=30)
+    assert committed(node.bootstrap, "g-admin", topic_name, 2) == {0: 3, 1: 4}
+    described = admin.describe_consumer_groups(["g-admin"])["g-admin"].result(timeout=30)
+    assert described.state.name == "EMPTY" and not described.members
+    admin.delete_consumer_groups(["g-admin"])["g-admin"].result(timeout=30)
+    assert "g-admin" not in {g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid}
+    assert committed(node.bootstrap, "g-admin", topic_name, 2) == {0: -1001, 1: -1001}
+    with pytest.raises(KafkaException, match="GROUP_ID_NOT_FOUND"):
+        admin.delete_consumer_groups(["g-admin"])["g-admin"].result(timeout=30)
