@@ -7,8 +7,10 @@ import faulthandler
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 PARENT_CHECK_INTERVAL_S = 1.0
 AWAIT_CHAIN_MAX = 64  # coroutines listed per task by describe_tasks
@@ -33,6 +35,17 @@ async def _with_task_dumps(main: Coroutine[Any, Any, int]) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR2, lambda: sys.stderr.write(describe_tasks()))
     return await main
+
+
+async def within(aw: Awaitable[T], timeout_s: float) -> T:
+    """``await aw``, bounded by ``timeout_s`` (TimeoutError past it; ``aw`` is then cancelled), that never swallows
+    a cancellation of the waiting task. Use it instead of ``asyncio.wait_for``: in Python 3.11, when ``aw`` finishes in
+    the same loop step as the waiting task is cancelled, wait_for returns the result and the cancellation is lost
+    (gh-86296); a loop around it then runs on, and a process whose loop cancels its tasks on the way out cannot
+    exit (the controller hung that way in ``_cancel_all_tasks``: a waiter for metadata propagation that looped until
+    its deadline)."""
+    async with asyncio.timeout(max(0.0, timeout_s)):
+        return await aw
 
 
 def stop_on_sigterm(loop: asyncio.AbstractEventLoop, request_stop: Callable[[], None]) -> None:

@@ -13,7 +13,6 @@ cannot succeed as a whole proposes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from typing import Any
@@ -34,6 +33,7 @@ from controller.commands import (
 )
 from controller.image import MetadataImage, PartitionImage, TopicImage
 from controller.state_machine import CommandRejected, Rejection, RejectKind
+from rafka_shards import event_loop
 from rafka_shards.admin.ports import MetadataProposer, MetadataReader, NodeView
 from rafka_shards.admin.requests import BadRequest
 from rafka_shards.ipc.channel import PartitionStats
@@ -130,7 +130,7 @@ class ClusterAdmin:
         if reg is None:
             return None
         with contextlib.suppress(KafkaClientError, TimeoutError, ValueError):
-            start, high = await asyncio.wait_for(_list_offsets(reg.host, reg.port, topic, index), OFFSETS_TIMEOUT_S)
+            start, high = await event_loop.within(_list_offsets(reg.host, reg.port, topic, index), OFFSETS_TIMEOUT_S)
             return {"log_start_offset": start, "high_watermark": high}
         return None
 

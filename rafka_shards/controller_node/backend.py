@@ -28,6 +28,7 @@ from controller.raft.node import RaftNode, Ready, Role
 from controller.raft.types import Entry, EntryKind, NodeId, Term
 from controller.raft.wal import RaftStorage
 from controller.state_machine import apply
+from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig
 from rafka_shards.controller_node.clock import Clock
 from rafka_shards.controller_node.pending import Pending
@@ -52,7 +53,7 @@ class Changes:
         calling (nothing can change between that check and this call: no await in between)."""
         event = self._event
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), max(0.0, timeout_s))
+            await event_loop.within(event.wait(), max(0.0, timeout_s))
 
     async def wait_or(self, fut: asyncio.Future[Any], timeout_s: float) -> None:
         """Until ``fut`` is done, the next ``notify`` or ``timeout_s``, whichever comes first (``fut`` is left

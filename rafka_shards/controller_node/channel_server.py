@@ -25,6 +25,7 @@ from collections.abc import Coroutine
 from controller.commands import Command
 from controller.state_machine import CommandRejected
 from controller.topics import TopicProposal, TopicRejected
+from rafka_shards import event_loop
 from rafka_shards.controller_node.raft_controller import ControllerUnavailable, RaftController
 from rafka_shards.ipc.channel import (
     HEARTBEAT_FENCED,
@@ -125,7 +126,7 @@ class ShardSession:
         self._stats[request_id] = fut
         self._write(encode(StatsRequest(request_id)))
         try:
-            return await asyncio.wait_for(fut, timeout_s)
+            return await event_loop.within(fut, timeout_s)
         except TimeoutError:
             log.warning("shard %d did not answer a stats request within %.1fs", self.index, timeout_s)
             return None
@@ -267,4 +268,4 @@ class ControllerServer:
                 log.warning("metadata offset %d not applied by shard(s) %s within the timeout", offset, shards)
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), remaining_s)
+                await event_loop.within(progress.wait(), remaining_s)

@@ -40,6 +40,7 @@ from controller.raft.node import ConfChangeError, ConfChangeOp, NotLeader, Propo
 from controller.raft.types import NO_NODE, NodeId
 from controller.state_machine import CommandRejected, Rejection, RejectKind, validate
 from controller.topics import TopicProposal, TopicRejected
+from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig
 from rafka_shards.controller_node.backend import RaftBackend
 from rafka_shards.controller_node.clock import Clock
@@ -217,7 +218,7 @@ class RaftFrontend:
 
     async def _settled(self, fut: asyncio.Future[int], deadline_ms: float, why: str) -> int:
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, (deadline_ms - self._clock()) / 1000))
+            return await event_loop.within(asyncio.shield(fut), max(0.0, (deadline_ms - self._clock()) / 1000))
         except TimeoutError:
             raise unavailable(why) from None
 
@@ -317,7 +318,7 @@ class RaftFrontend:
         fut = self._pending.proposed(index, node.term)
         self._backend.wake()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), FORWARD_TIMEOUT_MS / 1000)
+            return await event_loop.within(asyncio.shield(fut), FORWARD_TIMEOUT_MS / 1000)
         except TimeoutError:
             raise ControllerUnavailable(f"membership entry {index} not committed in time") from None
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from controller.raft.node import RaftNode, Role
 from controller.raft.types import NodeId
+from rafka_shards import event_loop
 from rafka_shards.config import Endpoint
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class LeaderGoneCheck:
                 await asyncio.sleep(delay_s)
                 try:
                     connecting = asyncio.open_connection(address.host, address.port)
-                    _, writer = await asyncio.wait_for(connecting, self._timeout_s)
+                    _, writer = await event_loop.within(connecting, self._timeout_s)
                     writer.transport.abort()  # it listens (for now)
                 except ConnectionRefusedError:
                     if self._node.leader == src:

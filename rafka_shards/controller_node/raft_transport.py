@@ -21,6 +21,7 @@ import struct
 from collections.abc import Callable
 
 from controller.raft.messages import SNAPSHOT_BYTES_MAX
+from rafka_shards import event_loop
 from rafka_shards.config import Endpoint
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ class _PeerLink:
         backoff_s = 0.05
         while True:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.address.host, self.address.port), timeout=2
+                reader, writer = await event_loop.within(
+                    asyncio.open_connection(self.address.host, self.address.port), 2
                 )
             except (OSError, TimeoutError):
                 self.state = "backoff"

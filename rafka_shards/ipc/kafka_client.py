@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from kio.static.protocol import Entity
 
+from rafka_shards import event_loop
 from rafka_shards.protocol.client import ClientProtocol, ResponseError
 
 T = TypeVar("T")
@@ -43,7 +44,7 @@ class KafkaClientError(Exception):
 
 
 async def _within(aw: Awaitable[T], timeout_s: float | None) -> T:
-    return await (aw if timeout_s is None else asyncio.wait_for(aw, timeout_s))
+    return await (aw if timeout_s is None else event_loop.within(aw, timeout_s))
 
 
 class KafkaClient:

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from rafka_shards import event_loop
 from rafka_shards.shard.partition import Partition
 from rafka_shards.storage.log import FlushJob
 
@@ -56,7 +57,7 @@ class GroupCommitFlusher:
                     await self._wake.wait()
                 else:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._interval_ms / 1000)
+                        await event_loop.within(self._wake.wait(), self._interval_ms / 1000)
                 self._wake.clear()
                 await self.flush_round()
                 if self._stopping:

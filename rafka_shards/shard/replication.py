@@ -33,6 +33,7 @@ from kio.schema.offset_for_leader_epoch.v3.response import OffsetForLeaderEpochR
 
 from controller.commands import AlterPartition, Command
 from controller.image import MetadataImage
+from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig, Durability
 from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
@@ -232,7 +233,7 @@ class ReplicaFetcher:
                 log.info("fetching from broker %d: %s; retrying in %.2f s", self.leader, e, backoff)
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), backoff)
+                await event_loop.within(self._changed.wait(), backoff)
             backoff = min(BACKOFF_MAX_S, backoff * 2)
 
     async def _session(self) -> None:

@@ -105,7 +105,7 @@ class Shard:
             config, MetadataImage(offset=-1, cluster_id=""), self._flusher, wall_clock_ms, self.probe, monotonic_ms
         )
         self._manager = manager
-        groups = self._groups = GroupCoordinator(manager, config, wall_clock_ms)
+        groups = self._groups = GroupCoordinator(manager, config, wall_clock_ms, self.probe)
 
         def reconcile(image: MetadataImage) -> None:
             manager.reconcile(image)
@@ -251,7 +251,7 @@ class Shard:
         sent_ms = monotonic_ms()
         was_valid = manager.lease_valid()
         try:
-            ack = await asyncio.wait_for(
+            ack = await event_loop.within(
                 self._link.heartbeat(manager.broker_id, manager.incarnation),
                 self.config.broker_session_timeout_ms / 1000,
             )
@@ -317,7 +317,7 @@ class Shard:
         if self._flusher is not None and flusher_task is not None and not flusher_task.done():
             self._flusher.stop()
             try:
-                await asyncio.wait_for(asyncio.shield(flusher_task), max(0.1, deadline - time.monotonic()))
+                await event_loop.within(asyncio.shield(flusher_task), max(0.1, deadline - time.monotonic()))
             except TimeoutError:
                 log.error("the last group commit did not finish before the shutdown deadline")
         if self.cleaner is not None:

@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig
 from rafka_shards.ipc.process_link import (
     ChannelClosed,
@@ -388,7 +389,7 @@ class Supervisor:
                 return
             log.warning("restarting %s in %.2fs", child.name, decision.delay_ms / 1000)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), decision.delay_ms / 1000)
+                await event_loop.within(self._stop.wait(), decision.delay_ms / 1000)
             if self._stopping:
                 return
             child.restarts_total += 1

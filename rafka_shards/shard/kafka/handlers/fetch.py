@@ -19,6 +19,7 @@ import time
 import uuid
 from typing import Any
 
+from rafka_shards import event_loop
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
 from rafka_shards.protocol.fast_responses import FetchPartitionData, encode_fetch_response
 from rafka_shards.records.batch import count_batches
@@ -61,7 +62,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         for p in readable:
             p.add_data_waiter(waiter, replica=replica >= 0)
         try:
-            await asyncio.wait_for(waiter, remaining)
+            await event_loop.within(waiter, remaining)
         except TimeoutError:
             pass
         finally:

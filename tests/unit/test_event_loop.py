@@ -1,0 +1,44 @@
+"""``event_loop.within``: a bounded wait that never loses the cancellation of the waiting task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from rafka_shards.event_loop import within
+
+
+async def _finish_and_cancel_in_one_step(wait: Callable[[asyncio.Future[int]], Awaitable[Any]]) -> asyncio.Task[Any]:
+    """A task waits on a future; in one loop step the future completes and the task is cancelled (a notification
+    arriving while the process shuts down). Returns the task, finished."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[int] = loop.create_future()
+    task = loop.create_task(wait(fut))
+    await asyncio.sleep(0)  # the task now waits
+    fut.set_result(7)
+    task.cancel()
+    await asyncio.wait([task])
+    return task
+
+
+def test_within_raises_the_cancellation_even_when_the_awaited_future_finished_in_the_same_step() -> None:
+    async def main() -> None:
+        task = await _finish_and_cancel_in_one_step(lambda fut: within(fut, 10))
+        assert task.cancelled()
+
+    asyncio.run(main())
+
+
+def test_within_times_out_and_returns_results() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert await within(asyncio.sleep(0, "done"), 1) == "done"
+        never: asyncio.Future[None] = loop.create_future()
+        with pytest.raises(TimeoutError):
+            await within(never, 0.01)
+        assert never.cancelled()
+
+    asyncio.run(main())
