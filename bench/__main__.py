@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import compaction, peers, report, runner, workload
+from bench import compaction, consumer_groups, peers, report, runner, workload
 from bench.chaos import cli as chaos_cli
 from bench.workload import WorkloadError
 
@@ -221,6 +221,9 @@ def _brokers(w: workload.Workload, names: list[str], skipped: list[str]) -> list
         if w.kind == "recovery" and name == "tansu":
             skipped.append("tansu: memory-only storage, nothing on disk to recover")
             continue
+        if w.kind == "groups" and broker.protocol != "kafka":
+            skipped.append(f"{name}: {w.name} measures the Kafka group protocol, which it does not speak")
+            continue
         if w.kind == "compaction" and name != "rafka":
             skipped.append(f"{name}: compaction measures rafka_shards' log cleaner through its admin API")
             continue
@@ -243,6 +246,8 @@ def _step(
             return [step_runner.recovery(broker, step)], False
         if w.kind == "compaction" and isinstance(broker, peers.Rafka):
             return compaction.run(step_runner, broker, step), False
+        if w.kind == "groups":
+            return consumer_groups.run(step_runner, broker, step), False
         return [step_runner.stream(broker, step)], False
     except (peers.Unavailable, RuntimeError) as e:
         progress.write(f"{broker.name} / {step.label}: failed: {e}")

@@ -19,6 +19,10 @@ COMPACTION_COLUMNS = [
     ("size_before_mb", "size before MB"),
     ("size_after_mb", "size after MB"),
     ("produce_p99_ratio", "ack p99 / baseline"),
+    # the groups workload's
+    ("commit_p50_us", "commit p50 us"),
+    ("commit_p99_us", "commit p99 us"),
+    ("rebalance_s", "rebalance s"),
 ]
 
 

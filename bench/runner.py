@@ -81,6 +81,9 @@ COLUMNS = [
     "size_before_mb",
     "size_after_mb",
     "produce_p99_ratio",
+    "commit_p50_us",
+    "commit_p99_us",
+    "rebalance_s",
     "note",
 ]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 WORKLOADS_DIR = Path(__file__).resolve().parent / "workloads"
-KINDS = ("stream", "recovery", "limits", "compaction")
+KINDS = ("stream", "recovery", "limits", "compaction", "groups")
 ACKS = ("0", "1", "all")
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 PARTITIONS_MAX = 100_000
@@ -135,6 +135,8 @@ def parse(data: dict[str, Any], source: str = "workload", default_name: str = ""
         raise WorkloadError(f"{source}: warmup_s ({w.warmup_s}) must be shorter than duration_s ({w.duration_s})")
     if w.kind == "compaction":
         _check_compaction(source, w)
+    if w.kind == "groups" and (len(w.rates) != 1 or 0 in w.rates or w.consumers < 2):
+        raise WorkloadError(f"{source}: groups needs one fixed rate (rates = [10_000]) and consumers >= 2")
     return w
 
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from rafka_shards.admin.groups_view import GroupMetrics, group_metrics
 from rafka_shards.admin.ports import MetadataReader, NodeView, Quorum
 from rafka_shards.ipc.channel import Stats
 
@@ -33,17 +34,41 @@ class NodeMetrics:
         MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
         self.registry.register(self)
         self._stats: dict[int, Stats] = {}
+        self._groups = GroupMetrics({}, {}, {}, {})
 
     async def render(self) -> bytes:
         stats = await self._node.gather_stats()
+        local = {s.broker_id for s in self._node.slots}
+        groups = await group_metrics(self._metadata.image, stats, local)
         # No await between setting the snapshot and rendering it: concurrent scrapes cannot mix snapshots.
         self._stats = stats
+        self._groups = groups
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._shard_metrics()
         yield from self._partition_metrics()
+        yield from self._group_metrics()
         yield from self._raft_metrics()
+
+    def _group_metrics(self) -> Iterator[Metric]:
+        """The groups this node's shards coordinate: consumer lag is the number people alert on."""
+        g = self._groups
+        members = GaugeMetricFamily("rafka_group_members", "members of the group", labels=["group"])
+        state = GaugeMetricFamily("rafka_group_state", "1 for the group's current state", labels=["group", "state"])
+        for group, n in sorted(g.members.items()):
+            members.add_metric([group], n)
+            state.add_metric([group, g.states[group]], 1)
+        labels = ["group", "topic", "partition"]
+        committed = GaugeMetricFamily("rafka_group_committed_offset", "the group's committed offset", labels=labels)
+        lag = GaugeMetricFamily(
+            "rafka_group_lag", "records between the committed offset and the high watermark", labels=labels
+        )
+        for (group, topic, partition), offset in sorted(g.committed.items()):
+            committed.add_metric([group, topic, str(partition)], offset)
+        for (group, topic, partition), n in sorted(g.lag.items()):
+            lag.add_metric([group, topic, str(partition)], n)
+        yield from (members, state, committed, lag)
 
     def _shard_metrics(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("rafka_shard_up", "1 if the shard process is running and ready", labels=["shard"])

@@ -242,6 +242,7 @@ class ClassicGroups:
         self._effects: list[Effect] = []
         self._timers: list[_Timer] = []
         self._sequence = 0
+        self.rebalances: dict[str, int] = {}  # rebalances completed since the shell last took them (metrics)
 
     # ---- the shell's side --------------------------------------------------------------------------------------
 
@@ -519,6 +520,7 @@ class ClassicGroups:
             self._arm(group.join_deadline_ms, group, "join", "")
             return
         group.generation += 1
+        self.rebalances[group.group_id] = self.rebalances.get(group.group_id, 0) + 1
         if not group.members:
             group.protocol_name = None
             group.protocol_type = None if not group.offsets else group.protocol_type

@@ -23,10 +23,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.image import MetadataImage
+from rafka_shards import event_loop
 from rafka_shards.config import MIB, BrokerConfig
 from rafka_shards.groups import offsets_records as recs
 from rafka_shards.groups.classic import (
@@ -43,6 +45,7 @@ from rafka_shards.model import OFFSETS_TOPIC, ErrorCode, KafkaError, TopicPartit
 from rafka_shards.records.batch import parse_header, validate_batches
 from rafka_shards.records.builder import Record, build_batch, decode_batch
 from rafka_shards.shard.manager import PartitionManager
+from rafka_shards.shard.probe import Probe
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +93,11 @@ class GroupCoordinator:
         manager: PartitionManager,
         config: BrokerConfig,
         now_ms: Callable[[], int],
+        probe: Probe,
         rng: random.Random | None = None,
     ) -> None:
         self._manager = manager
+        self._probe = probe
         self._config = config
         self._now_ms = now_ms
         self._rng = rng or random.Random()
@@ -159,7 +164,8 @@ class GroupCoordinator:
             await asyncio.sleep(0)  # other requests run between reads
         groups.loaded(self._now_ms())
         entry.groups = groups
-        log.info(
+        log.log(
+            logging.INFO if records else logging.DEBUG,  # 50 partitions of an unused topic would flood the log
             "%s-%d: loaded %d group(s) from %d record(s) (leader epoch %d)",
             OFFSETS_TOPIC,
             entry.partition,
@@ -288,9 +294,11 @@ class GroupCoordinator:
             (recs.encode_key(recs.OffsetKey(group_id, t, p)), recs.encode_offset_value(v))
             for (t, p), v in offsets.items()
         )
+        started = time.monotonic()
         error = await self._write(entry, records)
         if error is ErrorCode.NONE and self._led.get(entry.partition) is entry:
             groups.offsets_committed(group_id, offsets)
+            self._probe.group_committed(group_id, len(offsets), time.monotonic() - started)
         elif error in (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE, ErrorCode.UNKNOWN_SERVER_ERROR):
             error = ErrorCode.INVALID_COMMIT_OFFSET_SIZE
         return error
@@ -359,6 +367,9 @@ class GroupCoordinator:
     def _deliver(self, entry: _Led) -> None:
         """Carry out what the groups asked for: answers to waiting requests, writes to the partition."""
         assert entry.groups is not None
+        for group_id, count in entry.groups.rebalances.items():
+            self._probe.group_rebalanced(group_id, count)
+        entry.groups.rebalances.clear()
         for effect in entry.groups.drain():
             if isinstance(effect, Reply):
                 fut = self._waiters.pop(effect.token, None)
@@ -395,7 +406,7 @@ class GroupCoordinator:
         except KafkaError as e:
             return _WRITE_ERRORS.get(e.code, e.code)
         try:
-            await asyncio.wait_for(fut, self._config.offsets_commit_timeout_ms / 1000)
+            await event_loop.within(fut, self._config.offsets_commit_timeout_ms / 1000)
         except TimeoutError:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
         except KafkaError as e:
@@ -421,7 +432,7 @@ class GroupCoordinator:
                     deadlines.append(deadline)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0, min(deadlines) - self._now_ms()) / 1000)
+                await event_loop.within(self._wake.wait(), max(0, min(deadlines) - self._now_ms()) / 1000)
 
     def _expire_offsets(self, now: int) -> None:
         retention_ms = self._config.offsets_retention_minutes * 60_000

@@ -38,6 +38,13 @@ FSYNC_LATENCY = Histogram(
     "rafka_fsync_duration_seconds", "duration of one group-commit round of fsyncs", buckets=FSYNC_BUCKETS_S
 )
 _LABELS = ["topic", "partition"]
+GROUP_REBALANCES = Counter("rafka_group_rebalances", "rebalances completed (generations begun), by group", ["group"])
+GROUP_COMMITS = Counter("rafka_group_offset_commits", "offsets committed (one per partition), by group", ["group"])
+GROUP_COMMIT_LATENCY = Histogram(
+    "rafka_group_commit_latency_seconds",
+    "from an OffsetCommit's validation to its records on every in-sync replica",
+    buckets=LATENCY_BUCKETS_S,
+)
 BYTES_IN = Counter("rafka_partition_bytes_in", "record batch bytes appended, by partition", _LABELS)
 BATCHES_IN = Counter("rafka_partition_batches_in", "record batches appended, by partition", _LABELS)
 RECORDS_IN = Counter("rafka_partition_records_in", "records appended (from batch headers), by partition", _LABELS)
@@ -118,6 +125,13 @@ class Probe:
 
     def fsync(self, seconds: float) -> None:
         FSYNC_LATENCY.observe(seconds)
+
+    def group_rebalanced(self, group: str, count: int) -> None:
+        GROUP_REBALANCES.labels(group).inc(count)
+
+    def group_committed(self, group: str, offsets: int, seconds: float) -> None:
+        GROUP_COMMITS.labels(group).inc(offsets)
+        GROUP_COMMIT_LATENCY.observe(seconds)
 
     def flush(self) -> None:
         for probe in self.partitions.values():

@@ -62,6 +62,9 @@ def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name:
         assert [r["broker"] for r in rows] == ["machine"] * 3
         assert all(float(r["achieved_mb_s"] or r["achieved_msgs_s"]) > 0 for r in rows)
         return
+    if w.kind == "groups":
+        _check_groups_rows(rows)
+        return
     assert len(rows) == len(w.steps()) * (2 if w.kind == "compaction" else 1)
     for row in rows:
         assert row["broker"] == "rafka" and row["workload"] == name and row["git_commit"]
@@ -86,6 +89,20 @@ def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name:
     assert plots and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
     if any(r["target_rate"] != "0" for r in rows):
         assert (out / f"{name}-latency.png") in plots
+
+
+def _check_groups_rows(rows: list[dict[str, str]]) -> None:
+    """Manual assignment and the group's steady window have end-to-end latencies (the group's also commit
+    latencies); the kill and join rows the seconds until every partition was read again."""
+    endings = ["manual assignment", "group, steady", "group, member killed", "group, member joined"]
+    assert len(rows) == len(endings) and all(r["step"].endswith(e) for r, e in zip(rows, endings, strict=True))
+    for row in rows:
+        assert row["errors"] == "0", row
+    for row in rows[:2]:
+        e2e = [float(row[f"e2e_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
+        assert e2e == sorted(e2e) and e2e[0] > 0 and int(row["messages_consumed"]) > 0
+    assert 0 < float(rows[1]["commit_p50_us"]) <= float(rows[1]["commit_p99_us"])
+    assert float(rows[2]["rebalance_s"]) > 0 and float(rows[3]["rebalance_s"]) > 0
 
 
 def _check_compaction_row(row: dict[str, str]) -> None:

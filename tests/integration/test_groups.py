@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,43 @@ def test_admin_client_lists_describes_alters_and_deletes_groups(node: Broker, tm
     assert committed(node.bootstrap, "g-admin", topic_name, 2) == {0: -1001, 1: -1001}
     with pytest.raises(KafkaException, match="GROUP_ID_NOT_FOUND"):
         admin.delete_consumer_groups(["g-admin"])["g-admin"].result(timeout=30)
+
+
+def test_admin_api_and_metrics_show_groups_and_lag(node: Broker, tmp_path: Path, topic_name: str) -> None:
+    from tests.integration.helpers import admin_call
+
+    create_topic(node.bootstrap, topic_name, 2)
+    produce(node.bootstrap, topic_name, 2, 10, "before")
+    consumer = ConsumerProcess(node.bootstrap, "g-http", topic_name, tmp_path / "c.jsonl")
+    try:
+        wait_for("consumed", lambda: len(consumer.consumed()) == 20)
+        status, listed = admin_call(node.admin, "GET", "/v1/groups")
+        assert status == 200 and not listed["errors"]
+        assert {"group_id": "g-http", "protocol_type": "consumer", "state": "Stable"} in [
+            {k: g[k] for k in ("group_id", "protocol_type", "state")} for g in listed["groups"]
+        ]
+        status, described = admin_call(node.admin, "GET", "/v1/groups/g-http")
+        assert status == 200 and described["state"] == "Stable" and described["protocol"] == "range"
+        (member,) = described["members"]
+        assert member["client_host"].endswith("127.0.0.1") and member["assignment"] == {topic_name: [0, 1]}
+        status, refused = admin_call(node.admin, "DELETE", "/v1/groups/g-http")
+        assert status == 409, refused
+    finally:
+        consumer.stop()
+    produce(node.bootstrap, topic_name, 2, 5, "after")
+    status, described = admin_call(node.admin, "GET", "/v1/groups/g-http")
+    assert status == 200 and described["state"] == "Empty" and described["members"] == []
+    assert [(o["partition"], o["committed_offset"], o["log_end_offset"], o["lag"]) for o in described["offsets"]] == [
+        (0, 10, 15, 5),
+        (1, 10, 15, 5),
+    ]
+    with urllib.request.urlopen(f"{node.admin}/metrics", timeout=30) as r:
+        metrics = r.read().decode()
+    assert f'rafka_group_lag{{group="g-http",partition="0",topic="{topic_name}"}} 5.0' in metrics
+    assert 'rafka_group_members{group="g-http"} 0.0' in metrics
+    assert 'rafka_group_state{group="g-http",state="Empty"} 1.0' in metrics
+    assert 'rafka_group_offset_commits_total{group="g-http"} 20.0' in metrics
+    assert 'rafka_group_rebalances_total{group="g-http"}' in metrics
+    assert admin_call(node.admin, "GET", "/v1/groups/no-such-group")[0] == 404
+    assert admin_call(node.admin, "DELETE", "/v1/groups/g-http") == (200, {"deleted": "g-http"})
+    assert admin_call(node.admin, "DELETE", "/v1/groups/g-http")[0] == 404
