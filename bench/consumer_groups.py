@@ -53,7 +53,7 @@ class Seen:
     errors: int = 0
 
 
-def _produce(bootstrap: str, topic: str, partitions: int, rate: int, start_ns: int, end_ns: int) -> None:
+def _produce(bootstrap: str, topic: str, partitions: int, rate: int, start_ns: int, end_ns: int, stop: Any) -> None:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1})
@@ -61,7 +61,7 @@ def _produce(bootstrap: str, topic: str, partitions: int, rate: int, start_ns: i
     n = 0
     while True:
         now = time.monotonic_ns()
-        if now >= end_ns:
+        if now >= end_ns or (n % 1000 == 0 and stop.is_set()):
             break
         due = start_ns + n * 1_000_000_000 // rate
         if due > now:
@@ -74,7 +74,9 @@ def _produce(bootstrap: str, topic: str, partitions: int, rate: int, start_ns: i
     producer.flush(30)
 
 
-def _consume(index: int, bootstrap: str, topic: str, group: str, parts: list[int] | None, end_ns: int, q: Any) -> None:
+def _consume(
+    index: int, bootstrap: str, topic: str, group: str, parts: list[int] | None, end_ns: int, q: Any, stop: Any
+) -> None:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     seen = Seen(index)
@@ -96,7 +98,7 @@ def _consume(index: int, bootstrap: str, topic: str, group: str, parts: list[int
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "enable.auto.commit": False,
-        "auto.offset.reset": "latest",
+        "auto.offset.reset": "earliest",
         "session.timeout.ms": SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
         "fetch.wait.max.ms": 10,
@@ -106,9 +108,9 @@ def _consume(index: int, bootstrap: str, topic: str, group: str, parts: list[int
     if parts is None:
         consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked)
     else:
-        consumer.assign([TopicPartition(topic, p, -1) for p in parts])
+        consumer.assign([TopicPartition(topic, p, -2) for p in parts])  # from the beginning
     since_commit, last_commit = 0, time.monotonic()
-    while time.monotonic_ns() < end_ns:
+    while time.monotonic_ns() < end_ns and not stop.is_set():
         for m in consumer.consume(1000, 0.05):
             if m.error() is not None:
                 continue
@@ -155,6 +157,7 @@ class GroupsStep:
         self.consumers = max(2, runner.workload.consumers)
         self.window_s = float(runner.setting("duration_s"))
         self.ctx = mp.get_context("spawn")
+        self.stop = self.ctx.Event()  # set: every consumer of the current run closes and reports
 
     def run(self) -> list[dict[str, Any]]:
         with self.sr.running(self.broker, self.step):
@@ -164,13 +167,13 @@ class GroupsStep:
         return [manual, *group]
 
     def _spawn_consumer(self, index: int, group: str, parts: list[int] | None, end_ns: int, q: Any) -> Any:
-        args = (index, self.broker.address, self.topic, group, parts, end_ns, q)
+        args = (index, self.broker.address, self.topic, group, parts, end_ns, q, self.stop)
         proc = self.ctx.Process(target=_consume, args=args, daemon=True)
         proc.start()
         return proc
 
     def _producer(self, start_ns: int, end_ns: int) -> Any:
-        args = (self.broker.address, self.topic, self.partitions, self.step.rate, start_ns, end_ns)
+        args = (self.broker.address, self.topic, self.partitions, self.step.rate, start_ns, end_ns, self.stop)
         proc = self.ctx.Process(target=_produce, args=args, daemon=True)
         proc.start()
         return proc
@@ -201,11 +204,12 @@ class GroupsStep:
 
     def _group(self) -> list[dict[str, Any]]:
         q = self.ctx.Queue()
-        total_s = 3 + self.window_s + 2 * SETTLE_S
+        self.stop.clear()
+        total_s = self.window_s + 3 * SETTLE_S + 10
         end = time.monotonic_ns() + int(total_s * 1e9)
         procs = [self._spawn_consumer(i, "bench-group", None, end, q) for i in range(self.consumers)]
         producer = self._producer(time.monotonic_ns(), end)
-        time.sleep(3)
+        self._wait_stable("bench-group", time.monotonic() + SETTLE_S)
         steady_start = time.monotonic_ns()
         time.sleep(self.window_s)
         steady_end = time.monotonic_ns()
@@ -213,12 +217,31 @@ class GroupsStep:
         os.kill(procs[0].pid, signal.SIGKILL)
         time.sleep(SETTLE_S)
         joiner = self._spawn_consumer(self.consumers, "bench-group", None, end, q)
+        time.sleep(SETTLE_S)
+        self.stop.set()
         seen = self._collect(q, self.consumers, time.monotonic() + SETTLE_S + GRACE_S + 5)
         producer.join(GRACE_S)
         _reap([*procs, joiner, producer])
         run = _Run(seen, killed_ns, next((s for s in seen if s.index == self.consumers), None))
         steady = self._row("group, steady", seen, steady_start, steady_end)
         return [steady, self._rebalance_row("group, member killed", run, killed_ns, steady_end), self._join_row(run)]
+
+    def _wait_stable(self, group: str, deadline: float) -> None:
+        """Until the group is Stable with every consumer holding partitions (RuntimeError at the deadline)."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.broker.address})
+        while time.monotonic() < deadline:
+            try:
+                d = admin.describe_consumer_groups([group])[group].result(timeout=10)
+            except Exception:  # noqa: BLE001  (librdkafka raises KafkaException while the group forms)
+                time.sleep(0.2)
+                continue
+            held = sum(len(m.assignment.topic_partitions) for m in d.members)
+            if d.state.name == "STABLE" and len(d.members) == self.consumers and held == self.partitions:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the group of {self.consumers} consumers was not stable within {SETTLE_S:.0f} s")
 
     def _row(self, what: str, seen: list[Seen], start_ns: int, end_ns: int) -> dict[str, Any]:
         row = self.sr.base_row(self.broker, self.step)
