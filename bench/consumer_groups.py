@@ -5,8 +5,9 @@ carries its send time (CLOCK_MONOTONIC). Two runs, each with ``consumers`` (4) c
 
 1. **manual assignment**: each consumer ``assign()``s its share of the partitions; no coordinator is involved. The
    row's end-to-end percentiles are the baseline.
-2. **group**: the consumers ``subscribe()`` to the topic in one group and commit synchronously every 100 messages
-   and every second (whichever comes first), timing each commit. After a steady window of ``duration_s`` (its
+2. **group**: the consumers ``subscribe()`` to the topic in one group and commit (asynchronously, as applications
+   at this rate do: the consumer keeps reading) every 100 messages and every second (whichever comes first), timing
+   each commit from the call to librdkafka's commit callback. After a steady window of ``duration_s`` (its
    end-to-end and commit percentiles are this row's), one consumer is SIGKILLed (the **kill** row: seconds from the
    kill until every partition has been read again after its last reassignment; it includes the session timeout,
    ``SESSION_TIMEOUT_MS``), then a new consumer joins (the **join** row: seconds from its ``subscribe()`` until every
@@ -20,6 +21,7 @@ protocol, or none measured here); ``--bootstrap`` brokers run it too. Every loop
 from __future__ import annotations
 
 import array
+import collections
 import multiprocessing as mp
 import os
 import signal
@@ -53,11 +55,14 @@ class Seen:
     errors: int = 0
 
 
-def _produce(bootstrap: str, topic: str, partitions: int, rate: int, start_ns: int, end_ns: int, stop: Any) -> None:
+def _produce(
+    bootstrap: str, topic: str, partitions: int, rate: int, size: int, linger_ms: int, span: tuple[int, int], stop: Any
+) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1})
-    payload = bytearray(100)
+    start_ns, end_ns = span
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms})
+    payload = bytearray(max(size, HEADER.size))
     n = 0
     while True:
         now = time.monotonic_ns()
@@ -94,7 +99,16 @@ def _consume(
         for tp in tps:
             first_read.pop(tp.partition, None)
 
+    issued: collections.deque[int] = collections.deque()  # send times of commits in flight, oldest first
+
+    def committed(err: Any, _tps: Any) -> None:
+        if issued:
+            began = issued.popleft()
+            if err is None:
+                commits.append((time.monotonic_ns() - began) // 1000)
+
     conf = {
+        "on_commit": committed,
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "enable.auto.commit": False,
@@ -128,10 +142,9 @@ def _consume(
         if parts is None and (
             since_commit >= COMMIT_EVERY_MESSAGES or time.monotonic() - last_commit >= COMMIT_EVERY_S
         ):
-            began = time.monotonic_ns()
             try:
-                consumer.commit(asynchronous=False)
-                commits.append((time.monotonic_ns() - began) // 1000)
+                consumer.commit(asynchronous=True)  # what an application at this rate does: it keeps reading
+                issued.append(time.monotonic_ns())
             except KafkaException:
                 pass  # nothing to commit yet, or a rebalance took the partitions: not an error here
             since_commit, last_commit = 0, time.monotonic()
@@ -173,7 +186,17 @@ class GroupsStep:
         return proc
 
     def _producer(self, start_ns: int, end_ns: int) -> Any:
-        args = (self.broker.address, self.topic, self.partitions, self.step.rate, start_ns, end_ns, self.stop)
+        w = self.sr.workload
+        args = (
+            self.broker.address,
+            self.topic,
+            self.partitions,
+            self.step.rate,
+            w.message_size,
+            w.linger_ms,
+            (start_ns, end_ns),
+            self.stop,
+        )
         proc = self.ctx.Process(target=_produce, args=args, daemon=True)
         proc.start()
         return proc

@@ -243,6 +243,8 @@ class ClassicGroups:
         self._timers: list[_Timer] = []
         self._sequence = 0
         self.rebalances: dict[str, int] = {}  # rebalances completed since the shell last took them (metrics)
+        # What the shell logs, taken with the effects: (group, what happened), e.g. a member removed and why.
+        self.events: list[tuple[str, str]] = []
 
     # ---- the shell's side --------------------------------------------------------------------------------------
 
@@ -472,6 +474,9 @@ class ClassicGroups:
     # ---- rebalance ---------------------------------------------------------------------------------------------
 
     def _prepare_rebalance(self, group: Group, now_ms: int) -> None:
+        self.events.append(
+            (group.group_id, f"rebalance begins (was {group.state.value}, generation {group.generation})")
+        )
         if group.state is GroupState.COMPLETING_REBALANCE:
             for m in group.members.values():
                 m.assignment = b""
@@ -512,7 +517,7 @@ class ClassicGroups:
 
     def _complete_join(self, group: Group, now_ms: int) -> None:
         for m in [m for m in group.members.values() if m.join_token is None and m.instance_id is None]:
-            self._remove(group, m)
+            self._remove(group, m, "did not rejoin within the rebalance timeout")
         group.join_deadline_ms = -1
         if group.members and all(m.join_token is None for m in group.members.values()):
             # Only static members that did not rejoin: wait another rebalance timeout for them (as Kafka does).
@@ -532,6 +537,13 @@ class ClassicGroups:
         if group.leader is None or group.members[group.leader].join_token is None:
             group.leader = next(m.member_id for m in group.members.values() if m.join_token is not None)
         self._transition(group, GroupState.COMPLETING_REBALANCE, now_ms)
+        self.events.append(
+            (
+                group.group_id,
+                f"generation {group.generation} with {len(group.members)} member(s), protocol "
+                f"{group.protocol_name}, leader {group.leader}",
+            )
+        )
         group.pending_sync = set(group.members)
         group.sync_deadline_ms = now_ms + group.rebalance_timeout_ms()
         self._arm(group.sync_deadline_ms, group, "sync", str(group.generation))
@@ -548,7 +560,7 @@ class ClassicGroups:
         for member_id in list(group.pending_sync):
             m = group.members.get(member_id)
             if m is not None:
-                self._remove(group, m)
+                self._remove(group, m, "did not sync within the rebalance timeout")
         group.pending_sync.clear()
         self._after_removal(group, now_ms)
 
@@ -560,7 +572,7 @@ class ClassicGroups:
         if (m.join_token is not None and not waited_too_long) or m.sync_token is not None:
             self._heartbeat(group, m, now_ms)  # a member waiting for the coordinator is alive (Kafka's keep-alive)
             return
-        self._remove(group, m)
+        self._remove(group, m, f"no heartbeat within its session timeout ({m.session_timeout_ms} ms)")
         self._after_removal(group, now_ms)
 
     def _after_removal(self, group: Group, now_ms: int) -> None:
@@ -569,7 +581,8 @@ class ClassicGroups:
         elif group.state in (GroupState.STABLE, GroupState.COMPLETING_REBALANCE):
             self._prepare_rebalance(group, now_ms)
 
-    def _remove(self, group: Group, m: Member) -> None:
+    def _remove(self, group: Group, m: Member, why: str) -> None:
+        self.events.append((group.group_id, f"member {m.member_id} removed: {why}"))
         del group.members[m.member_id]
         if m.instance_id is not None and group.static.get(m.instance_id) == m.member_id:
             del group.static[m.instance_id]
@@ -725,7 +738,7 @@ class ClassicGroups:
         m = group.members.get(member_id)
         if m is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
-        self._remove(group, m)
+        self._remove(group, m, "it left the group")
         return ErrorCode.NONE
 
     # ---- offsets -----------------------------------------------------------------------------------------------

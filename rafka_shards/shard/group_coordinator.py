@@ -370,6 +370,9 @@ class GroupCoordinator:
         for group_id, count in entry.groups.rebalances.items():
             self._probe.group_rebalanced(group_id, count)
         entry.groups.rebalances.clear()
+        for group_id, what in entry.groups.events:
+            log.info("group %r: %s", group_id, what)
+        entry.groups.events.clear()
         for effect in entry.groups.drain():
             if isinstance(effect, Reply):
                 fut = self._waiters.pop(effect.token, None)
