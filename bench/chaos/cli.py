@@ -50,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--producers", type=int, default=3, help="idempotent acks=all producer processes")
     p.add_argument("--consumers", type=int, default=1, help="reading consumer processes (each reads everything)")
     p.add_argument("--rate", type=float, default=250.0, help="messages per second per producer")
+    p.add_argument(
+        "--group-members",
+        type=int,
+        default=3,
+        help="members of the consumer group that read and commit, SIGKILLed and restarted as they go (0: none)",
+    )
     p.add_argument("--out", type=Path, default=None, help="run directory (default bench/results/chaos-<UTC time>)")
     p.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs of passing seeds too")
     p.add_argument(
@@ -88,6 +94,7 @@ def options(args: argparse.Namespace) -> runner.Options:
         ("--min-insync", args.min_insync, 1, args.replication_factor),
         ("--producers", args.producers, 1, 64),
         ("--consumers", args.consumers, 0, 16),
+        ("--group-members", args.group_members, 0, 16),
         ("--rate", args.rate, 1.0, RATE_MAX),
     ]
     for flag, value, low, high in checks:
@@ -110,6 +117,7 @@ def options(args: argparse.Namespace) -> runner.Options:
         min_insync=args.min_insync,
         producers=args.producers,
         consumers=args.consumers,
+        group_members=args.group_members,
         rate=args.rate,
         keep_data=args.keep_data,
         broker_args=tuple(args.broker_arg),

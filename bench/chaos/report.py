@@ -9,15 +9,25 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos.checker import FaultRecord, Findings
+from bench.chaos.group_check import GroupFindings
 
 
-def verdict_line(seed: int, duration_s: float, faults: int, f: Findings, notes: list[str]) -> str:
-    passed = f.passed and not f.fatal_errors and not notes
+def verdict_line(
+    seed: int, duration_s: float, faults: int, f: Findings, notes: list[str], g: GroupFindings | None = None
+) -> str:
+    passed = f.passed and not f.fatal_errors and not notes and (g is None or g.passed)
+    group = ""
+    if g is not None:
+        group = (
+            f"group_commits={g.commits} group_commits_lost={g.commits_lost} "
+            f"group_commits_backwards={g.commits_backwards} group_skipped={g.skipped} "
+            f"group_unconsumed={g.unconsumed} "
+        )
     return (
         f"chaos seed={seed} duration={duration_s:g}s faults={faults} acked={f.acked} lost={f.lost} "
         f"misplaced={f.misplaced} duplicated={f.duplicated} reordered={f.reordered} "
         f"hw_regressions={f.hw_regressions} replica_diffs={f.replica_diffs} fatal_errors={f.fatal_errors} "
-        f"verdict={'PASS' if passed else 'FAIL'}"
+        f"{group}verdict={'PASS' if passed else 'FAIL'}"
     )
 
 
@@ -30,7 +40,19 @@ def summary(
     f: Findings,
     notes: list[str],
     verdict: str,
+    g: GroupFindings | None = None,
 ) -> dict[str, Any]:
+    group_counts = {}
+    if g is not None:
+        group_counts = {
+            "group_reads": g.reads,
+            "group_commits": g.commits,
+            "group_member_incarnations": g.members,
+            "group_commits_lost": g.commits_lost,
+            "group_commits_backwards": g.commits_backwards,
+            "group_skipped": g.skipped,
+            "group_unconsumed": g.unconsumed,
+        }
     return {
         "seed": seed,
         "verdict": verdict,
@@ -49,9 +71,10 @@ def summary(
             "reordered": f.reordered,
             "hw_regressions": f.hw_regressions,
             "replica_diffs": f.replica_diffs,
+            **group_counts,
         },
         "notes": notes,
-        "examples": f.examples,
+        "examples": {**f.examples, **(g.examples if g is not None else {})},
         "unavailability_by_kind": f.unavailability_by_kind(),
         "faults": [
             {**asdict(r), "unavailable_s": u.seconds, "recovered": u.recovered, "note": n}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import peers
-from bench.chaos import checker, clients, faults, lazyfs, netns, replicas, report
+from bench.chaos import checker, clients, faults, group_check, group_clients, lazyfs, netns, replicas, report
 from bench.chaos.cluster import Cluster, ClusterError, ports_needed, specs, wait_for
 from bench.chaos.schedule import TAIL_S, FaultKind, Plan, generate
 
@@ -48,6 +48,7 @@ class Options:
     consumers: int
     rate: float
     keep_data: bool
+    group_members: int = 0
     broker_args: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def _run(seed: int, opts: Options, out: Path, plan: Plan, cluster: Cluster, grou
     wait_for(lambda: cluster.healthy(TOPIC), RECOVERY_TIMEOUT_S, f"topic {TOPIC} fully in sync")
     start_s = time.monotonic() + CLIENT_LEAD_S
     end_s = start_s + opts.duration_s
-    _start_clients(group, cluster, opts, history, start_s, end_s)
+    _start_clients(group, cluster, opts, history, (start_s, end_s), seed)
     records, outcome_notes = _inject(cluster, plan, start_s, end_s, history, opts.producers)
     time.sleep(max(0.0, end_s - time.monotonic()))
     _log("load over: waiting for the clients, healing everything")
@@ -170,6 +171,15 @@ def _run(seed: int, opts: Options, out: Path, plan: Plan, cluster: Cluster, grou
     if final.note:
         notes.append(final.note)
     _write_final(history / "final.jsonl", final)
+    committed: dict[int, int] = {}
+    if opts.group_members:
+        ends = {p: fp.high_watermark for p, fp in final.partitions.items()}
+        note = group_clients.finish(cluster.bootstrap, TOPIC, ends, history, FINAL_READ_TIMEOUT_S)
+        if note:
+            notes.append(note)
+        committed = group_clients.final_committed(cluster.bootstrap, TOPIC, opts.partitions)
+        if not committed:
+            notes.append("the group's committed offsets could not be read after the run")
     assignment = _assignment(cluster)
     if not assignment:
         notes.append("the replica assignment could not be read: replicas were not compared on disk")
@@ -179,15 +189,26 @@ def _run(seed: int, opts: Options, out: Path, plan: Plan, cluster: Cluster, grou
         {_replica_name(n.spec.node_id): n.spec.data_dir for n in cluster.nodes.values()}, TOPIC, assignment
     )
     findings = _check(history, final, on_disk, records)
-    verdict = report.verdict_line(seed, opts.duration_s, len(records), findings, notes)
-    s = report.summary(seed, opts.to_json(), plan.to_json(), records, outcome_notes, findings, notes, verdict)
+    group_findings = None
+    if opts.group_members:
+        reads, commits = group_clients.load(history)
+        acks = [a for path in sorted(history.glob("producer-*.jsonl")) for a in clients.load_producer(path)[0]]
+        group_findings = group_check.check_group(reads, commits, committed, final.partitions, acks)
+    verdict = report.verdict_line(seed, opts.duration_s, len(records), findings, notes, group_findings)
+    s = report.summary(
+        seed, opts.to_json(), plan.to_json(), records, outcome_notes, findings, notes, verdict, group_findings
+    )
     report.write(out, s)
     return Result(seed, verdict, bool(s["passed"]), out)
 
 
 def _start_clients(
-    group: _Clients, cluster: Cluster, opts: Options, history: Path, start_s: float, end_s: float
+    group: _Clients, cluster: Cluster, opts: Options, history: Path, span: tuple[float, float], seed: int
 ) -> None:
+    start_s, end_s = span
+    for i in range(opts.group_members):
+        gjob = group_clients.GroupMemberJob(i, seed, cluster.bootstrap, TOPIC, end_s, str(history))
+        group.spawn(group_clients.member_main, gjob, f"chaos-group-member-{i}")
     for i in range(opts.consumers):
         job = clients.ConsumerJob(
             i, cluster.bootstrap, TOPIC, opts.partitions, end_s + CONSUMER_TAIL_S, str(history / f"consumer-{i}.jsonl")
