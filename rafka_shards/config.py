@@ -196,6 +196,12 @@ class BrokerConfig:
     group_initial_rebalance_delay_ms: int = _setting(
         3000, "an empty group's first rebalance waits this long for more members", 0, 300_000
     )
+    group_consumer_session_timeout_ms: int = _setting(
+        45_000, "KIP-848 consumer groups: a member silent this long is removed", 1, 2**31 - 1
+    )
+    group_consumer_heartbeat_interval_ms: int = _setting(
+        5_000, "KIP-848 consumer groups: how often members are told to heartbeat", 1, 2**31 - 1
+    )
     group_member_metadata_max_bytes: int = _setting(
         1 * MIB, "protocol metadata of one member (its subscription), summed over its protocols", 64, 64 * MIB
     )

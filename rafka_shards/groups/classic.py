@@ -27,6 +27,14 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from rafka_shards.groups.consumer import (
+    ConsumerGroupState,
+    ConsumerLimits,
+    ConsumerProtocol,
+    HeartbeatRequest,
+    HeartbeatResult,
+    validate,
+)
 from rafka_shards.groups.offsets_records import (
     GroupKey,
     GroupValue,
@@ -118,10 +126,11 @@ class MemberDescription:
 @dataclass(frozen=True, slots=True)
 class GroupDescription:
     group_id: str
-    state: GroupState
+    state: str  # Kafka's name of the state (classic: Empty, PreparingRebalance...; consumer: Empty, Assigning...)
     protocol_type: str
     protocol_name: str
     members: tuple[MemberDescription, ...]
+    group_type: str = "classic"  # or "consumer" (KIP-848)
 
 
 # ---- effects -------------------------------------------------------------------------------------------------------
@@ -197,6 +206,7 @@ class Group:
     new_member_added: bool = False
     sync_deadline_ms: int = -1
     offsets: dict[tuple[str, int], OffsetValue] = field(default_factory=dict)
+    consumer: ConsumerGroupState | None = None  # set: a consumer group (KIP-848), the fields above unused
 
     def all_joined(self) -> bool:
         return not self.pending and all(m.join_token is not None for m in self.members.values())
@@ -235,9 +245,10 @@ _Timer = tuple[int, int, str, str, str]  # deadline, sequence, group id, kind, m
 class ClassicGroups:
     """The groups of one ``__consumer_offsets`` partition."""
 
-    def __init__(self, limits: GroupLimits, rng: random.Random) -> None:
+    def __init__(self, limits: GroupLimits, rng: random.Random, consumer: ConsumerLimits | None = None) -> None:
         self.limits = limits
         self._rng = rng
+        self.consumer_protocol = ConsumerProtocol(consumer or ConsumerLimits(max_size=limits.max_size))
         self.groups: dict[str, Group] = {}
         self._effects: list[Effect] = []
         self._timers: list[_Timer] = []
@@ -270,6 +281,10 @@ class ClassicGroups:
                 self._join_deadline(group, now_ms)
             elif kind == "sync" and group.sync_deadline_ms == deadline and str(group.generation) == key:
                 self._sync_deadline(group, now_ms)
+            elif kind == "consumer" and group.consumer is not None:
+                for member_id in self.consumer_protocol.expire(group.consumer, now_ms):
+                    self.events.append((group_id, f"member {member_id} removed: no heartbeat or revocation in time"))
+                self._arm_consumer(group, now_ms)
 
     def close(self) -> None:
         """This shard stopped leading the partition: every waiting request is told to find the new coordinator."""
@@ -293,6 +308,10 @@ class ClassicGroups:
 
     def _group_for_join(self, req: JoinRequest, now_ms: int) -> Group | ErrorCode:
         group = self.groups.get(req.group_id)
+        if group is not None and group.consumer is not None:
+            if group.consumer.members:
+                return ErrorCode.INCONSISTENT_GROUP_PROTOCOL  # a consumer group (KIP-848) with members
+            group.consumer = None  # an empty consumer group becomes a classic one, its offsets kept
         if group is None or group.state is GroupState.DEAD:
             if req.member_id:
                 return ErrorCode.UNKNOWN_MEMBER_ID
@@ -753,6 +772,8 @@ class ClassicGroups:
                 return ErrorCode.ILLEGAL_GENERATION
             self.groups[group_id] = Group(group_id, state_timestamp_ms=now_ms)
             return ErrorCode.NONE
+        if group.consumer is not None:
+            return _consumer_commit_error(group.consumer, member_id, generation)
         if group.fenced(instance_id, member_id):
             return ErrorCode.FENCED_INSTANCE_ID
         if generation < 0 and group.state is GroupState.EMPTY:
@@ -797,7 +818,7 @@ class ClassicGroups:
         expire; a group left with no offsets and no members is then deleted. Returns what to write."""
         writes: list[StoreGroup] = []
         for group in list(self.groups.values()):
-            if group.state is not GroupState.EMPTY:
+            if group.state is not GroupState.EMPTY or (group.consumer is not None and group.consumer.members):
                 continue
             expired = [
                 tp
@@ -819,11 +840,18 @@ class ClassicGroups:
     def describe(self, group_id: str) -> GroupDescription:
         group = self.groups.get(group_id)
         if group is None:
-            return GroupDescription(group_id, GroupState.DEAD, "", "", ())
+            return GroupDescription(group_id, GroupState.DEAD.value, "", "", ())
+        if group.consumer is not None:
+            c = group.consumer
+            members = tuple(
+                MemberDescription(m.member_id, m.instance_id, m.client_id, m.client_host, b"", b"")
+                for m in c.members.values()
+            )
+            return GroupDescription(group_id, c.state_name, CONSUMER_PROTOCOL_TYPE, c.assignor, members, "consumer")
         stable = group.state is GroupState.STABLE
         return GroupDescription(
             group_id,
-            group.state,
+            group.state.value,
             group.protocol_type or "",
             (group.protocol_name or "") if stable else "",
             tuple(
@@ -844,7 +872,7 @@ class ClassicGroups:
         group = self.groups.get(group_id)
         if group is None or group.state is GroupState.DEAD:
             return ErrorCode.GROUP_ID_NOT_FOUND, ()
-        if group.state is not GroupState.EMPTY:
+        if group.state is not GroupState.EMPTY or (group.consumer is not None and group.consumer.members):
             return ErrorCode.NON_EMPTY_GROUP, ()
         records: tuple[tuple[bytes, bytes | None], ...] = self.offset_tombstones(group_id, group.offsets)
         records += ((encode_key(GroupKey(group_id)), None),)
@@ -864,6 +892,43 @@ class ClassicGroups:
                 return None
             topics |= parsed
         return topics
+
+    # ---- the consumer group protocol (KIP-848) -------------------------------------------------------------------
+
+    def consumer_heartbeat(self, req: HeartbeatRequest, partitions: Mapping[str, int], now_ms: int) -> HeartbeatResult:
+        """ConsumerGroupHeartbeat; ``partitions``: the partition count of every topic of the metadata image."""
+        problem = validate(req)
+        if problem is not None:
+            return HeartbeatResult(ErrorCode.INVALID_REQUEST, problem)
+        group = self.groups.get(req.group_id)
+        if group is not None and group.consumer is None:
+            if group.members or group.pending:
+                return HeartbeatResult(ErrorCode.GROUP_ID_NOT_FOUND, f"group {req.group_id!r} is a classic group")
+            group.consumer = ConsumerGroupState()  # an empty classic group becomes a consumer group, offsets kept
+        if group is None:
+            if req.member_epoch != 0:
+                return HeartbeatResult(ErrorCode.UNKNOWN_MEMBER_ID, f"group {req.group_id!r} does not exist")
+            group = self.groups[req.group_id] = Group(req.group_id, state_timestamp_ms=now_ms)
+            group.consumer = ConsumerGroupState()
+        assert group.consumer is not None
+        epoch = group.consumer.group_epoch
+        result = self.consumer_protocol.heartbeat(group.consumer, req, partitions, now_ms)
+        if group.consumer.group_epoch != epoch:
+            self.rebalances[group.group_id] = self.rebalances.get(group.group_id, 0) + 1
+            if not group.consumer.members:
+                group.state_timestamp_ms = now_ms  # emptied: offsets expire from now (KIP-211)
+        self._arm_consumer(group, now_ms)
+        return result
+
+    def _arm_consumer(self, group: Group, now_ms: int) -> None:
+        assert group.consumer is not None
+        deadline = self.consumer_protocol.next_deadline_ms(group.consumer)
+        if deadline is not None:
+            self._arm(max(deadline, now_ms), group, "consumer", "")
+
+    def consumer_group(self, group_id: str) -> ConsumerGroupState | None:
+        group = self.groups.get(group_id)
+        return None if group is None else group.consumer
 
     # ---- loading -----------------------------------------------------------------------------------------------
 
@@ -912,6 +977,21 @@ class ClassicGroups:
         for group in self.groups.values():
             for m in group.members.values():
                 self._heartbeat(group, m, now_ms)
+
+
+def _consumer_commit_error(c: ConsumerGroupState, member_id: str, epoch: int) -> ErrorCode:
+    """KIP-848's commit check: the member and its current epoch (an admin's or a simple consumer's commit, with no
+    member, only while the group has no members)."""
+    if not member_id and epoch < 0:
+        return ErrorCode.NONE if not c.members else ErrorCode.UNKNOWN_MEMBER_ID
+    m = c.members.get(member_id)
+    if m is None:
+        return ErrorCode.UNKNOWN_MEMBER_ID
+    if epoch > m.member_epoch:
+        return ErrorCode.FENCED_MEMBER_EPOCH
+    if epoch < m.member_epoch:
+        return ErrorCode.STALE_MEMBER_EPOCH
+    return ErrorCode.NONE
 
 
 def _protocol_matches(group: Group, protocol: tuple[str | None, str | None]) -> bool:

@@ -41,6 +41,7 @@ from rafka_shards.groups.classic import (
     StoreGroup,
     SyncResult,
 )
+from rafka_shards.groups.consumer import ConsumerGroupState, ConsumerLimits, HeartbeatRequest, HeartbeatResult
 from rafka_shards.model import OFFSETS_TOPIC, ErrorCode, KafkaError, TopicPartition
 from rafka_shards.records.batch import parse_header, validate_batches
 from rafka_shards.records.builder import Record, build_batch, decode_batch
@@ -102,6 +103,11 @@ class GroupCoordinator:
         self._now_ms = now_ms
         self._rng = rng or random.Random()
         self._limits = group_limits(config)
+        self._consumer_limits = ConsumerLimits(
+            session_timeout_ms=config.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms=config.group_consumer_heartbeat_interval_ms,
+            max_size=config.group_max_size,
+        )
         self._led: dict[int, _Led] = {}
         self._waiters: dict[int, asyncio.Future[JoinResult | SyncResult]] = {}
         self._token = 0
@@ -145,7 +151,7 @@ class GroupCoordinator:
     async def _load(self, entry: _Led) -> None:
         """Replay the partition's log into a fresh ``ClassicGroups``; the latest record per key wins."""
         p = self._manager.partitions[TopicPartition(OFFSETS_TOPIC, entry.partition)]
-        groups = ClassicGroups(self._limits, self._rng)
+        groups = ClassicGroups(self._limits, self._rng, self._consumer_limits)
         now = self._now_ms()
         offset = p.log.log_start_offset
         records = 0
@@ -269,6 +275,19 @@ class GroupCoordinator:
         error = groups.heartbeat(group_id, member_id, instance_id, generation, self._now_ms())
         self._deliver(entry)
         return error
+
+    def consumer_heartbeat(self, req: HeartbeatRequest) -> HeartbeatResult:
+        """ConsumerGroupHeartbeat (KIP-848). The group's state lives in memory only for now: a coordinator fail-over
+        makes its members rejoin (UNKNOWN_MEMBER_ID), resuming from their committed offsets, which are durable."""
+        entry, groups = self._groups(req.group_id)
+        partitions = {t.name: len(t.partitions) for t in self._manager.image.topics.values()}
+        result = groups.consumer_heartbeat(req, partitions, self._now_ms())
+        self._deliver(entry)
+        return result
+
+    def consumer_group(self, group_id: str) -> ConsumerGroupState | None:
+        _, groups = self._groups(group_id)
+        return groups.consumer_group(group_id)
 
     def leave(self, group_id: str, members: Sequence[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
         entry, groups = self._groups(group_id)

@@ -2,8 +2,9 @@
 
 confluent-kafka ``subscribe`` with manual synchronous commits after every message, so a message is counted once its
 offset is committed. Writes one JSON line per event to OUT (flushed as it goes, so a SIGKILLed process leaves what
-it did): {"assigned": [...]} / {"revoked": [...]} / {"p": partition, "o": offset, "v": value}. Stops on SIGTERM
-(closing the consumer: it leaves the group) or after ``--max-s`` seconds.
+it did): {"assigned": [...]} / {"revoked": [...]} (incremental with the consumer protocol and cooperative
+assignors, everything with eager ones) / {"p": partition, "o": offset, "v": value}. ``--protocol consumer`` uses
+KIP-848. Stops on SIGTERM (closing the consumer: it leaves the group) or after ``--max-s`` seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--session-timeout-ms", type=int, default=10_000)
     ap.add_argument("--assignor", default="range")
     ap.add_argument("--instance-id", default="")
+    ap.add_argument("--protocol", default="classic", choices=["classic", "consumer"], help="group.protocol")
     args = ap.parse_args()
     stop = False
 
@@ -36,15 +38,22 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     out = open(args.out, "a", buffering=1)  # noqa: SIM115  (line-buffered for the whole run)
-    conf = {
+    conf: dict[str, object] = {
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": args.session_timeout_ms,
-        "heartbeat.interval.ms": 500,
-        "partition.assignment.strategy": args.assignor,
     }
+    if args.protocol == "consumer":  # KIP-848: timeouts and the assignor are the coordinator's
+        conf["group.protocol"] = "consumer"
+    else:
+        conf.update(
+            {
+                "session.timeout.ms": args.session_timeout_ms,
+                "heartbeat.interval.ms": 500,
+                "partition.assignment.strategy": args.assignor,
+            }
+        )
     if args.instance_id:
         conf["group.instance.id"] = args.instance_id
     consumer = Consumer(conf)

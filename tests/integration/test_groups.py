@@ -51,13 +51,14 @@ class ConsumerProcess:
         return [(e["p"], e["o"], e["v"]) for e in self.events() if "v" in e]
 
     def assignment(self) -> set[int]:
-        """The partitions of the last assignment (eager protocol: each assign replaces the last)."""
+        """The partitions held now: assignments add, revocations take away (eager protocols revoke everything
+        before each assignment; KIP-848 and cooperative ones move only what changes)."""
         current: set[int] = set()
         for e in self.events():
             if "assigned" in e:
-                current = set(e["assigned"])
+                current |= set(e["assigned"])
             elif "revoked" in e:
-                current = set()
+                current -= set(e["revoked"])
         return current
 
     def stop(self) -> None:
@@ -230,3 +231,44 @@ def test_admin_api_and_metrics_show_groups_and_lag(node: Broker, tmp_path: Path,
     assert admin_call(node.admin, "GET", "/v1/groups/no-such-group")[0] == 404
     assert admin_call(node.admin, "DELETE", "/v1/groups/g-http") == (200, {"deleted": "g-http"})
     assert admin_call(node.admin, "DELETE", "/v1/groups/g-http")[0] == 404
+
+
+@pytest.fixture
+def kip848_node(tmp_path: Path) -> Iterator[Broker]:
+    """Short KIP-848 session and heartbeat interval, so a killed member is noticed in seconds."""
+    args = [*GROUP_ARGS, "--group-consumer-session-timeout-ms", "6000", "--group-consumer-heartbeat-interval-ms", "500"]
+    yield from running(Broker(tmp_path / "data", args, shards=2))
+
+
+def test_the_consumer_group_protocol_kip_848_shares_moves_and_commits(
+    kip848_node: Broker, tmp_path: Path, topic_name: str
+) -> None:
+    """librdkafka's group.protocol=consumer (ConsumerGroupHeartbeat): three members share six partitions with the
+    coordinator's uniform assignor, each message is consumed once; a SIGKILLed member's partitions move to the
+    others once its session times out; commits are kept; ConsumerGroupDescribe shows the group."""
+    node = kip848_node
+    create_topic(node.bootstrap, topic_name, 6)
+    kip848 = ("--protocol", "consumer")
+    consumers = [
+        ConsumerProcess(node.bootstrap, "g-848", topic_name, tmp_path / f"c{i}.jsonl", *kip848) for i in range(3)
+    ]
+    try:
+        wait_for("three members share six partitions", lambda: balanced(consumers, 6))
+        assert sorted(len(c.assignment()) for c in consumers) == [2, 2, 2]
+        first = produce(node.bootstrap, topic_name, 6, 20, "first")
+        wait_for("consumed", lambda: {v for c in consumers for _, _, v in c.consumed()} >= first)
+        assert sorted(v for c in consumers for _, _, v in c.consumed()) == sorted(first)
+        admin = AdminClient({"bootstrap.servers": node.bootstrap})
+        described = admin.describe_consumer_groups(["g-848"])["g-848"].result(timeout=30)
+        assert described.type.name == "CONSUMER" and described.state.name == "STABLE"
+        assert sorted(len(m.assignment.topic_partitions) for m in described.members) == [2, 2, 2]
+        victim, survivors = consumers[0], consumers[1:]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        wait_for("the survivors hold every partition", lambda: balanced(survivors, 6))
+        second = produce(node.bootstrap, topic_name, 6, 20, "second")
+        wait_for("consumed after the kill", lambda: {v for c in survivors for _, _, v in c.consumed()} >= second)
+    finally:
+        for c in consumers[1:]:
+            c.stop()
+    assert committed(node.bootstrap, "g-848", topic_name, 6) == dict.fromkeys(range(6), 40)

@@ -11,6 +11,8 @@ from types import MappingProxyType
 from rafka_shards.shard.kafka.api import ApiHandler
 from rafka_shards.shard.kafka.handlers import (
     api_versions,
+    consumer_group_describe,
+    consumer_group_heartbeat,
     create_partitions,
     create_topics,
     delete_groups,
@@ -48,6 +50,8 @@ _ALL = (
     create_partitions.HANDLER,
     describe_cluster.HANDLER,
     init_producer_id.HANDLER,
+    consumer_group_heartbeat.HANDLER,
+    consumer_group_describe.HANDLER,
     delete_groups.HANDLER,
     describe_groups.HANDLER,
     find_coordinator.HANDLER,

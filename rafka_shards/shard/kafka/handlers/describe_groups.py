@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rafka_shards.groups.describe_ops import GROUP_OPERATIONS, OPERATIONS_NOT_ASKED
 from rafka_shards.model import KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
-
-OPERATIONS_NOT_ASKED = -(2**31)  # Kafka's "authorized operations were not requested"
-GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)  # READ, DELETE, DESCRIBE (AclOperation codes)
 
 
 def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, Any]:
@@ -32,7 +30,7 @@ def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, 
     except KafkaError as e:
         body["error_code"] = int(e.code)
         return body
-    body.update(group_state=d.state.value, protocol_type=d.protocol_type, protocol_data=d.protocol_name)
+    body.update(group_state=d.state, protocol_type=d.protocol_type, protocol_data=d.protocol_name)
     body["members"] = [
         {
             "member_id": m.member_id,

@@ -1,0 +1,321 @@
+"""The consumer group protocol of KIP-848 (ConsumerGroupHeartbeat): server-side assignment, member epochs and
+incremental reconciliation, sans-IO.
+
+Runs in the shard that coordinates the group, inside ``ClassicGroups`` (a group id is either a classic group or a
+consumer group; an empty one can change kind). State (KIP-848's model):
+
+- the **group epoch** moves whenever what the assignment depends on changes: a member joins or leaves, a
+  subscription or the asked-for assignor changes, a subscribed topic's partition count changes;
+- the **target assignment** is computed by the server assignor (``assignors``) for the group epoch (then the
+  **assignment epoch** equals it);
+- each member reconciles from its current assignment towards its target, Kafka's ``CurrentAssignmentBuilder``:
+  partitions it must give up are revoked first (the member keeps its epoch and is ``unrevoked_partitions`` until a
+  heartbeat shows it no longer owns them); then it moves to the assignment epoch and receives the partitions of its
+  target that no other member still holds (``unreleased_partitions`` until all are free, then ``stable``).
+
+A member that does not heartbeat within the session timeout, or does not revoke within its rebalance timeout, is
+removed (fenced). Requests carry the member epoch: an old one gets FENCED_MEMBER_EPOCH (the client rejoins with 0).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rafka_shards.groups.assignors import ASSIGNORS, UNIFORM, Assignment, MemberSpec, assign
+from rafka_shards.model import ErrorCode
+
+LEAVE_EPOCH = -1
+STATIC_LEAVE_EPOCH = -2
+JOIN_EPOCH = 0
+
+
+class MemberState(enum.Enum):
+    STABLE = "stable"
+    UNREVOKED_PARTITIONS = "unrevoked_partitions"
+    UNRELEASED_PARTITIONS = "unreleased_partitions"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLimits:
+    session_timeout_ms: int = 45_000  # group.consumer.session.timeout.ms
+    heartbeat_interval_ms: int = 5_000  # group.consumer.heartbeat.interval.ms
+    max_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatRequest:
+    group_id: str
+    member_id: str  # "" on a v0 join: the coordinator names the member; v1 clients name themselves
+    member_epoch: int
+    instance_id: str | None
+    rack_id: str | None
+    rebalance_timeout_ms: int  # -1: unchanged
+    subscribed: tuple[str, ...] | None  # None: unchanged
+    assignor: str | None
+    owned: Mapping[str, frozenset[int]] | None  # what the member holds now; None: unchanged
+    client_id: str
+    client_host: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    error: ErrorCode
+    message: str | None = None
+    member_id: str | None = None
+    member_epoch: int = 0
+    heartbeat_interval_ms: int = 0
+    assignment: Assignment | None = None  # None: unchanged since the last answer
+
+
+@dataclass(slots=True)
+class ConsumerMember:
+    member_id: str
+    instance_id: str | None
+    rack_id: str | None
+    client_id: str
+    client_host: str
+    subscribed: frozenset[str]
+    assignor: str | None
+    rebalance_timeout_ms: int
+    member_epoch: int = 0
+    previous_epoch: int = -1
+    state: MemberState = MemberState.STABLE
+    assigned: Assignment = field(default_factory=dict)
+    revoking: Assignment = field(default_factory=dict)
+    sent: Assignment | None = None  # the assignment last answered (None: never)
+    deadline_ms: int = 0
+    revoke_deadline_ms: int = -1
+
+
+@dataclass(slots=True)
+class ConsumerGroupState:
+    group_epoch: int = 0
+    assignment_epoch: int = 0
+    members: dict[str, ConsumerMember] = field(default_factory=dict)
+    static: dict[str, str] = field(default_factory=dict)  # instance id -> member id
+    target: dict[str, Assignment] = field(default_factory=dict)
+    partition_counts: dict[str, int] = field(default_factory=dict)  # of the subscribed topics, when last assigned
+    assignor: str = UNIFORM
+
+    @property
+    def state_name(self) -> str:
+        """Kafka's ConsumerGroupState: Empty, Assigning, Reconciling, Stable."""
+        if not self.members:
+            return "Empty"
+        if self.assignment_epoch < self.group_epoch:
+            return "Assigning"
+        if any(
+            m.member_epoch != self.assignment_epoch or m.state is not MemberState.STABLE for m in self.members.values()
+        ):
+            return "Reconciling"
+        return "Stable"
+
+
+def validate(req: HeartbeatRequest) -> str | None:
+    """Why the request is malformed (INVALID_REQUEST), or None."""
+    if not req.group_id:
+        return "the group id is empty"
+    if req.member_epoch < STATIC_LEAVE_EPOCH:
+        return f"member epoch {req.member_epoch} is not valid"
+    if req.version >= 1 and not req.member_id:
+        return "a member id is required (ConsumerGroupHeartbeat v1: the client names itself)"
+    if req.member_epoch == JOIN_EPOCH:
+        if req.rebalance_timeout_ms < 0:
+            return "the first heartbeat must carry a rebalance timeout"
+        if not req.subscribed:
+            return "the first heartbeat must subscribe to at least one topic"
+        if req.owned:
+            return "the first heartbeat cannot own partitions"
+    elif req.member_epoch > 0 and not req.member_id:
+        return "a member id is required after joining"
+    return None
+
+
+def _flat(a: Mapping[str, frozenset[int]]) -> set[tuple[str, int]]:
+    return {(t, p) for t, ps in a.items() for p in ps}
+
+
+def _unflat(tps: set[tuple[str, int]]) -> Assignment:
+    out: dict[str, set[int]] = {}
+    for t, p in tps:
+        out.setdefault(t, set()).add(p)
+    return {t: frozenset(ps) for t, ps in out.items()}
+
+
+class ConsumerProtocol:
+    """The heartbeat logic over one group's ``ConsumerGroupState``; ``partitions`` is the partition count of every
+    existing topic (from the metadata image)."""
+
+    def __init__(self, limits: ConsumerLimits) -> None:
+        self.limits = limits
+
+    def heartbeat(
+        self, g: ConsumerGroupState, req: HeartbeatRequest, partitions: Mapping[str, int], now_ms: int
+    ) -> HeartbeatResult:
+        if req.member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
+            return self._leave(g, req)
+        if req.assignor is not None and req.assignor not in ASSIGNORS:
+            return HeartbeatResult(ErrorCode.UNSUPPORTED_ASSIGNOR, f"assignors: {', '.join(ASSIGNORS)}")
+        epoch = g.group_epoch
+        m = self._member(g, req, now_ms)
+        if isinstance(m, HeartbeatResult):
+            return m
+        joined = g.group_epoch != epoch
+        g.group_epoch = epoch  # one bump per heartbeat, whatever changed (KIP-848: the group epoch, not counts)
+        changed = self._update(m, req) or joined
+        self._maybe_assign(g, partitions, changed)
+        m.deadline_ms = now_ms + self.limits.session_timeout_ms
+        self._reconcile(g, m, req.owned, now_ms)
+        answer: Assignment | None = None
+        if m.sent is None or m.sent != m.assigned or (req.owned is not None and dict(req.owned) != m.assigned):
+            answer = m.sent = dict(m.assigned)
+        return HeartbeatResult(
+            ErrorCode.NONE, None, m.member_id, m.member_epoch, self.limits.heartbeat_interval_ms, answer
+        )
+
+    def _leave(self, g: ConsumerGroupState, req: HeartbeatRequest) -> HeartbeatResult:
+        m = g.members.get(req.member_id)
+        if m is None:
+            return HeartbeatResult(ErrorCode.UNKNOWN_MEMBER_ID, f"member {req.member_id!r} is not in the group")
+        self.remove(g, m.member_id)
+        return HeartbeatResult(ErrorCode.NONE, None, m.member_id, req.member_epoch, 0, None)
+
+    def _member(self, g: ConsumerGroupState, req: HeartbeatRequest, now_ms: int) -> ConsumerMember | HeartbeatResult:
+        if req.member_epoch == JOIN_EPOCH:
+            return self._join(g, req)
+        m = g.members.get(req.member_id)
+        if m is None:
+            return HeartbeatResult(ErrorCode.UNKNOWN_MEMBER_ID, f"member {req.member_id!r} is not in the group")
+        if req.member_epoch != m.member_epoch:
+            owned_ok = req.owned is None or _flat(req.owned) <= _flat(m.assigned)
+            if not (req.member_epoch == m.previous_epoch and owned_ok):
+                return HeartbeatResult(
+                    ErrorCode.FENCED_MEMBER_EPOCH,
+                    f"member epoch {req.member_epoch}, the coordinator has {m.member_epoch}: rejoin",
+                )
+        return m
+
+    def _join(self, g: ConsumerGroupState, req: HeartbeatRequest) -> ConsumerMember | HeartbeatResult:
+        member_id = req.member_id or str(uuid.uuid4())
+        if req.instance_id is not None:
+            old_id = g.static.get(req.instance_id)
+            old = g.members.get(old_id) if old_id is not None else None
+            if old is not None and old.member_id != member_id:
+                return HeartbeatResult(
+                    ErrorCode.UNRELEASED_INSTANCE_ID,
+                    f"instance {req.instance_id!r} is still held by member {old.member_id}",
+                )
+        existing = g.members.get(member_id)
+        if existing is not None:  # a member that rejoins with epoch 0 (after FENCED_MEMBER_EPOCH) starts over
+            self.remove(g, member_id)
+        if len(g.members) >= self.limits.max_size:
+            return HeartbeatResult(ErrorCode.GROUP_MAX_SIZE_REACHED, f"the group has {len(g.members)} members")
+        m = ConsumerMember(
+            member_id,
+            req.instance_id,
+            req.rack_id,
+            req.client_id,
+            req.client_host,
+            frozenset(req.subscribed or ()),
+            req.assignor,
+            req.rebalance_timeout_ms,
+        )
+        g.members[member_id] = m
+        if req.instance_id is not None:
+            g.static[req.instance_id] = member_id
+        g.group_epoch += 1
+        return m
+
+    def _update(self, m: ConsumerMember, req: HeartbeatRequest) -> bool:
+        """Take what the heartbeat says of the member; True when the assignment depends on what changed."""
+        changed = False
+        if req.subscribed is not None and frozenset(req.subscribed) != m.subscribed:
+            m.subscribed = frozenset(req.subscribed)
+            changed = True
+        if req.assignor is not None and req.assignor != m.assignor:
+            m.assignor = req.assignor
+            changed = True
+        if req.rebalance_timeout_ms >= 0:
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms
+        m.client_id, m.client_host = req.client_id, req.client_host
+        if req.rack_id is not None:
+            m.rack_id = req.rack_id
+        return changed
+
+    def _maybe_assign(self, g: ConsumerGroupState, partitions: Mapping[str, int], changed: bool) -> None:
+        subscribed = {t for m in g.members.values() for t in m.subscribed}
+        counts = {t: partitions[t] for t in sorted(subscribed) if t in partitions}
+        if counts != g.partition_counts:
+            g.partition_counts = counts
+            changed = True
+        if changed:
+            g.group_epoch += 1
+        if g.assignment_epoch >= g.group_epoch:
+            return
+        asked = [m.assignor for m in g.members.values() if m.assignor]
+        g.assignor = max(sorted(set(asked)), key=asked.count) if asked else UNIFORM
+        specs = {mid: MemberSpec(m.subscribed, m.assigned) for mid, m in g.members.items()}
+        g.target = assign(g.assignor, specs, counts)
+        g.assignment_epoch = g.group_epoch
+
+    def _held_by_others(self, g: ConsumerGroupState, member_id: str) -> set[tuple[str, int]]:
+        held: set[tuple[str, int]] = set()
+        for other in g.members.values():
+            if other.member_id != member_id:
+                held |= _flat(other.assigned) | _flat(other.revoking)
+        return held
+
+    def _reconcile(
+        self, g: ConsumerGroupState, m: ConsumerMember, owned: Mapping[str, frozenset[int]] | None, now_ms: int
+    ) -> None:
+        """Kafka's CurrentAssignmentBuilder: revoke first, then take the target's free partitions."""
+        if m.state is MemberState.UNREVOKED_PARTITIONS:
+            if owned is None or _flat(owned) & _flat(m.revoking):
+                return  # still holds partitions it must give up
+            m.revoking = {}
+            m.revoke_deadline_ms = -1
+        target = _flat(g.target.get(m.member_id, {}))
+        current = _flat(m.assigned)
+        if m.member_epoch == g.assignment_epoch and m.state is MemberState.STABLE:
+            return
+        to_revoke = current - target
+        if to_revoke:
+            m.assigned = _unflat(current & target)
+            m.revoking = _unflat(to_revoke)
+            m.state = MemberState.UNREVOKED_PARTITIONS
+            m.revoke_deadline_ms = now_ms + m.rebalance_timeout_ms
+            return
+        free = (target - current) - self._held_by_others(g, m.member_id)
+        m.assigned = _unflat(current | free)
+        if m.member_epoch != g.assignment_epoch:
+            m.previous_epoch, m.member_epoch = m.member_epoch, g.assignment_epoch
+        m.state = MemberState.STABLE if _flat(m.assigned) == target else MemberState.UNRELEASED_PARTITIONS
+
+    def remove(self, g: ConsumerGroupState, member_id: str) -> None:
+        m = g.members.pop(member_id, None)
+        if m is None:
+            return
+        if m.instance_id is not None and g.static.get(m.instance_id) == member_id:
+            del g.static[m.instance_id]
+        g.target.pop(member_id, None)
+        g.group_epoch += 1
+
+    def expire(self, g: ConsumerGroupState, now_ms: int) -> list[str]:
+        """Members past their session timeout or their revocation deadline: removed; their ids."""
+        gone = [
+            m.member_id
+            for m in g.members.values()
+            if now_ms >= m.deadline_ms or (m.revoke_deadline_ms >= 0 and now_ms >= m.revoke_deadline_ms)
+        ]
+        for member_id in gone:
+            self.remove(g, member_id)
+        return gone
+
+    def next_deadline_ms(self, g: ConsumerGroupState) -> int | None:
+        deadlines = [m.deadline_ms for m in g.members.values()]
+        deadlines += [m.revoke_deadline_ms for m in g.members.values() if m.revoke_deadline_ms >= 0]
+        return min(deadlines) if deadlines else None

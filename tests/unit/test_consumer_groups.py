@@ -1,0 +1,113 @@
+"""The consumer group protocol (KIP-848) on the coordinator: rafka_shards.groups.consumer through ClassicGroups,
+driven with a fake clock. Checks Kafka's rules: epochs, revoke-before-assign reconciliation, fencing, leaving,
+session and revocation timeouts, and the kinds of group (classic / consumer) sharing one id space."""
+
+from __future__ import annotations
+
+import random
+
+from rafka_shards.groups.classic import ClassicGroups, GroupLimits, JoinRequest
+from rafka_shards.groups.consumer import ConsumerLimits, HeartbeatRequest, HeartbeatResult, MemberState
+from rafka_shards.model import ErrorCode
+
+TOPICS = {"t": 6}
+SESSION_MS = 10_000
+
+
+def groups() -> ClassicGroups:
+    limits = ConsumerLimits(session_timeout_ms=SESSION_MS, heartbeat_interval_ms=1000)
+    return ClassicGroups(GroupLimits(), random.Random(1), limits)
+
+
+def hb(
+    g: ClassicGroups,
+    member: str,
+    epoch: int,
+    owned: dict[str, frozenset[int]] | None = None,
+    now: int = 0,
+    subscribed: tuple[str, ...] | None = ("t",),
+    group: str = "g",
+) -> HeartbeatResult:
+    req = HeartbeatRequest(group, member, epoch, None, None, 30_000, subscribed, None, owned, "c", "/h", 1)
+    return g.consumer_heartbeat(req, TOPICS, now)
+
+
+def parts(result: HeartbeatResult) -> set[int]:
+    assert result.assignment is not None
+    return set(result.assignment.get("t", frozenset()))
+
+
+def test_a_lone_member_gets_every_partition_at_epoch_one() -> None:
+    g = groups()
+    r = hb(g, "a", 0, {})
+    assert r.error is ErrorCode.NONE and r.member_epoch == 1 and parts(r) == set(range(6))
+    assert r.heartbeat_interval_ms == 1000
+    again = hb(g, "a", 1, {"t": frozenset(range(6))}, subscribed=None)
+    assert again.member_epoch == 1 and again.assignment is None, "nothing changed: no assignment sent"
+
+
+def test_a_second_member_gets_partitions_only_after_the_first_revokes_them() -> None:
+    g = groups()
+    hb(g, "a", 0, {})
+    rb = hb(g, "b", 0, {})
+    assert rb.member_epoch == 2 and parts(rb) == set(), "b's target is held by a until a revokes"
+    ra = hb(g, "a", 1, {"t": frozenset(range(6))}, subscribed=None)
+    keep = parts(ra)
+    assert len(keep) == 3 and ra.member_epoch == 1, "a first gives up half, at its old epoch"
+    state = g.consumer_group("g")
+    assert state is not None and state.members["a"].state is MemberState.UNREVOKED_PARTITIONS
+    ra2 = hb(g, "a", 1, {"t": frozenset(keep)}, subscribed=None)
+    assert ra2.member_epoch == 2
+    rb2 = hb(g, "b", 2, {}, subscribed=None)
+    assert parts(rb2) == set(range(6)) - keep and rb2.member_epoch == 2
+    assert state.state_name == "Stable"
+
+
+def test_stale_epochs_are_fenced_and_unknown_members_refused() -> None:
+    g = groups()
+    hb(g, "a", 0, {})
+    assert hb(g, "a", 7, None, subscribed=None).error is ErrorCode.FENCED_MEMBER_EPOCH
+    assert hb(g, "x", 1, None, subscribed=None).error is ErrorCode.UNKNOWN_MEMBER_ID
+    assert hb(g, "a", 0, {"t": frozenset({1})}).error is ErrorCode.INVALID_REQUEST
+    assert hb(g, "a", 0, {}, subscribed=()).error is ErrorCode.INVALID_REQUEST
+    assert hb(g, "", 0, {}).error is ErrorCode.INVALID_REQUEST, "v1: the client names itself"
+
+
+def test_leaving_and_session_expiry_move_partitions_to_the_others() -> None:
+    g = groups()
+    hb(g, "a", 0, {})
+    hb(g, "b", 0, {})
+    hb(g, "a", 1, {"t": frozenset(range(6))}, subscribed=None)
+    left = hb(g, "a", -1, None, subscribed=None)
+    assert left.error is ErrorCode.NONE and left.member_epoch == -1
+    rb = hb(g, "b", 2, {}, subscribed=None)
+    assert parts(rb) == set(range(6))
+    hb(g, "c", 0, {}, now=1000)
+    g.tick(SESSION_MS)  # b last heartbeat at 0: gone; c at 1000: still in
+    state = g.consumer_group("g")
+    assert state is not None and set(state.members) == {"c"}
+
+
+def test_commits_are_checked_against_member_epochs() -> None:
+    g = groups()
+    hb(g, "a", 0, {})
+    assert g.validate_commit("g", "a", None, 1, 0) is ErrorCode.NONE
+    assert g.validate_commit("g", "a", None, 0, 0) is ErrorCode.STALE_MEMBER_EPOCH
+    assert g.validate_commit("g", "a", None, 2, 0) is ErrorCode.FENCED_MEMBER_EPOCH
+    assert g.validate_commit("g", "z", None, 1, 0) is ErrorCode.UNKNOWN_MEMBER_ID
+    assert g.validate_commit("g", "", None, -1, 0) is ErrorCode.UNKNOWN_MEMBER_ID, "not while it has members"
+
+
+def test_a_group_id_is_either_classic_or_consumer() -> None:
+    g = groups()
+    hb(g, "a", 0, {})
+    classic = JoinRequest("g", "", None, "consumer", (("range", b""),), 10_000, 30_000, "c", "/h", True)
+    g.join(classic, 1, 0)
+    (reply,) = g.drain()
+    assert reply.result.error is ErrorCode.INCONSISTENT_GROUP_PROTOCOL  # type: ignore[union-attr]
+    assert g.describe("g").group_type == "consumer" and g.describe("g").state == "Stable"
+    hb(g, "a", -1, None, subscribed=None)
+    g.join(classic, 2, 0)  # empty now: it becomes a classic group again
+    (reply,) = g.drain()
+    assert reply.result.error is ErrorCode.MEMBER_ID_REQUIRED  # type: ignore[union-attr]
+    assert hb(g, "b", 0, {}).error is ErrorCode.GROUP_ID_NOT_FOUND, "a classic member is joining: a classic group"
