@@ -27,12 +27,17 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from rafka_shards.groups import consumer_records
 from rafka_shards.groups.consumer import (
     ConsumerGroupState,
     ConsumerLimits,
     ConsumerProtocol,
     HeartbeatRequest,
     HeartbeatResult,
+    Snapshot,
+    load_record,
+    records_between,
+    snapshot,
     validate,
 )
 from rafka_shards.groups.offsets_records import (
@@ -249,6 +254,7 @@ class ClassicGroups:
         self.limits = limits
         self._rng = rng
         self.consumer_protocol = ConsumerProtocol(consumer or ConsumerLimits(max_size=limits.max_size))
+        self.topic_ids: Mapping[str, uuid.UUID] = {}  # the metadata image's, for consumer group records (the shell's)
         self.groups: dict[str, Group] = {}
         self._effects: list[Effect] = []
         self._timers: list[_Timer] = []
@@ -282,8 +288,10 @@ class ClassicGroups:
             elif kind == "sync" and group.sync_deadline_ms == deadline and str(group.generation) == key:
                 self._sync_deadline(group, now_ms)
             elif kind == "consumer" and group.consumer is not None:
+                before = snapshot(group.consumer)
                 for member_id in self.consumer_protocol.expire(group.consumer, now_ms):
                     self.events.append((group_id, f"member {member_id} removed: no heartbeat or revocation in time"))
+                self._store_consumer(group, before)
                 self._arm_consumer(group, now_ms)
 
     def close(self) -> None:
@@ -876,6 +884,9 @@ class ClassicGroups:
             return ErrorCode.NON_EMPTY_GROUP, ()
         records: tuple[tuple[bytes, bytes | None], ...] = self.offset_tombstones(group_id, group.offsets)
         records += ((encode_key(GroupKey(group_id)), None),)
+        if group.consumer is not None:
+            for kind in (consumer_records.TARGET_EPOCH_TYPE, consumer_records.GROUP_EPOCH_TYPE):
+                records += ((consumer_records.encode_key(kind, group_id), None),)
         group.state = GroupState.DEAD
         del self.groups[group_id]
         return ErrorCode.NONE, records
@@ -895,30 +906,56 @@ class ClassicGroups:
 
     # ---- the consumer group protocol (KIP-848) -------------------------------------------------------------------
 
-    def consumer_heartbeat(self, req: HeartbeatRequest, partitions: Mapping[str, int], now_ms: int) -> HeartbeatResult:
-        """ConsumerGroupHeartbeat; ``partitions``: the partition count of every topic of the metadata image."""
+    def consumer_heartbeat(
+        self, req: HeartbeatRequest, partitions: Mapping[str, int], now_ms: int
+    ) -> tuple[HeartbeatResult, tuple[tuple[bytes, bytes | None], ...]]:
+        """ConsumerGroupHeartbeat; ``partitions``: the partition count of every topic of the metadata image. Returns
+        the answer and the records to write before it is sent (Kafka answers once they are committed)."""
         problem = validate(req)
         if problem is not None:
-            return HeartbeatResult(ErrorCode.INVALID_REQUEST, problem)
+            return HeartbeatResult(ErrorCode.INVALID_REQUEST, problem), ()
         group = self.groups.get(req.group_id)
         if group is not None and group.consumer is None:
             if group.members or group.pending:
-                return HeartbeatResult(ErrorCode.GROUP_ID_NOT_FOUND, f"group {req.group_id!r} is a classic group")
+                return HeartbeatResult(ErrorCode.GROUP_ID_NOT_FOUND, f"group {req.group_id!r} is a classic group"), ()
             group.consumer = ConsumerGroupState()  # an empty classic group becomes a consumer group, offsets kept
         if group is None:
             if req.member_epoch != 0:
-                return HeartbeatResult(ErrorCode.UNKNOWN_MEMBER_ID, f"group {req.group_id!r} does not exist")
+                return HeartbeatResult(ErrorCode.UNKNOWN_MEMBER_ID, f"group {req.group_id!r} does not exist"), ()
             group = self.groups[req.group_id] = Group(req.group_id, state_timestamp_ms=now_ms)
             group.consumer = ConsumerGroupState()
         assert group.consumer is not None
-        epoch = group.consumer.group_epoch
+        before = snapshot(group.consumer)
         result = self.consumer_protocol.heartbeat(group.consumer, req, partitions, now_ms)
-        if group.consumer.group_epoch != epoch:
+        if group.consumer.group_epoch != before[0]:
             self.rebalances[group.group_id] = self.rebalances.get(group.group_id, 0) + 1
             if not group.consumer.members:
                 group.state_timestamp_ms = now_ms  # emptied: offsets expire from now (KIP-211)
         self._arm_consumer(group, now_ms)
-        return result
+        return result, self._consumer_records(group, before)
+
+    def _consumer_records(self, group: Group, before: Snapshot) -> tuple[tuple[bytes, bytes | None], ...]:
+        assert group.consumer is not None
+        out = []
+        for rec in records_between(group.group_id, before, snapshot(group.consumer)):
+            key = consumer_records.encode_key(rec.kind, rec.group, rec.member)
+            value = None if rec.value is None else consumer_records.encode_value(rec.value, self.topic_ids)
+            out.append((key, value))
+        return tuple(out)
+
+    def _store_consumer(self, group: Group, before: Snapshot) -> None:
+        records = self._consumer_records(group, before)
+        if records:
+            self._effects.append(StoreGroup(group.group_id, -1, records))
+
+    def load_consumer(self, rec: consumer_records.ConsumerRecord, now_ms: int) -> None:
+        """Replay a consumer group record (KIP-848) while loading the partition."""
+        group = self.groups.get(rec.group)
+        if group is None:
+            group = self.groups[rec.group] = Group(rec.group, state_timestamp_ms=now_ms)
+        if group.consumer is None:
+            group.consumer = ConsumerGroupState(counts_known=False)
+        load_record(group.consumer, rec)
 
     def _arm_consumer(self, group: Group, now_ms: int) -> None:
         assert group.consumer is not None
@@ -977,6 +1014,10 @@ class ClassicGroups:
         for group in self.groups.values():
             for m in group.members.values():
                 self._heartbeat(group, m, now_ms)
+            if group.consumer is not None:
+                for cm in group.consumer.members.values():
+                    cm.deadline_ms = now_ms + self.consumer_protocol.limits.session_timeout_ms
+                self._arm_consumer(group, now_ms)
 
 
 def _consumer_commit_error(c: ConsumerGroupState, member_id: str, epoch: int) -> ErrorCode:

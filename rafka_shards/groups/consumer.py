@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rafka_shards.groups import consumer_records as recs
 from rafka_shards.groups.assignors import ASSIGNORS, UNIFORM, Assignment, MemberSpec, assign
 from rafka_shards.model import ErrorCode
 
@@ -100,6 +101,7 @@ class ConsumerGroupState:
     target: dict[str, Assignment] = field(default_factory=dict)
     partition_counts: dict[str, int] = field(default_factory=dict)  # of the subscribed topics, when last assigned
     assignor: str = UNIFORM
+    counts_known: bool = True  # False after loading: the next heartbeat takes the image's counts without a bump
 
     @property
     def state_name(self) -> str:
@@ -249,7 +251,9 @@ class ConsumerProtocol:
     def _maybe_assign(self, g: ConsumerGroupState, partitions: Mapping[str, int], changed: bool) -> None:
         subscribed = {t for m in g.members.values() for t in m.subscribed}
         counts = {t: partitions[t] for t in sorted(subscribed) if t in partitions}
-        if counts != g.partition_counts:
+        if not g.counts_known:
+            g.partition_counts, g.counts_known = counts, True
+        elif counts != g.partition_counts:
             g.partition_counts = counts
             changed = True
         if changed:
@@ -319,3 +323,90 @@ class ConsumerProtocol:
         deadlines = [m.deadline_ms for m in g.members.values()]
         deadlines += [m.revoke_deadline_ms for m in g.members.values() if m.revoke_deadline_ms >= 0]
         return min(deadlines) if deadlines else None
+
+
+# ---- what to write: the records between two snapshots of a group (Kafka's record types 3, 5-8) ---------------------
+
+_Meta = tuple[str | None, str | None, str, str, tuple[str, ...], int, str | None]
+_Current = tuple[int, int, str, Assignment, Assignment]
+Snapshot = tuple[int, int, dict[str, _Meta], dict[str, _Current], dict[str, Assignment]]
+
+
+def snapshot(g: ConsumerGroupState) -> Snapshot:
+    meta = {
+        mid: (
+            m.instance_id,
+            m.rack_id,
+            m.client_id,
+            m.client_host,
+            tuple(sorted(m.subscribed)),
+            m.rebalance_timeout_ms,
+            m.assignor,
+        )
+        for mid, m in g.members.items()
+    }
+    current = {
+        mid: (m.member_epoch, m.previous_epoch, m.state.value, dict(m.assigned), dict(m.revoking))
+        for mid, m in g.members.items()
+    }
+    return g.group_epoch, g.assignment_epoch, meta, current, dict(g.target)
+
+
+def records_between(group_id: str, before: Snapshot, after: Snapshot) -> list[recs.ConsumerRecord]:
+    """The records that take the log from ``before`` to ``after``, in Kafka's order: members' metadata, the group
+    epoch, the target assignment, the members' current assignments; tombstones for members that left."""
+    epoch0, target_epoch0, meta0, current0, target0 = before
+    epoch1, target_epoch1, meta1, current1, target1 = after
+    out: list[recs.ConsumerRecord] = []
+    for mid in sorted(set(meta0) - set(meta1)):
+        for kind in (recs.CURRENT_ASSIGNMENT_TYPE, recs.TARGET_MEMBER_TYPE, recs.MEMBER_METADATA_TYPE):
+            out.append(recs.ConsumerRecord(kind, group_id, mid, None))
+    for mid, m in sorted(meta1.items()):
+        if meta0.get(mid) != m:
+            i, rack, client, host, subscribed, timeout, assignor = m
+            value = recs.MemberMetadata(i, rack, client, host, subscribed, timeout, assignor)
+            out.append(recs.ConsumerRecord(recs.MEMBER_METADATA_TYPE, group_id, mid, value))
+    if epoch1 != epoch0:
+        out.append(recs.ConsumerRecord(recs.GROUP_EPOCH_TYPE, group_id, None, recs.GroupEpoch(epoch1)))
+    if target_epoch1 != target_epoch0:
+        for mid, a in sorted(target1.items()):
+            if mid in meta1 and target0.get(mid) != a:
+                out.append(recs.ConsumerRecord(recs.TARGET_MEMBER_TYPE, group_id, mid, recs.TargetMember(a)))
+        out.append(recs.ConsumerRecord(recs.TARGET_EPOCH_TYPE, group_id, None, recs.TargetEpoch(target_epoch1)))
+    for mid, c in sorted(current1.items()):
+        if current0.get(mid) != c:
+            member_epoch, previous, state, assigned, revoking = c
+            value2 = recs.CurrentAssignment(member_epoch, previous, state, assigned, revoking)
+            out.append(recs.ConsumerRecord(recs.CURRENT_ASSIGNMENT_TYPE, group_id, mid, value2))
+    return out
+
+
+def load_record(g: ConsumerGroupState, rec: recs.ConsumerRecord) -> None:
+    """Replay one record while loading the partition (the latest record per key wins; a tombstone deletes)."""
+    v, mid = rec.value, rec.member
+    if rec.kind == recs.GROUP_EPOCH_TYPE:
+        g.group_epoch = v.epoch if isinstance(v, recs.GroupEpoch) else 0
+    elif rec.kind == recs.TARGET_EPOCH_TYPE:
+        g.assignment_epoch = v.epoch if isinstance(v, recs.TargetEpoch) else 0
+    elif mid is None:
+        return
+    elif rec.kind == recs.MEMBER_METADATA_TYPE:
+        if not isinstance(v, recs.MemberMetadata):
+            g.members.pop(mid, None)
+            return
+        m = g.members.get(mid) or ConsumerMember(mid, None, None, "", "", frozenset(), None, -1)
+        m.instance_id, m.rack_id, m.client_id, m.client_host = v.instance_id, v.rack_id, v.client_id, v.client_host
+        m.subscribed, m.rebalance_timeout_ms, m.assignor = frozenset(v.subscribed), v.rebalance_timeout_ms, v.assignor
+        g.members[mid] = m
+        if m.instance_id is not None:
+            g.static[m.instance_id] = mid
+    elif rec.kind == recs.TARGET_MEMBER_TYPE:
+        if isinstance(v, recs.TargetMember):
+            g.target[mid] = dict(v.partitions)
+        else:
+            g.target.pop(mid, None)
+    elif rec.kind == recs.CURRENT_ASSIGNMENT_TYPE and isinstance(v, recs.CurrentAssignment) and mid in g.members:
+        m = g.members[mid]
+        m.member_epoch, m.previous_epoch, m.state = v.member_epoch, v.previous_epoch, MemberState(v.state)
+        m.assigned, m.revoking = dict(v.assigned), dict(v.revoking)
+        m.sent = None

@@ -359,3 +359,8 @@ def decode_group_value(buf: bytes) -> GroupValue:
     r.tags()
     r.end()
     return GroupValue(protocol_type, generation, protocol, leader, state_timestamp, tuple(members))
+
+
+# The codec pieces the other record families of the topic (``consumer_records``) build on.
+RecordWriter = _Writer
+RecordReader = _Reader

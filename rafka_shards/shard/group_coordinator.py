@@ -24,12 +24,14 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.image import MetadataImage
 from rafka_shards import event_loop
 from rafka_shards.config import MIB, BrokerConfig
+from rafka_shards.groups import consumer_records
 from rafka_shards.groups import offsets_records as recs
 from rafka_shards.groups.classic import (
     ClassicGroups,
@@ -152,6 +154,7 @@ class GroupCoordinator:
         """Replay the partition's log into a fresh ``ClassicGroups``; the latest record per key wins."""
         p = self._manager.partitions[TopicPartition(OFFSETS_TOPIC, entry.partition)]
         groups = ClassicGroups(self._limits, self._rng, self._consumer_limits)
+        names = dict(self._manager.image.topics_by_id)
         now = self._now_ms()
         offset = p.log.log_start_offset
         records = 0
@@ -164,7 +167,7 @@ class GroupCoordinator:
             while pos < len(data):
                 size = parse_header(data, pos).size
                 for r in decode_batch(memoryview(data)[pos : pos + size]):
-                    records += _replay(groups, r.key, r.value, now)
+                    records += _replay(groups, r.key, r.value, names, now)
                 pos += size
             offset = read.next_offset
             await asyncio.sleep(0)  # other requests run between reads
@@ -276,13 +279,20 @@ class GroupCoordinator:
         self._deliver(entry)
         return error
 
-    def consumer_heartbeat(self, req: HeartbeatRequest) -> HeartbeatResult:
-        """ConsumerGroupHeartbeat (KIP-848). The group's state lives in memory only for now: a coordinator fail-over
-        makes its members rejoin (UNKNOWN_MEMBER_ID), resuming from their committed offsets, which are durable."""
+    async def consumer_heartbeat(self, req: HeartbeatRequest) -> HeartbeatResult:
+        """ConsumerGroupHeartbeat (KIP-848). What changed in the group (epochs, members, assignments) is written
+        as Kafka's records and the answer waits for them to be on every in-sync replica, so a new coordinator
+        loads the group where the members left it."""
         entry, groups = self._groups(req.group_id)
-        partitions = {t.name: len(t.partitions) for t in self._manager.image.topics.values()}
-        result = groups.consumer_heartbeat(req, partitions, self._now_ms())
+        image = self._manager.image
+        groups.topic_ids = {t.name: t.topic_id for t in image.topics.values()}
+        partitions = {t.name: len(t.partitions) for t in image.topics.values()}
+        result, records = groups.consumer_heartbeat(req, partitions, self._now_ms())
         self._deliver(entry)
+        if records:
+            error = await self._write(entry, records)
+            if error is not ErrorCode.NONE:
+                return HeartbeatResult(error, f"the group's new state could not be written: {error.name}")
         return result
 
     def consumer_group(self, group_id: str) -> ConsumerGroupState | None:
@@ -464,12 +474,19 @@ class GroupCoordinator:
                     self._spawn_store(entry, store)
 
 
-def _replay(groups: ClassicGroups, key: bytes | None, value: bytes | None, now_ms: int) -> int:
+def _replay(
+    groups: ClassicGroups, key: bytes | None, value: bytes | None, names: Mapping[uuid.UUID, str], now_ms: int
+) -> int:
     """Apply one record of the partition while loading; a record this broker cannot read is logged and skipped
     (a newer format written by a later version), as Kafka does."""
     if key is None:
         return 0
     try:
+        if len(key) >= 2 and consumer_records.key_type(key) in consumer_records.CONSUMER_KEY_TYPES:
+            rec = consumer_records.decode(key, value, names)
+            if rec is not None:
+                groups.load_consumer(rec, now_ms)
+            return 1
         decoded = recs.decode_key(key)
         if isinstance(decoded, recs.OffsetKey):
             groups.load_offset(decoded, None if value is None else recs.decode_offset_value(value), now_ms)

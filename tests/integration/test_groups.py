@@ -245,7 +245,8 @@ def test_the_consumer_group_protocol_kip_848_shares_moves_and_commits(
 ) -> None:
     """librdkafka's group.protocol=consumer (ConsumerGroupHeartbeat): three members share six partitions with the
     coordinator's uniform assignor, each message is consumed once; a SIGKILLed member's partitions move to the
-    others once its session times out; commits are kept; ConsumerGroupDescribe shows the group."""
+    others once its session times out; commits are kept; ConsumerGroupDescribe shows the group; after a restart of
+    the coordinator the group is loaded from its records and the members carry on."""
     node = kip848_node
     create_topic(node.bootstrap, topic_name, 6)
     kip848 = ("--protocol", "consumer")
@@ -268,7 +269,14 @@ def test_the_consumer_group_protocol_kip_848_shares_moves_and_commits(
         wait_for("the survivors hold every partition", lambda: balanced(survivors, 6))
         second = produce(node.bootstrap, topic_name, 6, 20, "second")
         wait_for("consumed after the kill", lambda: {v for c in survivors for _, _, v in c.consumed()} >= second)
+        # The coordinator restarts: it loads the group from __consumer_offsets and the members carry on.
+        moves = [[e for e in c.events() if "assigned" in e or "revoked" in e] for c in survivors]
+        node.restart()
+        third = produce(node.bootstrap, topic_name, 6, 20, "third")
+        wait_for("consumed after a restart", lambda: {v for c in survivors for _, _, v in c.consumed()} >= third)
+        assert [[e for e in c.events() if "assigned" in e or "revoked" in e] for c in survivors] == moves
     finally:
         for c in consumers[1:]:
             c.stop()
-    assert committed(node.bootstrap, "g-848", topic_name, 6) == dict.fromkeys(range(6), 40)
+    assert committed(node.bootstrap, "g-848", topic_name, 6) == dict.fromkeys(range(6), 60)
+    assert "loaded 1 group(s)" in node.log(tail=10**8)

@@ -5,13 +5,17 @@ session and revocation timeouts, and the kinds of group (classic / consumer) sha
 from __future__ import annotations
 
 import random
+import uuid
 
+from rafka_shards.groups import consumer_records
 from rafka_shards.groups.classic import ClassicGroups, GroupLimits, JoinRequest
 from rafka_shards.groups.consumer import ConsumerLimits, HeartbeatRequest, HeartbeatResult, MemberState
 from rafka_shards.model import ErrorCode
 
 TOPICS = {"t": 6}
+TOPIC_IDS = {"t": uuid.UUID(int=77)}
 SESSION_MS = 10_000
+WRITTEN: list[tuple[bytes, bytes | None]] = []  # the records the heartbeats asked to write, in order
 
 
 def groups() -> ClassicGroups:
@@ -29,7 +33,10 @@ def hb(
     group: str = "g",
 ) -> HeartbeatResult:
     req = HeartbeatRequest(group, member, epoch, None, None, 30_000, subscribed, None, owned, "c", "/h", 1)
-    return g.consumer_heartbeat(req, TOPICS, now)
+    g.topic_ids = TOPIC_IDS
+    result, records = g.consumer_heartbeat(req, TOPICS, now)
+    WRITTEN.extend(records)
+    return result
 
 
 def parts(result: HeartbeatResult) -> set[int]:
@@ -111,3 +118,48 @@ def test_a_group_id_is_either_classic_or_consumer() -> None:
     (reply,) = g.drain()
     assert reply.result.error is ErrorCode.MEMBER_ID_REQUIRED  # type: ignore[union-attr]
     assert hb(g, "b", 0, {}).error is ErrorCode.GROUP_ID_NOT_FOUND, "a classic member is joining: a classic group"
+
+
+def test_the_records_written_load_the_same_group_on_a_new_coordinator() -> None:
+    WRITTEN.clear()
+    g = groups()
+    hb(g, "a", 0, {})
+    hb(g, "b", 0, {})
+    ra = hb(g, "a", 1, {"t": frozenset(range(6))}, subscribed=None)
+    hb(g, "a", 1, {"t": frozenset(parts(ra))}, subscribed=None)
+    hb(g, "b", 2, {}, subscribed=None)
+    names = {v: k for k, v in TOPIC_IDS.items()}
+    loaded = groups()
+    for key, value in WRITTEN:
+        rec = consumer_records.decode(key, value, names)
+        assert rec is not None
+        loaded.load_consumer(rec, 5)
+    loaded.loaded(5)
+    before, after = g.consumer_group("g"), loaded.consumer_group("g")
+    assert before is not None and after is not None
+    assert (after.group_epoch, after.assignment_epoch, after.target) == (
+        before.group_epoch,
+        before.assignment_epoch,
+        before.target,
+    )
+    for mid, m in before.members.items():
+        n = after.members[mid]
+        assert (n.member_epoch, n.previous_epoch, n.state, n.assigned, n.revoking, n.subscribed) == (
+            m.member_epoch,
+            m.previous_epoch,
+            m.state,
+            m.assigned,
+            m.revoking,
+            m.subscribed,
+        )
+    # The members carry on with the new coordinator without a rebalance.
+    assert (
+        loaded.consumer_heartbeat(
+            HeartbeatRequest("g", "b", 2, None, None, -1, None, None, None, "c", "/h", 1), TOPICS, 6
+        )[0].error
+        is ErrorCode.NONE
+    )
+    assert after.group_epoch == before.group_epoch
+    hb(g, "a", -1, None, subscribed=None)
+    leave = [consumer_records.decode(k, v, names) for k, v in WRITTEN[-4:]]
+    assert [(r.kind, r.value is None) for r in leave if r is not None][:3] == [(8, True), (7, True), (5, True)]

@@ -47,7 +47,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         result = HeartbeatResult(ErrorCode.INVALID_REQUEST, "regular-expression subscriptions are not supported yet")
     else:
         try:
-            result = ctx.groups.consumer_heartbeat(_request(ctx, req))
+            result = await ctx.groups.consumer_heartbeat(_request(ctx, req))
         except KafkaError as e:
             result = HeartbeatResult(e.code, e.message)
     assignment = None
