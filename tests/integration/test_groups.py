@@ -280,3 +280,25 @@ def test_the_consumer_group_protocol_kip_848_shares_moves_and_commits(
             c.stop()
     assert committed(node.bootstrap, "g-848", topic_name, 6) == dict.fromkeys(range(6), 60)
     assert "loaded 1 group(s)" in node.log(tail=10**8)
+
+
+def test_cooperative_sticky_consumers_rebalance_incrementally(node: Broker, tmp_path: Path, topic_name: str) -> None:
+    """librdkafka's cooperative-sticky assignor over the classic protocol: a joining member takes partitions without
+    the others giving up the rest (incremental revocations), and every message is still consumed once."""
+    create_topic(node.bootstrap, topic_name, 6)
+    args = ("--assignor", "cooperative-sticky")
+    first = ConsumerProcess(node.bootstrap, "g-coop", topic_name, tmp_path / "c0.jsonl", *args)
+    consumers = [first]
+    try:
+        wait_for("one member holds every partition", lambda: balanced(consumers, 6))
+        consumers.append(ConsumerProcess(node.bootstrap, "g-coop", topic_name, tmp_path / "c1.jsonl", *args))
+        wait_for("two members share six partitions", lambda: balanced(consumers, 6))
+        revoked = [set(e["revoked"]) for e in first.events() if "revoked" in e]
+        assert revoked and all(len(r) < 6 for r in revoked), "only what moved was revoked"
+        assert sorted(len(c.assignment()) for c in consumers) == [3, 3]
+        produced = produce(node.bootstrap, topic_name, 6, 20, "coop")
+        wait_for("consumed", lambda: {v for c in consumers for _, _, v in c.consumed()} >= produced)
+        assert sorted(v for c in consumers for _, _, v in c.consumed()) == sorted(produced)
+    finally:
+        for c in consumers:
+            c.stop()
