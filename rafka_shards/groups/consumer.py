@@ -20,13 +20,14 @@ removed (fenced). Requests carry the member epoch: an old one gets FENCED_MEMBER
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rafka_shards.groups import consumer_records as recs
 from rafka_shards.groups.assignors import ASSIGNORS, UNIFORM, Assignment, MemberSpec, assign
-from rafka_shards.model import ErrorCode
+from rafka_shards.model import INTERNAL_TOPICS, ErrorCode
 
 LEAVE_EPOCH = -1
 STATIC_LEAVE_EPOCH = -2
@@ -55,6 +56,7 @@ class HeartbeatRequest:
     rack_id: str | None
     rebalance_timeout_ms: int  # -1: unchanged
     subscribed: tuple[str, ...] | None  # None: unchanged
+    regex: str | None  # v1: a regular expression over topic names (None: unchanged, "": none)
     assignor: str | None
     owned: Mapping[str, frozenset[int]] | None  # what the member holds now; None: unchanged
     client_id: str
@@ -82,6 +84,7 @@ class ConsumerMember:
     subscribed: frozenset[str]
     assignor: str | None
     rebalance_timeout_ms: int
+    regex: str = ""  # matched in full against every topic's name (internal topics excluded), as Kafka does
     member_epoch: int = 0
     previous_epoch: int = -1
     state: MemberState = MemberState.STABLE
@@ -128,13 +131,36 @@ def validate(req: HeartbeatRequest) -> str | None:
     if req.member_epoch == JOIN_EPOCH:
         if req.rebalance_timeout_ms < 0:
             return "the first heartbeat must carry a rebalance timeout"
-        if not req.subscribed:
-            return "the first heartbeat must subscribe to at least one topic"
+        if not req.subscribed and not req.regex:
+            return "the first heartbeat must subscribe to at least one topic or a regular expression"
         if req.owned:
             return "the first heartbeat cannot own partitions"
     elif req.member_epoch > 0 and not req.member_id:
         return "a member id is required after joining"
     return None
+
+
+REGEX_CHARS_MAX = 1000
+
+
+def compile_regex(pattern: str) -> re.Pattern[str] | str:
+    """The compiled pattern, or why it is refused (INVALID_REGULAR_EXPRESSION)."""
+    if len(pattern) > REGEX_CHARS_MAX:
+        return f"a regular expression of {len(pattern)} characters (at most {REGEX_CHARS_MAX})"
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        return f"{pattern!r} is not a regular expression: {e}"
+
+
+def subscribed_topics(m: ConsumerMember, topics: Mapping[str, int]) -> frozenset[str]:
+    """What the member subscribes to: its names plus every non-internal topic its expression matches in full."""
+    if not m.regex:
+        return m.subscribed
+    compiled = compile_regex(m.regex)
+    if isinstance(compiled, str):
+        return m.subscribed
+    return m.subscribed | {t for t in topics if t not in INTERNAL_TOPICS and compiled.fullmatch(t)}
 
 
 def _flat(a: Mapping[str, frozenset[int]]) -> set[tuple[str, int]]:
@@ -162,6 +188,10 @@ class ConsumerProtocol:
             return self._leave(g, req)
         if req.assignor is not None and req.assignor not in ASSIGNORS:
             return HeartbeatResult(ErrorCode.UNSUPPORTED_ASSIGNOR, f"assignors: {', '.join(ASSIGNORS)}")
+        if req.regex:
+            compiled = compile_regex(req.regex)
+            if isinstance(compiled, str):
+                return HeartbeatResult(ErrorCode.INVALID_REGULAR_EXPRESSION, compiled)
         epoch = g.group_epoch
         m = self._member(g, req, now_ms)
         if isinstance(m, HeartbeatResult):
@@ -225,6 +255,7 @@ class ConsumerProtocol:
             frozenset(req.subscribed or ()),
             req.assignor,
             req.rebalance_timeout_ms,
+            req.regex or "",
         )
         g.members[member_id] = m
         if req.instance_id is not None:
@@ -241,6 +272,9 @@ class ConsumerProtocol:
         if req.assignor is not None and req.assignor != m.assignor:
             m.assignor = req.assignor
             changed = True
+        if req.regex is not None and req.regex != m.regex:
+            m.regex = req.regex
+            changed = True
         if req.rebalance_timeout_ms >= 0:
             m.rebalance_timeout_ms = req.rebalance_timeout_ms
         m.client_id, m.client_host = req.client_id, req.client_host
@@ -249,7 +283,8 @@ class ConsumerProtocol:
         return changed
 
     def _maybe_assign(self, g: ConsumerGroupState, partitions: Mapping[str, int], changed: bool) -> None:
-        subscribed = {t for m in g.members.values() for t in m.subscribed}
+        effective = {mid: subscribed_topics(m, partitions) for mid, m in g.members.items()}
+        subscribed = {t for ts in effective.values() for t in ts}
         counts = {t: partitions[t] for t in sorted(subscribed) if t in partitions}
         if not g.counts_known:
             g.partition_counts, g.counts_known = counts, True
@@ -262,7 +297,7 @@ class ConsumerProtocol:
             return
         asked = [m.assignor for m in g.members.values() if m.assignor]
         g.assignor = max(sorted(set(asked)), key=asked.count) if asked else UNIFORM
-        specs = {mid: MemberSpec(m.subscribed, m.assigned) for mid, m in g.members.items()}
+        specs = {mid: MemberSpec(effective[mid], m.assigned) for mid, m in g.members.items()}
         g.target = assign(g.assignor, specs, counts)
         g.assignment_epoch = g.group_epoch
 
@@ -327,7 +362,7 @@ class ConsumerProtocol:
 
 # ---- what to write: the records between two snapshots of a group (Kafka's record types 3, 5-8) ---------------------
 
-_Meta = tuple[str | None, str | None, str, str, tuple[str, ...], int, str | None]
+_Meta = tuple[str | None, str | None, str, str, tuple[str, ...], int, str | None, str]
 _Current = tuple[int, int, str, Assignment, Assignment]
 Snapshot = tuple[int, int, dict[str, _Meta], dict[str, _Current], dict[str, Assignment]]
 
@@ -342,6 +377,7 @@ def snapshot(g: ConsumerGroupState) -> Snapshot:
             tuple(sorted(m.subscribed)),
             m.rebalance_timeout_ms,
             m.assignor,
+            m.regex,
         )
         for mid, m in g.members.items()
     }
@@ -363,8 +399,8 @@ def records_between(group_id: str, before: Snapshot, after: Snapshot) -> list[re
             out.append(recs.ConsumerRecord(kind, group_id, mid, None))
     for mid, m in sorted(meta1.items()):
         if meta0.get(mid) != m:
-            i, rack, client, host, subscribed, timeout, assignor = m
-            value = recs.MemberMetadata(i, rack, client, host, subscribed, timeout, assignor)
+            i, rack, client, host, subscribed, timeout, assignor, regex = m
+            value = recs.MemberMetadata(i, rack, client, host, subscribed, timeout, assignor, regex or None)
             out.append(recs.ConsumerRecord(recs.MEMBER_METADATA_TYPE, group_id, mid, value))
     if epoch1 != epoch0:
         out.append(recs.ConsumerRecord(recs.GROUP_EPOCH_TYPE, group_id, None, recs.GroupEpoch(epoch1)))
@@ -397,6 +433,7 @@ def load_record(g: ConsumerGroupState, rec: recs.ConsumerRecord) -> None:
         m = g.members.get(mid) or ConsumerMember(mid, None, None, "", "", frozenset(), None, -1)
         m.instance_id, m.rack_id, m.client_id, m.client_host = v.instance_id, v.rack_id, v.client_id, v.client_host
         m.subscribed, m.rebalance_timeout_ms, m.assignor = frozenset(v.subscribed), v.rebalance_timeout_ms, v.assignor
+        m.regex = v.regex or ""
         g.members[mid] = m
         if m.instance_id is not None:
             g.static[m.instance_id] = mid

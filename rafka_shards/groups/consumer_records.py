@@ -50,6 +50,7 @@ class MemberMetadata:
     subscribed: tuple[str, ...]
     rebalance_timeout_ms: int
     assignor: str | None
+    regex: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ def encode_value(value: Value, ids: Mapping[str, uuid.UUID]) -> bytes:
         w.array_length(len(value.subscribed))
         for t in value.subscribed:
             w.string(t)
-        w.string(None)  # SubscribedTopicRegex
+        w.string(value.regex)
         w.int32(value.rebalance_timeout_ms)
         w.string(value.assignor)
     elif isinstance(value, TargetMember):
@@ -159,9 +160,10 @@ def _decode_value(kind: int, buf: bytes, names: Mapping[uuid.UUID, str]) -> Valu
     elif kind == MEMBER_METADATA_TYPE:
         instance_id, rack_id, client_id, client_host = r.nullable_string(), r.nullable_string(), r.string(), r.string()
         subscribed = tuple(r.string() for _ in range(r.array_length()))
-        r.nullable_string()  # regex: not supported here yet
+        regex = r.nullable_string()
         timeout = r.int32()
-        value = MemberMetadata(instance_id, rack_id, client_id, client_host, subscribed, timeout, r.nullable_string())
+        assignor = r.nullable_string()
+        value = MemberMetadata(instance_id, rack_id, client_id, client_host, subscribed, timeout, assignor, regex)
     elif kind == TARGET_MEMBER_TYPE:
         value = TargetMember(_read_partitions(r, names))
     else:

@@ -302,3 +302,41 @@ def test_cooperative_sticky_consumers_rebalance_incrementally(node: Broker, tmp_
     finally:
         for c in consumers:
             c.stop()
+
+
+def test_a_kip_848_regex_subscription_includes_topics_created_later(kip848_node: Broker, topic_name: str) -> None:
+    """librdkafka subscribes to ``^<prefix>-.*`` over the consumer protocol (v1: the coordinator matches the
+    expression): it reads the matching topics, not the others, and a matching topic created later too."""
+    from confluent_kafka import Consumer
+
+    node = kip848_node
+    prefix = topic_name[:40]
+    for name in (f"{prefix}-a", f"{prefix}-b", f"other-{prefix}"):
+        create_topic(node.bootstrap, name, 2)
+        produce(node.bootstrap, name, 2, 5, name)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": node.bootstrap,
+            "group.id": "g-regex",
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([f"^{prefix}-.*"])
+    seen: set[str] = set()
+
+    def read() -> set[str]:
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None and m.topic() is not None:
+            seen.add(m.topic() or "")
+        return seen
+
+    try:
+        wait_for("both matching topics read", lambda: read() >= {f"{prefix}-a", f"{prefix}-b"})
+        create_topic(node.bootstrap, f"{prefix}-c", 1)
+        produce(node.bootstrap, f"{prefix}-c", 1, 3, "late")
+        wait_for("the topic created later read", lambda: f"{prefix}-c" in read())
+        assert f"other-{prefix}" not in seen
+    finally:
+        consumer.close()

@@ -31,8 +31,9 @@ def hb(
     now: int = 0,
     subscribed: tuple[str, ...] | None = ("t",),
     group: str = "g",
+    regex: str | None = None,
 ) -> HeartbeatResult:
-    req = HeartbeatRequest(group, member, epoch, None, None, 30_000, subscribed, None, owned, "c", "/h", 1)
+    req = HeartbeatRequest(group, member, epoch, None, None, 30_000, subscribed, regex, None, owned, "c", "/h", 1)
     g.topic_ids = TOPIC_IDS
     result, records = g.consumer_heartbeat(req, TOPICS, now)
     WRITTEN.extend(records)
@@ -155,7 +156,7 @@ def test_the_records_written_load_the_same_group_on_a_new_coordinator() -> None:
     # The members carry on with the new coordinator without a rebalance.
     assert (
         loaded.consumer_heartbeat(
-            HeartbeatRequest("g", "b", 2, None, None, -1, None, None, None, "c", "/h", 1), TOPICS, 6
+            HeartbeatRequest("g", "b", 2, None, None, -1, None, None, None, None, "c", "/h", 1), TOPICS, 6
         )[0].error
         is ErrorCode.NONE
     )
@@ -163,3 +164,19 @@ def test_the_records_written_load_the_same_group_on_a_new_coordinator() -> None:
     hb(g, "a", -1, None, subscribed=None)
     leave = [consumer_records.decode(k, v, names) for k, v in WRITTEN[-4:]]
     assert [(r.kind, r.value is None) for r in leave if r is not None][:3] == [(8, True), (7, True), (5, True)]
+
+
+def test_a_regex_subscription_follows_the_topics_that_match() -> None:
+    g = groups()
+    topics = {"orders-eu": 2, "orders-us": 2, "payments": 2, "__consumer_offsets": 50}
+    req = HeartbeatRequest("g", "a", 0, None, None, 30_000, (), "orders-.*", None, {}, "c", "/h", 1)
+    g.topic_ids = {t: uuid.UUID(int=i + 1) for i, t in enumerate(topics)}
+    result, _ = g.consumer_heartbeat(req, topics, 0)
+    assert result.assignment == {"orders-eu": frozenset({0, 1}), "orders-us": frozenset({0, 1})}
+    more = {**topics, "orders-asia": 1}
+    follow = HeartbeatRequest("g", "a", 1, None, None, -1, None, None, None, dict(result.assignment), "c", "/h", 1)
+    g.topic_ids = {t: uuid.UUID(int=i + 1) for i, t in enumerate(more)}
+    again, _ = g.consumer_heartbeat(follow, more, 10)
+    assert again.member_epoch == 2 and again.assignment is not None and "orders-asia" in again.assignment
+    bad = HeartbeatRequest("g", "b", 0, None, None, 30_000, (), "orders-(", None, {}, "c", "/h", 1)
+    assert g.consumer_heartbeat(bad, more, 10)[0].error is ErrorCode.INVALID_REGULAR_EXPRESSION

@@ -4,7 +4,8 @@ Runs in a shard process; the group's state is ``rafka_shards.groups.consumer`` o
 what JoinGroup, SyncGroup and Heartbeat do in the classic protocol: it joins (member epoch 0), reports the
 partitions the member owns, and gets back the member epoch and its assignment, computed on the coordinator by a
 server assignor (``uniform`` by default, or ``range``). Topics travel as topic ids. v1 (KIP-1082): the client names
-itself (member id required); v1's regular-expression subscriptions are refused (INVALID_REQUEST) for now.
+itself (member id required) and may subscribe with a regular expression, matched in full against the names of the
+non-internal topics (Python's ``re``; Kafka uses RE2/J), re-evaluated as topics come and go.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from rafka_shards.groups.consumer import HeartbeatRequest, HeartbeatResult
-from rafka_shards.model import ErrorCode, KafkaError
+from rafka_shards.model import KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 
@@ -34,6 +35,7 @@ def _request(ctx: RequestContext, req: Any) -> HeartbeatRequest:
         rack_id=req.rack_id,
         rebalance_timeout_ms=int(req.rebalance_timeout.total_seconds() * 1000),
         subscribed=None if subscribed is None else tuple(str(t) for t in subscribed),
+        regex=getattr(req, "subscribed_topic_regex", None),
         assignor=req.server_assignor,
         owned=_owned(ctx, req.topic_partitions),
         client_id=ctx.header.client_id or "",
@@ -43,13 +45,10 @@ def _request(ctx: RequestContext, req: Any) -> HeartbeatRequest:
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    if getattr(req, "subscribed_topic_regex", None):
-        result = HeartbeatResult(ErrorCode.INVALID_REQUEST, "regular-expression subscriptions are not supported yet")
-    else:
-        try:
-            result = await ctx.groups.consumer_heartbeat(_request(ctx, req))
-        except KafkaError as e:
-            result = HeartbeatResult(e.code, e.message)
+    try:
+        result = await ctx.groups.consumer_heartbeat(_request(ctx, req))
+    except KafkaError as e:
+        result = HeartbeatResult(e.code, e.message)
     assignment = None
     if result.assignment is not None:
         topics = ctx.manager.image.topics
