@@ -315,3 +315,38 @@ def test_truncate_fully_and_start_at_continues_a_replica_from_the_leaders_log_st
     reopened = PartitionLog.open(tmp_path / "follower", LogConfig(segment_bytes=300), 0)
     assert (reopened.log_start_offset, reopened.log_end_offset) == (start, leader.log_end_offset)
     assert _all_values(reopened) == _all_values(leader)
+
+
+def test_a_flush_fsyncs_the_active_segments_log_alone_and_a_rolled_segment_whole(tmp_path: Path) -> None:
+    """The active segment's indexes are rebuilt by every open, so a group commit fsyncs only its log; a segment that
+    rolled is fsynced whole (log and both indexes) before the recovery point moves past it."""
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=400), 0)
+    log.flush_now()  # the new segment's directory entry
+    _append(log, [b"x" * 50])
+    job = log.flush_begin()
+    assert job is not None and len(job._fds) == 1
+    job.run()
+    log.flush_complete(job)
+    for i in range(20):
+        _append(log, [b"y%d" % i * 10])
+    assert len(log.segments) > 1
+    job = log.flush_begin()
+    assert job is not None and len(job._fds) == 3 * (len(log.segments) - 1) + 1 + 1  # + the directory (new files)
+    job.run()
+    log.flush_complete(job)
+
+
+def test_the_active_segments_indexes_lost_to_a_crash_are_rebuilt(tmp_path: Path) -> None:
+    """What a power loss can leave when only the active log was fsynced: its index files empty or stale."""
+    config = LogConfig(segment_bytes=600, index_interval_bytes=50)
+    log = PartitionLog.open(tmp_path, config, 0)
+    for i in range(30):
+        _append(log, [b"v%d" % i])
+        log.flush_now()
+    active = log.segments[-1].base_offset
+    log.close()
+    (tmp_path / f"{active:020d}.index").write_bytes(b"")
+    (tmp_path / f"{active:020d}.timeindex").write_bytes(os.urandom(7))
+    log = PartitionLog.open(tmp_path, config, 0)
+    assert [v for _, v in _all_values(log)] == [b"v%d" % i for i in range(30)]
+    assert log.read(29, 10**6, 30, min_one_batch=True).first_offset == 29
