@@ -138,6 +138,7 @@ class GroupCoordinator:
                 entry = _Led(n, epoch)
                 self._led[n] = entry
                 entry.loader = asyncio.get_running_loop().create_task(self._load(entry), name=f"load-groups-{n}")
+                entry.loader.add_done_callback(_report_load_failure)
 
     def _unload(self, n: int) -> None:
         entry = self._led.pop(n)
@@ -472,6 +473,13 @@ class GroupCoordinator:
             if entry.groups is not None:
                 for store in entry.groups.expire_offsets(now, retention_ms):
                     self._spawn_store(entry, store)
+
+
+def _report_load_failure(task: asyncio.Task[None]) -> None:
+    """A load that failed leaves its partition's groups unserved (COORDINATOR_LOAD_IN_PROGRESS) until leadership
+    moves again: say so loudly rather than lose the exception with the task."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s: loading groups failed; they stay unserved", task.get_name(), exc_info=task.exception())
 
 
 def _replay(
