@@ -127,9 +127,7 @@ class Findings:
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def example(self, check: str, text: str) -> None:
-        kept = self.examples.setdefault(check, [])
-        if len(kept) < EXAMPLES_MAX:
-            kept.append(text)
+        keep_example(self.examples, check, text)
 
     @property
     def passed(self) -> bool:
@@ -157,6 +155,13 @@ class Findings:
             }
             for kind, us in sorted(by.items())
         }
+
+
+def keep_example(examples: dict[str, list[str]], check: str, text: str) -> None:
+    """Up to ``EXAMPLES_MAX`` examples per check, so that a broken run's report stays readable."""
+    kept = examples.setdefault(check, [])
+    if len(kept) < EXAMPLES_MAX:
+        kept.append(text)
 
 
 def _where(partition: int, offset: int) -> str:

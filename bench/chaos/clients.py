@@ -81,7 +81,7 @@ def decode(value: bytes | None) -> Entry:
     return Entry("", -1)
 
 
-class _History:
+class History:
     def __init__(self, path: str) -> None:
         self.file: TextIO = open(path, "a", buffering=1 << 16)  # noqa: SIM115  (closed by close())
         self.flushed_s = time.monotonic()
@@ -92,6 +92,11 @@ class _History:
         if now - self.flushed_s >= FLUSH_EVERY_S:
             self.file.flush()
             self.flushed_s = now
+
+    def flush(self) -> None:
+        """Now, whatever the interval (before an action that must not outlive the lines written before it)."""
+        self.file.flush()
+        self.flushed_s = time.monotonic()
 
     def close(self) -> None:
         self.file.close()
@@ -109,7 +114,7 @@ def producer_main(job: ProducerJob) -> None:
     from confluent_kafka import KafkaError, KafkaException, Producer
 
     _log_to(job.history.removesuffix(".jsonl") + ".log")
-    history = _History(job.history)
+    history = History(job.history)
     fatal: list[str] = []
 
     def on_error(err: Any) -> None:
@@ -218,7 +223,7 @@ def consumer_main(job: ConsumerJob) -> None:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     _log_to(job.history.removesuffix(".jsonl") + ".log")
-    history = _History(job.history)
+    history = History(job.history)
     consumer = Consumer(
         {
             "bootstrap.servers": job.bootstrap,
@@ -342,7 +347,7 @@ class AckWatch:
         return all(self.latest_sent_s.get(p, -1.0) >= since_s for p in range(partitions))
 
 
-def _lines(path: Path) -> Iterator[dict[str, Any]]:
+def history_lines(path: Path) -> Iterator[dict[str, Any]]:
     with open(path) as f:
         for line in f:
             with contextlib.suppress(ValueError):  # a client killed mid-write leaves a torn last line
@@ -352,7 +357,7 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 def load_producer(path: Path) -> tuple[list[Ack], list[ProduceError]]:
     acks: list[Ack] = []
     errors: list[ProduceError] = []
-    for d in _lines(path):
+    for d in history_lines(path):
         if d["k"] == "ack":
             acks.append(Ack(d["pr"], d["s"], d["p"], d["o"], d["ts"], d["ta"]))
         elif d["k"] == "err":
@@ -365,7 +370,7 @@ def load_producer(path: Path) -> tuple[list[Ack], list[ProduceError]]:
 def load_consumer(path: Path) -> tuple[list[Seen], list[HwSeen]]:
     seen: list[Seen] = []
     hws: list[HwSeen] = []
-    for d in _lines(path):
+    for d in history_lines(path):
         if d["k"] == "r":
             seen.append(Seen(d["p"], d["o"], d["pr"], d["s"], d["ta"]))
         elif d["k"] == "hw":

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-EXAMPLES_MAX = 20
+from bench.chaos.checker import keep_example
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +69,7 @@ class GroupFindings:
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def example(self, check: str, text: str) -> None:
-        kept = self.examples.setdefault(check, [])
-        if len(kept) < EXAMPLES_MAX:
-            kept.append(text)
+        keep_example(self.examples, check, text)
 
     @property
     def passed(self) -> bool:

@@ -24,11 +24,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.chaos.clients import History, history_lines
 from bench.chaos.group_check import GroupCommit, GroupRead
 
 GROUP = "chaos-group"
@@ -54,20 +54,6 @@ class GroupMemberJob:
         return str(Path(self.history_dir) / f"group-member-{self.index}.jsonl")
 
 
-class _History:
-    def __init__(self, path: str) -> None:
-        self.file = open(path, "a", buffering=1 << 16)  # noqa: SIM115  (closed by close())
-
-    def write(self, **line: Any) -> None:
-        self.file.write(json.dumps(line, separators=(",", ":")) + "\n")
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def _consumer(bootstrap: str, client_id: str) -> Any:
     from confluent_kafka import Consumer
 
@@ -86,7 +72,7 @@ def _consumer(bootstrap: str, client_id: str) -> Any:
     )
 
 
-def _read_and_commit(consumer: Any, history: _History, member: str) -> None:
+def _read_and_commit(consumer: Any, history: History, member: str) -> None:
     """One batch: record what was read, then commit the positions and record what the broker acknowledged."""
     from confluent_kafka import KafkaException
 
@@ -117,7 +103,7 @@ def _incarnation(job: GroupMemberJob, incarnation: int, stop_s: float) -> None:
     fd = os.open(str(Path(job.history_dir) / f"group-{member}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 2)
     os.close(fd)
-    history = _History(str(Path(job.history_dir) / f"group-{member}.jsonl"))
+    history = History(str(Path(job.history_dir) / f"group-{member}.jsonl"))
     consumer = _consumer(job.bootstrap, f"chaos-group-{member}")
     consumer.subscribe([job.topic])
     try:
@@ -156,7 +142,7 @@ def finish(bootstrap: str, topic: str, ends: dict[int, int], history_dir: Path, 
     and commits them. Returns "" or why it stopped short."""
     from confluent_kafka import TopicPartition
 
-    history = _History(str(history_dir / "group-finisher.jsonl"))
+    history = History(str(history_dir / "group-finisher.jsonl"))
     consumer = _consumer(bootstrap, "chaos-group-finisher")
     consumer.subscribe([topic])
     deadline = time.monotonic() + timeout_s
@@ -197,20 +183,11 @@ def final_committed(bootstrap: str, topic: str, partitions: int) -> dict[int, in
         consumer.close()
 
 
-def _lines(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path) as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except ValueError:  # a SIGKILLed incarnation may leave a torn last line
-                continue
-
-
 def load(history_dir: Path) -> tuple[list[GroupRead], list[GroupCommit]]:
     reads: list[GroupRead] = []
     commits: list[GroupCommit] = []
     for path in sorted(history_dir.glob("group-*.jsonl")):
-        for d in _lines(path):
+        for d in history_lines(path):
             if d["k"] == "gr":
                 reads.append(GroupRead(d["p"], d["o"], d["m"], d["ta"]))
             elif d["k"] == "gc":

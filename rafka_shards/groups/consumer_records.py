@@ -139,7 +139,7 @@ def key_type(key: bytes) -> int:
 def _read_partitions(r: RecordReader, names: Mapping[uuid.UUID, str]) -> dict[str, frozenset[int]]:
     out: dict[str, frozenset[int]] = {}
     for _ in range(r.array_length()):
-        topic_id = uuid.UUID(bytes=r._take(16))
+        topic_id = uuid.UUID(bytes=r.raw(16))
         ps = frozenset(r.int32() for _ in range(r.array_length()))
         r.tags()
         name = names.get(topic_id)
@@ -168,7 +168,7 @@ def _decode_value(kind: int, buf: bytes, names: Mapping[uuid.UUID, str]) -> Valu
         value = TargetMember(_read_partitions(r, names))
     else:
         member_epoch, previous = r.int32(), r.int32()
-        state_code = r._take(1)[0]
+        state_code = r.raw(1)[0]
         if state_code >= len(MEMBER_STATES):
             raise RecordFormatError(f"member state {state_code}")
         assigned = _read_partitions(r, names)

@@ -225,6 +225,10 @@ class _Reader:
         self.pos += n
         return out
 
+    def raw(self, n: int) -> bytes:
+        """The next ``n`` bytes as they are (a UUID, an int8)."""
+        return self._take(n)
+
     def int16(self) -> int:
         v: int = _I16.unpack(self._take(2))[0]
         return v
