@@ -35,7 +35,9 @@ REQUEST_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS_S,
 )
 FSYNC_LATENCY = Histogram(
-    "rafka_fsync_duration_seconds", "duration of one group-commit round of fsyncs", buckets=FSYNC_BUCKETS_S
+    "rafka_fsync_duration_seconds",
+    "seconds from the start of a partition's group-commit flush job to its end (queue wait and fsyncs)",
+    buckets=FSYNC_BUCKETS_S,
 )
 _LABELS = ["topic", "partition"]
 GROUP_REBALANCES = Counter("rafka_group_rebalances", "rebalances completed (generations begun), by group", ["group"])

@@ -67,11 +67,12 @@ class ReadResult:
 class FlushJob:
     """fsync of the files written since the previous job. Built on the loop thread, run on a worker thread."""
 
-    def __init__(self, fds: list[int], target_offset: int, rolled_to: int | None) -> None:
+    def __init__(self, fds: list[int], target_offset: int, rolled_to: int | None, size: int) -> None:
         # Duplicated descriptors: a segment closed or deleted while the job runs is harmless.
         self._fds = [os.dup(fd) for fd in fds]
         self.target_offset = target_offset
         self.rolled_to = rolled_to  # base offset of the active segment if older segments became durable here
+        self.size = size  # bytes appended since the previous job (the flusher runs small jobs first)
 
     def run(self) -> None:
         try:
@@ -96,6 +97,11 @@ class PartitionLog:
         self._dirty: dict[int, LogSegment] = {}  # base offset -> segment written since the last flush_begin
         self._dir_dirty = False
         self._rolled_since_flush: int | None = None
+        self._dirty_bytes = 0  # appended since the last flush_begin
+        # The lowest offset the log was cut at since the last flush_begin (None: not cut). The job in flight fsynced
+        # its files as they were: below the cut they still hold what it made durable; above, other batches.
+        # One job per log is in flight at a time (the flusher's rule), so one value suffices.
+        self._cut_since_flush: int | None = None
         self._epochs: list[tuple[int, int]] = []  # (leader epoch, start offset)
         self.recovery_point = 0  # segments that end at or below it are fsynced whole
         self.cleaner = CleanerCheckpoint()
@@ -228,6 +234,7 @@ class PartitionLog:
             self._write_epochs()
         active.append(buf, headers, base, config.index_interval_bytes)
         self._dirty[active.base_offset] = active
+        self._dirty_bytes += len(buf)
         self.log_end_offset = next_offset
         return AppendInfo(base, next_offset - 1, -1 if append_time is None else append_time, self.log_start_offset)
 
@@ -253,6 +260,7 @@ class PartitionLog:
             self._write_epochs()
         active.append_as_is(buf, headers, self.config.index_interval_bytes)
         self._dirty[active.base_offset] = active
+        self._dirty_bytes += len(buf)
         self.log_end_offset = expected
         return expected
 
@@ -295,16 +303,21 @@ class PartitionLog:
         if self._dir_dirty:
             dir_fd = os.open(self.directory, os.O_RDONLY)
             fds.append(dir_fd)
-        job = FlushJob(fds, self.log_end_offset, self._rolled_since_flush)
+        job = FlushJob(fds, self.log_end_offset, self._rolled_since_flush, self._dirty_bytes)
         if self._dir_dirty:
             os.close(dir_fd)
         self._dirty = {}
         self._dir_dirty = False
         self._rolled_since_flush = None
+        self._dirty_bytes = 0
+        self._cut_since_flush = None
         return job
 
     def flush_complete(self, job: FlushJob) -> None:
-        self.durable_offset = max(self.durable_offset, job.target_offset)
+        target = job.target_offset
+        if self._cut_since_flush is not None:
+            target = min(target, self._cut_since_flush)
+        self.durable_offset = max(self.durable_offset, target)
         if job.rolled_to is not None:
             self._write_recovery_point(job.rolled_to)
 
@@ -521,11 +534,16 @@ class PartitionLog:
             seg.delete()
         self.segments[-1].truncate_to(offset)
         self.log_end_offset = self.segments[-1].next_offset
+        self._note_cut(self.log_end_offset)
         self.durable_offset = min(self.durable_offset, self.log_end_offset)
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
         self._epochs = [(e, o) for e, o in self._epochs if o < self.log_end_offset]
         self._write_epochs()
         fsync_dir(self.directory)
+
+    def _note_cut(self, offset: int) -> None:
+        if self._cut_since_flush is None or offset < self._cut_since_flush:
+            self._cut_since_flush = offset
 
     def truncate_fully_and_start_at(self, offset: int, now_ms: int) -> None:
         """Drop every segment and start an empty log at ``offset`` (Kafka's ``truncateFullyAndStartAt``): a
@@ -538,6 +556,8 @@ class PartitionLog:
         self._bases = []
         self._dirty = {}
         self._rolled_since_flush = None
+        self._dirty_bytes = 0
+        self._note_cut(offset)
         self._add_segment(LogSegment(self.directory, offset, now_ms))
         self.log_start_offset = self.log_end_offset = self.durable_offset = self.high_watermark = offset
         self._epochs = []
