@@ -84,6 +84,7 @@ async def _serve(config: BrokerConfig) -> int:
     try:
         await supervisor.start()
         await supervisor.start_shards()
+        event_loop.settle_heap()
     except StartupError as e:
         if e.exit_code:
             log.error("%s", e)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import os
 import signal
 import sys
@@ -35,6 +36,19 @@ async def _with_task_dumps(main: Coroutine[Any, Any, int]) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR2, lambda: sys.stderr.write(describe_tasks()))
     return await main
+
+
+def settle_heap() -> None:
+    """Move every object alive now (modules, classes, functions, the startup state) out of the garbage collector's
+    reach (``gc.freeze``), once a process has started.
+
+    A full collection walks every tracked object: a shard holds ~100,000 after its imports (functions, types,
+    dataclass fields), and walking them takes 80-200 ms on a small machine, a pause of the whole event loop several
+    times a minute under load (seen as commit and produce p99). Those objects live as long as the process; frozen,
+    they are not walked again, and a full collection covers only what was allocated since. Cycles among frozen
+    objects are never freed, which is what a process-lifetime object wants anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 async def within(aw: Awaitable[T], timeout_s: float) -> T:

@@ -219,6 +219,7 @@ async def _serve(
             ports = admin_ports(config, host, controller, host.server, host.metrics_dir)
             admin = await start_admin(ports, admin_listener)
             log.info("admin API and /metrics on http://%s", config.admin_endpoint)
+        event_loop.settle_heap()
         host.link.send(ControllerReady(os.getpid()))
         await stop.wait()
         return EXIT_FATAL if fatal else 0

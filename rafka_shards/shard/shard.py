@@ -131,6 +131,7 @@ class Shard:
         self._server = await loop.create_server(
             lambda: KafkaConnection(self), sock=self._listener, backlog=LISTEN_BACKLOG
         )
+        event_loop.settle_heap()
         self.ready = True
         self._link.ready(config.broker_id, self.bound_port)
         log.info(

@@ -353,6 +353,7 @@ def _clean_group(
                 if data is not None:
                     writer.add(data)
         writer.flush()
+        out.seal()
         if changed:
             os.fsync(out.fd)
     finally:

@@ -282,6 +282,11 @@ class PartitionLog:
         return self._epochs[-1][0] if self._epochs else -1
 
     def _roll(self, now_ms: int) -> LogSegment:
+        # Its last time entry, and all its files fsynced by the next flush job (its indexes were not while it was
+        # active), before the recovery point passes it.
+        old = self.segments[-1]
+        old.seal()
+        self._dirty[old.base_offset] = old
         seg = LogSegment(self.directory, self.log_end_offset, now_ms)
         self._add_segment(seg)
         self._dir_dirty = True

@@ -1,13 +1,20 @@
 """One log segment: ``<base_offset>.log`` plus a sparse offset index and a time index (Kafka's LogSegment).
 
-Runs in the shard that owns the partition; synchronous file I/O, no asyncio. The indexes live in memory (lists,
-searched by bisect) and are appended to ``.index`` (relative offset u32, position u32) and ``.timeindex``
-(timestamp i64, relative offset u32) files. The index files are a cache: a segment that is scanned at recovery
-rebuilds them, and files that fail a sanity check are rebuilt from the log.
+Runs in the shard that owns the partition; synchronous file I/O, no asyncio. The indexes live in memory (arrays of
+machine integers, searched by bisect: unlike lists of ints, the garbage collector never walks them) and are appended
+to ``.index`` (relative offset u32, position u32) and ``.timeindex`` (timestamp i64, relative offset u32) files.
+
+Both indexes are sparse, as Kafka's: an entry when ``index.interval.bytes`` were written since the last one. A time
+entry holds the largest timestamp so far and the offset of the batch that carries it (only when it grew), so every
+batch before an entry's batch has a smaller timestamp. A segment that stops being the active one gets a last time
+entry (``seal``), so its largest timestamp (what retention.ms compares) survives a restart. The index files are a
+cache: a segment that is scanned at recovery rebuilds them, and files that fail a sanity check are rebuilt from the
+log.
 """
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 import dataclasses
@@ -48,10 +55,11 @@ class LogSegment:
         self.created_ms = created_ms
         self.max_timestamp = -1
         self.max_timestamp_batch_position = -1
-        self._index_offsets: list[int] = []
-        self._index_positions: list[int] = []
-        self._time_values: list[int] = []
-        self._time_offsets: list[int] = []
+        self._index_offsets = _ints()
+        self._index_positions = _ints()
+        self._time_values = _ints()
+        self._time_offsets = _ints()
+        self._max_timestamp_relative = -1  # relative offset of the batch with max_timestamp
         self._bytes_since_index = 2**62  # the first batch appended is always indexed
         self._recent: collections.deque[tuple[int, int]] = collections.deque(maxlen=RECENT_BATCHES_MAX)
 
@@ -99,22 +107,25 @@ class LogSegment:
         self._time_values, self._time_offsets = tvalues, toffsets
         if tvalues:
             self.max_timestamp = tvalues[-1]
+            self._max_timestamp_relative = toffsets[-1]
             self.max_timestamp_batch_position = self.position_of(self.base_offset + toffsets[-1])
         return True
 
     def _rebuild_indexes(self, headers: list[BatchHeader], index_interval_bytes: int) -> None:
         for fd in (self.index_fd, self.timeindex_fd):
             os.ftruncate(fd, 0)
-        self._index_offsets, self._index_positions = [], []
-        self._time_values, self._time_offsets = [], []
+        self._index_offsets, self._index_positions = _ints(), _ints()
+        self._time_values, self._time_offsets = _ints(), _ints()
         self._bytes_since_index = index_interval_bytes  # index the first batch
         self.max_timestamp = -1
         self.max_timestamp_batch_position = -1
+        self._max_timestamp_relative = -1
         self.next_offset = self.base_offset
         for h in headers:
             self._index_batch(h, h.position, index_interval_bytes)
         if headers:
             self.next_offset = headers[-1].next_offset
+        self.seal()  # exact after a scan, whether the segment stays active or not
 
     # ---- appending ---------------------------------------------------------------------------------------------
 
@@ -155,18 +166,25 @@ class LogSegment:
         relative = base_offset - self.base_offset
         assert 0 <= relative < 2**32 and position < 2**32, (relative, position)
         self._recent.append((base_offset, position))
+        if h.max_timestamp > self.max_timestamp:
+            self.max_timestamp = h.max_timestamp
+            self.max_timestamp_batch_position = position
+            self._max_timestamp_relative = relative
         if self._bytes_since_index >= index_interval_bytes:
             self._index_offsets.append(relative)
             self._index_positions.append(position)
             os.write(self.index_fd, _INDEX_ENTRY.pack(relative, position))
             self._bytes_since_index = 0
+            self.seal()
         self._bytes_since_index += h.size
-        if h.max_timestamp > self.max_timestamp:
-            self.max_timestamp = h.max_timestamp
-            self.max_timestamp_batch_position = position
-            self._time_values.append(h.max_timestamp)
-            self._time_offsets.append(relative)
-            os.write(self.timeindex_fd, _TIME_ENTRY.pack(h.max_timestamp, relative))
+
+    def seal(self) -> None:
+        """Write a time index entry for the largest timestamp so far unless the last entry has it already: at each
+        index interval, and when the segment stops being the active one (rolled, or written by the cleaner)."""
+        if self.max_timestamp > (self._time_values[-1] if self._time_values else -1):
+            self._time_values.append(self.max_timestamp)
+            self._time_offsets.append(self._max_timestamp_relative)
+            os.write(self.timeindex_fd, _TIME_ENTRY.pack(self.max_timestamp, self._max_timestamp_relative))
 
     # ---- reading -----------------------------------------------------------------------------------------------
 
@@ -246,11 +264,18 @@ class LogSegment:
         while self._recent and self._recent[-1][1] >= position:
             self._recent.pop()
         self._bytes_since_index = 0
+        # The largest timestamp left: the last time entry's, or a batch's after it (entries are sparse, so at most an
+        # index interval of batches to read).
+        self.max_timestamp, self.max_timestamp_batch_position, self._max_timestamp_relative = -1, -1, -1
+        start = 0
         if self._time_values:
             self.max_timestamp = self._time_values[-1]
-            self.max_timestamp_batch_position = self.position_of(self.base_offset + self._time_offsets[-1])
-        else:
-            self.max_timestamp, self.max_timestamp_batch_position = -1, -1
+            self._max_timestamp_relative = self._time_offsets[-1]
+            start = self.max_timestamp_batch_position = self.position_of(self.base_offset + self._time_offsets[-1])
+        for h in self.iter_headers(start):
+            if h.max_timestamp > self.max_timestamp:
+                self.max_timestamp, self.max_timestamp_batch_position = h.max_timestamp, h.position
+                self._max_timestamp_relative = h.base_offset - self.base_offset
 
     # ---- files -------------------------------------------------------------------------------------------------
 
@@ -278,14 +303,17 @@ class LogSegment:
         return aside
 
 
-def _read_pairs(fd: int, entry: struct.Struct) -> tuple[list[int], list[int]]:
+def _ints() -> array.array[int]:
+    return array.array("q")
+
+
+def _read_pairs(fd: int, entry: struct.Struct) -> tuple[array.array[int], array.array[int]]:
     size = os.fstat(fd).st_size
     whole = size - size % entry.size
     if whole != size:
         os.ftruncate(fd, whole)  # a torn last entry
     data = os.pread(fd, whole, 0) if whole else b""
-    firsts: list[int] = []
-    seconds: list[int] = []
+    firsts, seconds = _ints(), _ints()
     for a, b in entry.iter_unpack(data):
         firsts.append(a)
         seconds.append(b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
@@ -350,3 +351,56 @@ def test_the_active_segments_indexes_lost_to_a_crash_are_rebuilt(tmp_path: Path)
     log = PartitionLog.open(tmp_path, config, 0)
     assert [v for _, v in _all_values(log)] == [b"v%d" % i for i in range(30)]
     assert log.read(29, 10**6, 30, min_one_batch=True).first_offset == 29
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.lists(st.integers(-3, 6), min_size=1, max_size=4), min_size=1, max_size=60),
+    st.integers(1, 600),
+    st.integers(150, 1200),
+)
+def test_sparse_time_index_answers_as_a_full_scan_across_rolls_and_reopens(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[int]], index_interval: int, segment_bytes: int
+) -> None:
+    """The time index has an entry per index interval, not per batch; lookups by timestamp and each segment's largest
+    timestamp (what retention.ms compares) are still exact, before and after a clean reopen that loads the rolled
+    segments' index files without scanning them."""
+    directory = tmp_path_factory.mktemp("timeindex")
+    config = LogConfig(index_interval_bytes=index_interval, segment_bytes=segment_bytes)
+    log = PartitionLog.open(directory, config, 0)
+    records: list[tuple[int, int]] = []  # (offset, timestamp) in log order
+    ts = 1000
+    for steps in batches:
+        stamps = []
+        for step in steps:
+            ts += step  # timestamps that also go down, inside and across batches
+            stamps.append(ts)
+        buf = bytearray(build_batch([Record(None, b"v", t) for t in stamps]))
+        info = log.append(buf, validate_batches(buf, max_batch_bytes=10**6), 0, 0)
+        records += [(info.base_offset + i, t) for i, t in enumerate(stamps)]
+    log.flush_now()
+    log.update_high_watermark(log.log_end_offset)
+    lo, hi = min(t for _, t in records), max(t for _, t in records)
+
+    def expected(target: int) -> tuple[int, int] | None:
+        return next(((o, t) for o, t in records if t >= target), None)
+
+    def segment_maxima(log: PartitionLog) -> list[int]:
+        return [s.max_timestamp for s in log.segments]
+
+    true_maxima = [max((t for o, t in records if s.base_offset <= o < s.next_offset), default=-1) for s in log.segments]
+    assert segment_maxima(log) == true_maxima
+    assert [log.offset_for_timestamp(t) for t in range(lo - 1, hi + 2)] == [expected(t) for t in range(lo - 1, hi + 2)]
+    entries = sum(os.path.getsize(p) for p in directory.glob("*.timeindex")) // 12
+    total_bytes = sum(s.size for s in log.segments)
+    assert entries <= total_bytes // index_interval + 2 * len(log.segments)  # sparse: not one per batch
+    # The garbage collector walks none of the indexes' numbers (a list of ints has one referent per entry).
+    assert all(len(gc.get_referents(s._index_offsets, s._time_values)) <= 2 for s in log.segments)
+    log.close()
+    reopened = PartitionLog.open(directory, config, 0)
+    reopened.update_high_watermark(reopened.log_end_offset)
+    assert segment_maxima(reopened) == true_maxima
+    assert [reopened.offset_for_timestamp(t) for t in range(lo - 1, hi + 2)] == [
+        expected(t) for t in range(lo - 1, hi + 2)
+    ]
+    reopened.close()
