@@ -153,14 +153,42 @@ def compile_regex(pattern: str) -> re.Pattern[str] | str:
         return f"{pattern!r} is not a regular expression: {e}"
 
 
-def subscribed_topics(m: ConsumerMember, topics: Mapping[str, int]) -> frozenset[str]:
+REGEX_MATCHES_MAX = 1_000  # expressions whose matches are remembered for the current topics
+
+
+class RegexMatches:
+    """The topics each expression matches, remembered for one topics mapping (the metadata image's; the shell passes
+    the same object until the image changes): a heartbeat then costs a lookup, not a match against every topic name
+    for every member. Forgotten wholesale when the mapping changes or ``REGEX_MATCHES_MAX`` are held."""
+
+    def __init__(self) -> None:
+        self._topics: Mapping[str, int] | None = None
+        self._found: dict[str, frozenset[str]] = {}
+
+    def matching(self, regex: str, compiled: re.Pattern[str], topics: Mapping[str, int]) -> frozenset[str]:
+        if topics is not self._topics:
+            self._topics, self._found = topics, {}
+        found = self._found.get(regex)
+        if found is None:
+            if len(self._found) >= REGEX_MATCHES_MAX:
+                self._found.clear()
+            found = frozenset(t for t in topics if t not in INTERNAL_TOPICS and compiled.fullmatch(t))
+            self._found[regex] = found
+        return found
+
+
+def subscribed_topics(
+    m: ConsumerMember, topics: Mapping[str, int], matches: RegexMatches | None = None
+) -> frozenset[str]:
     """What the member subscribes to: its names plus every non-internal topic its expression matches in full."""
     if not m.regex:
         return m.subscribed
     compiled = compile_regex(m.regex)
     if isinstance(compiled, str):
         return m.subscribed
-    return m.subscribed | {t for t in topics if t not in INTERNAL_TOPICS and compiled.fullmatch(t)}
+    if matches is None:
+        matches = RegexMatches()
+    return m.subscribed | matches.matching(m.regex, compiled, topics)
 
 
 def _flat(a: Mapping[str, frozenset[int]]) -> set[tuple[str, int]]:
@@ -180,6 +208,7 @@ class ConsumerProtocol:
 
     def __init__(self, limits: ConsumerLimits) -> None:
         self.limits = limits
+        self.matches = RegexMatches()
 
     def heartbeat(
         self, g: ConsumerGroupState, req: HeartbeatRequest, partitions: Mapping[str, int], now_ms: int
@@ -283,7 +312,7 @@ class ConsumerProtocol:
         return changed
 
     def _maybe_assign(self, g: ConsumerGroupState, partitions: Mapping[str, int], changed: bool) -> None:
-        effective = {mid: subscribed_topics(m, partitions) for mid, m in g.members.items()}
+        effective = {mid: subscribed_topics(m, partitions, self.matches) for mid, m in g.members.items()}
         subscribed = {t for ts in effective.values() for t in ts}
         counts = {t: partitions[t] for t in sorted(subscribed) if t in partitions}
         if not g.counts_known:

@@ -116,6 +116,8 @@ class GroupCoordinator:
         self._wake = asyncio.Event()
         self._creating: asyncio.Task[None] | None = None
         self._closed = False
+        # (image, topic name -> id, topic name -> partition count) of the image the last KIP-848 heartbeat saw
+        self._topic_maps: tuple[MetadataImage, dict[str, uuid.UUID], dict[str, int]] | None = None
 
     # ---- leadership --------------------------------------------------------------------------------------------
 
@@ -286,8 +288,13 @@ class GroupCoordinator:
         loads the group where the members left it."""
         entry, groups = self._groups(req.group_id)
         image = self._manager.image
-        groups.topic_ids = {t.name: t.topic_id for t in image.topics.values()}
-        partitions = {t.name: len(t.partitions) for t in image.topics.values()}
+        if self._topic_maps is None or self._topic_maps[0] is not image:
+            # Built once per metadata image, not per heartbeat: the same partitions mapping also keeps the regular
+            # expressions' matches (consumer.RegexMatches) until the image changes.
+            topics = image.topics.values()
+            ids = {t.name: t.topic_id for t in topics}
+            self._topic_maps = (image, ids, {t.name: len(t.partitions) for t in topics})
+        _, groups.topic_ids, partitions = self._topic_maps
         result, records = groups.consumer_heartbeat(req, partitions, self._now_ms())
         self._deliver(entry)
         if records:

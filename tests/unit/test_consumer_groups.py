@@ -5,11 +5,19 @@ session and revocation timeouts, and the kinds of group (classic / consumer) sha
 from __future__ import annotations
 
 import random
+import re
 import uuid
 
 from rafka_shards.groups import consumer_records
 from rafka_shards.groups.classic import ClassicGroups, GroupLimits, JoinRequest
-from rafka_shards.groups.consumer import ConsumerLimits, HeartbeatRequest, HeartbeatResult, MemberState
+from rafka_shards.groups.consumer import (
+    REGEX_MATCHES_MAX,
+    ConsumerLimits,
+    HeartbeatRequest,
+    HeartbeatResult,
+    MemberState,
+    RegexMatches,
+)
 from rafka_shards.model import ErrorCode
 
 TOPICS = {"t": 6}
@@ -180,3 +188,27 @@ def test_a_regex_subscription_follows_the_topics_that_match() -> None:
     assert again.member_epoch == 2 and again.assignment is not None and "orders-asia" in again.assignment
     bad = HeartbeatRequest("g", "b", 0, None, None, 30_000, (), "orders-(", None, {}, "c", "/h", 1)
     assert g.consumer_heartbeat(bad, more, 10)[0].error is ErrorCode.INVALID_REGULAR_EXPRESSION
+
+
+def test_regex_matches_are_remembered_per_topics_mapping_and_bounded() -> None:
+    class Counting(dict[str, int]):
+        walks = 0
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            Counting.walks += 1
+            return super().__iter__()
+
+    topics = Counting({"orders-eu": 2, "payments": 1, "__consumer_offsets": 50})
+    matches = RegexMatches()
+    pattern = re.compile("orders-.*|__consumer_offsets")
+    first = matches.matching("orders-.*|__consumer_offsets", pattern, topics)
+    assert first == {"orders-eu"}  # internal topics never match
+    for _ in range(5):  # the same image: no new walk over the topic names
+        assert matches.matching("orders-.*|__consumer_offsets", pattern, topics) is first
+    assert Counting.walks == 1
+    newer = Counting({**topics, "orders-us": 3})  # a new image: matched again
+    assert matches.matching("orders-.*|__consumer_offsets", pattern, newer) == {"orders-eu", "orders-us"}
+    assert Counting.walks == 2
+    for i in range(REGEX_MATCHES_MAX + 5):
+        matches.matching(f"x{i}", re.compile(f"x{i}"), newer)
+    assert len(matches._found) <= REGEX_MATCHES_MAX
