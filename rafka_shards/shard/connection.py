@@ -22,7 +22,7 @@ import logging
 import socket
 import time
 import typing
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,16 +92,18 @@ class ConnectionHost(Protocol):
 
 
 class _Pending:
-    __slots__ = ("api", "correlation_id", "flexible_header", "started", "task")
+    __slots__ = ("api", "body", "correlation_id", "flexible_header", "ready", "started", "task")
 
-    def __init__(
-        self, api: str, correlation_id: int, flexible_header: bool, task: asyncio.Future[ResponseBody | None]
-    ) -> None:
+    def __init__(self, api: str, correlation_id: int, flexible_header: bool) -> None:
         self.api = api
         self.correlation_id = correlation_id
         self.flexible_header = flexible_header
         self.started = time.perf_counter()
-        self.task = task
+        self.task: asyncio.Future[ResponseBody | None] | None = None
+        # Set by the request's own task as its last step (``_answer``): the response is written from there, a turn
+        # of the event loop before the task's done-callbacks would run.
+        self.ready = False
+        self.body: ResponseBody | None = None
 
 
 class KafkaConnection(asyncio.Protocol):
@@ -138,7 +140,8 @@ class KafkaConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         for p in self._pending:
-            p.task.cancel()
+            if p.task is not None:
+                p.task.cancel()
         self._pending.clear()
         self._shard.connection_closed(self)
 
@@ -180,7 +183,7 @@ class KafkaConnection(asyncio.Protocol):
             if api_key == API_VERSIONS_KEY:
                 # KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client can downgrade.
                 body = unsupported_version_body(self._shard.apis)
-                self._enqueue(handler.name, correlation_id, False, _done(body))
+                self._enqueue(_Pending(handler.name, correlation_id, False), _done(body))
                 return
             self._shard.probe.request_error(handler.name, "UNSUPPORTED_VERSION")
             self._abort(
@@ -198,25 +201,37 @@ class KafkaConnection(asyncio.Protocol):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s v%d correlation id %d", self.peer, handler.name, version, correlation_id)
         ctx = self._shard.request_context(header, self.host)
-        task: asyncio.Future[ResponseBody | None] = asyncio.ensure_future(handler.handle(ctx, request))
         # ApiVersions responses always use header v0 so that any client can read them (KIP-511).
         flexible_header = api_key != API_VERSIONS_KEY and kio_codec.is_flexible(api_key, version)
-        self._enqueue(handler.name, correlation_id, flexible_header, task)
+        p = _Pending(handler.name, correlation_id, flexible_header)
+        self._enqueue(p, asyncio.ensure_future(self._answer(p, handler.handle(ctx, request))))
 
-    def _enqueue(
-        self, api: str, correlation_id: int, flexible_header: bool, task: asyncio.Future[ResponseBody | None]
-    ) -> None:
-        self._pending.append(_Pending(api, correlation_id, flexible_header, task))
+    async def _answer(self, p: _Pending, handling: Awaitable[ResponseBody | None]) -> ResponseBody | None:
+        """Run the handler; its response is written at once if every earlier one on this connection is. An
+        exception or a cancellation is left to the task's done-callback (``_on_response_ready``)."""
+        body = await handling
+        p.body, p.ready = body, True
+        self._on_response_ready(None)
+        return body
+
+    def _enqueue(self, p: _Pending, task: asyncio.Future[ResponseBody | None]) -> None:
+        p.task = task
+        self._pending.append(p)
         task.add_done_callback(self._on_response_ready)
 
-    def _on_response_ready(self, _task: asyncio.Future[ResponseBody | None]) -> None:
+    def _on_response_ready(self, _task: asyncio.Future[ResponseBody | None] | None) -> None:
         transport = self._transport
         if self._closing or transport is None:
             return
         pending = self._pending
         probe = self._shard.probe
-        while pending and pending[0].task.done():
+        while pending and (pending[0].ready or _finished(pending[0].task)):
             p = pending.popleft()
+            if p.ready:
+                probe.request(p.api, time.perf_counter() - p.started)
+                self._write_response(transport, p, p.body)
+                continue
+            assert p.task is not None
             if p.task.cancelled():
                 probe.request_error(p.api, "CANCELLED")
                 self._abort("request cancelled")
@@ -235,15 +250,18 @@ class KafkaConnection(asyncio.Protocol):
                 log.error("%s: request failed, closing the connection", self.peer, exc_info=exc)
                 self._abort(f"internal error: {type(exc).__name__}")
                 return
-            body = p.task.result()
-            if body is None:
-                continue  # acks=0: no response
-            if isinstance(body, bytes):
-                transport.write(frame_response(p.correlation_id, p.flexible_header, len(body)) + body)
-            else:
-                size = sum(len(b) for b in body)
-                transport.writelines([frame_response(p.correlation_id, p.flexible_header, size), *body])
+            self._write_response(transport, p, p.task.result())
         self._update_reading()
+
+    @staticmethod
+    def _write_response(transport: asyncio.Transport, p: _Pending, body: ResponseBody | None) -> None:
+        if body is None:
+            return  # acks=0: no response
+        if isinstance(body, bytes):
+            transport.write(frame_response(p.correlation_id, p.flexible_header, len(body)) + body)
+        else:
+            size = sum(len(b) for b in body)
+            transport.writelines([frame_response(p.correlation_id, p.flexible_header, size), *body])
 
     # ---- flow control and closing ----------------------------------------------------------------------------
 
@@ -279,12 +297,16 @@ class KafkaConnection(asyncio.Protocol):
         self._inflight_max = 0  # keeps reading paused from now on
 
     def pending_tasks(self) -> list[asyncio.Future[ResponseBody | None]]:
-        return [p.task for p in self._pending if not p.task.done()]
+        return [p.task for p in self._pending if p.task is not None and not p.task.done()]
 
     def close(self) -> None:
         self._closing = True
         if self._transport is not None:
             self._transport.close()
+
+
+def _finished(task: asyncio.Future[ResponseBody | None] | None) -> bool:
+    return task is not None and task.done()
 
 
 def _done(body: bytes) -> asyncio.Future[ResponseBody | None]:

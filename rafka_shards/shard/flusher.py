@@ -4,10 +4,8 @@ Runs in a shard process. The event loop thread writes batches (``PartitionLog.ap
 cache) and marks the partition dirty; this task takes a ``FlushJob`` from each dirty partition and runs the fsyncs
 on worker threads, so the loop keeps serving while the disk works.
 
-Each partition is a pipeline of its own: at most one job of a partition is in flight (its jobs complete in order).
-A write to a partition with no job in flight starts one at once (``mark_dirty``, on the writer's own turn of the
-event loop); batches written while a job runs join the partition's next job, which starts as soon as that one ends
-(in the callback that completes it). Under load
+Each partition is a pipeline of its own: at most one job of a partition is in flight (its jobs complete in order),
+and batches written while it runs join the partition's next job, which starts as soon as that one ends. Under load
 each fsync covers many produce requests, which is how acks=all stays fast when every acknowledgement waits for the
 disk. Partitions do not wait for each other: a partition's waiters are released when its own fsync is done, not
 when the slowest fsync of the shard is.
@@ -113,11 +111,6 @@ class GroupCommitFlusher:
         self.jobs = 0  # completed
 
     def mark_dirty(self, partition: Partition) -> None:
-        if self._interval_ms is None and partition not in self._in_flight and not self._stopping:
-            # Start its job now: waking this task first would cost a turn of the event loop, which under load is
-            # several milliseconds, on every acknowledgement's path.
-            self._start(partition)
-            return
         self._dirty.add(partition)
         if self._interval_ms is None:
             self._wake.set()
@@ -145,17 +138,14 @@ class GroupCommitFlusher:
         for p in self._dirty:
             if p in self._in_flight:
                 waiting.add(p)
-            else:
-                self._start(p)
+                continue
+            job = p.log.flush_begin()
+            if job is None:
+                p.on_flushed()
+                continue
+            self._in_flight.add(p)
+            self._pool.submit(job, functools.partial(self._completed, p, job, time.perf_counter()))
         self._dirty = waiting
-
-    def _start(self, p: Partition) -> None:
-        job = p.log.flush_begin()
-        if job is None:
-            p.on_flushed()
-            return
-        self._in_flight.add(p)
-        self._pool.submit(job, functools.partial(self._completed, p, job, time.perf_counter()))
 
     def _completed(self, p: Partition, job: FlushJob, started: float, error: BaseException | None) -> None:
         self._in_flight.discard(p)
@@ -168,10 +158,7 @@ class GroupCommitFlusher:
         self.jobs += 1
         p.log.flush_complete(job)
         p.on_flushed()
-        if p in self._dirty and self._interval_ms is None and not self._stopping:
-            self._dirty.discard(p)
-            self._start(p)  # what was written while its job ran
-        elif self._stopping:
+        if (p in self._dirty and self._interval_ms is None) or self._stopping:
             self._wake.set()
 
     def stop(self) -> None:

@@ -149,3 +149,50 @@ def test_client_leaving_during_auto_create_does_not_wedge_the_topic(broker: Brok
         s.close()
         r = raw_produce(broker.port, name, build_batch([Record(b"k", b"v", 1)]))
         assert r.error_code == ErrorCode.none, r
+
+
+def test_pipelined_responses_keep_request_order_when_later_ones_are_ready_first(
+    broker: Broker, topic_name: str
+) -> None:
+    """Kafka answers a connection's requests in the order they came: a long-polling fetch first, then requests that
+    are answered at once and an acks=all produce; the quick answers wait for the fetch's, whatever finishes first."""
+    import datetime
+
+    assert raw_produce(broker.port, topic_name, build_batch([Record(b"k", b"v", 1)])).error_code == ErrorCode.none
+    slow_fetch = FetchRequest(
+        replica_id=-1,
+        max_wait=datetime.timedelta(milliseconds=800),
+        min_bytes=1,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        topics=(
+            FetchTopic(
+                topic=topic_name,
+                partitions=(FetchPartition(partition=0, fetch_offset=1, partition_max_bytes=1 << 20),),  # at the end
+            ),
+        ),
+    )
+    from kio.schema.produce.v8.request import PartitionProduceData, ProduceRequest, TopicProduceData
+
+    produce = ProduceRequest(
+        transactional_id=None,
+        acks=-1,
+        timeout=datetime.timedelta(seconds=10),
+        topic_data=(
+            TopicProduceData(
+                name=topic_name,
+                partition_data=(PartitionProduceData(index=0, records=build_batch([Record(b"k", b"w", 2)])),),
+            ),
+        ),
+    )
+    requests = [
+        kafka_request(1, 4, slow_fetch, correlation_id=100),
+        kafka_request(18, 0, ApiVersionsRequest(), correlation_id=101),
+        kafka_request(0, 8, produce, correlation_id=102),
+        kafka_request(18, 0, ApiVersionsRequest(), correlation_id=103),
+    ]
+    with _connect(broker) as s:
+        s.sendall(b"".join(requests))
+        ids = [struct.unpack(">i", recv_frame(s)[:4])[0] for _ in requests]
+    assert ids == [100, 101, 102, 103]
+    _still_serving(broker)
