@@ -225,8 +225,8 @@ def test_ctrl_c_stops_the_run_and_leaves_no_process_or_directory(tmp_path: Path)
         pytest.fail("the run did not start its broker and clients")
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, f"stdout: {out[-3000:]}\nstderr: {err[-3000:]}"
     assert "interrupted" in err
     _, alive = psutil.wait_procs(tree, timeout=30)
     assert alive == [], f"left running: {[p.pid for p in alive]}"
