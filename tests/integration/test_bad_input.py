@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import struct
 
@@ -28,6 +29,25 @@ def _closed(sock: socket.socket) -> bool:
         return sock.recv(1) == b""
     except ConnectionError:
         return True
+
+
+def _fetch(topic: str, max_wait_ms: int, partitions: list[tuple[int, int]]) -> FetchRequest:
+    """Fetch v4 of (partition, fetch offset) pairs of one topic, waiting up to ``max_wait_ms`` for one byte."""
+    return FetchRequest(
+        replica_id=-1,
+        max_wait=datetime.timedelta(milliseconds=max_wait_ms),
+        min_bytes=1,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        topics=(
+            FetchTopic(
+                topic=topic,
+                partitions=tuple(
+                    FetchPartition(partition=p, fetch_offset=o, partition_max_bytes=1 << 20) for p, o in partitions
+                ),
+            ),
+        ),
+    )
 
 
 def _still_serving(broker: Broker) -> None:
@@ -110,22 +130,7 @@ def test_fetch_out_of_range_and_unknown_partition(broker: Broker, topic_name: st
     from kio.schema.fetch.v4.response import FetchResponse
 
     assert raw_produce(broker.port, topic_name, build_batch([Record(b"k", b"v", 1)])).error_code == ErrorCode.none
-    req = FetchRequest(
-        replica_id=-1,
-        max_wait=__import__("datetime").timedelta(milliseconds=10),
-        min_bytes=1,
-        max_bytes=1 << 20,
-        isolation_level=0,
-        topics=(
-            FetchTopic(
-                topic=topic_name,
-                partitions=(
-                    FetchPartition(partition=0, fetch_offset=5, partition_max_bytes=1 << 20),
-                    FetchPartition(partition=7, fetch_offset=0, partition_max_bytes=1 << 20),
-                ),
-            ),
-        ),
-    )
+    req = _fetch(topic_name, 10, [(0, 5), (7, 0)])
     with _connect(broker) as s:
         s.sendall(kafka_request(1, 4, req))
         frame = recv_frame(s)
@@ -156,22 +161,8 @@ def test_pipelined_responses_keep_request_order_when_later_ones_are_ready_first(
 ) -> None:
     """Kafka answers a connection's requests in the order they came: a long-polling fetch first, then requests that
     are answered at once and an acks=all produce; the quick answers wait for the fetch's, whatever finishes first."""
-    import datetime
-
     assert raw_produce(broker.port, topic_name, build_batch([Record(b"k", b"v", 1)])).error_code == ErrorCode.none
-    slow_fetch = FetchRequest(
-        replica_id=-1,
-        max_wait=datetime.timedelta(milliseconds=800),
-        min_bytes=1,
-        max_bytes=1 << 20,
-        isolation_level=0,
-        topics=(
-            FetchTopic(
-                topic=topic_name,
-                partitions=(FetchPartition(partition=0, fetch_offset=1, partition_max_bytes=1 << 20),),  # at the end
-            ),
-        ),
-    )
+    slow_fetch = _fetch(topic_name, 800, [(0, 1)])  # at the log's end: it long-polls
     from kio.schema.produce.v8.request import PartitionProduceData, ProduceRequest, TopicProduceData
 
     produce = ProduceRequest(

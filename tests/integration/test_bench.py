@@ -190,8 +190,13 @@ def test_help_explains_every_option_and_list_every_workload() -> None:
         assert f"{name} " in listing.stdout and workload.load(name).description in listing.stdout
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_run_and_leaves_no_process_or_directory(tmp_path: Path) -> None:
     before = set(os.listdir(os.environ.get("TMPDIR", "/tmp")))
+    inherited = signal.getsignal(signal.SIGINT)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -211,6 +216,9 @@ def test_ctrl_c_stops_the_run_and_leaves_no_process_or_directory(tmp_path: Path)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal delivers it: the run must not inherit an ignored SIGINT from the test process (an
+        # ignored SIGINT stays ignored across exec, and Python then installs no KeyboardInterrupt handler).
+        preexec_fn=_default_sigint,
     )
     root = psutil.Process(proc.pid)
     deadline = time.monotonic() + 60
@@ -226,7 +234,7 @@ def test_ctrl_c_stops_the_run_and_leaves_no_process_or_directory(tmp_path: Path)
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, f"stdout: {out[-3000:]}\nstderr: {err[-3000:]}"
+    assert proc.returncode == 130, f"SIGINT here: {inherited}\nstdout: {out[-3000:]}\nstderr: {err[-3000:]}"
     assert "interrupted" in err
     _, alive = psutil.wait_procs(tree, timeout=30)
     assert alive == [], f"left running: {[p.pid for p in alive]}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,33 @@ class _Partition:
             await asyncio.wait_for(self.changed.wait(), WAIT_S)
 
 
+@contextlib.asynccontextmanager
+async def _running(threads: int, interval_ms: int | None = None) -> AsyncIterator[GroupCommitFlusher]:
+    """A flusher task for the test's body, stopped (and waited for) after it."""
+    flusher = GroupCommitFlusher(threads, interval_ms=interval_ms)
+    task = asyncio.create_task(flusher.run())
+    try:
+        yield flusher
+    finally:
+        flusher.stop()
+        await asyncio.wait_for(task, WAIT_S)
+
+
+def _write(flusher: GroupCommitFlusher, p: _Partition, value_bytes: int = 10, count: int = 1) -> int:
+    """Append to ``p`` and tell the flusher, as the partition manager does; the new log end."""
+    end = p.append(value_bytes, count)
+    flusher.mark_dirty(p)  # type: ignore[arg-type]
+    return end
+
+
+async def _held(flusher: GroupCommitFlusher, p: _Partition) -> int:
+    """A write whose fsync job starts and then hangs until ``p.gate.opened`` is set; the new log end."""
+    p.gate.opened.clear()
+    end = _write(flusher, p)
+    await _until(p.gate.entered.is_set, f"{p.name}'s job to start")
+    return end
+
+
 async def _until(condition: object, what: str) -> None:
     for _ in range(int(WAIT_S / 0.005)):
         if condition():  # type: ignore[operator]
@@ -81,20 +110,12 @@ def test_a_partition_is_released_by_its_own_fsync_not_the_slowest_one(tmp_path: 
     async def run() -> None:
         order: list[str] = []
         slow, fast = _Partition(tmp_path, "slow", order), _Partition(tmp_path, "fast", order)
-        flusher = GroupCommitFlusher(2, interval_ms=None)
-        task = asyncio.create_task(flusher.run())
-        slow.gate.opened.clear()
-        slow_end = slow.append(1000)
-        flusher.mark_dirty(slow)  # type: ignore[arg-type]
-        await _until(slow.gate.entered.is_set, "the slow job to start")
-        fast_end = fast.append(10)
-        flusher.mark_dirty(fast)  # type: ignore[arg-type]
-        await fast.durable_at_least(fast_end)  # while the slow partition's fsync still hangs
-        assert slow.log.durable_offset == 0 and order == ["fast"]
-        slow.gate.opened.set()
-        await slow.durable_at_least(slow_end)
-        flusher.stop()
-        await asyncio.wait_for(task, WAIT_S)
+        async with _running(2) as flusher:
+            slow_end = await _held(flusher, slow)
+            await fast.durable_at_least(_write(flusher, fast))  # while the slow partition's fsync still hangs
+            assert slow.log.durable_offset == 0 and order == ["fast"]
+            slow.gate.opened.set()
+            await slow.durable_at_least(slow_end)
 
     asyncio.run(run())
 
@@ -103,23 +124,16 @@ def test_one_job_per_partition_in_flight_and_writes_meanwhile_join_the_next(tmp_
     async def run() -> None:
         order: list[str] = []
         p = _Partition(tmp_path, "p", order)
-        flusher = GroupCommitFlusher(4, interval_ms=None)
-        task = asyncio.create_task(flusher.run())
-        p.gate.opened.clear()
-        first = p.append(10)
-        flusher.mark_dirty(p)  # type: ignore[arg-type]
-        await _until(p.gate.entered.is_set, "the first job to start")
-        ends = []
-        for _ in range(5):  # written while the first fsync runs: one more job covers them all
-            ends.append(p.append(10))
-            flusher.mark_dirty(p)  # type: ignore[arg-type]
-            await asyncio.sleep(0)
-        assert order == [] and p.log.durable_offset == 0
-        p.gate.opened.set()
-        await p.durable_at_least(ends[-1])
-        assert p.flushed == [first, ends[-1]] and order == ["p", "p"]
-        flusher.stop()
-        await asyncio.wait_for(task, WAIT_S)
+        async with _running(4) as flusher:
+            first = await _held(flusher, p)
+            ends = []
+            for _ in range(5):  # written while the first fsync runs: one more job covers them all
+                ends.append(_write(flusher, p))
+                await asyncio.sleep(0)
+            assert order == [] and p.log.durable_offset == 0
+            p.gate.opened.set()
+            await p.durable_at_least(ends[-1])
+            assert p.flushed == [first, ends[-1]] and order == ["p", "p"]
 
     asyncio.run(run())
 
@@ -128,66 +142,45 @@ def test_the_pool_runs_the_smallest_waiting_job_first(tmp_path: Path) -> None:
     async def run() -> None:
         order: list[str] = []
         blocker, big, small = (_Partition(tmp_path, n, order) for n in ("blocker", "big", "small"))
-        flusher = GroupCommitFlusher(1, interval_ms=None)  # one thread: the others queue behind the blocker
-        task = asyncio.create_task(flusher.run())
-        blocker.gate.opened.clear()
-        blocker.append(10)
-        flusher.mark_dirty(blocker)  # type: ignore[arg-type]
-        await _until(blocker.gate.entered.is_set, "the blocking job to start")
-        big_end = big.append(1000, count=50)
-        flusher.mark_dirty(big)  # type: ignore[arg-type]
-        await asyncio.sleep(0.05)  # the big job is queued first
-        small_end = small.append(10)
-        flusher.mark_dirty(small)  # type: ignore[arg-type]
-        await asyncio.sleep(0.05)
-        blocker.gate.opened.set()
-        await big.durable_at_least(big_end)
-        await small.durable_at_least(small_end)
-        assert order == ["blocker", "small", "big"]
-        flusher.stop()
-        await asyncio.wait_for(task, WAIT_S)
+        async with _running(1) as flusher:  # one thread: the others queue behind the blocker
+            await _held(flusher, blocker)
+            big_end = _write(flusher, big, 1000, count=50)
+            await asyncio.sleep(0.05)  # the big job is queued first
+            small_end = _write(flusher, small)
+            await asyncio.sleep(0.05)
+            blocker.gate.opened.set()
+            await big.durable_at_least(big_end)
+            await small.durable_at_least(small_end)
+            assert order == ["blocker", "small", "big"]
 
     asyncio.run(run())
 
 
 def test_a_cut_while_a_job_runs_keeps_the_durable_offset_below_it(tmp_path: Path) -> None:
     async def run() -> None:
-        order: list[str] = []
-        p = _Partition(tmp_path, "p", order)
-        flusher = GroupCommitFlusher(1, interval_ms=None)
-        task = asyncio.create_task(flusher.run())
-        for _ in range(3):
-            p.append(10)
-        p.gate.opened.clear()
-        end = p.append(10)
-        flusher.mark_dirty(p)  # type: ignore[arg-type]
-        await _until(p.gate.entered.is_set, "the job to start")
-        p.log.truncate_to(2)  # a follower cutting a divergent tail: offsets 2, 3 go
-        assert p.append(10) == 3  # a different batch at offset 2, not fsynced by the job in flight
-        p.gate.opened.set()
-        await _until(lambda: len(p.flushed) == 1, "the job to complete")
-        assert p.log.durable_offset == 2 < end
-        flusher.mark_dirty(p)  # type: ignore[arg-type]
-        await p.durable_at_least(3)
-        flusher.stop()
-        await asyncio.wait_for(task, WAIT_S)
+        p = _Partition(tmp_path, "p", [])
+        async with _running(1) as flusher:
+            for _ in range(3):
+                p.append(10)
+            end = await _held(flusher, p)
+            p.log.truncate_to(2)  # a follower cutting a divergent tail: offsets 2, 3 go
+            assert p.append(10) == 3  # a different batch at offset 2, not fsynced by the job in flight
+            p.gate.opened.set()
+            await _until(lambda: len(p.flushed) == 1, "the job to complete")
+            assert p.log.durable_offset == 2 < end
+            flusher.mark_dirty(p)  # type: ignore[arg-type]
+            await p.durable_at_least(3)
 
     asyncio.run(run())
 
 
 def test_stop_flushes_what_is_dirty_and_waits_for_the_jobs_in_flight(tmp_path: Path) -> None:
     async def run() -> None:
-        order: list[str] = []
-        a, b = _Partition(tmp_path, "a", order), _Partition(tmp_path, "b", order)
-        flusher = GroupCommitFlusher(2, interval_ms=60_000)  # durability=flush: nothing starts before the interval
-        task = asyncio.create_task(flusher.run())
-        a_end, b_end = a.append(10), b.append(10)
-        flusher.mark_dirty(a)  # type: ignore[arg-type]
-        flusher.mark_dirty(b)  # type: ignore[arg-type]
-        await asyncio.sleep(0.05)
-        assert a.log.durable_offset == b.log.durable_offset == 0
-        flusher.stop()
-        await asyncio.wait_for(task, WAIT_S)
+        a, b = _Partition(tmp_path, "a", []), _Partition(tmp_path, "b", [])
+        async with _running(2, interval_ms=60_000) as flusher:  # durability=flush: nothing before the interval
+            a_end, b_end = _write(flusher, a), _write(flusher, b)
+            await asyncio.sleep(0.05)
+            assert a.log.durable_offset == b.log.durable_offset == 0
         assert (a.log.durable_offset, b.log.durable_offset) == (a_end, b_end)
 
     asyncio.run(run())
