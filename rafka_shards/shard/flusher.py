@@ -5,14 +5,14 @@ cache) and marks the partition dirty; this task takes a ``FlushJob`` from each d
 on worker threads, so the loop keeps serving while the disk works.
 
 Each partition is a pipeline of its own: at most one job of a partition is in flight (its jobs complete in order),
-and batches written while it runs join the partition's next job, which starts as soon as that one ends. Under load
-each fsync covers many produce requests, which is how acks=all stays fast when every acknowledgement waits for the
-disk. Partitions do not wait for each other: a partition's waiters are released when its own fsync is done, not
-when the slowest fsync of the shard is.
+and batches written while it runs join the partition's next job, started on the flusher's turn after that one ends.
+Under load each fsync covers many produce requests, which is how acks=all stays fast when every acknowledgement
+waits for the disk. Partitions do not wait for each other: a partition's waiters are released when its own fsync
+is done, not when the slowest fsync of the shard is.
 
-The worker threads take the waiting jobs smallest first (bytes to flush). A consumer group's offset commit or a
-transaction marker is a batch of a few hundred bytes a client is blocked on; it goes ahead of the data partitions'
-jobs instead of queueing behind them. A large job still runs once the threads are free of smaller ones: each
+The worker threads take the waiting jobs smallest first (bytes to flush). A consumer group's offset commit is a
+batch of a few hundred bytes a client is blocked on; it goes ahead of the data partitions' jobs instead of queueing
+behind them. A large job still runs once the threads are free of smaller ones: each
 partition has one job at a time, so at most one small job per partition can pass it.
 
 In durability=flush mode jobs start every ``flush_interval_ms`` instead of on demand (Kafka's log.flush.interval.ms).
