@@ -108,7 +108,6 @@ class GroupCommitFlusher:
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
         self._stopping = False
-        self.jobs = 0  # completed
 
     def mark_dirty(self, partition: Partition) -> None:
         self._dirty.add(partition)
@@ -155,7 +154,6 @@ class GroupCommitFlusher:
             self._wake.set()
             return
         self._observe(time.perf_counter() - started)
-        self.jobs += 1
         p.log.flush_complete(job)
         p.on_flushed()
         if (p in self._dirty and self._interval_ms is None) or self._stopping:
