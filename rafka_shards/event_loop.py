@@ -15,6 +15,8 @@ T = TypeVar("T")
 
 PARENT_CHECK_INTERVAL_S = 1.0
 AWAIT_CHAIN_MAX = 64  # coroutines listed per task by describe_tasks
+# How long a thread that wants the GIL waits before the running thread is asked to let go (CPython's default: 5 ms).
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
@@ -49,6 +51,20 @@ def settle_heap() -> None:
     objects are never freed, which is what a process-lifetime object wants anyway."""
     gc.collect()
     gc.freeze()
+
+
+def quick_thread_handoff() -> None:
+    """Let a worker thread back onto the GIL within 0.5 ms instead of CPython's 5 ms, in a process whose event loop
+    hands blocking calls to threads (the shard's fsyncs, the controller's Raft log writes).
+
+    A thread returning from fsync needs the GIL to report the result (``call_soon_threadsafe``) and to take its next
+    job. While the loop thread runs Python code, the returning thread waits a whole switch interval before the loop
+    thread is asked to drop the GIL, and the loop then waits for it back: up to 5 ms added to every fsync that ends
+    during a busy turn, on the path of every acks=all produce and offset commit. Measured with the
+    ``consumer-groups`` workload at 10,000 msg/s (producer linger.ms 50): offset commits acknowledged by the broker
+    within 25 ms went from 90% to 95%, and the clients' commit p99 from 309 to 137 ms. The switch is only requested
+    when a thread waits, so an idle process pays nothing."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 async def within(aw: Awaitable[T], timeout_s: float) -> T:

@@ -220,6 +220,7 @@ async def _serve(
             admin = await start_admin(ports, admin_listener)
             log.info("admin API and /metrics on http://%s", config.admin_endpoint)
         event_loop.settle_heap()
+        event_loop.quick_thread_handoff()
         host.link.send(ControllerReady(os.getpid()))
         await stop.wait()
         return EXIT_FATAL if fatal else 0

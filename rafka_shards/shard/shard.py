@@ -132,6 +132,7 @@ class Shard:
             lambda: KafkaConnection(self), sock=self._listener, backlog=LISTEN_BACKLOG
         )
         event_loop.settle_heap()
+        event_loop.quick_thread_handoff()
         self.ready = True
         self._link.ready(config.broker_id, self.bound_port)
         log.info(

@@ -1,4 +1,5 @@
-"""``event_loop.within``: a bounded wait that never loses the cancellation of the waiting task; ``settle_heap``."""
+"""``event_loop.within``: a bounded wait that never loses the cancellation of the waiting task; ``settle_heap``;
+``quick_thread_handoff``."""
 
 from __future__ import annotations
 
@@ -59,3 +60,12 @@ def test_settle_heap_takes_the_startup_objects_out_of_the_collectors_walk() -> N
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     before, after, frozen = map(int, out.stdout.split())
     assert before > 10_000 and after < before // 10 and frozen > before // 2
+
+
+def test_quick_thread_handoff_shortens_the_gil_switch_interval_tenfold() -> None:
+    """A process that calls it hands the GIL to a waiting thread (an fsync that returned) after 0.5 ms, not 5 ms."""
+    code = "import sys\nfrom rafka_shards import event_loop\nbefore = sys.getswitchinterval()\n"
+    code += "event_loop.quick_thread_handoff()\nprint(before, sys.getswitchinterval())\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    before, after = map(float, out.stdout.split())
+    assert before == 0.005 and after == 0.0005
