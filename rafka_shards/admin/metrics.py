@@ -3,12 +3,16 @@
 Runs in the controller process. Counters and histograms come from prometheus-client's multiprocess files, which every
 shard process writes (``rafka_shards.shard.probe``) and which outlive the process, so a restarted shard's counts are not
 lost. Gauges come from the shards that are alive right now (asked over the controller channel just before the
-exposition is rendered) and from psutil for each shard process: CPU seconds, resident memory, restarts.
+exposition is rendered) and from psutil for each shard process: CPU seconds, resident memory, restarts. Partition
+health (under-replicated, leaderless) is counted from this node's metadata image, and the data directory's
+filesystem from ``os.statvfs``, both when the exposition is rendered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -16,11 +20,34 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from controller.image import MetadataImage
+from controller.raft.types import NO_NODE
 from rafka_shards.admin.groups_view import GroupMetrics, group_metrics
 from rafka_shards.admin.ports import MetadataReader, NodeView, Quorum
 from rafka_shards.ipc.channel import Stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionHealth:
+    """Partitions that need an operator, as one node's metadata image shows them."""
+
+    under_replicated: int  # led by one of this node's brokers, with fewer in-sync replicas than replicas
+    leaderless: int  # in the whole cluster: no leader at all (Kafka's offline partitions)
+
+
+def partition_health(image: MetadataImage, local_brokers: Collection[int]) -> PartitionHealth:
+    """Under-replicated partitions are counted by their leader's node only, so that summing over nodes counts each
+    once; leaderless ones have no leader to count them, so every node counts all of them (take the max over nodes)."""
+    under = leaderless = 0
+    for topic in image.topics.values():
+        for p in topic.partitions:
+            if p.leader < 0:
+                leaderless += 1
+            elif p.leader in local_brokers and len(p.isr) < len(p.replicas):
+                under += 1
+    return PartitionHealth(under, leaderless)
 
 
 class NodeMetrics:
@@ -30,6 +57,7 @@ class NodeMetrics:
         self._node = node
         self._quorum = quorum
         self._metadata = metadata
+        self._data_dir = metrics_dir.parent
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
         self.registry.register(self)
@@ -50,6 +78,37 @@ class NodeMetrics:
         yield from self._partition_metrics()
         yield from self._group_metrics()
         yield from self._raft_metrics()
+        yield from self._health_metrics()
+        yield from self._disk_metrics()
+
+    def _health_metrics(self) -> Iterator[Metric]:
+        health = partition_health(self._metadata.image, {s.broker_id for s in self._node.slots})
+        under = GaugeMetricFamily(
+            "rafka_partitions_under_replicated",
+            "partitions led by this node's brokers whose ISR is smaller than their replica set (sum over nodes)",
+        )
+        under.add_metric([], health.under_replicated)
+        leaderless = GaugeMetricFamily(
+            "rafka_partitions_leaderless",
+            "partitions of the cluster without a leader, as this node's metadata image shows them (max over nodes)",
+        )
+        leaderless.add_metric([], health.leaderless)
+        yield from (under, leaderless)
+
+    def _disk_metrics(self) -> Iterator[Metric]:
+        # The supervisor keeps the multiprocess files in data_dir/metrics: their parent is the data directory.
+        size = GaugeMetricFamily("rafka_data_dir_size_bytes", "size of the filesystem holding the data directory")
+        avail = GaugeMetricFamily(
+            "rafka_data_dir_avail_bytes", "bytes of the data directory's filesystem free for the broker (not root)"
+        )
+        try:
+            st = os.statvfs(self._data_dir)
+        except OSError:
+            pass  # the directory went away (the node is stopping): no samples rather than a failed scrape
+        else:
+            size.add_metric([], st.f_blocks * st.f_frsize)
+            avail.add_metric([], st.f_bavail * st.f_frsize)
+        yield from (size, avail)
 
     def _group_metrics(self) -> Iterator[Metric]:
         """The groups this node's shards coordinate: consumer lag is the number people alert on."""
@@ -149,6 +208,10 @@ class NodeMetrics:
         lag.add_metric([], max(0, st.commit - quorum.applied_offset))
         leader = GaugeMetricFamily("rafka_raft_is_leader", "1 if this node leads the controller quorum")
         leader.add_metric([], 1.0 if st.role.value == "leader" else 0.0)
+        has_leader = GaugeMetricFamily(
+            "rafka_raft_has_leader", "1 if this node knows a leader of the controller quorum in its current term"
+        )
+        has_leader.add_metric([], 0.0 if st.leader == NO_NODE else 1.0)
         changes = CounterMetricFamily("rafka_raft_leader_changes", "leaders this node has seen since it started")
         changes.add_metric([], quorum.leader_changes)
         fsync = HistogramMetricFamily("rafka_raft_fsync_seconds", "time to write and fsync one Raft Ready")
@@ -175,4 +238,5 @@ class NodeMetrics:
             "rafka_controller_restarts", "times the supervisor restarted this node's controller process"
         )
         controller_restarts.add_metric([], self._node.restarts)
-        yield from (offset, term, commit, lag, leader, changes, fsync, dropped, fenced, shard_lag, controller_restarts)
+        yield from (offset, term, commit, lag, leader, has_leader, changes, fsync, dropped, fenced)
+        yield from (shard_lag, controller_restarts)

@@ -331,6 +331,8 @@ class PartitionManager:
                 pi.partition_epoch,
             ) or existing.replicas != pi.replicas:
                 was_leader = existing.is_leader
+                if pi.leader == self.broker_id and existing.isr and existing.isr != pi.isr:
+                    self.probe.isr_changed(existing.isr, pi.isr)  # an ISR this shard knew, now led here, changed
                 existing.assign(self.broker_id, pi, self.monotonic_ms())
                 if existing.is_leader != was_leader:
                     log.info(

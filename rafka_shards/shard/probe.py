@@ -58,6 +58,17 @@ REPLICA_BYTES_IN = Counter(
 REPLICA_BYTES_OUT = Counter(
     "rafka_partition_replica_bytes_out", "record batch bytes a leader sent to its followers, by partition", _LABELS
 )
+# Kafka's IsrShrinksPerSec/IsrExpandsPerSec, counted by the leader when an image changes the ISR of a partition it
+# leads (its own AlterPartition, or the controller dropping a fenced broker). No labels: one sample per shard from the
+# start, so the series exists (at 0) before the first change.
+ISR_SHRINKS = Counter("rafka_isr_shrinks", "ISR changes that removed replicas, on partitions this shard leads")
+ISR_EXPANDS = Counter("rafka_isr_expands", "ISR changes that added replicas, on partitions this shard leads")
+
+
+def isr_change(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[bool, bool]:
+    """(shrank, expanded): whether ``after`` lacks a replica of ``before``, and whether it has one ``before`` lacked.
+    One change can do both (a replica leaves while another joins)."""
+    return (not set(before) <= set(after), not set(after) <= set(before))
 
 
 class PartitionProbe:
@@ -124,6 +135,13 @@ class Probe:
 
     def request_error(self, api: str, error: str) -> None:
         REQUEST_ERRORS.labels(api, error).inc()
+
+    def isr_changed(self, before: tuple[int, ...], after: tuple[int, ...]) -> None:
+        shrank, expanded = isr_change(before, after)
+        if shrank:
+            ISR_SHRINKS.inc()
+        if expanded:
+            ISR_EXPANDS.inc()
 
     def fsync(self, seconds: float) -> None:
         FSYNC_LATENCY.observe(seconds)
