@@ -29,6 +29,9 @@ while the controller process restarts (metadata changes are refused meanwhile wi
 to the new one.
 SIGTERM/SIGINT: SIGTERM to every shard (each stops accepting, finishes in-flight requests, flushes, fsyncs and
 closes its segments), then to the controller; wait up to ``shutdown_timeout_ms`` each time, SIGKILL stragglers.
+A child that stops on SIGTERM by itself (exit 0, or killed by SIGTERM while it started) was stopped on purpose, not
+killed: the node stops the same way and exits 0. That is the case when SIGTERM goes to the whole process group
+(systemd, ``kill -TERM -PGID``) and a child's exit is seen before the supervisor's own signal.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -379,6 +383,19 @@ class Supervisor:
             died()
             if self._stopping:
                 return
+            if code in STOPPED_ON_PURPOSE:
+                # Somebody asked this child to stop: SIGTERM to the node's process group (systemd's
+                # KillMode=control-group, a terminal's job control) reaches every process at once, and this
+                # process may see the child's exit before its own SIGTERM. Or an operator stopped the child by
+                # itself. Either way a restart would undo the stop, so the node stops, cleanly.
+                log.info(
+                    "%s (pid %d) stopped on SIGTERM (%s): stopping the node",
+                    child.name,
+                    child.process.pid,
+                    describe_exit(code),
+                )
+                self.request_stop()
+                return
             log.error("%s (pid %d) died: %s", child.name, child.process.pid, describe_exit(code))
             decision = child.restart_policy.died(monotonic_ms())
             if isinstance(decision, GiveUp):
@@ -434,6 +451,11 @@ class Supervisor:
             os.close(self._lock_fd)
             self._lock_fd = None
         return clean
+
+
+# Exits of a child that was asked to stop: 0 after its clean stop on SIGTERM; killed by SIGTERM if the signal came
+# before its handler was installed (while it started). Every other exit is a death, restarted by the policy.
+STOPPED_ON_PURPOSE = (0, -signal.SIGTERM)
 
 
 def monotonic_ms() -> int:

@@ -29,7 +29,7 @@ from kio.schema.errors import ErrorCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from rafka_shards.records.builder import Record, build_batch
-from tests.conftest import Broker, running, wait_gone
+from tests.conftest import STOP_TIMEOUT_S, Broker, running, wait_gone
 from tests.integration.helpers import raw_produce
 
 pytestmark = pytest.mark.integration
@@ -248,6 +248,55 @@ def test_sigterm_stops_every_process_cleanly(node: Broker) -> None:
     assert wait_gone(tree, timeout_s=0) == []
     for i in range(node.shards):
         assert f"broker {i} stopped" in node.log()
+
+
+def _stopped_cleanly(node: Broker, tree: list[psutil.Process]) -> str:
+    """The node's supervisor exited 0 with every process gone and no error logged; its log."""
+    assert node.proc is not None
+    assert node.proc.wait(STOP_TIMEOUT_S) == 0, node.log()
+    assert wait_gone(tree, timeout_s=STOP_TIMEOUT_S) == []
+    text = node.log(1_000_000)
+    for bad in ("ERROR", "CRITICAL", "died", "restarting"):
+        assert bad not in text, text
+    return text
+
+
+def test_sigterm_to_the_process_group_stops_the_node_with_exit_0(node: Broker) -> None:
+    """What systemd's KillMode=control-group and a terminal's job control do: every process gets SIGTERM at once,
+    and the supervisor may see a child's exit before its own signal. A stop, not a crash: exit 0, nothing restarted."""
+    _create(node.bootstrap, "before-group-term", partitions=2)
+    tree = node.process_tree()
+    node.signal_all(signal.SIGTERM)
+    _stopped_cleanly(node, tree)
+
+
+@pytest.mark.parametrize("child", ["controller", "shard"])
+def test_sigterm_to_one_child_stops_the_node_cleanly_and_loses_nothing(
+    tmp_path: Path, topic_name: str, child: str
+) -> None:
+    """The branch the process-group race takes, made certain: the child's clean exit arrives and the supervisor
+    got no signal. The node stops (a restart would undo an operator's stop) and serves its data again when started."""
+    broker = Broker(tmp_path / "data", shards=2)
+    gen = running(broker)
+    next(gen)
+    try:
+        _create(broker.bootstrap, topic_name, partitions=PARTITIONS)
+        sent = _sent("term-child")
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+        for p, v in sent:
+            producer.produce(topic_name, v, partition=p)
+        assert producer.flush(60) == 0
+        tree = broker.process_tree()
+        pid = broker.controller_pid() if child == "controller" else broker.shard_pids()[1]
+        os.kill(pid, signal.SIGTERM)
+        text = _stopped_cleanly(broker, tree)
+        assert "stopped on SIGTERM" in text and "stopping the node" in text
+        broker.start()
+        _check(sent, _read(broker.bootstrap, topic_name, len(sent)))
+    finally:
+        gen.close()
+        if broker.alive():
+            assert broker.stop() == 0, broker.log()
 
 
 def test_sigusr1_and_sigusr2_write_stacks_and_tasks_to_the_log_and_the_node_keeps_serving(two_shards: Broker) -> None:
