@@ -3,9 +3,12 @@ through real Kafka clients; every kind of bad input gets its 4xx and proposes no
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -162,3 +165,22 @@ def test_metrics_show_the_raft_controller(broker: Broker) -> None:
         assert name in text, name
     commit = next(line for line in text.splitlines() if line.startswith("rafka_raft_commit_index "))
     assert float(commit.split()[1]) >= 2  # the first leader's no-op and this broker's registration
+
+
+def test_a_topic_created_while_the_node_starts_gets_503_until_it_can_be_created(tmp_path: Path) -> None:
+    """A new user's first command, sent as soon as the admin port answers: never a 400 (the request is right), a
+    503 with retry_after_ms while the node's brokers register, then 201."""
+    node = Broker(tmp_path / "data", shards=2)
+    node.launch()
+    answers: list[tuple[int, Any]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not answers or answers[-1][0] == 503):
+            with contextlib.suppress(OSError):  # the port is not bound or not served yet
+                answers.append(admin_call(node.admin, "POST", "/v1/topics", {"name": "first", "partitions": 2}))
+            time.sleep(0.02)
+        assert answers and answers[-1][0] == 201, (answers[-3:], node.log())
+        for status, body in answers[:-1]:
+            assert status == 503 and body["retry_after_ms"] > 0, (status, body)
+    finally:
+        assert node.stop() == 0, node.log()

@@ -63,12 +63,18 @@ class FakeNode:
         return {}
 
 
-def _call(metadata: FakeMetadata, calls: list[tuple[str, str, str | None]]) -> list[tuple[int, Any]]:
+class StartingNode(FakeNode):
+    ready = False  # its shards have not all registered yet
+
+
+def _call(
+    metadata: FakeMetadata, calls: list[tuple[str, str, str | None]], node: FakeNode | None = None
+) -> list[tuple[int, Any]]:
     async def run() -> list[tuple[int, Any]]:
         ports = AdminPorts(
             metadata=metadata,
             proposer=metadata,
-            node=FakeNode(),
+            node=node or FakeNode(),
             quorum=None,  # type: ignore[arg-type]  # no route used here asks the quorum
             metrics_dir=Path(tempfile.mkdtemp()),
             default_partitions=1,
@@ -115,3 +121,26 @@ def test_topic_requests_through_the_frontend() -> None:
     assert missing[0] == 404  # an unknown topic whatever the body says
     assert deleted == (200, {"deleted": "t"})
     assert [type(c).__name__ for c in metadata.proposed] == ["CreateTopic", "DeleteTopic"]  # refusals: nothing
+
+
+def test_a_node_still_starting_answers_503_where_a_ready_one_would_say_there_are_too_few_brokers() -> None:
+    """A single node's first seconds: the admin port serves, its brokers have not registered. Creating a topic then
+    is not a wrong request, it is too early: 503 with retry_after_ms. Once ready, too few brokers is a 400."""
+    starting = _call(
+        FakeMetadata(brokers=0),
+        [
+            ("POST", "/v1/topics", '{"name": "t"}'),
+            ("POST", "/v1/topics", '{"name": "t", "partitions": 0}'),  # wrong whenever it comes
+        ],
+        node=StartingNode(),
+    )
+    assert starting[0][0] == 503 and starting[0][1]["error"] == "unavailable"
+    assert starting[0][1]["retry_after_ms"] > 0 and "starting" in starting[0][1]["message"]
+    assert starting[1][0] == 400
+    metadata = FakeMetadata(brokers=1)
+    _call(metadata, [("POST", "/v1/topics", '{"name": "t"}')])
+    grown = _call(metadata, [("PATCH", "/v1/topics/t", '{"replication_factor": 2}')], node=StartingNode())
+    assert grown[0][0] == 503 and grown[0][1]["retry_after_ms"] > 0
+    (ready,) = _call(FakeMetadata(brokers=0), [("POST", "/v1/topics", '{"name": "t"}')])
+    assert ready[0] == 400 and ready[1]["field"] == "replication_factor"
+    assert [c for c in metadata.proposed if type(c).__name__ != "CreateTopic"] == []

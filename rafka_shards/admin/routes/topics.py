@@ -11,7 +11,7 @@ from aiohttp import web
 from controller.image import TopicImage
 from controller.state_machine import CommandRejected, Rejection, RejectKind
 from rafka_shards.admin import requests as req
-from rafka_shards.admin.http import json_response
+from rafka_shards.admin.http import json_response, unavailable
 from rafka_shards.admin.routes import AdminContext, Route
 from rafka_shards.admin.views import partition_json, topic_json
 
@@ -27,10 +27,23 @@ async def topics(ctx: AdminContext, _request: web.Request) -> web.Response:
     return json_response([topic_json(t) for t in sorted(ctx.image.topics.values(), key=lambda t: t.name)])
 
 
+def _starting(ctx: AdminContext, e: CommandRejected) -> web.Response | None:
+    """A refusal for want of brokers while this node's own have not all registered is transient: 503 with
+    ``retry_after_ms``, not a 400 that says the request was wrong (a single node's first seconds: 0 brokers)."""
+    if e.rejection.kind is RejectKind.INVALID_REPLICATION_FACTOR and not ctx.ports.node.ready:
+        return unavailable(f"this node is starting (its brokers have not all registered yet): {e.rejection.message}")
+    return None
+
+
 async def create_topic(ctx: AdminContext, request: web.Request) -> web.Response:
     ports = ctx.ports
     body = req.parse_create_topic(await request.read(), ports.default_partitions, ports.default_replication_factor)
-    t = await ctx.cluster.create_topic(body)
+    try:
+        t = await ctx.cluster.create_topic(body)
+    except CommandRejected as e:
+        if (starting := _starting(ctx, e)) is None:
+            raise
+        return starting
     return json_response(topic_json(t), status=201)
 
 
@@ -54,7 +67,12 @@ async def topic(ctx: AdminContext, request: web.Request) -> web.Response:
 async def patch_topic(ctx: AdminContext, request: web.Request) -> web.Response:
     name = request.match_info["name"]
     _topic(ctx, name)  # an unknown topic is a 404 whatever the body says
-    t = await ctx.cluster.patch_topic(name, req.parse_patch_topic(await request.read()))
+    try:
+        t = await ctx.cluster.patch_topic(name, req.parse_patch_topic(await request.read()))
+    except CommandRejected as e:  # new partitions are placed as a new topic's are
+        if (starting := _starting(ctx, e)) is None:
+            raise
+        return starting
     return json_response(topic_json(t))
 
 
