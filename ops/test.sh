@@ -12,6 +12,15 @@ if ! command -v kcat >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat
 fi
 
+# The monitoring tests (tests/ops) check ops/prometheus/ with promtool and run a real prometheus against a cluster:
+# Debian's prometheus package ships both (without its recommended node exporter, which the tests do not use).
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "==> installing prometheus (Debian package, with promtool) for the monitoring tests"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus
+fi
+
 # The chaos tools' tests need ip and nft (network partitions between namespaces, test_chaos_netns.py) and libfuse 3
 # with fusermount3 (the power-loss filesystem, test_lazyfs.py); they skip with a reason when these are missing, so
 # install them here.
