@@ -77,6 +77,10 @@ async def _serve(config: BrokerConfig) -> int:
     from rafka_shards.shard.process import run_shard
     from rafka_shards.supervisor.supervisor import ChildTargets, StartupError, Supervisor
 
+    admin = config.admin_endpoint or "off"
+    event_loop.name_process(
+        f"node {config.node_id} supervisor (Kafka {config.listen_endpoint}, admin {admin}, data {config.data_dir})"
+    )
     supervisor = Supervisor(config, ChildTargets(controller=run_controller, shard=run_shard))
     loop = asyncio.get_running_loop()
     event_loop.stop_on_sigterm(loop, supervisor.request_stop)

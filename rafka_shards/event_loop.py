@@ -11,10 +11,13 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+import setproctitle
+
 T = TypeVar("T")
 
 PARENT_CHECK_INTERVAL_S = 1.0
 AWAIT_CHAIN_MAX = 64  # coroutines listed per task by describe_tasks
+PROCESS_TITLE_PREFIX = "rafka_shards: "
 # How long a thread that wants the GIL waits before the running thread is asked to let go (CPython's default: 5 ms).
 GIL_SWITCH_INTERVAL_S = 0.0005
 
@@ -38,6 +41,13 @@ async def _with_task_dumps(main: Coroutine[Any, Any, int]) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR2, lambda: sys.stderr.write(describe_tasks()))
     return await main
+
+
+def name_process(role: str) -> None:
+    """What ``ps``, ``top`` and ``/proc/PID/cmdline`` show for this process: ``rafka_shards: <role>``, so an operator
+    tells the supervisor, the controller and each shard apart (all of them are ``python -B -c from
+    multiprocessing.spawn import ...`` otherwise). Kafka and Redpanda are one process; a node here is several."""
+    setproctitle.setproctitle(f"{PROCESS_TITLE_PREFIX}{role}")
 
 
 def settle_heap() -> None:

@@ -164,6 +164,8 @@ def run_controller(
         format="%(asctime)s %(levelname)s controller %(name)s: %(message)s",
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us in order
+    raft = config.controller_listen_endpoint() or "single node"
+    event_loop.name_process(f"node {config.node_id} controller (admin {config.admin_endpoint or 'off'}, Raft {raft})")
     sys.exit(event_loop.run(_serve(config, link, admin_listener, parent_pid, first_start, restarts)))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig
 from rafka_shards.ipc.channel import CleanerTotals
 from rafka_shards.model import TopicPartition
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 WORKER_NICENESS = 19  # the cleaner yields the CPU to the shards serving clients
 
 
-def _worker_init() -> None:
-    """In the worker process: die with the shard, and run below its priority."""
+def _worker_init(title: str) -> None:
+    """In the worker process: a name in ``ps``, die with the shard, and run below its priority."""
+    event_loop.name_process(title)
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
@@ -93,7 +95,10 @@ class LogCleaner:
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init)
+            title = f"node {self._config.node_id} broker {self._config.broker_id} log cleaner"
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                1, mp_context=context, initializer=_worker_init, initargs=(title,)
+            )
         return self._pool
 
     async def run(self) -> None:

@@ -26,6 +26,7 @@ def run_shard(
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s shard-{index} %(name)s: %(message)s",
     )
+    event_loop.name_process(f"node {config.node_id} shard {index} (broker {config.broker_id}) {config.listen_endpoint}")
     sys.exit(event_loop.run(_serve(config, listener, supervisor_link, parent_pid)))
 
 

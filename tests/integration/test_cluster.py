@@ -573,7 +573,8 @@ def test_the_three_node_script_starts_a_working_cluster(tmp_path: Path) -> None:
         _produce(bootstrap, "orders", values)
         assert sorted(_read_all(bootstrap, "orders", 3, 30)) == sorted(v for vs in values.values() for v in vs)
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        assert len([p for p in tree if "rafka_shards" in " ".join(p.cmdline())]) == 3  # one `serve` per node
+        titles = [" ".join(p.cmdline()) for p in tree]
+        assert len([t for t in titles if t.startswith("rafka_shards: node ") and " supervisor " in t]) == 3
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)

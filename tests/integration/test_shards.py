@@ -299,6 +299,19 @@ def test_sigterm_to_one_child_stops_the_node_cleanly_and_loses_nothing(
             assert broker.stop() == 0, broker.log()
 
 
+def test_ps_tells_the_processes_of_a_node_apart(two_shards: Broker) -> None:
+    """Each process is named (setproctitle), not ``python -B -c from multiprocessing.spawn import ...``."""
+    assert two_shards.proc is not None
+    titles = {p.pid: " ".join(p.cmdline()).strip() for p in two_shards.process_tree()}
+    supervisor = titles[two_shards.proc.pid]
+    assert supervisor.startswith(f"rafka_shards: node 1 supervisor (Kafka {two_shards.bootstrap}, admin 127.0.0.1:")
+    assert str(two_shards.data_dir) in supervisor
+    assert titles[two_shards.controller_pid()].startswith("rafka_shards: node 1 controller (admin 127.0.0.1:")
+    port = int(two_shards.bootstrap.rsplit(":", 1)[1])
+    for i, pid in enumerate(two_shards.shard_pids()):
+        assert titles[pid] == f"rafka_shards: node 1 shard {i} (broker {i}) 127.0.0.1:{port + i}"
+
+
 def test_sigusr1_and_sigusr2_write_stacks_and_tasks_to_the_log_and_the_node_keeps_serving(two_shards: Broker) -> None:
     pids = [*two_shards.shard_pids(), two_shards.controller_pid()]
     for pid in pids:
