@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -498,6 +500,66 @@ def test_entrypoint_refuses_what_it_cannot_place(tmp_path: Path, pod: str, chang
     assert done.stdout == b""  # the broker was not started
 
 
+class StandInAdmin(http.server.BaseHTTPRequestHandler):
+    """The admin API of a node that becomes ready only once some node has asked the cluster to add it as a voter:
+    answers what ``lifecycle.py`` asks, records every call."""
+
+    calls: list[tuple[str, str]] = []
+    joined = False
+
+    def _answer(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _any(self) -> None:
+        cls = type(self)
+        cls.calls.append((self.command, self.path))
+        if (self.command, self.path) == ("POST", "/v1/controller/voters/4"):
+            cls.joined = True
+            self._answer(200, {"voter": 4, "voters": [1, 2, 3, 4]})
+        elif (self.command, self.path) == ("GET", "/v1/status/ready"):
+            self._answer(*((200, {"status": "ready"}) if cls.joined else (503, {"error": "not_ready"})))
+        else:
+            self._answer(404, {"error": "not_found"})
+
+    do_GET = do_POST = do_PUT = do_DELETE = _any
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: failures show in the assertions
+        pass
+
+
+def test_post_start_joins_a_node_beyond_the_first_voters(tmp_path: Path) -> None:
+    """Pod rafka-3 (node 4; voters are nodes 1-3) asks the cluster, through the client Service, to add it, until the
+    node is ready; with no note from preStop it changes nothing else. The admin API is a stand-in here (the join
+    needs a cluster of several nodes, which the local run below is not)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandInAdmin)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = pod_env("rafka-3")
+        env |= {
+            "RAFKA_K8S_ADMIN_PORT": str(server.server_address[1]),
+            "RAFKA_K8S_CLIENT_SERVICE": "127.0.0.1",  # the Service's name resolves in the cluster only
+            "RAFKA_K8S_STATE_DIR": str(tmp_path),
+            "RAFKA_K8S_HOOK_LOG": str(tmp_path / "hooks.log"),
+            "RAFKA_K8S_POSTSTART_TIMEOUT_S": "60",
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        }
+        mounts = mount_scripts(tmp_path / "mounts")
+        done = subprocess.run(localize(hook_argv("postStart"), mounts, env), env=env, capture_output=True, timeout=90)
+        assert done.returncode == 0, done.stderr.decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert ("POST", "/v1/controller/voters/4") in StandInAdmin.calls
+    assert StandInAdmin.calls[-1] == ("GET", "/v1/status/ready")  # ready: nothing noted, so nothing to undo
+    assert "post-start: add node 4 to the quorum: 200" in (tmp_path / "hooks.log").read_text()
+
+
 # ---- the pod, run locally ----------------------------------------------------------------------------------------
 
 
@@ -651,7 +713,9 @@ def test_the_pod_runs_serves_drains_and_restarts(local_pod: Pod) -> None:
         while len(got) < 2 and time.monotonic() < deadline:
             msg = consumer.poll(1.0)
             if msg is not None and msg.error() is None:
-                got[msg.partition()] = msg.value()
+                partition, value = msg.partition(), msg.value()
+                assert partition is not None and value is not None
+                got[partition] = value
         assert got == {p: f"from pod rafka-0 to partition {p}".encode() for p in (0, 1)}
     finally:
         consumer.close()
