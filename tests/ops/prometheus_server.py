@@ -40,13 +40,15 @@ def rules_with_for(duration: str) -> str:
 
 
 class Prometheus:
-    def __init__(self, directory: Path, rules: str, targets: list[str], interval: str = "1s") -> None:
+    def __init__(self, directory: Path, rules: str, targets: list[str]) -> None:
         self.directory = directory
         self.port = free_port_range(1)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "alerts.yml").write_text(rules)
         config = {
-            "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+            # Scrapes every 2 s, each with up to 2 s for a node's answer (a loaded machine renders /metrics slowly; a
+            # killed node refuses at once); rules evaluated every second.
+            "global": {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "1s"},
             "rule_files": ["alerts.yml"],
             "scrape_configs": [{"job_name": "rafka", "static_configs": [{"targets": targets}]}] if targets else [],
         }

