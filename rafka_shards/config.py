@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import ipaddress
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +144,9 @@ class BrokerConfig:
     durability: Durability = _setting(Durability.FSYNC, "fsync: acks=all after fsync; flush: interval fsync")
     flush_interval_ms: int = _setting(1000, "in flush mode, the longest time written data stays unsynced", 1, 3_600_000)
     fsync_threads: int = _setting(4, "worker threads that run fsync for group commit", 1, 64)
+    storage_min_free_bytes: int = _setting(
+        256 * MIB, "produce gets KAFKA_STORAGE_ERROR while the data dir's filesystem has less free", 0, 2**62
+    )
 
     # Log defaults (topic configs override them per topic).
     log_segment_bytes: int = _setting(GIB, "segment.bytes default", 14, GIB)
@@ -213,6 +218,16 @@ class BrokerConfig:
         if self.shards == "auto":
             return max(1, min(SHARDS_MAX, usable_cpus()))
         return int(self.shards)
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where the node's processes keep their metric values (prometheus-client multiprocess files): in memory
+        (``/dev/shm``) when there is one, not in the data directory. Those files are grown and written through
+        mmap; on a full data disk that write faults and the process dies of SIGBUS. They are of this run only
+        (cleared at start), one directory per data directory (a name from its path)."""
+        base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+        digest = hashlib.sha256(str(Path(self.data_dir).resolve()).encode()).hexdigest()[:16]
+        return base / f"rafka_shards-metrics-{digest}"
 
     @property
     def listen_endpoint(self) -> Endpoint:

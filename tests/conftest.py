@@ -74,8 +74,11 @@ def free_port_range(count: int) -> int:
 class Broker:
     """One node (supervisor + shard processes) with its data directory; restartable on the same ports."""
 
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None, shards: int = 1) -> None:
+    def __init__(
+        self, data_dir: Path, extra_args: list[str] | None = None, shards: int = 1, wrapper: list[str] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.wrapper = wrapper or []  # a command that execs the node's command line given as its last arguments
         self.shards = shards
         self.port = free_port_range(shards + 1)
         self.admin_port = self.port + shards
@@ -129,6 +132,7 @@ class Broker:
         log = open(self.log_path, "ab")  # noqa: SIM115  (the broker process owns it until it exits)
         self.proc = subprocess.Popen(
             [
+                *self.wrapper,
                 sys.executable,
                 "-m",
                 "rafka_shards",

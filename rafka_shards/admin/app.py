@@ -62,7 +62,7 @@ def build_app(ports: AdminPorts) -> web.Application:
     ctx = AdminContext(
         ports=ports,
         cluster=ClusterAdmin(ports.metadata, ports.proposer, ports.node),
-        metrics=NodeMetrics(ports.node, ports.quorum, ports.metadata, ports.metrics_dir),
+        metrics=NodeMetrics(ports.node, ports.quorum, ports.metadata, ports.metrics_dir, ports.data_dir),
         routes=ROUTES,
     )
     for route in ROUTES:

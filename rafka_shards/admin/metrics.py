@@ -53,11 +53,13 @@ def partition_health(image: MetadataImage, local_brokers: Collection[int]) -> Pa
 class NodeMetrics:
     """A prometheus-client collector of this node's live gauges, beside the shards' multiprocess counters."""
 
-    def __init__(self, node: NodeView, quorum: Quorum, metadata: MetadataReader, metrics_dir: Path) -> None:
+    def __init__(
+        self, node: NodeView, quorum: Quorum, metadata: MetadataReader, metrics_dir: Path, data_dir: Path
+    ) -> None:
         self._node = node
         self._quorum = quorum
         self._metadata = metadata
-        self._data_dir = metrics_dir.parent
+        self._data_dir = data_dir
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
         self.registry.register(self)

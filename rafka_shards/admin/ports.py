@@ -171,5 +171,6 @@ class AdminPorts:
     node: NodeView
     quorum: Quorum
     metrics_dir: Path  # prometheus-client's multiprocess files, written by the shards
+    data_dir: Path  # the node's data directory (its filesystem's size and free space are gauges)
     default_partitions: int  # of a topic created without a partition count
     default_replication_factor: int

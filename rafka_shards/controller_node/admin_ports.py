@@ -79,6 +79,7 @@ def admin_ports(
         node=node,
         quorum=QuorumPort(controller),
         metrics_dir=metrics_dir,
+        data_dir=config.data_dir,
         default_partitions=config.default_partitions,
         default_replication_factor=config.default_replication_factor,
     )

@@ -191,7 +191,7 @@ async def _serve(
         stop.set()
 
     event_loop.stop_on_sigterm(loop, stop.set)
-    host = ControllerHost(config, config.data_dir / "metrics", restarts)
+    host = ControllerHost(config, config.metrics_dir, restarts)
     host.link = Link(link_sock, host.on_message, supervisor_gone)
     host.link.start()
     watch = loop.create_task(_parent_watch(parent_pid, stop))

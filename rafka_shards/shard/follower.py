@@ -211,7 +211,12 @@ def apply_fetch(
                     out.errors.append((tp, e.code))
                     out.retry = True
                     continue
-                p.append_replica(buf, headers, now_ms)
+                try:
+                    p.append_replica(buf, headers, now_ms)
+                except KafkaError as e:  # KAFKA_STORAGE_ERROR: the write was undone; fetch the same offset again
+                    out.errors.append((tp, e.code))
+                    out.retry = True
+                    continue
                 p.probe.replica_bytes_in += len(buf)
                 out.appended.append((p, p.log.log_end_offset - 1))
             p.follower_high_watermark(int(part.high_watermark))

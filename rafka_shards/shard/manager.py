@@ -34,6 +34,7 @@ from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import Probe
 from rafka_shards.shard.replication import Replication
 from rafka_shards.storage.config import LogConfig
+from rafka_shards.storage.free_space import FreeSpaceGuard
 from rafka_shards.storage.log import AppendInfo, PartitionLog
 from rafka_shards.storage.partition_dirs import (
     PartitionLocked,
@@ -108,6 +109,7 @@ class PartitionManager:
         self._locks: dict[TopicPartition, int] = {}
         self._kafka_dir = kafka_dir(config.data_dir)
         self._kafka_dir.mkdir(parents=True, exist_ok=True)
+        self.free_space = FreeSpaceGuard(self._kafka_dir, config.storage_min_free_bytes)
         self._producer_ids = (0, 0)  # [next, end) of this shard's current block
         self._producer_ids_lock = asyncio.Lock()
         self.replication = Replication(self, config, flusher)
@@ -322,6 +324,9 @@ class PartitionManager:
                     existing = self._open_partition(tp, topic.topic_id, pi.leader_epoch, log_config, now)
                 except PartitionLocked as e:
                     log.error("%s; not serving it", e)
+                    continue
+                except OSError as e:  # a full or failing disk: the shard serves its other partitions
+                    log.error("%s: cannot open its log (%s); not serving it until the next metadata update", tp, e)
                     continue
             elif existing.log.config != log_config:
                 existing.log.update_config(log_config)

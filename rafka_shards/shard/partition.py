@@ -244,7 +244,10 @@ class Partition:
         table does not hold the new batches yet), as Kafka does at every roll."""
         rolled = self.log.segments[-1].base_offset
         if rolled != active_base:
-            write_snapshot(self.directory, rolled, self.producers.to_snapshot())
+            try:
+                write_snapshot(self.directory, rolled, self.producers.to_snapshot())
+            except OSError as e:  # a full disk: the batches are in the log; recovery replays from an older snapshot
+                log.warning("%s: producer state snapshot at %d not written: %s", self.tp, rolled, e)
 
     def _roll_back_producers(self) -> None:
         """After a truncation: the table as of the new log end, from the newest in-memory checkpoint at or below it

@@ -20,6 +20,7 @@ Crash story:
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -44,6 +45,8 @@ from rafka_shards.storage.cleaner import (
 )
 from rafka_shards.storage.config import LogConfig
 from rafka_shards.storage.segment import LogSegment
+
+log = logging.getLogger(__name__)
 
 RECOVERY_POINT_FILE = "recovery-point"
 EPOCH_FILE = "leader-epoch-checkpoint"
@@ -169,7 +172,13 @@ class PartitionLog:
         return int(text) if text.isdigit() else None
 
     def _write_recovery_point(self, offset: int) -> None:
-        write_atomically(self.directory / RECOVERY_POINT_FILE, f"{offset}\n".encode())
+        """Record that the segments below ``offset`` are fsynced whole. Not written (a full disk): the point stays
+        where it was, and an open after a crash scans a little more of the log; nothing else depends on it."""
+        try:
+            write_atomically(self.directory / RECOVERY_POINT_FILE, f"{offset}\n".encode())
+        except OSError as e:
+            log.warning("%s: recovery point %d not written: %s", self.directory.name, offset, e)
+            return
         self.recovery_point = offset
 
     def headers_from(self, offset: int) -> Iterator[BatchHeader]:
@@ -225,14 +234,18 @@ class PartitionLog:
                     ErrorCode.MESSAGE_TOO_LARGE,
                     f"batch of {h.size} bytes; max.message.bytes is {config.max_message_bytes}",
                 )
-        active = self._active_segment(len(buf), now_ms)
         base = self.log_end_offset
         append_time = now_ms if config.message_timestamp_type == "LogAppendTime" else None
         next_offset = assign_offsets(buf, headers, base, leader_epoch, append_time)
-        if not self._epochs or leader_epoch > self._epochs[-1][0]:
-            self._epochs.append((leader_epoch, base))
-            self._write_epochs()
-        active.append(buf, headers, base, config.index_interval_bytes)
+        epochs_before = len(self._epochs)
+        try:
+            active = self._active_segment(len(buf), now_ms)
+            if not self._epochs or leader_epoch > self._epochs[-1][0]:
+                self._epochs.append((leader_epoch, base))
+                self._write_epochs()
+            active.append(buf, headers, base, config.index_interval_bytes)
+        except OSError as e:
+            raise self._write_failed(e, epochs_before) from e
         self._dirty[active.base_offset] = active
         self._dirty_bytes += len(buf)
         self.log_end_offset = next_offset
@@ -251,18 +264,30 @@ class PartitionLog:
                     f"{self.directory.name}: replicated batch at offset {h.base_offset}, the log ends at {expected}",
                 )
             expected = h.next_offset
-        active = self._active_segment(len(buf), now_ms)
         epochs_before = len(self._epochs)
-        for h in headers:
-            if not self._epochs or h.partition_leader_epoch > self._epochs[-1][0]:
-                self._epochs.append((h.partition_leader_epoch, h.base_offset))
-        if len(self._epochs) != epochs_before:
-            self._write_epochs()
-        active.append_as_is(buf, headers, self.config.index_interval_bytes)
+        try:
+            active = self._active_segment(len(buf), now_ms)
+            for h in headers:
+                if not self._epochs or h.partition_leader_epoch > self._epochs[-1][0]:
+                    self._epochs.append((h.partition_leader_epoch, h.base_offset))
+            if len(self._epochs) != epochs_before:
+                self._write_epochs()
+            active.append_as_is(buf, headers, self.config.index_interval_bytes)
+        except OSError as e:
+            raise self._write_failed(e, epochs_before) from e
         self._dirty[active.base_offset] = active
         self._dirty_bytes += len(buf)
         self.log_end_offset = expected
         return expected
+
+    def _write_failed(self, e: OSError, epochs_before: int) -> KafkaError:
+        """A write that failed (a full disk: ENOSPC; EIO) appended nothing: the segment undid its part, the epochs
+        added for it are forgotten (the file is rewritten whole from memory next time). The client gets
+        KAFKA_STORAGE_ERROR, a retriable error, and the shard stays up: a full disk serves again once space is freed.
+        A roll that had begun stays (an empty active segment is a valid log)."""
+        del self._epochs[epochs_before:]
+        reason = e.strerror or type(e).__name__
+        return KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"{self.directory.name}: the write failed: {reason}")
 
     def _active_segment(self, incoming: int, now_ms: int) -> LogSegment:
         """The segment the next ``incoming`` bytes go to, rolled by size, age or offset span first if due."""

@@ -24,6 +24,7 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from rafka_shards.records.batch import BATCH_HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header, scan_for_recovery
 from rafka_shards.storage.config import RECENT_BATCHES_MAX
@@ -37,6 +38,18 @@ _LENGTH = struct.Struct(">qi")
 
 def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
+
+
+class _Mark(NamedTuple):
+    """A segment's appendable state before a write, to go back to if the write fails."""
+
+    recent_batches: int
+    index_entries: int
+    time_entries: int
+    max_timestamp: int
+    max_timestamp_position: int
+    max_timestamp_relative: int
+    bytes_since_index: int
 
 
 class LogSegment:
@@ -130,25 +143,66 @@ class LogSegment:
     # ---- appending ---------------------------------------------------------------------------------------------
 
     def append(self, buf: bytearray, headers: list[BatchHeader], first_offset: int, index_interval_bytes: int) -> None:
-        """Write ``buf`` (batches whose offsets were assigned from ``first_offset``) with one write(2)."""
-        position = self._write_at_end(buf)
-        offset = first_offset
-        for h in headers:
-            batch_position = position + h.position
-            self._index_batch_at(offset, h, batch_position, index_interval_bytes)
-            offset += h.last_offset_delta + 1
+        """Write ``buf`` (batches whose offsets were assigned from ``first_offset``) with one write(2). A write that
+        fails (ENOSPC, EIO) leaves the segment as it was, files and memory, and raises the OSError."""
+        mark = self._mark()
+        try:
+            position = self._write_at_end(buf)
+            offset = first_offset
+            for h in headers:
+                batch_position = position + h.position
+                self._index_batch_at(offset, h, batch_position, index_interval_bytes)
+                offset += h.last_offset_delta + 1
+        except OSError:
+            self._undo(mark)
+            raise
         self.size = position + len(buf)
         self.next_offset = offset
 
     def append_as_is(self, buf: bytearray, headers: list[BatchHeader], index_interval_bytes: int) -> None:
         """Write ``buf``, batches that already carry their offsets (a follower's copy of its leader's batches, where
-        log compaction may have left gaps between them), with one write(2)."""
-        position = self._write_at_end(buf)
-        for h in headers:
-            self._index_batch(h, position + h.position, index_interval_bytes)
+        log compaction may have left gaps between them), with one write(2). Fails as ``append`` does."""
+        mark = self._mark()
+        try:
+            position = self._write_at_end(buf)
+            for h in headers:
+                self._index_batch(h, position + h.position, index_interval_bytes)
+        except OSError:
+            self._undo(mark)
+            raise
         self.size = position + len(buf)
         if headers:
             self.next_offset = headers[-1].next_offset
+
+    def _mark(self) -> _Mark:
+        return _Mark(
+            len(self._recent),
+            len(self._index_offsets),
+            len(self._time_values),
+            self.max_timestamp,
+            self.max_timestamp_batch_position,
+            self._max_timestamp_relative,
+            self._bytes_since_index,
+        )
+
+    def _undo(self, mark: _Mark) -> None:
+        """Back to ``mark`` after a failed write: the bytes past ``size`` (a partial batch) and the index entries
+        written since are cut from the files, and the in-memory indexes forget them. Cutting a file frees space; it
+        does not need any."""
+        os.ftruncate(self.fd, self.size)
+        while len(self._recent) > mark.recent_batches:
+            self._recent.pop()
+        # An entry is in memory once its write(2) returned: the file holds those, and at most a part of one more.
+        for fd, entry_size, added in (
+            (self.index_fd, _INDEX_ENTRY.size, len(self._index_offsets) - mark.index_entries),
+            (self.timeindex_fd, _TIME_ENTRY.size, len(self._time_values) - mark.time_entries),
+        ):
+            end = os.fstat(fd).st_size
+            os.ftruncate(fd, end - end % entry_size - added * entry_size)
+        del self._index_offsets[mark.index_entries :], self._index_positions[mark.index_entries :]
+        del self._time_values[mark.time_entries :], self._time_offsets[mark.time_entries :]
+        self.max_timestamp, self.max_timestamp_batch_position = mark.max_timestamp, mark.max_timestamp_position
+        self._max_timestamp_relative, self._bytes_since_index = mark.max_timestamp_relative, mark.bytes_since_index
 
     def _write_at_end(self, buf: bytearray) -> int:
         """pwrite(2) ``buf`` after the segment's last byte (looping over short writes); the position it went to."""
@@ -171,9 +225,9 @@ class LogSegment:
             self.max_timestamp_batch_position = position
             self._max_timestamp_relative = relative
         if self._bytes_since_index >= index_interval_bytes:
+            os.write(self.index_fd, _INDEX_ENTRY.pack(relative, position))  # first: memory follows the file
             self._index_offsets.append(relative)
             self._index_positions.append(position)
-            os.write(self.index_fd, _INDEX_ENTRY.pack(relative, position))
             self._bytes_since_index = 0
             self.seal()
         self._bytes_since_index += h.size
@@ -182,9 +236,9 @@ class LogSegment:
         """Write a time index entry for the largest timestamp so far unless the last entry has it already: at each
         index interval, and when the segment stops being the active one (rolled, or written by the cleaner)."""
         if self.max_timestamp > (self._time_values[-1] if self._time_values else -1):
+            os.write(self.timeindex_fd, _TIME_ENTRY.pack(self.max_timestamp, self._max_timestamp_relative))
             self._time_values.append(self.max_timestamp)
             self._time_offsets.append(self._max_timestamp_relative)
-            os.write(self.timeindex_fd, _TIME_ENTRY.pack(self.max_timestamp, self._max_timestamp_relative))
 
     # ---- reading -----------------------------------------------------------------------------------------------
 

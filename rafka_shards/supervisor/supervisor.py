@@ -123,7 +123,7 @@ class Supervisor:
         self.controller = Child(name="controller", restart_policy=RestartPolicy.from_config(config))
         self._targets = targets
         self.admin_listener: socket.socket | None = None
-        self.metrics_dir = config.data_dir / "metrics"
+        self.metrics_dir = config.metrics_dir
         self.started = False
         self._context = multiprocessing.get_context("spawn")
         self._lock_fd: int | None = None
@@ -448,6 +448,7 @@ class Supervisor:
         if self.admin_listener is not None:
             self.admin_listener.close()
         if self._lock_fd is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)  # in memory: nothing of it outlives the node
             os.close(self._lock_fd)
             self._lock_fd = None
         return clean

@@ -77,6 +77,7 @@ def _call(
             node=node or FakeNode(),
             quorum=None,  # type: ignore[arg-type]  # no route used here asks the quorum
             metrics_dir=Path(tempfile.mkdtemp()),
+            data_dir=Path(tempfile.mkdtemp()),
             default_partitions=1,
             default_replication_factor=1,
         )

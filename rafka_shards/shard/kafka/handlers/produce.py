@@ -47,6 +47,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                         ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name} is internal: clients cannot produce to it"
                     )
                 p = manager.lookup(name, index)
+                manager.free_space.check()
                 if acks == -1:
                     _check_min_insync(manager.image.topics[name], index)
                 if pd.records is None:
