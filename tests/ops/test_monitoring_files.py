@@ -95,6 +95,14 @@ def test_prometheus_loads_every_alert_with_a_severity_and_a_runbook(tmp_path: Pa
         assert anchor is not None, rule
         # The anchor is the GitHub anchor of a heading named after the alert (NodeDown -> "Node down" -> node-down).
         assert anchor.group(1) == re.sub(r"(?<!^)(?=[A-Z])", "-", rule["name"]).lower(), rule
+        assert anchor.group(1) in _operations_anchors(), f"docs/operations.md has no section for {rule['name']}"
+
+
+def _operations_anchors() -> set[str]:
+    """GitHub's anchors of docs/operations.md's headings: lower case, spaces to dashes, punctuation dropped."""
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
 
 
 def test_the_dashboard_is_a_grafana_dashboard_with_every_panel_on_the_templated_datasource() -> None:
