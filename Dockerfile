@@ -3,7 +3,9 @@
 #   docker run --cpus 2 -e RAFKA_SHARDS=2 -p 9092-9093:9092-9093 -p 9644:9644 \
 #       -e RAFKA_ADVERTISE=localhost:9092 -v rafka-data:/var/lib/rafka rafka_shards
 # Shard i listens on 9092+i and is advertised as RAFKA_ADVERTISE's port + i: publish one port per shard.
-FROM python:3.11-slim
+# BASE: any Debian-based image with Python 3.11 and pip (--build-arg BASE=..., for a locally built base).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 # Compilers are only needed if a dependency has no wheel for the platform; they are removed in the same layer.
 WORKDIR /src
