@@ -146,8 +146,25 @@ def _running(node: DiskNode) -> Iterator[DiskNode]:
             assert node.broker.stop() == 0, node.broker.log()
 
 
-def _restart_and_check(node: DiskNode) -> None:
-    """Everything acknowledged is read back in order from a restarted node, and nothing else is."""
+def _fill_until_refused(node: DiskNode, leave_bytes: int) -> tuple[list[int], str]:
+    """Some acknowledged batches, then the disk filled to ``leave_bytes``, then produce until refused: the shard
+    pids before the fill and the refusal's message."""
+    for _ in range(10):
+        assert node.produce()[0] == ErrorCode.NONE
+    shards = node.broker.shard_pids()
+    node.fill(leave_bytes)
+    message = node.produce_until(ErrorCode.KAFKA_STORAGE_ERROR)
+    assert message is not None
+    return shards, message
+
+
+def _freed_and_served_again(node: DiskNode, shards: list[int]) -> None:
+    """Space freed: the same shard (no restart) takes produce again, and a restarted node reads back exactly what
+    was acknowledged, in order, and nothing else."""
+    assert node.read_all() == node.acked  # reads went on while produce was refused
+    node.free()
+    node.produce_until(ErrorCode.NONE)
+    assert node.broker.shard_pids() == shards
     assert node.broker.stop() == 0, node.broker.log()
     node.broker.start()
     assert node.read_all() == node.acked
@@ -156,33 +173,17 @@ def _restart_and_check(node: DiskNode) -> None:
 def test_under_the_free_space_threshold_produce_is_refused_and_served_again_once_space_is_freed(
     guarded: DiskNode,
 ) -> None:
-    for _ in range(10):
-        assert guarded.produce()[0] == ErrorCode.NONE
-    shard = guarded.broker.shard_pids()
-    guarded.fill(leave_bytes=4 * MIB)
-    message = guarded.produce_until(ErrorCode.KAFKA_STORAGE_ERROR)
-    assert message is not None and "storage_min_free_bytes" in message
+    shards, message = _fill_until_refused(guarded, leave_bytes=4 * MIB)
+    assert "storage_min_free_bytes" in message
     assert guarded.free_bytes() >= 3 * MIB  # refused before the disk was full: nothing was written
-    assert guarded.read_all() == guarded.acked  # the shard still serves reads
-    guarded.free()
-    guarded.produce_until(ErrorCode.NONE)
-    assert guarded.broker.shard_pids() == shard  # no restart: the same shard serves again
-    _restart_and_check(guarded)
+    _freed_and_served_again(guarded, shards)
 
 
 def test_a_write_that_meets_a_full_disk_is_undone_and_the_shard_stays_up(unguarded: DiskNode) -> None:
     """No threshold: the write itself fails with ENOSPC. The partial batch is cut off, the client gets
     KAFKA_STORAGE_ERROR, and the log stays exactly what was acknowledged."""
-    for _ in range(10):
-        assert unguarded.produce()[0] == ErrorCode.NONE
-    shard = unguarded.broker.shard_pids()
-    unguarded.fill(leave_bytes=2 * MIB)
-    message = unguarded.produce_until(ErrorCode.KAFKA_STORAGE_ERROR)
-    assert message is not None and "No space left on device" in message
+    shards, message = _fill_until_refused(unguarded, leave_bytes=2 * MIB)
+    assert "No space left on device" in message
     for _ in range(5):  # more attempts on the full disk: each is refused and undone
         assert unguarded.produce()[0] == ErrorCode.KAFKA_STORAGE_ERROR
-    assert unguarded.read_all() == unguarded.acked
-    unguarded.free()
-    unguarded.produce_until(ErrorCode.NONE)
-    assert unguarded.broker.shard_pids() == shard
-    _restart_and_check(unguarded)
+    _freed_and_served_again(unguarded, shards)
