@@ -26,18 +26,23 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rafka_shards import event_loop
 from rafka_shards.admin.app import start_admin
 from rafka_shards.config import BrokerConfig
+from rafka_shards.controller_node import controlled_shutdown
 from rafka_shards.controller_node.admin_ports import admin_ports
 from rafka_shards.controller_node.channel_server import ControllerServer, ShardSession
 from rafka_shards.controller_node.raft_controller import RaftController
 from rafka_shards.ipc.channel import Stats
 from rafka_shards.ipc.process_link import (
     ChannelClosed,
+    ControlledShutdown,
+    ControlledShutdownDone,
     ControllerReady,
     Link,
     LinkMessage,
@@ -89,6 +94,7 @@ class ControllerHost:
         self.stopping = False
         self.link: Link | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._restore_started = False
 
     @property
     def ready(self) -> bool:
@@ -115,10 +121,40 @@ class ControllerHost:
             place.alive, place.restarts_total, place.last_exit = msg.alive, msg.restarts, msg.last_exit
         elif isinstance(msg, NodeState):
             self.started, self.stopping = msg.started, msg.stopping
+            if self.started and not self.stopping and not self._restore_started and self.controller is not None:
+                self._restore_started = True  # once per process: the marker is gone after a restore
+                self._spawn(controlled_shutdown.restore(self.controller, self.config.data_dir), "restore")
+        elif isinstance(msg, ControlledShutdown):
+            self._spawn(self._controlled_shutdown(msg.timeout_ms), "controlled-shutdown")
         else:
             if attached is not None:
                 attached.close()
             log.error("unexpected %s from the supervisor", msg)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _controlled_shutdown(self, timeout_ms: int) -> None:
+        """The node stops: move its leadership away (``controlled_shutdown.drain``), then tell the supervisor."""
+        outcome = "no controller yet"
+        if self.controller is not None:
+            outcome = await controlled_shutdown.drain(
+                self.controller,
+                self.config.data_dir,
+                [s.broker_id for s in self.slots],
+                self._applied_by_shards,
+                timeout_ms / 1000,
+            )
+        log.info("controlled shutdown: %s", outcome)
+        if self.link is not None:
+            self.link.send(ControlledShutdownDone(outcome))
+
+    def _applied_by_shards(self) -> int:
+        """The lowest metadata offset the node's live shards applied (they refuse what they no longer lead then)."""
+        offsets = [s.session.applied_offset for s in self.slots if s.alive and s.session is not None]
+        return min(offsets, default=2**63 - 1)
 
     def _open_session(self, msg: ShardChannel, sock: socket.socket) -> None:
         if self.server is None or not 0 <= msg.index < self.shard_count:

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from controller.commands import Command, NoOp, encode_command
 from controller.image import MetadataImage
 from controller.leases import BrokerLeases, HeartbeatReply
-from controller.raft.node import ConfChangeOp, RaftConfig, RaftNode, Status
+from controller.raft.membership import ConfChangeError
+from controller.raft.node import ConfChangeOp, NotLeader, RaftConfig, RaftNode, Status
 from controller.raft.types import NO_NODE, EntryKind, NodeId
 from controller.raft.wal import RaftStorage
 from controller.topics import TopicProposal
@@ -234,6 +235,15 @@ class RaftController:
         self, broker_id: int, incarnation: str, metadata_offset: int, *, forward: bool = True
     ) -> HeartbeatReply:
         return await self.frontend.heartbeat(broker_id, incarnation, metadata_offset, forward=forward)
+
+    def transfer_leadership(self, target: int) -> None:
+        """Ask voter ``target`` to campaign now (dissertation 3.10; proposals pause meanwhile, for at most an election
+        timeout); ``ControllerUnavailable`` if this node does not lead or ``target`` is no voter."""
+        try:
+            self.node.transfer_leadership(NodeId(target))
+        except (NotLeader, ConfChangeError) as e:
+            raise ControllerUnavailable(f"cannot transfer Raft leadership to node {target}: {e}") from None
+        self.backend.wake()
 
     def broker_died(self, broker_id: int, why: str) -> None:
         """This node's supervisor saw broker ``broker_id``'s shard exit: fence it now (``DutiesRunner``)."""

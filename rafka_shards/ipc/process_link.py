@@ -91,10 +91,43 @@ class ChannelClosed:
     pid: int
 
 
-LinkMessage = ShardChannel | ShardState | NodeState | ControllerReady | ShardReady | ChannelClosed
+@dataclass(frozen=True, slots=True)
+class ControlledShutdown:
+    """Supervisor -> controller: the node is stopping; move partition and Raft leadership away from it within
+    ``timeout_ms``, then answer ``ControlledShutdownDone``."""
+
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlledShutdownDone:
+    """Controller -> supervisor: the controlled shutdown is over (``outcome`` says what it did, for the log)."""
+
+    outcome: str
+
+
+LinkMessage = (
+    ShardChannel
+    | ShardState
+    | NodeState
+    | ControllerReady
+    | ShardReady
+    | ChannelClosed
+    | ControlledShutdown
+    | ControlledShutdownDone
+)
 CODEC: Codec[LinkMessage] = Codec(
     "process link",
-    {ShardChannel: 1, ShardState: 1, NodeState: 1, ControllerReady: 1, ShardReady: 1, ChannelClosed: 1},
+    {
+        ShardChannel: 1,
+        ShardState: 1,
+        NodeState: 1,
+        ControllerReady: 1,
+        ShardReady: 1,
+        ChannelClosed: 1,
+        ControlledShutdown: 1,
+        ControlledShutdownDone: 1,
+    },
     bytes_max=MESSAGE_BYTES_MAX,
     error=LinkError,
 )

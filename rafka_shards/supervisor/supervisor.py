@@ -27,8 +27,10 @@ make the node give up (exit 1), as a crash loop will not heal by itself. That ru
 this module is the asyncio shell that spawns, waits on sentinels and routes link messages. Shards keep serving
 while the controller process restarts (metadata changes are refused meanwhile with NOT_CONTROLLER) and get a channel
 to the new one.
-SIGTERM/SIGINT: SIGTERM to every shard (each stops accepting, finishes in-flight requests, flushes, fsyncs and
-closes its segments), then to the controller; wait up to ``shutdown_timeout_ms`` each time, SIGKILL stragglers.
+SIGTERM/SIGINT: first a controlled shutdown (the controller process moves the node's partition and Raft leadership to
+other nodes, bounded by ``controlled_shutdown_timeout_ms``), then SIGTERM to every shard (each stops accepting,
+finishes in-flight requests, flushes, fsyncs and closes its segments), then to the controller; wait up to
+``shutdown_timeout_ms`` each time, SIGKILL stragglers.
 A child that stops on SIGTERM by itself (exit 0, or killed by SIGTERM while it started) was stopped on purpose, not
 killed: the node stops the same way and exits 0. That is the case when SIGTERM goes to the whole process group
 (systemd, ``kill -TERM -PGID``) and a child's exit is seen before the supervisor's own signal.
@@ -57,6 +59,8 @@ from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig
 from rafka_shards.ipc.process_link import (
     ChannelClosed,
+    ControlledShutdown,
+    ControlledShutdownDone,
     ControllerReady,
     Link,
     LinkMessage,
@@ -132,6 +136,7 @@ class Supervisor:
         self._fatal: str | None = None
         self._controller_ready = asyncio.Event()  # the current controller process is caught up and takes channels
         self._monitors: list[asyncio.Task[None]] = []
+        self._controlled_shutdown_done: asyncio.Future[str] | None = None
 
     # ---- start-up ----------------------------------------------------------------------------------------------
 
@@ -317,6 +322,9 @@ class Supervisor:
                 known.resetter.stop()
             elif not self._stopping:
                 self._hand_channel(known)
+        elif isinstance(msg, ControlledShutdownDone):
+            if self._controlled_shutdown_done is not None and not self._controlled_shutdown_done.done():
+                self._controlled_shutdown_done.set_result(msg.outcome)
         else:
             log.error("unexpected %s from the controller process", type(msg).__name__)
 
@@ -330,6 +338,8 @@ class Supervisor:
 
     def _controller_link_closed(self, reason: str) -> None:
         self._controller_ready.clear()
+        if self._controlled_shutdown_done is not None and not self._controlled_shutdown_done.done():
+            self._controlled_shutdown_done.set_result(f"the controller process's link closed: {reason}")
         if not self._stopping:
             log.warning("the controller process's link closed: %s", reason)
 
@@ -436,6 +446,7 @@ class Supervisor:
         for task in self._monitors:
             task.cancel()
         await asyncio.gather(*self._monitors, return_exceptions=True)
+        await self._controlled_shutdown()
         timeout_s = self.config.shutdown_timeout_ms / 1000
         clean = await terminate(self.slots, timeout_s)
         clean = await terminate([self.controller], timeout_s) and clean
@@ -452,6 +463,23 @@ class Supervisor:
             os.close(self._lock_fd)
             self._lock_fd = None
         return clean
+
+    async def _controlled_shutdown(self) -> None:
+        """Before any shard stops, ask the controller process to move this node's partition and Raft leadership
+        to other nodes (``controller_node.controlled_shutdown``), waiting at most ``controlled_shutdown_timeout_ms``
+        (and a second for its answer). Skipped when off, before the node has started, or without a controller."""
+        timeout_ms = self.config.controlled_shutdown_timeout_ms
+        link = self.controller.link
+        if timeout_ms == 0 or not self.started or link is None or not self._controller_ready.is_set():
+            return
+        started_ns = time.monotonic_ns()
+        self._controlled_shutdown_done = asyncio.get_running_loop().create_future()
+        link.send(ControlledShutdown(timeout_ms))
+        try:
+            outcome = await event_loop.within(asyncio.shield(self._controlled_shutdown_done), timeout_ms / 1000 + 1)
+        except TimeoutError:
+            outcome = "no answer from the controller process in time"
+        log.info("controlled shutdown in %.2fs: %s", (time.monotonic_ns() - started_ns) / 1e9, outcome)
 
 
 # Exits of a child that was asked to stop: 0 after its clean stop on SIGTERM; killed by SIGTERM if the signal came
