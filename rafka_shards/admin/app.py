@@ -12,12 +12,20 @@ response but ``/metrics`` (Prometheus text) is JSON; errors are described in ``r
 from __future__ import annotations
 
 import functools
+import os
 import socket
 
 from aiohttp import web
 
 from rafka_shards.admin.cluster_admin import ClusterAdmin
-from rafka_shards.admin.http import ADMIN_SHUTDOWN_S, REQUEST_BODY_MAX_BYTES, Handler, errors
+from rafka_shards.admin.http import (
+    ADMIN_SHUTDOWN_S,
+    REQUEST_BODY_MAX_BYTES,
+    Handler,
+    errors,
+    json_response,
+    unavailable,
+)
 from rafka_shards.admin.metrics import NodeMetrics
 from rafka_shards.admin.ports import AdminPorts, MetadataReader
 from rafka_shards.admin.routes import (
@@ -32,6 +40,8 @@ from rafka_shards.admin.routes import (
     partitions,
     topics,
 )
+
+CATCHING_UP = "its controller process is catching up with the metadata quorum"
 
 ROUTES: tuple[Route, ...] = (
     *node.ROUTES,
@@ -71,6 +81,26 @@ def build_app(ports: AdminPorts) -> web.Application:
             handler = _linearizable(ports.metadata, handler)
         app.router.add_route(route.method, route.path, handler)
     return app
+
+
+async def start_catching_up(listener: socket.socket) -> web.AppRunner:
+    """Answer on the admin port while the controller process catches up with the metadata quorum (a node waiting
+    for a majority of voters, or to be added to the quorum, can wait long): ``GET /v1/status/live`` 200 (the process
+    runs: a liveness probe must not kill it for waiting), every other request 503 with ``retry_after_ms``. Served
+    on a duplicate of ``listener``'s descriptor, so cleaning this runner up leaves the listener open for
+    ``start_admin`` (connections arriving in between wait in its backlog)."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", _catching_up)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_S)
+    await runner.setup()
+    await web.SockSite(runner, socket.socket(fileno=os.dup(listener.fileno()))).start()
+    return runner
+
+
+async def _catching_up(request: web.Request) -> web.Response:
+    if request.method == "GET" and request.path == "/v1/status/live":
+        return json_response({"status": "live", "detail": CATCHING_UP})
+    return unavailable(f"the node is starting: {CATCHING_UP}")
 
 
 async def start_admin(ports: AdminPorts, listener: socket.socket) -> web.AppRunner:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rafka_shards import event_loop
-from rafka_shards.admin.app import start_admin
+from rafka_shards.admin.app import start_admin, start_catching_up
 from rafka_shards.config import BrokerConfig
 from rafka_shards.controller_node import controlled_shutdown
 from rafka_shards.controller_node.admin_ports import admin_ports
@@ -232,6 +232,7 @@ async def _serve(
     host.link.start()
     watch = loop.create_task(_parent_watch(parent_pid, stop))
     admin = None
+    starting = None  # the admin port's answers until the node has caught up
     controller = None
     try:
         controller = await RaftController.open(config)
@@ -242,6 +243,8 @@ async def _serve(
             log.error("cannot listen on %s for the controller quorum: %s", config.controller_listen_endpoint(), e)
             return EXIT_STARTUP
         host.controller = controller
+        if admin_listener is not None:
+            starting = await start_catching_up(admin_listener)
         caught_up = loop.create_task(controller.wait_caught_up())
         stopped = loop.create_task(stop.wait())
         await asyncio.wait((caught_up, stopped), return_when=asyncio.FIRST_COMPLETED)
@@ -253,6 +256,9 @@ async def _serve(
         if first_start:
             remove_stray_partition_dirs(config.data_dir / "kafka", controller.image)
         host.server = ControllerServer(controller, config.metadata_propagation_timeout_ms / 1000)
+        if starting is not None:
+            await starting.cleanup()
+            starting = None
         if admin_listener is not None:
             ports = admin_ports(config, host, controller, host.server, host.metrics_dir)
             admin = await start_admin(ports, admin_listener)
@@ -265,8 +271,9 @@ async def _serve(
     finally:
         host.stopping = True
         watch.cancel()
-        if admin is not None:
-            await admin.cleanup()
+        for runner in (starting, admin):
+            if runner is not None:
+                await runner.cleanup()
         for place in host.slots:
             if place.session is not None:
                 place.session.close()

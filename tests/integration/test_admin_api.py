@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from tests.conftest import Broker
+from tests.conftest import Broker, free_port_range
 from tests.integration.helpers import admin_call
 
 pytestmark = pytest.mark.integration
@@ -182,5 +182,32 @@ def test_a_topic_created_while_the_node_starts_gets_503_until_it_can_be_created(
         assert answers and answers[-1][0] == 201, (answers[-3:], node.log())
         for status, body in answers[:-1]:
             assert status == 503 and body["retry_after_ms"] > 0, (status, body)
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_a_node_waiting_for_its_quorum_is_live_and_answers_503_until_it_has_caught_up(tmp_path: Path) -> None:
+    """One voter of three started alone: no leader, so it cannot catch up with the metadata. Its admin port still
+    answers (a Kubernetes liveness probe must not kill a pod for waiting): live 200, everything else 503."""
+    raft = free_port_range(3)
+    voters = ",".join(f"{i}@127.0.0.1:{raft + i - 1}" for i in (1, 2, 3))
+    node = Broker(tmp_path / "data", extra_args=["--node-id", "1", "--controller-voters", voters])
+    node.launch()
+    try:
+        live: tuple[int, Any] | None = None
+        deadline = time.monotonic() + 120
+        while live is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # the port is not served yet
+                live = admin_call(node.admin, "GET", "/v1/status/live")
+            time.sleep(0.05)
+        assert live is not None and live[0] == 200 and live[1]["status"] == "live", (live, node.log())
+        for method, path, body in (
+            ("GET", "/v1/status/ready", None),
+            ("GET", "/v1/topics", None),
+            ("POST", "/v1/topics", {"name": "early"}),
+        ):
+            status, answer = admin_call(node.admin, method, path, body)
+            assert status == 503 and answer["retry_after_ms"] > 0, (path, status, answer)
+            assert "catching up with the metadata quorum" in answer["message"]
     finally:
         assert node.stop() == 0, node.log()
