@@ -212,7 +212,7 @@ class BrokerConfig:
     )
     shutdown_timeout_ms: int = _setting(30_000, "graceful shutdown deadline", 100, 600_000)
     controlled_shutdown_timeout_ms: int = _setting(
-        30_000,
+        10_000,
         "on SIGTERM, how long a node of a multi-node cluster waits for its partition and Raft leadership to move "
         "to other nodes (maintenance on its brokers, ended when it is back) before stopping anyway; 0: off",
         0,
