@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -218,6 +218,23 @@ class Broker:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def stop_all(nodes: Iterable[Broker]) -> None:
+    """Stop every node still running, each one even if an earlier one did not stop cleanly (a node left running
+    would load the machine for the tests after it), then fail with every problem found."""
+    problems = []
+    for b in nodes:
+        if not b.alive():
+            continue
+        try:
+            code = b.stop()
+        except AssertionError as e:
+            problems.append(str(e))
+            continue
+        if code != 0:
+            problems.append(f"node exited with {code} on SIGTERM:\n{b.log()}")
+    assert not problems, "\n\n".join(problems)
 
 
 def running(b: Broker) -> Iterator[Broker]:

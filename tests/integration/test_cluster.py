@@ -25,7 +25,7 @@ from kio.schema.errors import ErrorCode
 
 from rafka_shards.controller_node.raft_transport import KIND_FORWARD, KIND_RAFT, encode_frame
 from rafka_shards.records.builder import Record, build_batch
-from tests.conftest import Broker, free_port_range, wait_gone
+from tests.conftest import Broker, free_port_range, stop_all, wait_gone
 from tests.integration.helpers import admin_call, raw_produce
 
 pytestmark = pytest.mark.integration
@@ -83,9 +83,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
     c.start()
     yield c
-    for b in [*c.nodes.values(), *c.spares.values()]:
-        if b.alive():
-            assert b.stop() == 0, b.log()
+    stop_all([*c.nodes.values(), *c.spares.values()])
 
 
 def _create(bootstrap: str, name: str, partitions: int = 6, timeout_s: float = 30) -> None:

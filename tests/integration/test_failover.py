@@ -28,7 +28,7 @@ from kio.schema.types import BrokerId
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i8, i32, i32Timedelta, i64
 
-from tests.conftest import Broker
+from tests.conftest import Broker, stop_all
 from tests.integration.helpers import admin_call, recv_frame
 from tests.integration.test_cluster import Cluster
 
@@ -47,9 +47,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         b.extra_args += ["--log-retention-check-interval-ms", "200"]
     c.start()
     yield c
-    for b in c.nodes.values():
-        if b.alive():
-            assert b.stop() == 0, b.log()
+    stop_all(c.nodes.values())
 
 
 def _wait(what: str, check: object, timeout_s: float = WAIT_S) -> None:

@@ -12,6 +12,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from kio.schema.find_coordinator.v2.request import FindCoordinatorRequest
 
+from tests.conftest import stop_all
 from tests.integration.helpers import admin_call
 from tests.integration.test_cluster import Cluster
 from tests.integration.test_groups import ConsumerProcess, committed, wait_for
@@ -30,9 +31,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         b.extra_args += ["--offsets-topic-partitions", str(OFFSETS_PARTITIONS)]
     c.start()
     yield c
-    for b in c.nodes.values():
-        if b.alive():
-            assert b.stop() == 0, b.log()
+    stop_all(c.nodes.values())
 
 
 def _replicated(cluster: Cluster, topic: str, partitions: int) -> bool:

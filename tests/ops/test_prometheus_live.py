@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from rafka_shards.records.builder import Record, build_batch
+from tests.conftest import stop_all
 from tests.integration.helpers import admin_call, raw_produce
 from tests.integration.test_cluster import Cluster
 from tests.ops.prometheus_server import Prometheus, require_prometheus, rules_with_for, running_prometheus, wait_for
@@ -34,9 +35,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         b.extra_args += ["--group-initial-rebalance-delay-ms", "300"]
     c.start()
     yield c
-    for b in c.nodes.values():
-        if b.alive():
-            assert b.stop() == 0, b.log()
+    stop_all(c.nodes.values())
 
 
 def _create_replicated_topic(cluster: Cluster, name: str) -> None:
