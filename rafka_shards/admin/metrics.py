@@ -10,7 +10,6 @@ filesystem from ``os.statvfs``, both when the exposition is rendered.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from controller.raft.types import NO_NODE
 from rafka_shards.admin.groups_view import GroupMetrics, group_metrics
 from rafka_shards.admin.ports import MetadataReader, NodeView, Quorum
 from rafka_shards.ipc.channel import Stats
+from rafka_shards.storage.free_space import filesystem_space
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -104,12 +104,12 @@ class NodeMetrics:
             "rafka_data_dir_avail_bytes", "bytes of the data directory's filesystem free for the broker (not root)"
         )
         try:
-            st = os.statvfs(self._data_dir)
+            total, free = filesystem_space(self._data_dir)
         except OSError:
             pass  # the directory went away (the node is stopping): no samples rather than a failed scrape
         else:
-            size.add_metric([], st.f_blocks * st.f_frsize)
-            avail.add_metric([], st.f_bavail * st.f_frsize)
+            size.add_metric([], total)
+            avail.add_metric([], free)
         yield from (size, avail)
 
     def _group_metrics(self) -> Iterator[Metric]:

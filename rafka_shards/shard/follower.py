@@ -207,13 +207,8 @@ def apply_fetch(
                 buf = bytearray(records)
                 try:
                     headers = validate_batches(buf, max_batch_bytes=len(buf), from_leader=True)
-                except KafkaError as e:
-                    out.errors.append((tp, e.code))
-                    out.retry = True
-                    continue
-                try:
                     p.append_replica(buf, headers, now_ms)
-                except KafkaError as e:  # KAFKA_STORAGE_ERROR: the write was undone; fetch the same offset again
+                except KafkaError as e:  # a bad batch, or KAFKA_STORAGE_ERROR (the write was undone): fetch again
                     out.errors.append((tp, e.code))
                     out.retry = True
                     continue

@@ -20,6 +20,14 @@ from rafka_shards.model import ErrorCode, KafkaError
 
 REFRESH_S = 0.1  # statvfs at most this often (a produce request checks every time)
 
+StatVfs = Callable[[Path], os.statvfs_result]
+
+
+def filesystem_space(path: Path, statvfs: StatVfs = os.statvfs) -> tuple[int, int]:
+    """The size of the filesystem holding ``path`` and the bytes an unprivileged writer may still use on it."""
+    st = statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
 
 class FreeSpaceGuard:
     def __init__(
@@ -28,7 +36,7 @@ class FreeSpaceGuard:
         min_free_bytes: int,
         *,
         clock: Callable[[], float] = time.monotonic,
-        statvfs: Callable[[Path], os.statvfs_result] = os.statvfs,
+        statvfs: StatVfs = os.statvfs,
     ) -> None:
         self._path = path
         self._min_free_bytes = min_free_bytes
@@ -36,25 +44,14 @@ class FreeSpaceGuard:
         self._statvfs = statvfs
         self._checked_at = -REFRESH_S - 1.0
         self._free = 0
-        self._total = 0
-
-    def _refresh(self) -> None:
-        now = self._clock()
-        if now - self._checked_at >= REFRESH_S:
-            st = self._statvfs(self._path)
-            self._free = st.f_bavail * st.f_frsize  # what an unprivileged writer may still use
-            self._total = st.f_blocks * st.f_frsize
-            self._checked_at = now
 
     @property
     def free_bytes(self) -> int:
-        self._refresh()
+        now = self._clock()
+        if now - self._checked_at >= REFRESH_S:
+            _, self._free = filesystem_space(self._path, self._statvfs)
+            self._checked_at = now
         return self._free
-
-    @property
-    def total_bytes(self) -> int:
-        self._refresh()
-        return self._total
 
     def check(self) -> None:
         """KAFKA_STORAGE_ERROR while the free space is under the threshold."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rafka_shards.model import ErrorCode, KafkaError
-from rafka_shards.storage.free_space import REFRESH_S, FreeSpaceGuard
+from rafka_shards.storage.free_space import REFRESH_S, FreeSpaceGuard, filesystem_space
 
 
 class FakeDisk:
@@ -27,7 +27,8 @@ def test_produce_is_refused_under_the_threshold_and_allowed_once_space_is_freed(
     disk, now = FakeDisk(free_blocks=100), [0.0]
     guard = FreeSpaceGuard(Path("/data"), min_free_bytes=50 * 4096, clock=lambda: now[0], statvfs=disk.statvfs)
     guard.check()
-    assert guard.free_bytes == 100 * 4096 and guard.total_bytes == 1000 * 4096
+    assert guard.free_bytes == 100 * 4096
+    assert filesystem_space(Path("/data"), FakeDisk(free_blocks=100).statvfs) == (1000 * 4096, 100 * 4096)
     disk.free_blocks = 49
     guard.check()  # read less than REFRESH_S ago: not read again
     assert disk.calls == 1
