@@ -150,6 +150,19 @@ class ReassignPartition:
 
 
 @dataclass(frozen=True, slots=True)
+class ElectLeader:
+    """Leadership moves to another in-sync replica (a leadership transfer, or the partition balancer evening out
+    leader counts); the ISR stays. Valid only at the partition epoch it was decided on: if the ISR or the replicas
+    changed meanwhile the decision was made on stale facts, and it is refused rather than applied to new ones."""
+
+    TYPE: ClassVar[str] = "ElectLeader"
+    topic: str
+    partition: int
+    leader: int
+    partition_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class NoOp:
     """A Raft entry that carries no metadata (a new leader's no-op, a membership change): it only advances the
     offset, so shards see one dense sequence of offsets (KRaft's NoOpRecord). Never proposed by a shard."""
@@ -171,6 +184,7 @@ Command = (
     | SetBrokerMaintenance
     | DecommissionBroker
     | ReassignPartition
+    | ElectLeader
     | NoOp
 )
 _TYPES: dict[str, type[Any]] = {
@@ -189,6 +203,7 @@ _TYPES: dict[str, type[Any]] = {
         SetBrokerMaintenance,
         DecommissionBroker,
         ReassignPartition,
+        ElectLeader,
         NoOp,
     )
 }
@@ -343,6 +358,15 @@ def _reassign_partition(b: dict[str, Any]) -> Command:
     )
 
 
+def _elect_leader(b: dict[str, Any]) -> Command:
+    return ElectLeader(
+        _str(b["topic"], "topic"),
+        _int(b["partition"], "partition"),
+        _int(b["leader"], "leader"),
+        _int(b["partition_epoch"], "partition_epoch"),
+    )
+
+
 def _allocate_producer_ids(b: dict[str, Any]) -> Command:
     return AllocateProducerIds(_int(b["broker_id"], "broker_id"), _int(b["count"], "count"))
 
@@ -369,6 +393,7 @@ _DECODERS: dict[type[Any], Callable[[dict[str, Any]], Command]] = {
     SetBrokerMaintenance: _set_broker_maintenance,
     DecommissionBroker: _decommission_broker,
     ReassignPartition: _reassign_partition,
+    ElectLeader: _elect_leader,
     AllocateProducerIds: _allocate_producer_ids,
     AlterTopicConfigs: _alter_topic_configs,
 }

@@ -13,6 +13,8 @@ committed or failed. Nothing here is replicated.
 - Leases: an unfenced broker whose lease ended is fenced (``FenceBroker``); a fenced one that heartbeats again and
   has caught up is unfenced (``UnfenceBroker``). Each is proposed once until ``done``.
 - Probes: a refused connection to a broker's listener fences its incarnation at once (``controller.liveness``).
+- Balancing: the partition balancer (``controller.balancer``) watches fences on every node and, while active,
+  proposes replica moves and leader elections; its state outlives activations like draining's.
 - Draining: every ``drain_interval_ms`` at most ``drain_moves_max`` reassignments move replicas off decommissioning
   brokers (``controller.placement.drain_moves``). Draining state outlives activations, so a reassignment still being
   proposed by an earlier term is not proposed twice.
@@ -23,7 +25,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from controller.commands import Command, FenceBroker, ReassignPartition, UnfenceBroker
+from controller.balancer import BalancerSettings, PartitionBalancer
+from controller.commands import Command, ElectLeader, FenceBroker, ReassignPartition, UnfenceBroker
 from controller.image import MetadataImage
 from controller.leases import BrokerLeases, HeartbeatReply
 from controller.liveness import BrokerProbes, ProbeOutcome, ProbeTarget
@@ -37,6 +40,7 @@ class Duty(enum.Enum):
     LEASE = "lease"  # a fence for an expired session, or the unfence of a broker that caught up
     PROBE = "probe"  # a fence for a broker whose node refuses connections
     DRAIN = "drain"  # a reassignment off a decommissioning broker
+    BALANCE = "balance"  # the partition balancer's reassignment or election
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,7 @@ class LeaderDuties:
         session_timeout_ms: int,
         drain_interval_ms: int = DRAIN_INTERVAL_MS,
         drain_moves_max: int = DRAIN_MOVES_MAX,
+        balancer: BalancerSettings | None = None,
     ) -> None:
         assert session_timeout_ms > 0 and drain_interval_ms > 0 and drain_moves_max > 0
         self.session_timeout_ms = session_timeout_ms
@@ -66,6 +71,7 @@ class LeaderDuties:
         self.activation = 0  # counts activations
         self._draining: set[tuple[str, int]] = set()  # partitions whose reassignment is being proposed
         self._next_drain_ms = 0
+        self.balancer = PartitionBalancer(balancer or BalancerSettings())
 
     @property
     def active(self) -> bool:
@@ -74,7 +80,10 @@ class LeaderDuties:
     def tick(self, image: MetadataImage, now_ms: int, active_term: int | None) -> list[Proposal]:
         """Time passed. ``active_term`` is the term this node leads and has applied an entry of, None when it is not
         the active controller (then nothing is judged and the leases and probes are forgotten)."""
+        self.balancer.observe(image, now_ms)
         if active_term is None:
+            if self.leases is not None:
+                self.balancer.deactivate()
             self.leases = self.probes = None
             self.active_term = None
             return []
@@ -90,7 +99,11 @@ class LeaderDuties:
             )
             for fence in self.leases.tick(image, now_ms)
         ]
-        return out + self._drain(image, now_ms)
+        out += self._drain(image, now_ms)
+        return out + [
+            Proposal(Duty.BALANCE, cmd, self.activation, "balancing partitions")
+            for cmd in self.balancer.tick(image, now_ms, self._draining)
+        ]
 
     def _drain(self, image: MetadataImage, now_ms: int) -> list[Proposal]:
         if now_ms < self._next_drain_ms:
@@ -137,6 +150,10 @@ class LeaderDuties:
         if proposal.duty is Duty.DRAIN:
             assert isinstance(cmd, ReassignPartition)
             self._draining.discard((cmd.topic, cmd.partition))
+            return
+        if proposal.duty is Duty.BALANCE:
+            assert isinstance(cmd, ReassignPartition | ElectLeader)
+            self.balancer.done(cmd)
             return
         if proposal.activation != self.activation:
             return  # an earlier activation's: its leases and probes are gone

@@ -9,6 +9,7 @@ node share its disks and fail together, as Redpanda's cores do).
 from __future__ import annotations
 
 import collections
+from collections.abc import Set
 
 from controller.commands import ReassignPartition
 from controller.image import MetadataImage
@@ -85,14 +86,22 @@ def grow_replicas(image: MetadataImage, replicas: tuple[int, ...], replication_f
 
 
 def drain_moves(image: MetadataImage, limit: int) -> list[ReassignPartition]:
-    """Reassignments that move replicas off decommissioning brokers (at most ``limit``): each partition that lists
-    one, and is not being reassigned already, keeps its other replicas and gets, in place of each leaving broker, a
-    usable broker on a node it does not use yet (fewest replicas first). Partitions with no such broker stay put.
+    """Reassignments that move replicas off decommissioning brokers (at most ``limit``): see ``replacement_moves``.
 
     The controller's leader proposes these until no partition lists the broker (then it is drained). The new replicas
     copy the log first; the leaving ones go once the new ones are in sync, so the data never has fewer copies.
     """
     leaving = {b for b, reg in image.brokers.items() if reg.decommissioning}
+    return replacement_moves(image, leaving, limit)
+
+
+def replacement_moves(
+    image: MetadataImage, leaving: set[int], limit: int, skip: Set[tuple[str, int]] = frozenset()
+) -> list[ReassignPartition]:
+    """Reassignments that replace the ``leaving`` brokers (at most ``limit``): each partition that lists one, and is
+    neither being reassigned already nor in ``skip``, keeps its other replicas and gets, in place of each leaving
+    broker, a usable broker on a node it does not use yet (fewest replicas first). Partitions with no such broker
+    stay put."""
     if not leaving or limit <= 0:
         return []
     counts = replica_counts(image)
@@ -100,7 +109,7 @@ def drain_moves(image: MetadataImage, limit: int) -> list[ReassignPartition]:
     moves: list[ReassignPartition] = []
     for topic in sorted(image.topics.values(), key=lambda t: t.name):
         for p in topic.partitions:
-            if p.adding or not leaving.intersection(p.replicas):
+            if p.adding or not leaving.intersection(p.replicas) or (topic.name, p.partition) in skip:
                 continue
             used_nodes = {image.brokers[r].node for r in p.replicas if r in image.brokers}
             target: list[int] = []

@@ -23,6 +23,7 @@ from controller.commands import (
     CreateTopic,
     DecommissionBroker,
     DeleteTopic,
+    ElectLeader,
     FenceBroker,
     NoOp,
     ReassignPartition,
@@ -184,6 +185,27 @@ def _complete_reassignment(image: MetadataImage, p: PartitionImage) -> Partition
     return p
 
 
+def _elect_leader_rejection(image: MetadataImage, cmd: ElectLeader) -> Rejection | None:
+    p = _partition_of(image, cmd.topic, cmd.partition)
+    if isinstance(p, Rejection):
+        return p
+    name = f"{cmd.topic}-{cmd.partition}"
+    if cmd.partition_epoch != p.partition_epoch:
+        return Rejection(
+            RejectKind.STALE_LEADER_EPOCH,
+            f"{name} changed since the election was decided (partition epoch {p.partition_epoch}, not "
+            f"{cmd.partition_epoch})",
+        )
+    if cmd.leader not in p.isr:
+        return Rejection(
+            RejectKind.CONFLICT, f"broker {cmd.leader} is not in the ISR {list(p.isr)} of {name}: it lacks the data"
+        )
+    reg = image.brokers.get(cmd.leader)
+    if reg is None or reg.fenced:
+        return Rejection(RejectKind.CONFLICT, f"broker {cmd.leader} is fenced or not registered: it cannot lead")
+    return None
+
+
 def _alter_partition_rejection(image: MetadataImage, cmd: AlterPartition) -> Rejection | None:
     p = _partition_of(image, cmd.topic, cmd.partition)
     if isinstance(p, Rejection):
@@ -303,6 +325,7 @@ _VALIDATORS: dict[type[Any], Callable[[MetadataImage, Any], Rejection | None]] =
     SetBrokerMaintenance: _broker_rejection,
     DecommissionBroker: _broker_rejection,
     ReassignPartition: _reassignment_rejection,
+    ElectLeader: _elect_leader_rejection,
     RegisterBroker: _register_rejection,
     CreateTopic: _create_topic_rejection,
     CreatePartitions: _create_partitions_rejection,
@@ -455,6 +478,15 @@ def _apply_reassign(image: MetadataImage, cmd: ReassignPartition, offset: int) -
     return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
 
 
+def _apply_elect_leader(image: MetadataImage, cmd: ElectLeader, offset: int) -> MetadataImage:
+    topic = image.topics[cmd.topic]
+    parts = list(topic.partitions)
+    p = parts[cmd.partition]
+    if p.leader != cmd.leader:
+        parts[cmd.partition] = _elect(p, cmd.leader, p.isr)
+    return _with_topic(image, replace(topic, partitions=tuple(parts)), offset)
+
+
 def _apply_alter_partition(image: MetadataImage, cmd: AlterPartition, offset: int) -> MetadataImage:
     topic = image.topics[cmd.topic]
     parts = list(topic.partitions)
@@ -524,6 +556,7 @@ _APPLIERS: dict[type[Any], Callable[[MetadataImage, Any, int], MetadataImage]] =
     SetBrokerMaintenance: _apply_drain,
     DecommissionBroker: _apply_drain,
     ReassignPartition: _apply_reassign,
+    ElectLeader: _apply_elect_leader,
     AlterPartition: _apply_alter_partition,
     CreateTopic: _apply_create_topic,
     CreatePartitions: _apply_create_partitions,

@@ -36,6 +36,15 @@ class Durability(enum.Enum):
     FLUSH = "flush"
 
 
+class PartitionBalancerMode(enum.Enum):
+    """What the active controller's partition balancer does (``controller.balancer``)."""
+
+    # Replicas of nodes gone longer than node_unavailable_timeout_ms are re-created elsewhere; replica and leader
+    # counts are evened out (a node that joins gets its share).
+    CONTINUOUS = "continuous"
+    OFF = "off"  # partitions move only when an operator reassigns them or a broker is decommissioned
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, malformed or out of bounds; the message names the setting."""
 
@@ -210,6 +219,21 @@ class BrokerConfig:
     group_member_metadata_max_bytes: int = _setting(
         1 * MIB, "protocol metadata of one member (its subscription), summed over its protocols", 64, 64 * MIB
     )
+    # The partition balancer (controller.balancer), run by the active controller.
+    partition_balancer: PartitionBalancerMode = _setting(
+        PartitionBalancerMode.CONTINUOUS,
+        "continuous: re-create the replicas of nodes gone too long and even out replica and leader counts; off",
+    )
+    node_unavailable_timeout_ms: int = _setting(
+        900_000,
+        "a node whose brokers have all been fenced this long is gone: its replicas are re-created on other nodes",
+        1000,
+        30 * 86_400_000,
+    )
+    partition_balancer_moves_max: int = _setting(
+        8, "the balancer's moves in flight at once (a reassignment counts until its new replicas caught up)", 1, 1024
+    )
+    partition_balancer_tick_ms: int = _setting(1000, "how often the balancer looks at the cluster", 100, 3_600_000)
     shutdown_timeout_ms: int = _setting(30_000, "graceful shutdown deadline", 100, 600_000)
     controlled_shutdown_timeout_ms: int = _setting(
         10_000,

@@ -25,9 +25,9 @@ from kio.static.primitive import i32, i64
 
 from controller import topics
 from controller.commands import (
-    ChangePartition,
     Command,
     DecommissionBroker,
+    ElectLeader,
     ReassignPartition,
     SetBrokerMaintenance,
 )
@@ -97,7 +97,7 @@ class ClusterAdmin:
                 RejectKind.CONFLICT,
                 f"broker {target} is not in the ISR {list(p.isr)} of {topic}-{index}: it does not have the data",
             )
-        await self._propose(ChangePartition(topic, index, target, p.isr, p.leader_epoch + 1))
+        await self._propose(ElectLeader(topic, index, target, p.partition_epoch))
         return self.partition(topic, index)[1]
 
     async def reassign(self, topic: str, index: int, replicas: tuple[int, ...]) -> PartitionImage:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from controller.balancer import BalancerStatus
 from controller.commands import Command
 from controller.image import MetadataImage
 from controller.raft.node import Status
@@ -151,6 +152,10 @@ class Quorum(Protocol):
 
     def lease_remaining_ms(self, broker_id: int) -> int | None:
         """How long the broker's lease still runs (None: not heard from yet); only while ``judges_leases``."""
+        ...
+
+    def balancer_status(self) -> BalancerStatus:
+        """The partition balancer as this node sees it (it proposes only on the active controller)."""
         ...
 
     async def add_voter(self, node_id: int) -> None:

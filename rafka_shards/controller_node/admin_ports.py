@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from controller.balancer import BalancerStatus
 from controller.raft.node import ConfChangeOp, Status
 from controller.state_machine import CommandRejected, Rejection, RejectKind
 from rafka_shards.admin.ports import AdminPorts, Histogram, NodeView
@@ -55,6 +56,10 @@ class QuorumPort:
         leases = self._controller.leases
         assert leases is not None, "only while judges_leases"
         return leases.remaining_ms(broker_id, self._controller.now_ms())
+
+    def balancer_status(self) -> BalancerStatus:
+        core = self._controller.duties.core
+        return core.balancer.status(self._controller.image, self._controller.now_ms(), active=core.active)
 
     async def add_voter(self, node_id: int) -> None:
         try:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from controller.balancer import BalancerSettings
 from controller.commands import Command, FenceBroker
 from controller.image import MetadataImage
 from controller.leader_duties import LeaderDuties, Proposal
@@ -23,7 +24,7 @@ from controller.leases import HeartbeatReply
 from controller.liveness import ProbeOutcome, ProbeTarget
 from controller.raft.node import RaftNode, Role
 from controller.state_machine import CommandRejected
-from rafka_shards.config import BrokerConfig
+from rafka_shards.config import BrokerConfig, PartitionBalancerMode
 from rafka_shards.controller_node.broker_probe import probe_broker
 from rafka_shards.controller_node.clock import Clock
 
@@ -40,7 +41,13 @@ class DutiesRunner:
         clock: Clock,
         on_fatal: Callable[[asyncio.Task[None]], None],
     ) -> None:
-        self.core = LeaderDuties(config.broker_session_timeout_ms)
+        balancer = BalancerSettings(
+            enabled=config.partition_balancer is PartitionBalancerMode.CONTINUOUS,
+            node_unavailable_timeout_ms=config.node_unavailable_timeout_ms,
+            moves_max=config.partition_balancer_moves_max,
+            tick_interval_ms=config.partition_balancer_tick_ms,
+        )
+        self.core = LeaderDuties(config.broker_session_timeout_ms, balancer=balancer)
         self._config = config
         self._node = node
         self._image = image

@@ -1,6 +1,8 @@
-"""``/v1/cluster/health_overview``: healthy, or why not (controller, nodes, partitions). Answered locally."""
+"""``/v1/cluster``: healthy or why not (controller, nodes, partitions), and the partition balancer. Answered locally."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from aiohttp import web
 
@@ -13,12 +15,31 @@ async def health(ctx: AdminContext, _request: web.Request) -> web.Response:
     return json_response(health_overview(ctx.image, ctx.ports.quorum.status()))
 
 
+async def balancer(ctx: AdminContext, _request: web.Request) -> web.Response:
+    """The partition balancer: its state, each broker's replica and leader counts, nodes gone and when their replicas
+    are re-created, reassignments in progress. The counters and timers are this node's; the active controller's
+    balancer is the one that proposes (``active``)."""
+    quorum = ctx.ports.quorum
+    st = quorum.status()
+    out = dataclasses.asdict(quorum.balancer_status())
+    out["node_id"] = st.node
+    out["controller_leader"] = st.leader or None
+    return json_response(out)
+
+
 ROUTES = (
     Route(
         "GET",
         "/v1/cluster/health_overview",
         health,
         "healthy or why not: controller, nodes, partitions",
+        linearizable=False,
+    ),
+    Route(
+        "GET",
+        "/v1/cluster/balancer",
+        balancer,
+        "the partition balancer: state, replica and leader counts per broker, gone nodes, moves in progress",
         linearizable=False,
     ),
 )
