@@ -140,6 +140,7 @@ def test_the_openapi_document_describes_every_route(broker: Broker) -> None:
         ("/v1/partitions/{topic}/{partition}/transfer_leadership", "post"),
         ("/v1/brokers/{id}/decommission", "put"),
         ("/v1/cluster/health_overview", "get"),
+        ("/v1/cluster/balancer", "get"),
         ("/v1/controller/voters/{id}", "delete"),
     ]:
         assert method in paths[path], path
