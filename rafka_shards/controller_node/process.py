@@ -254,7 +254,10 @@ async def _serve(
         if stop.is_set():
             return EXIT_FATAL if fatal else 0
         if first_start:
-            remove_stray_partition_dirs(config.data_dir / "kafka", controller.image)
+            image = controller.image
+            local = {b for b, reg in image.brokers.items() if reg.node_id == config.node_id}
+            local.update(range(config.broker_id, config.broker_id + config.shard_count))
+            remove_stray_partition_dirs(config.data_dir / "kafka", image, local)
         host.server = ControllerServer(controller, config.metadata_propagation_timeout_ms / 1000)
         if starting is not None:
             await starting.cleanup()

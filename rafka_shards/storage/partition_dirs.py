@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Set
 from pathlib import Path
 
 from controller.files import write_atomically
@@ -104,13 +105,18 @@ def read_topic_id(directory: Path) -> uuid.UUID | None:
     return None
 
 
-def remove_stray_partition_dirs(kafka: Path, image: MetadataImage) -> list[Path]:
+def remove_stray_partition_dirs(kafka: Path, image: MetadataImage, local_brokers: Set[int] = frozenset()) -> list[Path]:
     """Delete partition directories of topics that no longer exist (a crash between DeleteTopic and the owning
-    shard's cleanup); the ones removed.
+    shard's cleanup), and, when ``local_brokers`` (this node's broker ids) are given, of partitions none of them is a
+    replica of any more (moved away while the node was down: the partition balancer re-creates a gone node's
+    replicas elsewhere, Kafka's stray logs); the ones removed.
 
-    Runs in the controller process at node start, before any shard is spawned: a running shard may be behind or
-    ahead of another in the metadata log, so only a moment when no shard runs can tell a stray directory from one a
-    shard just created. A directory whose lock is held is skipped all the same.
+    Runs in the controller process at node start, once it has caught up with the quorum and before any shard is
+    spawned: a running shard may be behind or ahead of another in the metadata log, so only a moment when no shard
+    runs can tell a stray directory from one a shard just created. A replica that is not in a partition's replica
+    list is in no ISR, so no acknowledged record depends on its copy; if the partition comes back to this node
+    later, it does so as a new replica that copies the log from the leader. A directory whose lock is held is
+    skipped all the same.
     """
     removed: list[Path] = []
     if not kafka.is_dir():
@@ -122,13 +128,16 @@ def remove_stray_partition_dirs(kafka: Path, image: MetadataImage) -> list[Path]
         if tp is None:
             continue
         t = image.topics.get(tp.topic)
+        why = "its topic no longer exists"
         if t is not None and tp.partition < len(t.partitions):
             recorded = read_topic_id(Path(entry.path))
             if recorded is None or recorded == t.topic_id:
-                continue
+                if not local_brokers or not local_brokers.isdisjoint(t.partitions[tp.partition].replicas):
+                    continue
+                why = "none of this node's brokers is a replica of it any more"
         if _locked(Path(entry.path) / LOCK_FILE):
             continue
-        log.info("removing %s: its topic no longer exists", entry.path)
+        log.info("removing %s: %s", entry.path, why)
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))
     return removed

@@ -1,7 +1,8 @@
 """The partition balancer on a real cluster (issue 17, dynamic scalability): a fourth node that joins gets its share
 of replicas and leaders while an idempotent acks=all producer keeps writing, and when a node has been gone longer
 than --node-unavailable-timeout-ms its replicas are re-created on the others; every acknowledged record is read
-back at the end, and /v1/cluster/balancer shows what happened."""
+back at the end, and /v1/cluster/balancer shows what happened. When the gone node comes back, the copies it holds of
+partitions that moved away are deleted and it gets its share again."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 8
 REPLICATION = 3
 NODE_UNAVAILABLE_TIMEOUT_MS = 5000
-MESSAGES_MAX = 5000  # the producer's bound, whatever happens
+MESSAGES_MAX = 30_000  # the producer's bound, whatever happens (300 s at the rate)
 RATE_PER_S = 100
 
 
@@ -164,6 +165,23 @@ def test_a_joining_node_gets_its_share_and_a_gone_nodes_replicas_are_recreated(
         assert st["recreate_moves_total"] >= 1 and st["state"] == "ready", st
         (gone,) = st["unavailable_nodes"]
         assert gone["node_id"] == victim_node and gone["recreate_in_ms"] == 0
+
+        # It comes back: its copies of partitions that moved away are deleted, and it gets its share again.
+        victim = cluster4.nodes[victim_node]
+        victim.start()
+        active = cluster4.nodes[cluster4.leader()]
+
+        def rebalanced() -> bool:
+            st = _balancer(active.admin)
+            b = _brokers(st)[victim_broker]
+            return st["state"] == "ready" and st["replica_spread"] <= 1 and b["replicas"] > 0
+
+        _wait("the node that came back to get replicas again", rebalanced, timeout_s=180)
+        t = active.admin_get(f"/v1/topics/{topic_name}")
+        assert isinstance(t, dict)
+        here = {int(p["partition"]) for p in t["partitions"] if victim_broker in p["replicas"]}
+        on_disk = {int(d.name.rsplit("-", 1)[1]) for d in (victim.data_dir / "kafka").glob(f"{topic_name}-*")}
+        assert on_disk == here, (on_disk, here)
     finally:
         producer.stop()
 

@@ -63,6 +63,20 @@ def test_only_unlocked_directories_of_unknown_topics_or_ids_are_removed(tmp_path
     assert not any(d.exists() for d in gone)
 
 
+def test_at_node_start_the_copies_of_partitions_moved_away_are_removed(tmp_path: Path) -> None:
+    topic_id = uuid.uuid4()
+    image = MetadataImage(offset=-1, cluster_id="c")
+    for b in (0, 10, 20):
+        image = apply(image, RegisterBroker(b, "127.0.0.1", 9092 + b, None, f"i{b}", node_id=1 + b // 10), b)
+    image = apply(image, CreateTopic("t", topic_id, ((0, 10), (10, 20)), ()), 30)
+    kafka = tmp_path / "kafka"
+    mine = _dir(kafka, "t-0", topic_id)  # broker 0 (this node) is a replica
+    moved = _dir(kafka, "t-1", topic_id)  # brokers 10 and 20, on other nodes: re-created there while this one was down
+    assert remove_stray_partition_dirs(kafka, image) == []  # without this node's brokers: only deleted topics
+    assert remove_stray_partition_dirs(kafka, image, {0, 1}) == [moved]
+    assert mine.exists() and not moved.exists()
+
+
 def test_directory_names_parse_back_to_their_partition() -> None:
     tp = TopicPartition("my-topic.v2", 7)
     assert partition_dir(Path("/k"), tp) == Path("/k/my-topic.v2-7")
