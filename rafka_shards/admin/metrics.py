@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from controller.balancer import BalancerState
 from controller.image import MetadataImage
 from controller.raft.types import NO_NODE
 from rafka_shards.admin.groups_view import GroupMetrics, group_metrics
@@ -81,6 +82,7 @@ class NodeMetrics:
         yield from self._group_metrics()
         yield from self._raft_metrics()
         yield from self._health_metrics()
+        yield from self._balancer_metrics()
         yield from self._disk_metrics()
 
     def _health_metrics(self) -> Iterator[Metric]:
@@ -96,6 +98,34 @@ class NodeMetrics:
         )
         leaderless.add_metric([], health.leaderless)
         yield from (under, leaderless)
+
+    def _balancer_metrics(self) -> Iterator[Metric]:
+        st = self._quorum.balancer_status()
+        moving = GaugeMetricFamily(
+            "rafka_partition_reassignments_in_progress",
+            "partitions whose new replicas are still copying the log, as this node's metadata image shows (max over "
+            "nodes)",
+        )
+        moving.add_metric([], len(st.reassignments))
+        gone = GaugeMetricFamily(
+            "rafka_nodes_unavailable",
+            "nodes all of whose brokers are fenced, as this node's metadata image shows (max over nodes)",
+        )
+        gone.add_metric([], len(st.unavailable_nodes))
+        stalled = GaugeMetricFamily(
+            "rafka_partition_balancer_stalled",
+            "1 if the replicas of a node gone longer than node_unavailable_timeout_ms cannot be re-created",
+        )
+        stalled.add_metric([], 1.0 if st.state is BalancerState.STALLED else 0.0)
+        moves = CounterMetricFamily(
+            "rafka_partition_balancer_moves",
+            "commands the partition balancer proposed while this node was the active controller",
+            labels=["kind"],
+        )
+        moves.add_metric(["replica"], st.replica_moves_total)
+        moves.add_metric(["leader"], st.leader_moves_total)
+        moves.add_metric(["recreate"], st.recreate_moves_total)
+        yield from (moving, gone, stalled, moves)
 
     def _disk_metrics(self) -> Iterator[Metric]:
         # The supervisor keeps the multiprocess files in data_dir/metrics: their parent is the data directory.

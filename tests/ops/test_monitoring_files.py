@@ -33,6 +33,7 @@ REQUIRED_ALERTS = {
     "FsyncLatencyHigh",
     "DiskNearlyFull",
     "ShardRestartLoop",
+    "PartitionBalancerStalled",
 }
 # What the issue asks the dashboard to show, by the metric that shows it.
 REQUIRED_DASHBOARD_METRICS = {
