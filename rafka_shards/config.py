@@ -148,6 +148,12 @@ class BrokerConfig:
         500, "how long a follower's fetch waits at the leader for data", 1, 60_000
     )
     replica_fetch_max_bytes: int = _setting(8 * MIB, "upper bound on one follower fetch response", 1024, GIB)
+    reassignment_max_bytes_per_second: int = _setting(
+        100 * MIB,
+        "how fast each shard copies logs into its new replicas of reassignments (in-sync followers are not throttled)",
+        1024,
+        2**40,
+    )
 
     # Durability.
     durability: Durability = _setting(Durability.FSYNC, "fsync: acks=all after fsync; flush: interval fsync")

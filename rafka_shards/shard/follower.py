@@ -11,6 +11,7 @@ such answers are dropped.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,11 +58,55 @@ class Replica:
 @dataclass(slots=True)
 class Fetched:
     """What one Fetch response did: the partitions appended to (with their last offset, to make durable before the
-    next fetch reports it), the error codes worth a warning, and whether some partition must be asked again."""
+    next fetch reports it), the bytes each took, the error codes worth a warning, and whether some partition must be
+    asked again."""
 
     appended: list[tuple[Partition, int]] = field(default_factory=list)
+    copied: dict[TopicPartition, int] = field(default_factory=dict)
     errors: list[tuple[TopicPartition, ErrorCode]] = field(default_factory=list)
     retry: bool = False
+
+
+# ---- throttled recovery of new replicas ---------------------------------------------------------------------------
+
+
+class RecoveryThrottle:
+    """A token bucket over the bytes this shard copies into new replicas of reassignments (Redpanda's learner
+    recovery rate, Kafka's follower replication throttle): a partition moved here by the balancer or an operator
+    copies its log at most this fast, so the moves do not starve the replication of in-sync followers, which is
+    never throttled. One second of rate is the burst; a fetch may overdraw it by one batch, paid back before the
+    next. Pure: the caller passes ``now_ms``."""
+
+    def __init__(self, rate_bytes_per_s: int, now_ms: int) -> None:
+        assert rate_bytes_per_s > 0
+        self.rate = rate_bytes_per_s
+        self._tokens = float(rate_bytes_per_s)
+        self._at_ms = now_ms
+
+    def _refill(self, now_ms: int) -> None:
+        if now_ms > self._at_ms:
+            self._tokens = min(float(self.rate), self._tokens + (now_ms - self._at_ms) * self.rate / 1000)
+            self._at_ms = now_ms
+
+    def available(self, now_ms: int) -> int:
+        """Bytes new replicas may fetch now (0: none until ``wait_ms``)."""
+        self._refill(now_ms)
+        return max(0, int(self._tokens))
+
+    def charge(self, nbytes: int, now_ms: int) -> None:
+        self._refill(now_ms)
+        self._tokens -= nbytes
+
+    def wait_ms(self, now_ms: int) -> int:
+        """How long until new replicas may fetch again."""
+        self._refill(now_ms)
+        return 0 if self._tokens >= 1 else math.ceil((1 - self._tokens) * 1000 / self.rate)
+
+
+def split_recovering(broker_id: int, followed: Followed) -> tuple[Followed, Followed]:
+    """(in-sync or catching-up replicas, new replicas of a reassignment) among the partitions followed."""
+    recovering = [(tp, p) for tp, p in followed if broker_id in p.adding]
+    return [(tp, p) for tp, p in followed if broker_id not in p.adding], recovering
 
 
 # ---- divergence (KIP-101) ----------------------------------------------------------------------------------------
@@ -134,9 +179,13 @@ class FetchRound:
     names: Mapping[uuid.UUID | None, str]  # topic id -> name (None: the leader sent zeros)
 
 
-def fetch_request(replica: Replica, followed: Followed) -> tuple[fetch_req.FetchRequest, FetchRound]:
-    """Fetch v15 of every partition followed from its log end, as a replica."""
+def fetch_request(
+    replica: Replica, followed: Followed, partition_max_bytes: Mapping[TopicPartition, int] | None = None
+) -> tuple[fetch_req.FetchRequest, FetchRound]:
+    """Fetch v15 of every partition followed from its log end, as a replica; ``partition_max_bytes`` caps some
+    partitions below the replica's fetch size (throttled recovery)."""
     sent = {tp: (p, p.leader_epoch, p.log.log_end_offset) for tp, p in followed}
+    caps = partition_max_bytes or {}
     by_topic: dict[uuid.UUID, list[fetch_req.FetchPartition]] = {}
     for tp, (p, epoch, offset) in sent.items():
         by_topic.setdefault(p.topic_id, []).append(
@@ -145,7 +194,7 @@ def fetch_request(replica: Replica, followed: Followed) -> tuple[fetch_req.Fetch
                 current_leader_epoch=i32(epoch),
                 fetch_offset=i64(offset),
                 log_start_offset=i64(p.log.log_start_offset),
-                partition_max_bytes=i32(replica.fetch_max_bytes),
+                partition_max_bytes=i32(min(replica.fetch_max_bytes, caps.get(tp, replica.fetch_max_bytes))),
             )
         )
     request = fetch_req.FetchRequest(
@@ -214,4 +263,5 @@ def apply_fetch(
                     continue
                 p.probe.replica_bytes_in += len(buf)
                 out.appended.append((p, p.log.log_end_offset - 1))
+                out.copied[tp] = len(buf)
             p.follower_high_watermark(int(part.high_watermark))

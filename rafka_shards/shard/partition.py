@@ -56,6 +56,7 @@ class Partition:
         "_data_waiters",
         "_durable_waiters",
         "_replica_waiters",
+        "adding",
         "broker_id",
         "directory",
         "durability",
@@ -113,6 +114,7 @@ class Partition:
         self.broker_id = -1
         self.leader = -1
         self.replicas: tuple[int, ...] = ()
+        self.adding: tuple[int, ...] = ()  # new replicas of a reassignment in progress, still copying the log
         self.isr: tuple[int, ...] = ()
         self.partition_epoch = -1
         self.epoch_start_offset = 0  # where this replica's log stood when it became leader (its epoch starts there)
@@ -141,6 +143,7 @@ class Partition:
         self.leader_epoch = pi.leader_epoch
         self.leader = pi.leader
         self.replicas = pi.replicas
+        self.adding = pi.adding
         self.isr = pi.isr
         self.partition_epoch = pi.partition_epoch
         if self.is_leader:

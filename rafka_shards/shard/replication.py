@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from kio.schema.fetch.v15.response import FetchResponse
@@ -113,6 +113,8 @@ class Replication:
         self.flusher = flusher
         self._fetchers: dict[int, ReplicaFetcher] = {}
         self._isr_tasks: set[asyncio.Task[None]] = set()
+        # Shared by every fetcher of this shard: the new replicas of reassignments copy at most this fast together.
+        self.recovery = follower.RecoveryThrottle(config.reassignment_max_bytes_per_second, manager.monotonic_ms())
 
     def reconcile(self, partitions: Mapping[TopicPartition, Partition]) -> None:
         """Start, update and stop fetchers so that every followed partition with a leader is fetched."""
@@ -125,7 +127,9 @@ class Replication:
         for leader, tps in by_leader.items():
             fetcher = self._fetchers.get(leader)
             if fetcher is None:
-                fetcher = self._fetchers[leader] = ReplicaFetcher(self.manager, self.config, self.flusher, leader)
+                fetcher = self._fetchers[leader] = ReplicaFetcher(
+                    self.manager, self.config, self.flusher, leader, self.recovery, self.manager.monotonic_ms
+                )
             fetcher.follow(tps)
 
     async def isr_loop(self) -> None:
@@ -181,11 +185,21 @@ class Replication:
 class ReplicaFetcher:
     """Fetches every partition this shard follows from one leader broker, over one connection."""
 
-    def __init__(self, manager: FetcherHost, config: BrokerConfig, flusher: DirtyMarker, leader: int) -> None:
+    def __init__(
+        self,
+        manager: FetcherHost,
+        config: BrokerConfig,
+        flusher: DirtyMarker,
+        leader: int,
+        recovery: follower.RecoveryThrottle,
+        monotonic_ms: Callable[[], int],
+    ) -> None:
         self.manager = manager
         self.config = config
         self.flusher = flusher
         self.leader = leader
+        self.recovery = recovery
+        self._monotonic_ms = monotonic_ms
         self.partitions: set[TopicPartition] = set()
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
@@ -258,7 +272,18 @@ class ReplicaFetcher:
                 if diverged:
                     await self._truncate(client, diverged)
                     continue
-                await self._fetch(client, followed)
+                in_sync, recovering = follower.split_recovering(self.manager.broker_id, followed)
+                budget = self.recovery.available(self._monotonic_ms()) if recovering else 0
+                if recovering and budget <= 0:
+                    if not in_sync:  # only new replicas, and their budget is spent: wait for it (or a change)
+                        with contextlib.suppress(TimeoutError):
+                            await event_loop.within(
+                                self._changed.wait(), self.recovery.wait_ms(self._monotonic_ms()) / 1000
+                            )
+                        continue
+                    followed = in_sync
+                caps = {tp: budget for tp, _ in recovering} if budget > 0 else None
+                await self._fetch(client, followed, caps)
         finally:
             client.close()
 
@@ -281,8 +306,11 @@ class ReplicaFetcher:
         if failed:
             raise FetchFailed("the leader could not answer for every partition yet")
 
-    async def _fetch(self, client: KafkaClient, followed: follower.Followed) -> None:
-        request, sent = follower.fetch_request(self._replica(), followed)
+    async def _fetch(
+        self, client: KafkaClient, followed: follower.Followed, caps: Mapping[TopicPartition, int] | None = None
+    ) -> None:
+        """One Fetch of ``followed``; the partitions in ``caps`` are new replicas whose copy is throttled."""
+        request, sent = follower.fetch_request(self._replica(), followed, caps)
         response = await client.request(request, FetchResponse)
         error = follower.fetch_error(response)
         if error is not None:
@@ -291,6 +319,9 @@ class ReplicaFetcher:
         try:
             follower.apply_fetch(response, sent, self._still_following, self.manager.now_ms(), out)
         finally:
+            if caps:
+                copied = sum(n for tp, n in out.copied.items() if tp in caps)
+                self.recovery.charge(copied, self._monotonic_ms())
             for p, _ in out.appended:
                 self.flusher.mark_dirty(p)
             if out.appended and self.config.durability is Durability.FSYNC:

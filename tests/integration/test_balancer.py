@@ -33,6 +33,7 @@ def cluster4(tmp_path: Path) -> Iterator[Cluster]:
     for b in [*c.nodes.values(), *c.spares.values()]:
         b.extra_args += ["--node-unavailable-timeout-ms", str(NODE_UNAVAILABLE_TIMEOUT_MS)]
         b.extra_args += ["--partition-balancer-tick-ms", "300", "--partition-balancer-moves-max", "4"]
+        b.extra_args += ["--reassignment-max-bytes-per-second", str(256 * 1024)]  # the throttled path, for real
     try:
         c.start()
         yield c

@@ -338,3 +338,32 @@ def test_a_fetch_response_is_applied_partition_by_partition(tmp_path: Path) -> N
     moved_on = f.Fetched()
     f.apply_fetch(response, sent, lambda tp, p, epoch: False, 0, moved_on)  # type: ignore[arg-type]
     assert moved_on == f.Fetched()  # answers for partitions no longer followed at that epoch are dropped
+
+
+def test_new_replicas_of_a_reassignment_copy_at_the_recovery_rate_and_in_sync_followers_are_not_throttled(
+    tmp_path: Path,
+) -> None:
+    """``follower.RecoveryThrottle`` (a token bucket with a one-second burst, driven by a fake clock) and how the
+    fetcher splits what it follows: only partitions this broker is being added to are capped."""
+    from dataclasses import replace
+
+    from rafka_shards.shard import follower as f
+
+    throttle = f.RecoveryThrottle(1000, now_ms=0)
+    assert throttle.available(0) == 1000 and throttle.wait_ms(0) == 0
+    throttle.charge(1500, now_ms=0)  # one fetch may overdraw by a batch
+    assert throttle.available(0) == 0 and throttle.wait_ms(0) == 501  # paid back at 1 byte/ms first
+    assert throttle.available(400) == 0 and throttle.available(600) == 100
+    assert throttle.available(10_000) == 1000  # the burst is capped at one second of rate
+
+    moving, settled = _partition(tmp_path / "moving"), _partition(tmp_path / "settled")
+    moving.assign(1, replace(_image(0, (0,)), replicas=(0, 1), adding=(1,)), now_ms=0)
+    settled.assign(1, _image(0, (0, 1)), now_ms=0)
+    followed = [(TopicPartition("m", 0), moving), (TopicPartition("s", 0), settled)]
+    in_sync, recovering = f.split_recovering(1, followed)
+    assert in_sync == followed[1:] and recovering == followed[:1]
+    replica = f.Replica(broker_id=1, broker_epoch=7, fetch_max_bytes=1 << 20, fetch_wait_max_ms=500)
+    request, _ = f.fetch_request(replica, followed, {TopicPartition("m", 0): 4096})
+    caps = {int(p.partition): int(p.partition_max_bytes) for t in request.topics for p in t.partitions}
+    by_topic = {t.topic_id: int(t.partitions[0].partition_max_bytes) for t in request.topics}
+    assert by_topic == {moving.topic_id: 4096, settled.topic_id: 1 << 20}, caps
