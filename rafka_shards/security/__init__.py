@@ -1,4 +1,5 @@
-"""Security (issue 18): the sans-IO security cores the shards' Kafka listeners are built on. Today the SASL server
-mechanisms (``sasl``: PLAIN and SCRAM-SHA-256 / SCRAM-SHA-512, verified against salted credentials, never a
-password); TLS listener settings and ACL authorization are to come, in the same style. No asyncio and no sockets
-here: the handlers and the connection shell in ``rafka_shards.shard`` drive these cores."""
+"""Security (issue 18): the sans-IO security cores the Kafka listeners and the admin API are to be built on: the SASL
+server mechanisms (``sasl``: PLAIN and SCRAM-SHA-256 / SCRAM-SHA-512, verified against salted credentials, never a
+password), TLS settings, contexts reloaded when their files change and certificate principals (``tls``), and the ACL
+authorizer with Kafka's per-API table (``acl``). No sockets here (``tls`` builds ``ssl`` contexts the asyncio
+shells use): the handlers and connection shells drive these cores. Not wired into the broker yet."""
