@@ -19,6 +19,7 @@ from tests.integration.helpers import admin_call, raw_produce
 from tests.integration.test_cluster import Cluster
 from tests.ops.prometheus_server import Prometheus, require_prometheus, rules_with_for, running_prometheus, wait_for
 from tests.ops.promql import PROMETHEUS_OWN, dashboard_expressions, exported_names, metric_names
+from tests.ops.test_monitoring_files import REQUIRED_ALERTS
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +107,7 @@ def test_every_metric_of_the_dashboard_and_the_alerts_is_served_by_a_live_node(
     for where, expr in [*dashboard_expressions(), *((f"alert {r['name']}", r["query"]) for r in rules)]:
         for name in metric_names(expr):
             named.setdefault(name, set()).add(where)
-    assert len(rules) == 7 and "rafka_partitions_under_replicated" in named
+    assert len(rules) == len(REQUIRED_ALERTS) and "rafka_partitions_under_replicated" in named
 
     exported: set[str] = set()
 
