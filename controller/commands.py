@@ -6,10 +6,12 @@ but a well-formed, known command of a known version raises ``CommandDecodeError`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -163,6 +165,34 @@ class ElectLeader:
 
 
 @dataclass(frozen=True, slots=True)
+class UpsertScramCredential:
+    """Create or replace the SCRAM credential of one user for one mechanism (KRaft's UserScramCredentialRecord,
+    KIP-554): what RFC 5802's server keeps, never the password nor the salted password. ``mechanism`` is the SASL
+    name (``controller.scram.SCRAM_MECHANISMS``). ``mock_secret`` is random bytes from the proposer: the first
+    credential committed makes them the cluster's secret for the made-up credentials of unknown users
+    (``MetadataImage.scram_mock_secret``); later commands' are ignored. Bytes travel as base64 in the JSON."""
+
+    TYPE: ClassVar[str] = "UpsertScramCredential"
+    user: str
+    mechanism: str
+    salt: bytes
+    iterations: int
+    stored_key: bytes = field(repr=False)
+    server_key: bytes = field(repr=False)
+    mock_secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteScramCredential:
+    """Remove the SCRAM credential of one user for one mechanism (KRaft's RemoveUserScramCredentialRecord); refused
+    when there is none."""
+
+    TYPE: ClassVar[str] = "DeleteScramCredential"
+    user: str
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
 class NoOp:
     """A Raft entry that carries no metadata (a new leader's no-op, a membership change): it only advances the
     offset, so shards see one dense sequence of offsets (KRaft's NoOpRecord). Never proposed by a shard."""
@@ -185,6 +215,8 @@ Command = (
     | DecommissionBroker
     | ReassignPartition
     | ElectLeader
+    | UpsertScramCredential
+    | DeleteScramCredential
     | NoOp
 )
 _TYPES: dict[str, type[Any]] = {
@@ -204,6 +236,8 @@ _TYPES: dict[str, type[Any]] = {
         DecommissionBroker,
         ReassignPartition,
         ElectLeader,
+        UpsertScramCredential,
+        DeleteScramCredential,
         NoOp,
     )
 }
@@ -218,6 +252,8 @@ def _to_json(value: Any) -> Any:
         return str(value)
     if isinstance(value, tuple):
         return [_to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
     return value
 
 
@@ -250,6 +286,18 @@ def _bool(v: Any, name: str) -> bool:
     if not isinstance(v, bool):
         raise CommandDecodeError(f"{name}: expected true or false")
     return v
+
+
+def _bytes(v: Any, name: str) -> bytes:
+    """Standard base64 with padding, in its one canonical spelling (no whitespace, no stray bits)."""
+    text = _str(v, name)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise CommandDecodeError(f"{name}: expected base64") from None
+    if base64.b64encode(data).decode("ascii") != text:
+        raise CommandDecodeError(f"{name}: not canonical base64")
+    return data
 
 
 def _ints(v: Any, name: str) -> tuple[int, ...]:
@@ -379,6 +427,22 @@ def _alter_topic_configs(b: dict[str, Any]) -> Command:
     )
 
 
+def _upsert_scram_credential(b: dict[str, Any]) -> Command:
+    return UpsertScramCredential(
+        _str(b["user"], "user"),
+        _str(b["mechanism"], "mechanism"),
+        _bytes(b["salt"], "salt"),
+        _int(b["iterations"], "iterations"),
+        _bytes(b["stored_key"], "stored_key"),
+        _bytes(b["server_key"], "server_key"),
+        _bytes(b["mock_secret"], "mock_secret"),
+    )
+
+
+def _delete_scram_credential(b: dict[str, Any]) -> Command:
+    return DeleteScramCredential(_str(b["user"], "user"), _str(b["mechanism"], "mechanism"))
+
+
 # One decoder per command type: each reads the fields of a body whose field names were already checked.
 _DECODERS: dict[type[Any], Callable[[dict[str, Any]], Command]] = {
     RegisterBroker: _register_broker,
@@ -396,6 +460,8 @@ _DECODERS: dict[type[Any], Callable[[dict[str, Any]], Command]] = {
     ElectLeader: _elect_leader,
     AllocateProducerIds: _allocate_producer_ids,
     AlterTopicConfigs: _alter_topic_configs,
+    UpsertScramCredential: _upsert_scram_credential,
+    DeleteScramCredential: _delete_scram_credential,
 }
 assert set(_DECODERS) == set(_TYPES.values()), "every command type has a decoder"
 

@@ -6,6 +6,8 @@ Runs in every process; pure. Readers hold an image and never see it change; appl
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +74,20 @@ class TopicImage:
     configs: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class ScramCredentialRecord:
+    """One user's SCRAM credential for one mechanism, as the metadata keeps it (RFC 5802 section 3: salt,
+    iterations, StoredKey, ServerKey; never the password). ``mechanism`` is the SASL name; the keys stay out of
+    ``repr`` so they do not end up in logs. ``rafka_shards.security.scram_users`` turns it into the SASL core's
+    ``ScramCredential``."""
+
+    mechanism: str
+    salt: bytes
+    iterations: int
+    stored_key: bytes = field(repr=False)
+    server_key: bytes = field(repr=False)
+
+
 _EMPTY: Mapping[int, BrokerRegistration] = MappingProxyType({})
 
 
@@ -85,6 +101,14 @@ class MetadataImage:
     next_producer_id: int = 0  # the first producer id no broker has been given yet
     # The newest block of producer ids each broker was given: [start, end).
     producer_id_blocks: Mapping[int, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
+    # SCRAM credentials by (user, mechanism's SASL name) (KIP-554).
+    scram_credentials: Mapping[tuple[str, str], ScramCredentialRecord] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    # The key of the made-up SCRAM credentials of users without one, the same on every broker and across restarts
+    # so that a user's existence does not show (``rafka_shards.security.sasl``, mock authentication). Empty until
+    # the first credential is committed: it is the random bytes that command carried. Never shown by any API.
+    scram_mock_secret: bytes = field(default=b"", repr=False)
 
 
 class ImageDecodeError(Exception):
@@ -139,8 +163,26 @@ def encode_image(image: MetadataImage) -> bytes:
             ],
             "next_producer_id": image.next_producer_id,
             "producer_id_blocks": [[b, s, e] for b, (s, e) in image.producer_id_blocks.items()],
+            "scram_credentials": [
+                [user, c.mechanism, _b64(c.salt), c.iterations, _b64(c.stored_key), _b64(c.server_key)]
+                for (user, _), c in image.scram_credentials.items()
+            ],
+            "scram_mock_secret": _b64(image.scram_mock_secret),
         }
     )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _from_b64(v: Any) -> bytes:
+    if not isinstance(v, str):
+        raise ImageDecodeError("expected base64")
+    try:
+        return base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageDecodeError("expected base64") from None
 
 
 def _ints(v: Any, n: int | None = None) -> list[int]:
@@ -208,6 +250,18 @@ def _topic_from_json(t: Any) -> TopicImage:
     return TopicImage(t["name"], uuid.UUID(t["id"]), partitions, MappingProxyType(dict(configs)))
 
 
+def _scram_from_json(c: Any) -> tuple[str, ScramCredentialRecord]:
+    if not isinstance(c, list) or len(c) != 6:
+        raise ImageDecodeError("bad SCRAM credential")
+    user, mechanism, salt, iterations, stored_key, server_key = c
+    if not isinstance(user, str) or not isinstance(mechanism, str):
+        raise ImageDecodeError("bad SCRAM credential")
+    _ints([iterations])
+    return user, ScramCredentialRecord(
+        mechanism, _from_b64(salt), iterations, _from_b64(stored_key), _from_b64(server_key)
+    )
+
+
 def _image_from_json(body: Any) -> MetadataImage:
     """``image_from_json`` without its translation of KeyError, TypeError and ValueError."""
     if not isinstance(body, dict) or body.get("v") != IMAGE_FORMAT_VERSION:
@@ -228,6 +282,10 @@ def _image_from_json(body: Any) -> MetadataImage:
     cluster_id = body["cluster_id"]
     if not isinstance(cluster_id, str):
         raise ImageDecodeError("bad cluster id")
+    scram: dict[tuple[str, str], ScramCredentialRecord] = {}
+    for c in body.get("scram_credentials", []):  # absent in images written before SCRAM users
+        user, record = _scram_from_json(c)
+        scram[(user, record.mechanism)] = record
     return MetadataImage(
         offset=offset,
         cluster_id=cluster_id,
@@ -236,6 +294,8 @@ def _image_from_json(body: Any) -> MetadataImage:
         topics_by_id=MappingProxyType({t.topic_id: t.name for t in topics.values()}),
         next_producer_id=next_producer_id,
         producer_id_blocks=MappingProxyType(blocks),
+        scram_credentials=MappingProxyType(scram),
+        scram_mock_secret=_from_b64(body.get("scram_mock_secret", "")),
     )
 
 

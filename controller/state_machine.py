@@ -22,6 +22,7 @@ from controller.commands import (
     CreatePartitions,
     CreateTopic,
     DecommissionBroker,
+    DeleteScramCredential,
     DeleteTopic,
     ElectLeader,
     FenceBroker,
@@ -30,9 +31,19 @@ from controller.commands import (
     RegisterBroker,
     SetBrokerMaintenance,
     UnfenceBroker,
+    UpsertScramCredential,
 )
-from controller.image import BrokerRegistration, MetadataImage, PartitionImage, TopicImage
+from controller.image import BrokerRegistration, MetadataImage, PartitionImage, ScramCredentialRecord, TopicImage
 from controller.names import topic_name_error
+from controller.scram import (
+    SCRAM_CREDENTIALS_MAX,
+    SCRAM_ITERATIONS_MAX,
+    SCRAM_ITERATIONS_MIN,
+    SCRAM_MECHANISMS,
+    SCRAM_MOCK_SECRET_BYTES,
+    SCRAM_SALT_BYTES_MAX,
+    scram_username_error,
+)
 from controller.topic_config import validate_topic_configs
 
 PARTITIONS_PER_TOPIC_MAX = 100_000
@@ -54,6 +65,12 @@ class RejectKind(enum.Enum):
     INVALID_REQUEST = "invalid_request"
     # The command is well formed but the cluster's state does not allow it now (say, a leader outside the ISR).
     CONFLICT = "conflict"
+    # SCRAM credentials (KIP-554), named after the Kafka errors they become: a user name, iteration count, salt or
+    # key the rules refuse; a mechanism that is not SCRAM-SHA-256/512; a deletion of a credential that is not there
+    # (RESOURCE_NOT_FOUND).
+    UNACCEPTABLE_CREDENTIAL = "unacceptable_credential"
+    UNSUPPORTED_SASL_MECHANISM = "unsupported_sasl_mechanism"
+    UNKNOWN_CREDENTIAL = "unknown_credential"
     # Not about the command: the quorum has no leader, or leadership moved before the command committed. Retry.
     CONTROLLER_UNAVAILABLE = "controller_unavailable"
 
@@ -316,6 +333,63 @@ def _alter_configs_rejection(image: MetadataImage, cmd: AlterTopicConfigs) -> Re
     return None if problem is None else Rejection(RejectKind.INVALID_CONFIG, problem)
 
 
+def _scram_key_rejection(user: str, mechanism: str) -> Rejection | None:
+    """Kafka's validateScramUsernameAndMechanism (ScramControlManager), user first."""
+    problem = scram_username_error(user)
+    if problem is not None:
+        return Rejection(RejectKind.UNACCEPTABLE_CREDENTIAL, problem)
+    if mechanism not in SCRAM_MECHANISMS:
+        return Rejection(
+            RejectKind.UNSUPPORTED_SASL_MECHANISM,
+            f"Unknown SCRAM mechanism {mechanism!r}: expected one of {', '.join(SCRAM_MECHANISMS)}",
+        )
+    return None
+
+
+def _upsert_scram_rejection(image: MetadataImage, cmd: UpsertScramCredential) -> Rejection | None:
+    rejection = _scram_key_rejection(cmd.user, cmd.mechanism)
+    if rejection is not None:
+        return rejection
+    # Kafka's messages ("Too few iterations", "Too many iterations"), with the numbers.
+    if cmd.iterations < SCRAM_ITERATIONS_MIN:
+        return Rejection(
+            RejectKind.UNACCEPTABLE_CREDENTIAL, f"Too few iterations: {cmd.iterations} < {SCRAM_ITERATIONS_MIN}"
+        )
+    if cmd.iterations > SCRAM_ITERATIONS_MAX:
+        return Rejection(
+            RejectKind.UNACCEPTABLE_CREDENTIAL, f"Too many iterations: {cmd.iterations} > {SCRAM_ITERATIONS_MAX}"
+        )
+    if not 1 <= len(cmd.salt) <= SCRAM_SALT_BYTES_MAX:
+        return Rejection(
+            RejectKind.UNACCEPTABLE_CREDENTIAL, f"Salt must be 1 to {SCRAM_SALT_BYTES_MAX} bytes, got {len(cmd.salt)}"
+        )
+    size = SCRAM_MECHANISMS[cmd.mechanism]
+    if len(cmd.stored_key) != size or len(cmd.server_key) != size:
+        return Rejection(RejectKind.UNACCEPTABLE_CREDENTIAL, f"{cmd.mechanism} stored and server keys are {size} bytes")
+    if len(cmd.mock_secret) != SCRAM_MOCK_SECRET_BYTES:
+        return Rejection(RejectKind.INVALID_REQUEST, f"the mock secret must be {SCRAM_MOCK_SECRET_BYTES} bytes")
+    if (cmd.user, cmd.mechanism) not in image.scram_credentials and len(
+        image.scram_credentials
+    ) >= SCRAM_CREDENTIALS_MAX:
+        return Rejection(
+            RejectKind.CONFLICT, f"the cluster holds {SCRAM_CREDENTIALS_MAX} SCRAM credentials, the most it may"
+        )
+    return None
+
+
+def _delete_scram_rejection(image: MetadataImage, cmd: DeleteScramCredential) -> Rejection | None:
+    rejection = _scram_key_rejection(cmd.user, cmd.mechanism)
+    if rejection is not None:
+        return rejection
+    if (cmd.user, cmd.mechanism) not in image.scram_credentials:
+        # Kafka's message, with the credential named.
+        return Rejection(
+            RejectKind.UNKNOWN_CREDENTIAL,
+            f"Attempt to delete a user credential that does not exist: {cmd.user} has no {cmd.mechanism} credential",
+        )
+    return None
+
+
 # One validator per command type (etcd's and Kafka's controllers dispatch the same way). The command types are
 # final, so the exact type finds the handler.
 _VALIDATORS: dict[type[Any], Callable[[MetadataImage, Any], Rejection | None]] = {
@@ -334,6 +408,8 @@ _VALIDATORS: dict[type[Any], Callable[[MetadataImage, Any], Rejection | None]] =
     AlterPartition: _alter_partition_rejection,
     AllocateProducerIds: _producer_ids_rejection,
     AlterTopicConfigs: _alter_configs_rejection,
+    UpsertScramCredential: _upsert_scram_rejection,
+    DeleteScramCredential: _delete_scram_rejection,
 }
 
 
@@ -547,6 +623,23 @@ def _apply_alter_configs(image: MetadataImage, cmd: AlterTopicConfigs, offset: i
     return _with_topic(image, replace(topic, configs=MappingProxyType(merged)), offset)
 
 
+def _apply_upsert_scram(image: MetadataImage, cmd: UpsertScramCredential, offset: int) -> MetadataImage:
+    credentials = dict(image.scram_credentials)
+    credentials[(cmd.user, cmd.mechanism)] = ScramCredentialRecord(
+        cmd.mechanism, cmd.salt, cmd.iterations, cmd.stored_key, cmd.server_key
+    )
+    # The first credential's proposer chose the cluster's mock secret; it never changes afterwards (a new one would
+    # change every unknown user's made-up salt, and that change would tell who had been unknown).
+    secret = image.scram_mock_secret or cmd.mock_secret
+    return replace(image, offset=offset, scram_credentials=MappingProxyType(credentials), scram_mock_secret=secret)
+
+
+def _apply_delete_scram(image: MetadataImage, cmd: DeleteScramCredential, offset: int) -> MetadataImage:
+    key = (cmd.user, cmd.mechanism)
+    credentials = {k: v for k, v in image.scram_credentials.items() if k != key}
+    return replace(image, offset=offset, scram_credentials=MappingProxyType(credentials))
+
+
 # One applier per command type, as in _VALIDATORS.
 _APPLIERS: dict[type[Any], Callable[[MetadataImage, Any, int], MetadataImage]] = {
     NoOp: _apply_noop,
@@ -564,6 +657,8 @@ _APPLIERS: dict[type[Any], Callable[[MetadataImage, Any, int], MetadataImage]] =
     ChangePartition: _apply_change_partition,
     AllocateProducerIds: _apply_producer_ids,
     AlterTopicConfigs: _apply_alter_configs,
+    UpsertScramCredential: _apply_upsert_scram,
+    DeleteScramCredential: _apply_delete_scram,
 }
 assert set(_APPLIERS) == set(_VALIDATORS), "every command type is validated and applied"
 
