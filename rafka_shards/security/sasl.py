@@ -167,15 +167,18 @@ def credential_from_salted_password(
 ) -> ScramCredential:
     """The credential for an AlterUserScramCredentials upsertion (salt, iterations, salted password). The salted
     password itself is not kept."""
+    stored_key, server_key = scram_keys(mechanism, salted_password)
+    return ScramCredential(
+        mechanism=mechanism, salt=salt, iterations=iterations, stored_key=stored_key, server_key=server_key
+    )
+
+
+def scram_keys(mechanism: ScramMechanism, salted_password: bytes) -> tuple[bytes, bytes]:
+    """RFC 5802's (StoredKey, ServerKey) of a salted password, which is not kept."""
     if len(salted_password) != mechanism.digest_size:
         raise ValueError(f"a {mechanism.value} salted password is {mechanism.digest_size} bytes")
-    return ScramCredential(
-        mechanism=mechanism,
-        salt=salt,
-        iterations=iterations,
-        stored_key=_hash(mechanism, _hmac(mechanism, salted_password, b"Client Key")),
-        server_key=_hmac(mechanism, salted_password, b"Server Key"),
-    )
+    stored_key = _hash(mechanism, _hmac(mechanism, salted_password, b"Client Key"))
+    return stored_key, _hmac(mechanism, salted_password, b"Server Key")
 
 
 def make_credential(

@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from rafka_shards.shard.kafka.api import ApiHandler
 from rafka_shards.shard.kafka.handlers import (
+    alter_user_scram_credentials,
     api_versions,
     consumer_group_describe,
     consumer_group_heartbeat,
@@ -20,6 +21,7 @@ from rafka_shards.shard.kafka.handlers import (
     describe_cluster,
     describe_configs,
     describe_groups,
+    describe_user_scram_credentials,
     fetch,
     find_coordinator,
     heartbeat,
@@ -49,6 +51,8 @@ _ALL = (
     describe_configs.HANDLER,
     create_partitions.HANDLER,
     describe_cluster.HANDLER,
+    describe_user_scram_credentials.HANDLER,
+    alter_user_scram_credentials.HANDLER,
     init_producer_id.HANDLER,
     consumer_group_heartbeat.HANDLER,
     consumer_group_describe.HANDLER,
