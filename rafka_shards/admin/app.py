@@ -1,5 +1,5 @@
-"""The node's HTTP admin API (aiohttp + orjson): probes, ``/metrics``, brokers, topics, partitions, cluster health,
-the controller quorum, and an OpenAPI document of all of it at ``/v1/openapi.json``.
+"""The node's HTTP admin API (aiohttp + orjson): probes, ``/metrics``, brokers, topics, partitions, SCRAM users,
+cluster health, the controller quorum, and an OpenAPI document of all of it at ``/v1/openapi.json``.
 
 Runs in the controller process, on the listening socket the supervisor bound; every node serves it. The routes are
 declared one module per resource in ``rafka_shards.admin.routes``; this module serves their tables. Reads come from
@@ -38,6 +38,7 @@ from rafka_shards.admin.routes import (
     node,
     openapi,
     partitions,
+    security,
     topics,
 )
 
@@ -49,6 +50,7 @@ ROUTES: tuple[Route, ...] = (
     *topics.ROUTES,
     *partitions.ROUTES,
     *groups.ROUTES,
+    *security.ROUTES,
     *cluster.ROUTES,
     *controller.ROUTES,
     *openapi.ROUTES,

@@ -13,6 +13,7 @@ cannot succeed as a whole proposes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from typing import Any
@@ -27,17 +28,21 @@ from controller import topics
 from controller.commands import (
     Command,
     DecommissionBroker,
+    DeleteScramCredential,
     ElectLeader,
     ReassignPartition,
     SetBrokerMaintenance,
 )
 from controller.image import MetadataImage, PartitionImage, TopicImage
+from controller.scram import SCRAM_MECHANISMS
 from controller.state_machine import CommandRejected, Rejection, RejectKind
 from rafka_shards import event_loop
 from rafka_shards.admin.ports import MetadataProposer, MetadataReader, NodeView
-from rafka_shards.admin.requests import BadRequest
+from rafka_shards.admin.requests import BadRequest, UserPassword
 from rafka_shards.ipc.channel import PartitionStats
 from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
+from rafka_shards.security.sasl import make_credential
+from rafka_shards.security.scram_users import mechanism_named, new_mock_secret, upsert_command
 
 OFFSETS_TIMEOUT_S = 5.0
 OFFSETS_RESPONSE_BYTES_MAX = 64 * 1024  # a ListOffsets response for one partition is a few dozen bytes
@@ -149,6 +154,50 @@ class ClusterAdmin:
         self._broker(broker_id)
         if not self.image.brokers[broker_id].decommissioning:
             await self._propose(DecommissionBroker(broker_id))
+
+    # ---- SCRAM users ---------------------------------------------------------------------------------------------
+
+    def scram_mechanisms(self, user: str) -> list[str]:
+        """The mechanisms ``user`` has a credential for (none: no such user)."""
+        return [m for m in SCRAM_MECHANISMS if (user, m) in self.image.scram_credentials]
+
+    async def create_user(self, req: UserPassword) -> None:
+        """A new user (409 if it has a credential of any mechanism). Checked on the image this request read, so
+        two creations of one user at the same moment may both succeed: the later password wins."""
+        if self.scram_mechanisms(req.username):
+            raise _reject(RejectKind.CONFLICT, f"user {req.username!r} already exists")
+        await self._set_password(req)
+
+    async def update_user(self, req: UserPassword) -> None:
+        """A new password: the user's credential for ``algorithm`` is replaced, and those of the other mechanisms,
+        which hold the old password, are deleted after it."""
+        old = self.scram_mechanisms(req.username)
+        if not old:
+            raise _reject(RejectKind.UNKNOWN_CREDENTIAL, f"user {req.username!r} does not exist")
+        await self._set_password(req)
+        await self._delete_credentials(req.username, [m for m in old if m != req.algorithm])
+
+    async def delete_user(self, user: str) -> None:
+        mechanisms = self.scram_mechanisms(user)
+        if not mechanisms:
+            raise _reject(RejectKind.UNKNOWN_CREDENTIAL, f"user {user!r} does not exist")
+        await self._delete_credentials(user, mechanisms)
+
+    async def _set_password(self, req: UserPassword) -> None:
+        mechanism = mechanism_named(req.algorithm)
+        assert mechanism is not None, req.algorithm  # the request parser checked it
+        # PBKDF2 (4096 HMACs, a few ms) in a worker thread: hashlib lets go of the GIL, so the controller process's
+        # event loop (Raft, the shards' channels) does not wait for it. Only the credential leaves this function.
+        credential = await asyncio.to_thread(make_credential, mechanism, req.password)
+        await self._propose(upsert_command(req.username, credential, new_mock_secret()))
+
+    async def _delete_credentials(self, user: str, mechanisms: list[str]) -> None:
+        for m in mechanisms:
+            try:
+                await self._propose(DeleteScramCredential(user, m))
+            except CommandRejected as e:
+                if e.rejection.kind is not RejectKind.UNKNOWN_CREDENTIAL:  # gone meanwhile: what was asked for
+                    raise
 
 
 def cleaner_json(ps: PartitionStats) -> dict[str, Any] | None:

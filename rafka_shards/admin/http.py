@@ -1,7 +1,7 @@
 """JSON responses and errors of the admin API: every failure becomes ``{"error": ..., "message": ...}`` with its status.
 
 Runs in the controller process (aiohttp). Statuses: 400 bad input, with ``field`` naming it (nothing is proposed),
-404 unknown topic/partition/broker, 405, 409 a change the cluster's state does not allow, 413 a body over
+404 unknown topic/partition/broker/user, 405, 409 a change the cluster's state does not allow, 413 a body over
 ``REQUEST_BODY_MAX_BYTES``, 503 no controller leader (with ``retry_after_ms``). The state machine's and the topics
 frontend's refusals (``CommandRejected``, ``TopicRejected``) map by their ``RejectKind``.
 """

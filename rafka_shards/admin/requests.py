@@ -4,21 +4,24 @@ Runs in the controller process; pure (no aiohttp): the HTTP layer (``admin.http`
 and nothing is proposed. Topic bodies parse into the topics frontend's requests (``controller.topics``). Unknown
 fields are refused (a typo such as ``"partition"`` must not silently create a topic with the default), numbers are
 integers within the state machine's bounds, and config values are strings (integers are accepted and written as
-Kafka writes them).
+Kafka writes them). A user's password is never repeated in an error message, and stays out of ``repr``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from controller.names import topic_name_error
+from controller.scram import SCRAM_MECHANISMS, scram_username_error
 from controller.state_machine import PARTITIONS_PER_TOPIC_MAX, REPLICATION_FACTOR_MAX
 from controller.topics import NewTopic, TopicChanges
 
 CONFIG_ENTRIES_MAX = 1000
+PASSWORD_BYTES_MAX = 1024  # UTF-8; a PLAIN token (user, password and two NULs) is at most 4096 bytes
 
 
 class BadRequest(Exception):
@@ -135,3 +138,50 @@ def parse_replicas(raw: bytes) -> tuple[int, ...]:
     if len(set(out)) != len(out):
         raise BadRequest("replicas", f"replicas: {list(out)} lists a broker twice")
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class UserPassword:
+    """A SCRAM user's new password and the mechanism (``algorithm``, Redpanda's word) its credential is for."""
+
+    username: str
+    password: bytes = field(repr=False)  # UTF-8, as SASL clients send it (no SASLprep, as in Kafka)
+    algorithm: str
+
+
+def parse_username(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(field, f"{field}: expected a string")
+    problem = scram_username_error(value)
+    if problem is not None:
+        raise BadRequest(field, f"{field}: {problem}")
+    return value
+
+
+def _password_and_algorithm(body: Mapping[str, Any]) -> tuple[bytes, str]:
+    password = body["password"]
+    if not isinstance(password, str) or not password:
+        raise BadRequest("password", "password: expected a non-empty string")
+    try:
+        encoded = password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("password", "password: not valid Unicode") from None
+    if len(encoded) > PASSWORD_BYTES_MAX:
+        raise BadRequest("password", f"password: longer than {PASSWORD_BYTES_MAX} bytes of UTF-8")
+    algorithm = body["algorithm"]
+    if not isinstance(algorithm, str) or algorithm not in SCRAM_MECHANISMS:
+        raise BadRequest("algorithm", f"algorithm: expected one of {', '.join(SCRAM_MECHANISMS)}")
+    return encoded, algorithm
+
+
+def parse_new_user(raw: bytes) -> UserPassword:
+    fields = frozenset({"username", "password", "algorithm"})
+    body = parse_object(raw, fields, required=fields)
+    username = parse_username("username", body["username"])
+    return UserPassword(username, *_password_and_algorithm(body))
+
+
+def parse_user_update(raw: bytes, username: str) -> UserPassword:
+    fields = frozenset({"password", "algorithm"})
+    body = parse_object(raw, fields, required=fields)
+    return UserPassword(username, *_password_and_algorithm(body))

@@ -36,7 +36,7 @@ def _operation(r: Route) -> dict[str, Any]:
         "responses": {
             str(r.status): {"description": "OK"},
             "400": {"description": "bad input, field named", "content": {"application/json": {"schema": error}}},
-            "404": {"description": "unknown topic, partition or broker"},
+            "404": {"description": "unknown topic, partition, broker or user"},
             "409": {"description": "the cluster's state does not allow it"},
             "503": {"description": "no controller leader; retry after retry_after_ms"},
         },
