@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 
 SHA256, SHA512 = ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512
 PASSWORDS = {
+    "alice-before": "alice-old-pw-4b7e0c93aa",
     "alice": "alice-pw-7f3a9c1e5b",
     "bob": "bob-pw-0d84e26a91",
     "carol": "carol-pw-c5b1f07e3d",
@@ -98,9 +99,14 @@ def test_scram_users_through_kafka_clients_and_the_admin_api(broker: Broker) -> 
         broker.admin,
         "POST",
         "/v1/security/users",
-        {"username": "alice", "password": PASSWORDS["alice"], "algorithm": "SCRAM-SHA-256"},
+        {"username": "alice", "password": PASSWORDS["alice-before"], "algorithm": "SCRAM-SHA-256"},
     )
     assert (status, answer) == (201, {"username": "alice", "algorithm": "SCRAM-SHA-256"})
+    change = {"password": PASSWORDS["alice"], "algorithm": "SCRAM-SHA-256"}
+    assert admin_call(broker.admin, "PUT", "/v1/security/users/alice", change) == (
+        200,
+        {"username": "alice", "algorithm": "SCRAM-SHA-256"},
+    )
 
     # confluent-kafka (librdkafka salts the password itself and sends the salted password).
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
@@ -189,14 +195,15 @@ def test_scram_users_through_kafka_clients_and_the_admin_api(broker: Broker) -> 
     assert _authenticates(image, sasl.ScramMechanism.SCRAM_SHA_256, "carol", PASSWORDS["carol"])
     assert not _authenticates(image, sasl.ScramMechanism.SCRAM_SHA_512, "carol", PASSWORDS["carol"])  # deleted
     assert not _authenticates(image, sasl.ScramMechanism.SCRAM_SHA_256, "dave", PASSWORDS["dave"])  # deleted
+    assert not _authenticates(image, sasl.ScramMechanism.SCRAM_SHA_256, "alice", PASSWORDS["alice-before"])
     assert not _authenticates(image, sasl.ScramMechanism.SCRAM_SHA_256, "alice", PASSWORDS["bob"])
     assert len(image.scram_mock_secret) == 32
     files = [p for p in broker.data_dir.rglob("*") if p.is_file()] + [broker.log_path]
     assert len(files) > 3
     for path in files:
         content = path.read_bytes()
-        for user, password in PASSWORDS.items():
-            assert password.encode() not in content, (user, path)
+        for which, password in PASSWORDS.items():
+            assert password.encode() not in content, (which, path)
 
     # After a restart every user is still there.
     broker.start()
