@@ -34,6 +34,9 @@ class RegisterBroker:
     # The node (controller node id) whose shard this broker is: one replica of a partition per node. None in
     # records written before it existed: such a broker counts as a node of its own.
     node_id: int | None = None
+    # (listener name, advertised host, port) of every listener, the inter-broker one (host, port) included; empty in
+    # records written before named listeners: then (host, port) serves every listener.
+    listeners: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +247,7 @@ _TYPES: dict[str, type[Any]] = {
 
 
 # Fields added after records of their type were first written: absent in those records.
-_OPTIONAL_FIELDS: dict[type[Any], frozenset[str]] = {RegisterBroker: frozenset({"node_id"})}
+_OPTIONAL_FIELDS: dict[type[Any], frozenset[str]] = {RegisterBroker: frozenset({"node_id", "listeners"})}
 
 
 def _to_json(value: Any) -> Any:
@@ -332,7 +335,18 @@ def _register_broker(b: dict[str, Any]) -> Command:
         None if rack is None else _str(rack, "rack"),
         _str(b["incarnation"], "incarnation"),
         None if node_id is None else _int(node_id, "node_id"),
+        _listeners(b.get("listeners", [])),
     )
+
+
+def _listeners(v: Any) -> tuple[tuple[str, str, int], ...]:
+    out = []
+    for item in _list(v, "listeners"):
+        entry = _list(item, "listeners")
+        if len(entry) != 3:
+            raise CommandDecodeError("listeners: expected [name, host, port] triples")
+        out.append((_str(entry[0], "listeners"), _str(entry[1], "listeners"), _int(entry[2], "listeners")))
+    return tuple(out)
 
 
 def _create_topic(b: dict[str, Any]) -> Command:

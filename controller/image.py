@@ -35,6 +35,18 @@ class BrokerRegistration:
     # epochs were recorded). A replica fetch names it (Fetch v15 replica_epoch) so a leader can refuse an earlier
     # incarnation's fetches.
     epoch: int = -1
+    # (listener name, advertised host, port) of each listener (empty: registered before named listeners, and then
+    # (host, port) is its address on every listener).
+    listeners: tuple[tuple[str, str, int], ...] = ()
+
+    def endpoint(self, listener: str) -> tuple[str, int] | None:
+        """Its address for clients of ``listener``; None if it does not serve that listener."""
+        if not self.listeners:
+            return self.host, self.port
+        for name, host, port in self.listeners:
+            if name == listener:
+                return host, port
+        return None
 
     @property
     def node(self) -> int:
@@ -137,6 +149,7 @@ def encode_image(image: MetadataImage) -> bytes:
                     b.decommissioning,
                     b.node_id,
                     b.epoch,
+                    [list(li) for li in b.listeners],
                 ]
                 for b in image.brokers.values()
             ],
@@ -202,15 +215,17 @@ def decode_image(data: bytes) -> MetadataImage:
 
 
 def _broker_from_json(b: Any) -> BrokerRegistration:
-    # 5: written before leases existed; 8: before node ids were recorded; 9: before broker epochs
-    if not isinstance(b, list) or len(b) not in (5, 8, 9, 10):
+    # 5: written before leases existed; 8: before node ids were recorded; 9: before broker epochs; 10: before
+    # named listeners
+    if not isinstance(b, list) or len(b) not in (5, 8, 9, 10, 11):
         raise ImageDecodeError("bad broker registration")
     broker_id, host, port, rack, incarnation = b[:5]
     flags = b[5:8] or [False, False, False]
     node_id = b[8] if len(b) >= 9 else None
     if node_id is not None:
         _ints([node_id])
-    epoch = _ints([b[9]])[0] if len(b) == 10 else -1
+    epoch = _ints([b[9]])[0] if len(b) >= 10 else -1
+    listeners = _listeners_from_json(b[10]) if len(b) == 11 else ()
     if not (isinstance(host, str) and isinstance(incarnation, str) and (rack is None or isinstance(rack, str))):
         raise ImageDecodeError("bad broker registration")
     if not all(isinstance(f, bool) for f in flags):
@@ -218,8 +233,19 @@ def _broker_from_json(b: Any) -> BrokerRegistration:
     _ints([broker_id, port])
     fenced, maintenance, decommissioning = flags
     return BrokerRegistration(
-        broker_id, host, port, rack, incarnation, fenced, maintenance, decommissioning, node_id, epoch
+        broker_id, host, port, rack, incarnation, fenced, maintenance, decommissioning, node_id, epoch, listeners
     )
+
+
+def _listeners_from_json(v: Any) -> tuple[tuple[str, str, int], ...]:
+    if not isinstance(v, list):
+        raise ImageDecodeError("bad broker listeners")
+    out = []
+    for item in v:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], str)):
+            raise ImageDecodeError("bad broker listener")
+        out.append((item[0], item[1], _ints([item[2]])[0]))
+    return tuple(out)
 
 
 def _partition_from_json(p: Any) -> PartitionImage:

@@ -527,6 +527,7 @@ def _apply_register(image: MetadataImage, cmd: RegisterBroker, offset: int) -> M
         maintenance=old is not None and old.maintenance,
         decommissioning=old is not None and old.decommissioning,
         epoch=offset,
+        listeners=cmd.listeners,
     )
     return _revive(_with_broker(image, reg, offset), cmd.broker_id)
 

@@ -12,6 +12,7 @@ import enum
 import hashlib
 import ipaddress
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,23 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or out of bounds; the message names the setting."""
 
 
+class SecurityProtocol(enum.Enum):
+    """A listener's security protocol (Kafka's ``listener.security.protocol.map`` values)."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+# The protocols a listener may use today. SASL needs the SaslHandshake/SaslAuthenticate handlers (issue 18).
+SUPPORTED_PROTOCOLS = frozenset({SecurityProtocol.PLAINTEXT, SecurityProtocol.SSL})
+LISTENERS_MAX = 8
+_LISTENER_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# Fields of the ``ssl_*`` settings, in rafka_shards.security.tls.TlsSettings' names after the prefix.
+SSL_PREFIX = "ssl_"
+
+
 def _setting(default: Any, doc: str, lo: int | None = None, hi: int | None = None) -> Any:
     return field(default=default, metadata={"doc": doc, "min": lo, "max": hi})
 
@@ -78,6 +96,33 @@ class BrokerConfig:
     shards: str = _setting("auto", f"shard processes on this node: 1..{SHARDS_MAX}, or auto (one per usable CPU core)")
     listen: str = _setting("127.0.0.1:9092", "HOST:PORT of shard 0's Kafka listener; shard i listens on PORT+i")
     advertise: str = _setting("", "HOST:PORT given to clients for shard 0 (shard i: PORT+i); default: the listener")
+    # Named listeners, Kafka's syntax. Each shard serves each listener on the listener's port + its index.
+    listeners: str = _setting(
+        "",
+        "NAME://HOST:PORT,... named listeners of shard 0 (shard i: PORT+i); the inter-broker one replaces --listen "
+        "(default: one PLAINTEXT listener on --listen)",
+    )
+    advertised_listeners: str = _setting(
+        "", "NAME://HOST:PORT,... what clients of each listener are told (default: its address, or --advertise)"
+    )
+    listener_security_protocol_map: str = _setting(
+        "",
+        "NAME:PROTOCOL,... (PLAINTEXT or SSL; SASL is to come); default: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL "
+        "map to themselves",
+    )
+    inter_broker_listener_name: str = _setting(
+        "", "the listener replicas, the controller's probes and the admin API use (default: the first listener)"
+    )
+    ssl_cert_file: str = _setting("", "SSL listeners: PEM certificate chain the shards present")
+    ssl_key_file: str = _setting("", "SSL listeners: PEM private key (default: in ssl_cert_file)")
+    ssl_key_password: str = _setting("", "SSL listeners: password of an encrypted ssl_key_file")
+    ssl_ca_file: str = _setting("", "SSL listeners: PEM CA certificates client certificates must chain to")
+    ssl_client_auth: str = _setting("none", "SSL listeners: client certificates: none, requested or required")
+    ssl_ciphers: str = _setting("", "SSL listeners: OpenSSL cipher list for TLS 1.2 (default: Python's)")
+    ssl_min_version: str = _setting("TLSv1.2", "SSL listeners: TLSv1.2 or TLSv1.3")
+    ssl_principal_mapping_rules: str = _setting(
+        "DEFAULT", "SSL listeners: Kafka's ssl.principal.mapping.rules from a client certificate's subject"
+    )
     admin_listen: str = _setting("127.0.0.1:9644", "HOST:PORT of the node's HTTP admin and /metrics endpoint ('' off)")
     broker_id: int = _setting(0, "Kafka broker id of shard 0; shard i is broker_id+i", 0, 2**31 - 1 - SHARDS_MAX)
     rack: str = _setting("", "rack reported for this node's brokers in Metadata (default: the host name)")
@@ -293,9 +338,125 @@ class BrokerConfig:
             return Endpoint.parse(self.controller_listen, "controller_listen")
         return self.controller_addresses()[1].get(self.node_id)
 
+    def listener_specs(self) -> tuple[Listener, ...]:
+        """Every listener of shard 0, the inter-broker one first (its addresses are ``listen`` and ``advertise``)."""
+        if not self.listeners:
+            return (Listener("PLAINTEXT", SecurityProtocol.PLAINTEXT, self.listen_endpoint, self.advertise_endpoint),)
+        return _parse_listeners(self)
+
+    def ssl_settings(self) -> dict[str, str]:
+        """The ``ssl_*`` settings, for ``rafka_shards.security.tls.parse_tls_settings(..., prefix=SSL_PREFIX)``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith(SSL_PREFIX)}
+
     @property
     def admin_endpoint(self) -> Endpoint | None:
         return Endpoint.parse(self.admin_listen, "admin_listen") if self.admin_listen else None
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One named listener of a shard: where it binds, what its clients are told, and its security protocol."""
+
+    name: str
+    protocol: SecurityProtocol
+    bind: Endpoint
+    advertised: Endpoint
+
+    def for_shard(self, index: int, bound_port: int) -> Listener:
+        """Shard ``index``'s copy: bound on ``bound_port``, advertised on the advertised port + ``index``."""
+        adv = self.advertised
+        advertised = Endpoint(adv.host, adv.port + index if adv.port else bound_port)
+        return Listener(self.name, self.protocol, Endpoint(self.bind.host, bound_port), advertised)
+
+    def spec(self) -> str:
+        return f"{self.name}://{_host_port(self.bind)}"
+
+    def advertised_spec(self) -> str:
+        return f"{self.name}://{_host_port(self.advertised)}"
+
+
+def _host_port(ep: Endpoint) -> str:
+    return f"[{ep.host}]:{ep.port}" if ":" in ep.host else f"{ep.host}:{ep.port}"
+
+
+_DEFAULT_PROTOCOLS = {p.value: p for p in SecurityProtocol}
+
+
+def _named_endpoints(text: str, what: str) -> dict[str, Endpoint]:
+    """``NAME://HOST:PORT,...`` (an empty host binds every interface, as in Kafka)."""
+    out: dict[str, Endpoint] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, address = item.partition("://")
+        if not sep or not _LISTENER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{what}: expected NAME://HOST:PORT with NAME in capitals, digits and _ (INTERNAL://127.0.0.1:9092), "
+                f"got {item!r}"
+            )
+        if name in out:
+            raise ConfigError(f"{what}: listener {name} is named twice")
+        if address.startswith(":"):
+            address = "0.0.0.0" + address
+        out[name] = Endpoint.parse(address, f"{what} {name}")
+    if len(out) > LISTENERS_MAX:
+        raise ConfigError(f"{what}: {len(out)} listeners, at most {LISTENERS_MAX}")
+    return out
+
+
+def _protocol_map(text: str) -> dict[str, SecurityProtocol]:
+    if not text:
+        return dict(_DEFAULT_PROTOCOLS)
+    out: dict[str, SecurityProtocol] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, proto = item.partition(":")
+        if not sep or not _LISTENER_NAME.fullmatch(name) or proto not in _DEFAULT_PROTOCOLS:
+            raise ConfigError(
+                "listener_security_protocol_map: expected NAME:PROTOCOL with PROTOCOL one of "
+                f"{', '.join(_DEFAULT_PROTOCOLS)}, got {item!r}"
+            )
+        if name in out:
+            raise ConfigError(f"listener_security_protocol_map: listener {name} is mapped twice")
+        out[name] = _DEFAULT_PROTOCOLS[proto]
+    return out
+
+
+def _parse_listeners(config: BrokerConfig) -> tuple[Listener, ...]:
+    binds = _named_endpoints(config.listeners, "listeners")
+    if not binds:
+        raise ConfigError("listeners: no listener given")
+    advertised = _named_endpoints(config.advertised_listeners, "advertised_listeners")
+    unknown = sorted(set(advertised) - set(binds))
+    if unknown:
+        raise ConfigError(f"advertised_listeners: {', '.join(unknown)} not in listeners")
+    protocols = _protocol_map(config.listener_security_protocol_map)
+    ports = [ep.port for ep in binds.values() if ep.port]
+    if len(set(ports)) != len(ports):
+        raise ConfigError("listeners: two listeners on one port")
+    out = []
+    for name, bind in binds.items():
+        protocol = protocols.get(name)
+        if protocol is None:
+            raise ConfigError(
+                f"listener_security_protocol_map: no security protocol for listener {name} (add {name}:PLAINTEXT "
+                "or name the listener after its protocol)"
+            )
+        if protocol not in SUPPORTED_PROTOCOLS:
+            raise ConfigError(f"listeners: {name} uses {protocol.value}, not supported yet (PLAINTEXT or SSL)")
+        adv = advertised.get(name, bind)
+        if _is_wildcard(adv.host):
+            raise ConfigError(
+                f"listeners: {name} binds {bind}: give advertised_listeners an address clients can reach for it"
+            )
+        out.append(Listener(name, protocol, bind, adv))
+    inter = config.inter_broker_listener_name or out[0].name
+    first = next((li for li in out if li.name == inter), None)
+    if first is None:
+        raise ConfigError(f"inter_broker_listener_name: {inter} is not in listeners")
+    if first.protocol is not SecurityProtocol.PLAINTEXT:
+        raise ConfigError(
+            f"inter_broker_listener_name: {inter} uses {first.protocol.value}; the inter-broker listener must be "
+            "PLAINTEXT for now (replica fetchers and the controller's probes do not speak TLS yet)"
+        )
+    return (first, *(li for li in out if li is not first))
 
 
 def usable_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -327,6 +488,19 @@ def _check_shards(config: BrokerConfig) -> None:
             )
     if config.broker_id + count - 1 > 2**31 - 1:
         raise ConfigError(f"broker_id: {count} shards need broker ids up to {config.broker_id + count - 1}")
+    if config.listeners:
+        taken: dict[int, str] = {}
+        for li in _parse_listeners(config):
+            for what, ep in ((li.name, li.bind), (f"{li.name} (advertised)", li.advertised)):
+                if ep.port and ep.port + count - 1 > 65535:
+                    raise ConfigError(f"listeners: {what} needs ports {ep.port}..{ep.port + count - 1}, beyond 65535")
+            for port in range(li.bind.port, li.bind.port + count) if li.bind.port else ():
+                if port in taken:
+                    raise ConfigError(
+                        f"listeners: {li.name} and {taken[port]} both need port {port} ({count} shards each take "
+                        "the listener's port + their index)"
+                    )
+                taken[port] = li.name
 
 
 def _parse_nodes(text: str, what: str) -> dict[int, Endpoint]:
@@ -437,10 +611,20 @@ def load_config(
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _convert(fields[name], raw, f"--{name.replace('_', '-')}")
     config = BrokerConfig(**values)
+    if config.listeners:
+        # The inter-broker listener is the one --listen and --advertise describe everywhere else.
+        inter = _parse_listeners(config)[0]
+        config = dataclasses.replace(config, listen=_host_port(inter.bind), advertise=_host_port(inter.advertised))
+    elif config.advertised_listeners or config.listener_security_protocol_map or config.inter_broker_listener_name:
+        raise ConfigError(
+            "advertised_listeners, listener_security_protocol_map, inter_broker_listener_name: "
+            "these need listeners to be set"
+        )
     # Parse the endpoints now so a typo fails at start-up with the setting's name.
     config.listen_endpoint  # noqa: B018
     config.advertise_endpoint  # noqa: B018
     config.admin_endpoint  # noqa: B018
     _check_shards(config)
     _check_controller(config)
+    config.listener_specs()
     return config

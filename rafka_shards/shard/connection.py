@@ -36,6 +36,7 @@ from rafka_shards.protocol.framing import (
     parse_request_header,
     peek_api,
 )
+from rafka_shards.security.tls import ANONYMOUS, PrincipalError, PrincipalMapper, principal_from_certificate
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody
 from rafka_shards.shard.kafka.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from rafka_shards.shard.kafka.handlers.api_versions import unsupported_version_body
@@ -75,9 +76,9 @@ class ConnectionHost(Protocol):
     @property
     def connection_limits(self) -> ConnectionLimits: ...
 
-    def request_context(self, header: RequestHeader, client_host: str) -> RequestContext:
+    def request_context(self, header: RequestHeader, conn: KafkaConnection) -> RequestContext:
         """What a handler gets besides its request (the partition manager, the group coordinator, the config, the
-        API declarations, the client's address)."""
+        API declarations, the connection's client address, listener and principal)."""
         ...
 
     def connection_opened(self, conn: KafkaConnection) -> bool:
@@ -107,8 +108,13 @@ class _Pending:
 
 
 class KafkaConnection(asyncio.Protocol):
-    def __init__(self, shard: ConnectionHost) -> None:
+    def __init__(
+        self, shard: ConnectionHost, listener: str = "PLAINTEXT", principals: PrincipalMapper | None = None
+    ) -> None:
         self._shard = shard
+        self.listener = listener  # the name of the listener it came in on (Metadata answers with that listener's)
+        self._principals = principals  # an SSL listener's ssl.principal.mapping.rules
+        self.principal = ANONYMOUS
         self._limits = limits = shard.connection_limits
         self._decoder = FrameDecoder(limits.request_bytes_max)
         self._transport: asyncio.Transport | None = None
@@ -132,6 +138,15 @@ class KafkaConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None and self._principals is not None:  # called once the TLS handshake is done
+            try:
+                self.principal = principal_from_certificate(tls.getpeercert(binary_form=True), self._principals)
+            except PrincipalError as e:  # Kafka fails the authentication: the client certificate maps to no one
+                log.warning("refusing %s on listener %s: %s", self.peer, self.listener, e)
+                self._closing = True
+                transport.abort()
+                return
         if not self._shard.connection_opened(self):
             log.warning("refusing %s: connections_max %d reached", self.peer, self._limits.connections_max)
             self._closing = True
@@ -200,7 +215,7 @@ class KafkaConnection(asyncio.Protocol):
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s v%d correlation id %d", self.peer, handler.name, version, correlation_id)
-        ctx = self._shard.request_context(header, self.host)
+        ctx = self._shard.request_context(header, self)
         # ApiVersions responses always use header v0 so that any client can read them (KIP-511).
         flexible_header = api_key != API_VERSIONS_KEY and kio_codec.is_flexible(api_key, version)
         p = _Pending(handler.name, correlation_id, flexible_header)

@@ -169,6 +169,9 @@ class PartitionManager:
                 rack=self.config.rack or None,
                 incarnation=self.incarnation,
                 node_id=self.config.node_id,
+                listeners=tuple(
+                    (li.name, li.advertised.host, li.advertised.port) for li in self.config.listener_specs()
+                ),
             )
         )
         self.lease.renewed(sent_ms)

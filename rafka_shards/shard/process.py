@@ -19,7 +19,12 @@ from rafka_shards.config import BrokerConfig
 
 
 def run_shard(
-    config: BrokerConfig, index: int, listener: socket.socket, supervisor_link: socket.socket, parent_pid: int
+    config: BrokerConfig,
+    index: int,
+    listener: socket.socket,
+    supervisor_link: socket.socket,
+    parent_pid: int,
+    extra_listeners: tuple[socket.socket, ...] = (),
 ) -> None:
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -27,14 +32,20 @@ def run_shard(
         format=f"%(asctime)s %(levelname)s shard-{index} %(name)s: %(message)s",
     )
     event_loop.name_process(f"node {config.node_id} shard {index} (broker {config.broker_id}) {config.listen_endpoint}")
-    sys.exit(event_loop.run(_serve(config, listener, supervisor_link, parent_pid)))
+    sys.exit(event_loop.run(_serve(config, listener, supervisor_link, parent_pid, extra_listeners)))
 
 
-async def _serve(config: BrokerConfig, listener: socket.socket, supervisor_link: socket.socket, parent_pid: int) -> int:
+async def _serve(
+    config: BrokerConfig,
+    listener: socket.socket,
+    supervisor_link: socket.socket,
+    parent_pid: int,
+    extra_listeners: tuple[socket.socket, ...],
+) -> int:
     from rafka_shards.shard.shard import Shard, StartupError
 
     log = logging.getLogger("rafka_shards.shard")
-    shard = Shard(config, listener, supervisor_link, parent_pid)
+    shard = Shard(config, listener, supervisor_link, parent_pid, extra_listeners=extra_listeners)
     loop = asyncio.get_running_loop()
     event_loop.stop_on_sigterm(loop, shard.request_stop)
     # Ctrl-C in a terminal sends SIGINT to the whole process group: the supervisor handles it and stops the shards

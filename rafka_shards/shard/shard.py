@@ -22,11 +22,19 @@ from pathlib import Path
 
 from controller.image import MetadataImage
 from rafka_shards import event_loop
-from rafka_shards.config import BrokerConfig, Durability
+from rafka_shards.config import SSL_PREFIX, BrokerConfig, ConfigError, Durability, Listener, SecurityProtocol
 from rafka_shards.ipc.channel import HEARTBEAT_OK, CleanerTotals, PartitionStats, Stats
 from rafka_shards.ipc.process_link import Link, LinkMessage, ShardChannel
 from rafka_shards.model import TopicPartition
 from rafka_shards.protocol.framing import RequestHeader
+from rafka_shards.security.tls import (
+    TLS_HANDSHAKE_TIMEOUT_S,
+    Reloaded,
+    ReloadFailed,
+    ReloadingContext,
+    parse_principal_rules,
+    parse_tls_settings,
+)
 from rafka_shards.shard.cleaner import LogCleaner
 from rafka_shards.shard.connection import ConnectionLimits, KafkaConnection
 from rafka_shards.shard.controller_link import ControllerLink, ControllerLost
@@ -63,8 +71,12 @@ class Shard:
         supervisor_link: socket.socket,
         parent_pid: int,
         apis: Mapping[int, ApiHandler] = HANDLERS,
+        extra_listeners: Sequence[socket.socket] = (),
     ) -> None:
         self.config = config
+        self._extra_listeners = extra_listeners  # the sockets of config.listener_specs()[1:], in that order
+        self._extra_servers: list[asyncio.Server] = []
+        self._tls: list[tuple[str, ReloadingContext]] = []
         self.apis = apis
         self.probe = Probe()
         self.connections: set[KafkaConnection] = set()
@@ -128,9 +140,14 @@ class Shard:
         self._spawn(self._heartbeat_loop(), "heartbeat")
         self._spawn(manager.replication.isr_loop(), "isr")
         self._spawn(groups.run(), "groups")
+        inter, *extras = config.listener_specs()
         self._server = await loop.create_server(
-            lambda: KafkaConnection(self), sock=self._listener, backlog=LISTEN_BACKLOG
+            lambda: KafkaConnection(self, inter.name), sock=self._listener, backlog=LISTEN_BACKLOG
         )
+        for spec, sock in zip(extras, self._extra_listeners, strict=True):
+            self._extra_servers.append(await self._serve_listener(spec, sock))
+        if self._tls:
+            self._spawn(self._tls_reload_loop(), "tls-reload")
         event_loop.settle_heap()
         event_loop.quick_thread_handoff()
         self.ready = True
@@ -143,6 +160,39 @@ class Shard:
             config.data_dir,
             config.durability.value,
         )
+
+    async def _serve_listener(self, spec: Listener, sock: socket.socket) -> asyncio.Server:
+        """Serve one more named listener on ``sock``: plain, or TLS with the ``ssl_*`` settings."""
+        loop = asyncio.get_running_loop()
+        if spec.protocol is SecurityProtocol.PLAINTEXT:
+            return await loop.create_server(lambda: KafkaConnection(self, spec.name), sock=sock, backlog=LISTEN_BACKLOG)
+        assert spec.protocol is SecurityProtocol.SSL, spec  # config refuses the others
+        try:
+            settings = parse_tls_settings(self.config.ssl_settings(), prefix=SSL_PREFIX)
+        except ConfigError as e:
+            raise StartupError(f"listener {spec.name}: {e}") from None
+        tls = ReloadingContext(settings, monotonic_ms())
+        rules = parse_principal_rules(settings.principal_mapping_rules)
+        self._tls.append((spec.name, tls))
+        return await loop.create_server(
+            lambda: KafkaConnection(self, spec.name, rules),
+            sock=sock,
+            backlog=LISTEN_BACKLOG,
+            ssl=tls.context,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
+        )
+
+    async def _tls_reload_loop(self) -> None:
+        """New handshakes of SSL listeners use the certificate files as they are now (rotated without a restart)."""
+        while True:
+            await asyncio.sleep(min(tls.next_check_ms for _, tls in self._tls) / 1000 - monotonic_ms() / 1000)
+            now = monotonic_ms()
+            for name, tls in self._tls:
+                outcome = tls.maybe_reload(now)
+                if isinstance(outcome, Reloaded):
+                    log.info("listener %s: reloaded %s (reload %d)", name, ", ".join(outcome.changed), outcome.reloads)
+                elif isinstance(outcome, ReloadFailed):
+                    log.error("listener %s: keeping the certificate in use: %s", name, outcome.error)
 
     @property
     def bound_port(self) -> int:
@@ -280,9 +330,11 @@ class Shard:
         loop (``GradualDeleter``: a burst of freed blocks stalls every fsync behind it)."""
         await asyncio.get_running_loop().run_in_executor(self._delete_executor, self.deleter.delete, paths)
 
-    def request_context(self, header: RequestHeader, client_host: str) -> RequestContext:
+    def request_context(self, header: RequestHeader, conn: KafkaConnection) -> RequestContext:
         assert self._groups is not None, "shard not started"
-        return RequestContext(header, self.manager, self.config, self.apis, self._groups, client_host)
+        return RequestContext(
+            header, self.manager, self.config, self.apis, self._groups, conn.host, conn.listener, conn.principal
+        )
 
     def connection_opened(self, conn: KafkaConnection) -> bool:
         if len(self.connections) >= self.config.connections_max or not self.ready:
@@ -298,6 +350,8 @@ class Shard:
         deadline = time.monotonic() + self.config.shutdown_timeout_ms / 1000
         if self._server is not None:
             self._server.close()
+        for server in self._extra_servers:
+            server.close()
         for conn in list(self.connections):
             conn.stop_reading()
         if self._groups is not None:
@@ -334,4 +388,6 @@ class Shard:
         self._supervisor_link.close()
         if self._server is not None:
             await self._server.wait_closed()
+        for server in self._extra_servers:
+            await server.wait_closed()
         log.info("broker %d stopped", self.config.broker_id)

@@ -52,8 +52,9 @@ class ShardSlot(Child):
 
     index: int
     config: BrokerConfig
-    listener: socket.socket
-    resetter: DownPortResetter  # resets this port's connections while no ready process is behind it
+    listener: socket.socket  # the inter-broker listener's (the first of config.listener_specs())
+    resetter: DownPortResetter  # resets its ports' connections while no ready process is behind them
+    extra_listeners: tuple[socket.socket, ...] = ()  # the other listeners', in config.listener_specs() order
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)  # the current process is ready
 
     @property

@@ -58,29 +58,34 @@ def listen(host: str, port: int, purpose: str) -> socket.socket:
 
 
 class DownPortResetter:
-    """Resets every connection to one shard's port while no ready process serves it (an asyncio reader)."""
+    """Resets every connection to one shard's ports (one per listener) while no ready process serves them (asyncio
+    readers)."""
 
-    def __init__(self, index: int, listener: socket.socket) -> None:
+    def __init__(self, index: int, *listeners: socket.socket) -> None:
         self.index = index
-        self.listener = listener
+        self.listeners = listeners
         self.active = False
 
     def start(self) -> None:
         if self.active:
             return
-        self.listener.setblocking(False)  # shared with the shards, whose asyncio servers make it non-blocking too
-        asyncio.get_running_loop().add_reader(self.listener.fileno(), self._reset_pending)
+        loop = asyncio.get_running_loop()
+        for listener in self.listeners:
+            listener.setblocking(False)  # shared with the shards, whose asyncio servers make it non-blocking too
+            loop.add_reader(listener.fileno(), self._reset_pending, listener)
         self.active = True
 
     def stop(self) -> None:
         if self.active:
-            asyncio.get_running_loop().remove_reader(self.listener.fileno())
+            loop = asyncio.get_running_loop()
+            for listener in self.listeners:
+                loop.remove_reader(listener.fileno())
             self.active = False
 
-    def _reset_pending(self) -> None:
+    def _reset_pending(self, listener: socket.socket) -> None:
         for _ in range(RESET_PER_WAKEUP_MAX):
             try:
-                conn, _ = self.listener.accept()
+                conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return  # drained (or a starting shard took it)
             except OSError as e:

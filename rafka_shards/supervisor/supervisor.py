@@ -229,10 +229,16 @@ class Supervisor:
         ep = config.listen_endpoint
         advertise = config.advertise_endpoint if config.advertise else None
         rack = config.rack or socket.gethostname()
+        inter, *extras = config.listener_specs()
         for i in range(self.shard_count):
             port = ep.port + i if ep.port else 0
             sock = listen(ep.host, port, "")
             bound = sock.getsockname()[1]
+            extra_socks, extra_specs = [], [inter.for_shard(i, bound)]
+            for li in extras:
+                extra = listen(li.bind.host, li.bind.port + i if li.bind.port else 0, f" for listener {li.name}")
+                extra_socks.append(extra)
+                extra_specs.append(li.for_shard(i, extra.getsockname()[1]))
             shard_config = dataclasses.replace(
                 config,
                 broker_id=config.broker_id + i,
@@ -241,6 +247,13 @@ class Supervisor:
                 rack=rack,
                 shards="1",
             )
+            if config.listeners:  # the shard's own ports, in the same syntax
+                shard_config = dataclasses.replace(
+                    shard_config,
+                    listeners=",".join(li.spec() for li in extra_specs),
+                    advertised_listeners=",".join(li.advertised_spec() for li in extra_specs),
+                    inter_broker_listener_name=inter.name,
+                )
             self.slots.append(
                 ShardSlot(
                     name=f"shard {i}",
@@ -248,7 +261,8 @@ class Supervisor:
                     index=i,
                     config=shard_config,
                     listener=sock,
-                    resetter=DownPortResetter(i, sock),
+                    resetter=DownPortResetter(i, sock, *extra_socks),
+                    extra_listeners=tuple(extra_socks),
                 )
             )
         admin = config.admin_endpoint
@@ -278,7 +292,7 @@ class Supervisor:
         parent_end, child_end = socket_pair()
         process = self._context.Process(
             target=self._targets.shard,
-            args=(slot.config, slot.index, slot.listener, child_end, os.getpid()),
+            args=(slot.config, slot.index, slot.listener, child_end, os.getpid(), slot.extra_listeners),
             name=f"rafka-shard-{slot.index}",
         )
         process.start()
@@ -456,6 +470,8 @@ class Supervisor:
         for slot in self.slots:
             slot.resetter.stop()
             slot.listener.close()
+            for extra in slot.extra_listeners:
+                extra.close()
         if self.admin_listener is not None:
             self.admin_listener.close()
         if self._lock_fd is not None:

@@ -73,3 +73,53 @@ def test_usable_cpus_respects_a_cgroup_quota(tmp_path: Path) -> None:
     assert usable_cpus(cpu_max) == min(2, usable_cpus(tmp_path / "absent"))
     cpu_max.write_text("max 100000\n")
     assert usable_cpus(cpu_max) == usable_cpus(tmp_path / "absent")
+
+
+def test_named_listeners_follow_kafkas_syntax_and_the_inter_broker_one_is_listen() -> None:
+    config = load_config(
+        {
+            "listeners": "CLIENT://127.0.0.1:9192,INTERNAL://127.0.0.1:9092,SECURE://:9292",
+            "advertised_listeners": "CLIENT://kafka.example:19192,SECURE://kafka.example:9292",
+            "listener_security_protocol_map": "INTERNAL:PLAINTEXT,CLIENT:PLAINTEXT,SECURE:SSL",
+            "inter_broker_listener_name": "INTERNAL",
+            "shards": "2",
+        },
+        environ={},
+    )
+    specs = config.listener_specs()
+    assert [(li.name, li.protocol.value) for li in specs] == [
+        ("INTERNAL", "PLAINTEXT"),
+        ("CLIENT", "PLAINTEXT"),
+        ("SECURE", "SSL"),
+    ]
+    assert config.listen == "127.0.0.1:9092" and config.advertise == "127.0.0.1:9092"
+    assert str(specs[2].bind) == "0.0.0.0:9292" and str(specs[1].advertised) == "kafka.example:19192"
+    shard1 = specs[1].for_shard(1, 9193)
+    assert str(shard1.bind) == "127.0.0.1:9193" and str(shard1.advertised) == "kafka.example:19193"
+    # Without listeners: one PLAINTEXT listener on --listen.
+    (only,) = load_config({"listen": "127.0.0.1:7000"}, environ={}).listener_specs()
+    assert (only.name, only.protocol.value, str(only.bind)) == ("PLAINTEXT", "PLAINTEXT", "127.0.0.1:7000")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"listeners": "internal://127.0.0.1:1"}, "NAME://HOST:PORT with NAME in capitals"),
+        ({"listeners": "A://127.0.0.1:1,A://127.0.0.1:2"}, "A is named twice"),
+        ({"listeners": "INTERNAL://127.0.0.1:9092"}, "no security protocol for listener INTERNAL"),
+        ({"listeners": "PLAINTEXT://0.0.0.0:9092"}, "give advertised_listeners an address"),
+        ({"listeners": "SASL_SSL://127.0.0.1:9092"}, "SASL_SSL, not supported yet"),
+        ({"listeners": "SSL://127.0.0.1:9092"}, "inter-broker listener must be PLAINTEXT"),
+        ({"listeners": "PLAINTEXT://127.0.0.1:9092", "inter_broker_listener_name": "X"}, "X is not in listeners"),
+        ({"listeners": "PLAINTEXT://127.0.0.1:9092", "advertised_listeners": "SSL://h:1"}, "SSL not in listeners"),
+        (
+            {"listeners": "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093", "shards": "2"},
+            "SSL and PLAINTEXT both need port 9093",
+        ),
+        ({"listeners": "PLAINTEXT://127.0.0.1:9092", "listener_security_protocol_map": "PLAINTEXT:TLS"}, "PROTOCOL"),
+        ({"advertised_listeners": "PLAINTEXT://h:1"}, "need listeners to be set"),
+    ],
+)
+def test_bad_listener_settings_are_refused_naming_the_setting(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(flags, environ={})

@@ -25,6 +25,8 @@ class RequestContext:
     apis: Mapping[int, ApiHandler] = field(repr=False)
     groups: GroupCoordinator = field(repr=False)
     client_host: str = ""  # the client's address, as group descriptions show it
+    listener: str = "PLAINTEXT"  # the listener the request came in on: brokers are described by their address on it
+    principal: str = "User:ANONYMOUS"  # who sent it (an SSL listener's client certificate, mapped)
 
     @property
     def version(self) -> int:

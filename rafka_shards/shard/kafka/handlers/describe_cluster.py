@@ -32,9 +32,10 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             },
         )
     brokers = [
-        {"broker_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack}
+        {"broker_id": b.broker_id, "host": ep[0], "port": ep[1], "rack": b.rack}
         for b in sorted(image.brokers.values(), key=lambda b: b.broker_id)
-        if not b.fenced  # as in Metadata: fenced brokers are not listed
+        # As in Metadata: fenced brokers are not listed, the others by their address on the request's listener.
+        if not b.fenced and (ep := b.endpoint(ctx.listener)) is not None
     ]
     return kio_codec.encode_response(
         60,

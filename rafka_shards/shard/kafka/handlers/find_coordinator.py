@@ -36,7 +36,12 @@ async def _coordinator(ctx: RequestContext, key_type: int, key: str) -> dict[str
         broker = image.brokers.get(leader)
         if broker is None or broker.fenced:
             raise KafkaError(ErrorCode.COORDINATOR_NOT_AVAILABLE, f"{OFFSETS_TOPIC}-{n} has no leader")
-        found.update(node_id=broker.broker_id, host=broker.host, port=broker.port, error_code=0)
+        ep = broker.endpoint(ctx.listener)
+        if ep is None:
+            raise KafkaError(
+                ErrorCode.COORDINATOR_NOT_AVAILABLE, f"broker {broker.broker_id} has no listener {ctx.listener}"
+            )
+        found.update(node_id=broker.broker_id, host=ep[0], port=ep[1], error_code=0)
     except KafkaError as e:
         code = e.code
         if code not in (ErrorCode.INVALID_REQUEST, ErrorCode.COORDINATOR_NOT_AVAILABLE):

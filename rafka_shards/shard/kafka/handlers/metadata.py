@@ -78,7 +78,12 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             topics.append(topic_metadata(topic))
     image = manager.image
     # Like KRaft, only unfenced brokers are listed: a fenced one leads nothing and clients should not connect to it.
-    brokers = [MetadataBroker(b.broker_id, b.host, b.port, b.rack) for b in image.brokers.values() if not b.fenced]
+    # Each by its address on the listener the request came in on; brokers without that listener are left out.
+    brokers = [
+        MetadataBroker(b.broker_id, ep[0], ep[1], b.rack)
+        for b in image.brokers.values()
+        if not b.fenced and (ep := b.endpoint(ctx.listener)) is not None
+    ]
     # A quorum of one: this node is the controller (with Raft, the image will name the elected one).
     return encode_metadata_response(version, brokers, image.cluster_id, ctx.manager.broker_id, topics)
 
