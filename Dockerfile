@@ -3,21 +3,26 @@
 #   docker run --cpus 2 -e RAFKA_SHARDS=2 -p 9092-9093:9092-9093 -p 9644:9644 \
 #       -e RAFKA_ADVERTISE=localhost:9092 -v rafka-data:/var/lib/rafka rafka_shards
 # Shard i listens on 9092+i and is advertised as RAFKA_ADVERTISE's port + i: publish one port per shard.
-# BASE: any Debian-based image with Python 3.11 and pip (--build-arg BASE=..., for a locally built base).
+# BASE: any Debian-based image with Python 3.11, pip and a `python` command (--build-arg BASE=...): for example the
+# one ops/container/build-base.sh makes from Debian's packages when no image registry is reachable (podman: see
+# docs/operations.md, Container).
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
-# Compilers are only needed if a dependency has no wheel for the platform; they are removed in the same layer.
+# Every dependency has a wheel for CPython 3.11 on Linux x86_64 and aarch64, so no compiler is needed; only if pip
+# fails (a dependency it has to build from source) is one installed, and removed in the same layer.
 WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
 COPY rafka_shards ./rafka_shards
 COPY controller ./controller
 # hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && pip install --no-cache-dir . \
-    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
-    && rm -rf /var/lib/apt/lists/* /src
+RUN pip install --no-cache-dir . \
+    || { apt-get update \
+        && apt-get install -y --no-install-recommends gcc libc6-dev \
+        && pip install --no-cache-dir . \
+        && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
+        && rm -rf /var/lib/apt/lists/*; } \
+    && rm -rf /src
 
 RUN groupadd --system --gid 10001 rafka \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/rafka rafka \
