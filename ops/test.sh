@@ -35,6 +35,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# The container test (tests/ops/test_container.py) builds the Dockerfile with podman, as root, on a base image that
+# ops/container/build-base.sh makes with mmdebstrap; it skips when they are missing. Without recommends, podman's
+# network backend has to be named (netavark, with iptables for its NAT rules); runc is the runtime the test uses.
+missing=()
+command -v podman >/dev/null 2>&1 || missing+=(podman netavark iptables)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing ${missing[*]} (Debian packages) for the container test"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
 echo "==> installing the package with its [test] extras"
 python -m pip install -q -e '.[test]'
 
