@@ -128,9 +128,9 @@ class LeaderDuties:
             return reply, []
         return reply, [Proposal(Duty.LEASE, unfence, self.activation, f"broker {broker_id} caught up")]
 
-    def probe_targets(self, image: MetadataImage) -> list[ProbeTarget]:
-        """Every broker to keep one liveness probe running for (none while not active)."""
-        return [] if self.probes is None else self.probes.targets(image)
+    def probe_targets(self, image: MetadataImage, local_node: int | None = None) -> list[ProbeTarget]:
+        """Every broker to keep one liveness probe running for (none while not active; none of ``local_node``)."""
+        return [] if self.probes is None else self.probes.targets(image, local_node)
 
     def probe_seen(
         self, image: MetadataImage, target: ProbeTarget, outcome: ProbeOutcome, now_ms: int

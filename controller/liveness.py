@@ -62,12 +62,15 @@ class BrokerProbes:
         self._seen: dict[ProbeTarget, _Seen] = {}
         self._in_flight: set[int] = set()  # brokers with a FenceBroker of ours not yet answered
 
-    def targets(self, image: MetadataImage) -> list[ProbeTarget]:
-        """Every registered, unfenced broker: the shell keeps exactly one probe running for each."""
+    def targets(self, image: MetadataImage, local_node: int | None = None) -> list[ProbeTarget]:
+        """Every registered, unfenced broker of another node than ``local_node``: the shell keeps exactly one probe
+        running for each. The active controller's own node's shards are left out: its supervisor reports their
+        deaths at once, and their advertised address need not be reachable from inside the node (a container
+        that publishes its port under another number)."""
         wanted = [
             ProbeTarget(b, reg.incarnation, reg.host, reg.port)
             for b, reg in sorted(image.brokers.items())
-            if not reg.fenced
+            if not reg.fenced and (local_node is None or reg.node_id != local_node)
         ]
         keep = set(wanted)
         self._seen = {t: s for t, s in self._seen.items() if t in keep}  # bounded by the registered brokers

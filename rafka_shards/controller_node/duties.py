@@ -120,7 +120,7 @@ class DutiesRunner:
         interval_ms = self._config.broker_probe_interval_ms
         if not self.core.active or interval_ms <= 0:
             return
-        wanted = set(self.core.probe_targets(image))
+        wanted = set(self.core.probe_targets(image, self._config.node_id))
         for target in [t for t in self._probe_tasks if t not in wanted]:
             self._probe_tasks.pop(target).cancel()
         loop = asyncio.get_running_loop()

@@ -67,6 +67,16 @@ def test_a_refused_probe_fences_at_once() -> None:
     assert (proposal.duty, proposal.command) == (Duty.PROBE, FenceBroker(2, "inc-2"))
 
 
+def test_the_active_controllers_own_node_is_not_probed() -> None:
+    """Its supervisor reports its shards' deaths, and their advertised address may be one only clients outside the
+    node can reach (a container publishing its port under another number)."""
+    image = _image(*(RegisterBroker(b, "127.0.0.1", 9092 + b, None, f"inc-{b}", node_id=1 + b // 2) for b in range(4)))
+    duties = LeaderDuties(session_timeout_ms=60_000)
+    duties.tick(image, 0, active_term=1)
+    assert [t.broker_id for t in duties.probe_targets(image, local_node=1)] == [2, 3]
+    assert [t.broker_id for t in duties.probe_targets(image)] == [0, 1, 2, 3]
+
+
 def test_draining_proposes_each_move_once_at_the_interval() -> None:
     image = _image(
         *(RegisterBroker(b, "127.0.0.1", 9092 + b, None, f"inc-{b}", node_id=b) for b in range(3)),
