@@ -379,6 +379,7 @@ class ScramServer:
 
     __slots__ = (
         "_auth_prefix",
+        "_client_nonce",
         "_credential",
         "_gs2_header",
         "_known",
@@ -412,6 +413,7 @@ class ScramServer:
         self._username = ""
         self._gs2_header = ""
         self._nonce = ""
+        self._client_nonce = ""
         self._auth_prefix = ""  # client-first-message-bare "," server-first-message
 
     @property
@@ -478,6 +480,7 @@ class ScramServer:
         self._username = username
         self._gs2_header = gs2_header
         self._nonce = nonce
+        self._client_nonce = client_nonce
         self._auth_prefix = bare + "," + server_first
         return server_first.encode("ascii")
 
@@ -497,7 +500,14 @@ class ScramServer:
         channel_binding = _b64decode(attributes[0][2:], "channel binding", "invalid-encoding")
         if not hmac.compare_digest(channel_binding, self._gs2_header.encode()):
             raise SaslProtocolError("channel binding does not match the GS2 header", "channel-bindings-dont-match")
-        if not hmac.compare_digest(attributes[1][2:].encode(), self._nonce.encode()):
+        # librdkafka before 2.6.1 sends its own nonce twice (client nonce + the server's whole nonce); Kafka 3.x
+        # accepted it ("endsWith"). That exact form still proves the server's fresh nonce was seen: accept it too, as
+        # kcat and confluent-kafka builds on older librdkafka are common (librdkafka#4895).
+        echoed = attributes[1][2:].encode()
+        if not (
+            hmac.compare_digest(echoed, self._nonce.encode())
+            or hmac.compare_digest(echoed, (self._client_nonce + self._nonce).encode())
+        ):
             raise SaslProtocolError("nonce does not match the server-first-message", "other-error")
         proof = _b64decode(attributes[-1][2:], "client proof", "invalid-encoding")
         if len(proof) != self.mechanism.digest_size:

@@ -628,3 +628,20 @@ def test_kafka_python_plain_client_authenticates(users: Users) -> None:
     srv = plain(users)
     cli.receive(srv.step(cli.auth_bytes()))
     assert cli.is_authenticated() and srv.principal == "alice"
+
+
+def test_librdkafka_before_2_6_1_doubled_client_nonce_is_accepted(users: Users) -> None:
+    """librdkafka < 2.6.1 (librdkafka#4895) echoes ``r=<client nonce><client nonce><server nonce>``; Kafka 3.x
+    accepted it, and kcat builds still send it. Exactly that form is accepted, with a proof over what was sent."""
+    srv = server(users)
+    bare = b"n=alice,r=clientnonce"
+    server_first = srv.step(b"n,," + bare)
+    attrs = dict(a.split("=", 1) for a in server_first.decode().split(","))
+    salted = sasl.salt_password(SHA256, PASSWORD, base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    without_proof = b"c=biws,r=clientnonce" + attrs["r"].encode()
+    auth = bare + b"," + server_first + b"," + without_proof
+    signature = hmac.new(hashlib.sha256(client_key).digest(), auth, hashlib.sha256).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    srv.step(without_proof + b",p=" + base64.b64encode(proof))
+    assert srv.done and srv.principal == "alice"
