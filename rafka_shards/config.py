@@ -58,9 +58,19 @@ class SecurityProtocol(enum.Enum):
     SASL_PLAINTEXT = "SASL_PLAINTEXT"
     SASL_SSL = "SASL_SSL"
 
+    @property
+    def tls(self) -> bool:
+        return self in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
 
-# The protocols a listener may use today. SASL needs the SaslHandshake/SaslAuthenticate handlers (issue 18).
-SUPPORTED_PROTOCOLS = frozenset({SecurityProtocol.PLAINTEXT, SecurityProtocol.SSL})
+    @property
+    def sasl(self) -> bool:
+        return self in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
+
+
+# The protocols a listener may use (all of Kafka's but for the inter-broker listener, which stays PLAINTEXT).
+SUPPORTED_PROTOCOLS = frozenset(SecurityProtocol)
+# What --sasl-enabled-mechanisms may list (Kafka's default, GSSAPI, and OAUTHBEARER are not implemented).
+SASL_MECHANISMS_SUPPORTED = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
 LISTENERS_MAX = 8
 _LISTENER_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 # Fields of the ``ssl_*`` settings, in rafka_shards.security.tls.TlsSettings' names after the prefix.
@@ -107,8 +117,8 @@ class BrokerConfig:
     )
     listener_security_protocol_map: str = _setting(
         "",
-        "NAME:PROTOCOL,... (PLAINTEXT or SSL; SASL is to come); default: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL "
-        "map to themselves",
+        "NAME:PROTOCOL,... (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL); default: listeners named after one of these "
+        "protocols use it",
     )
     inter_broker_listener_name: str = _setting(
         "", "the listener replicas, the controller's probes and the admin API use (default: the first listener)"
@@ -122,6 +132,24 @@ class BrokerConfig:
     ssl_min_version: str = _setting("TLSv1.2", "SSL listeners: TLSv1.2 or TLSv1.3")
     ssl_principal_mapping_rules: str = _setting(
         "DEFAULT", "SSL listeners: Kafka's ssl.principal.mapping.rules from a client certificate's subject"
+    )
+    sasl_enabled_mechanisms: str = _setting(
+        "SCRAM-SHA-256,SCRAM-SHA-512",
+        "SASL listeners: the mechanisms SaslHandshake offers, of SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN (PLAIN sends "
+        "the password: use it on SASL_SSL)",
+    )
+    connections_max_reauth_ms: int = _setting(
+        0,
+        "SASL listeners: a session lasts this long, then the client must re-authenticate (KIP-368) or its "
+        "connection is closed; 0: sessions never expire",
+        0,
+        2**31 - 1,
+    )
+    connection_failed_authentication_delay_ms: int = _setting(
+        100,
+        "SASL listeners: a failed authentication is answered, and the connection closed, after this delay",
+        0,
+        60_000,
     )
     admin_listen: str = _setting("127.0.0.1:9644", "HOST:PORT of the node's HTTP admin and /metrics endpoint ('' off)")
     broker_id: int = _setting(0, "Kafka broker id of shard 0; shard i is broker_id+i", 0, 2**31 - 1 - SHARDS_MAX)
@@ -344,6 +372,19 @@ class BrokerConfig:
             return (Listener("PLAINTEXT", SecurityProtocol.PLAINTEXT, self.listen_endpoint, self.advertise_endpoint),)
         return _parse_listeners(self)
 
+    def sasl_mechanisms(self) -> tuple[str, ...]:
+        """``sasl_enabled_mechanisms`` as a tuple, in the order given."""
+        names = tuple(dict.fromkeys(filter(None, (n.strip().upper() for n in self.sasl_enabled_mechanisms.split(",")))))
+        unknown = [n for n in names if n not in SASL_MECHANISMS_SUPPORTED]
+        if unknown:
+            raise ConfigError(
+                f"sasl_enabled_mechanisms: {', '.join(unknown)} not supported (supported: "
+                f"{', '.join(SASL_MECHANISMS_SUPPORTED)})"
+            )
+        if not names:
+            raise ConfigError("sasl_enabled_mechanisms: no mechanism given")
+        return names
+
     def ssl_settings(self) -> dict[str, str]:
         """The ``ssl_*`` settings, for ``rafka_shards.security.tls.parse_tls_settings(..., prefix=SSL_PREFIX)``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith(SSL_PREFIX)}
@@ -440,7 +481,7 @@ def _parse_listeners(config: BrokerConfig) -> tuple[Listener, ...]:
                 "or name the listener after its protocol)"
             )
         if protocol not in SUPPORTED_PROTOCOLS:
-            raise ConfigError(f"listeners: {name} uses {protocol.value}, not supported yet (PLAINTEXT or SSL)")
+            raise ConfigError(f"listeners: {name} uses {protocol.value}, not supported yet")
         adv = advertised.get(name, bind)
         if _is_wildcard(adv.host):
             raise ConfigError(
@@ -626,5 +667,6 @@ def load_config(
     config.admin_endpoint  # noqa: B018
     _check_shards(config)
     _check_controller(config)
-    config.listener_specs()
+    if any(spec.protocol.sasl for spec in config.listener_specs()):
+        config.sasl_mechanisms()
     return config

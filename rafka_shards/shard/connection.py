@@ -36,8 +36,11 @@ from rafka_shards.protocol.framing import (
     parse_request_header,
     peek_api,
 )
+from rafka_shards.security.sasl import PLAIN, SaslError
+from rafka_shards.security.sasl_session import SASL_HANDSHAKE_KEY, Admit, SaslSession, StepReply
 from rafka_shards.security.tls import ANONYMOUS, PrincipalError, PrincipalMapper, principal_from_certificate
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody
+from rafka_shards.shard.kafka.handlers import sasl_authenticate, sasl_handshake
 from rafka_shards.shard.kafka.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from rafka_shards.shard.kafka.handlers.api_versions import unsupported_version_body
 from rafka_shards.shard.limits import MALFORMED_FRAME_LOG_BYTES_MAX
@@ -60,6 +63,8 @@ class RequestProbe(Protocol):
     def request(self, api: str, latency_s: float) -> None: ...
 
     def request_error(self, api: str, error: str) -> None: ...
+
+    def sasl_authentication(self, mechanism: str, success: bool) -> None: ...
 
 
 class ConnectionHost(Protocol):
@@ -93,7 +98,7 @@ class ConnectionHost(Protocol):
 
 
 class _Pending:
-    __slots__ = ("api", "body", "correlation_id", "flexible_header", "ready", "started", "task")
+    __slots__ = ("api", "body", "close_reason", "correlation_id", "flexible_header", "raw", "ready", "started", "task")
 
     def __init__(self, api: str, correlation_id: int, flexible_header: bool) -> None:
         self.api = api
@@ -105,13 +110,20 @@ class _Pending:
         # of the event loop before the task's done-callbacks would run.
         self.ready = False
         self.body: ResponseBody | None = None
+        self.raw = False  # a raw SASL token (after SaslHandshake v0): written with its length only, no header
+        self.close_reason: str | None = None  # close the connection once this response is written
 
 
 class KafkaConnection(asyncio.Protocol):
     def __init__(
-        self, shard: ConnectionHost, listener: str = "PLAINTEXT", principals: PrincipalMapper | None = None
+        self,
+        shard: ConnectionHost,
+        listener: str = "PLAINTEXT",
+        principals: PrincipalMapper | None = None,
+        sasl: SaslSession | None = None,
     ) -> None:
         self._shard = shard
+        self._sasl = sasl  # a SASL listener's: requests pass its state machine first
         self.listener = listener  # the name of the listener it came in on (Metadata answers with that listener's)
         self._principals = principals  # an SSL listener's ssl.principal.mapping.rules
         self.principal = ANONYMOUS
@@ -185,11 +197,22 @@ class KafkaConnection(asyncio.Protocol):
     # ---- requests --------------------------------------------------------------------------------------------
 
     def _dispatch(self, frame: bytes) -> None:
+        sasl = self._sasl
+        if sasl is not None and sasl.raw:
+            self._raw_token(sasl, frame)
+            return
         try:
             api_key, version, correlation_id = peek_api(frame)
         except HeaderError as e:
             self._abort(str(e))
             return
+        if sasl is not None:
+            admission = sasl.admit(api_key, _monotonic_ms())
+            if admission.action is Admit.CLOSE:
+                self._close_after_writes(admission.reason)
+                return
+            if admission.action is not Admit.SASL:
+                sasl = None
         handler = self._shard.apis.get(api_key)
         if handler is None:
             self._abort(f"unknown API key {api_key}")
@@ -215,11 +238,69 @@ class KafkaConnection(asyncio.Protocol):
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s v%d correlation id %d", self.peer, handler.name, version, correlation_id)
-        ctx = self._shard.request_context(header, self)
         # ApiVersions responses always use header v0 so that any client can read them (KIP-511).
         flexible_header = api_key != API_VERSIONS_KEY and kio_codec.is_flexible(api_key, version)
         p = _Pending(handler.name, correlation_id, flexible_header)
-        self._enqueue(p, asyncio.ensure_future(self._answer(p, handler.handle(ctx, request))))
+        handling: Awaitable[ResponseBody | None]
+        if sasl is not None:
+            handling = self._sasl_request(sasl, p, api_key, version, request)
+        else:
+            handling = handler.handle(self._shard.request_context(header, self), request)
+        self._enqueue(p, asyncio.ensure_future(self._answer(p, handling)))
+
+    # ---- SASL (a SASL listener's SaslHandshake and SaslAuthenticate, and raw tokens after a handshake v0) ------
+
+    async def _sasl_request(
+        self, sasl: SaslSession, p: _Pending, api_key: int, version: int, request: typing.Any
+    ) -> ResponseBody | None:
+        if api_key == SASL_HANDSHAKE_KEY:
+            reply = sasl.handshake(version, str(request.mechanism))
+            if reply.close:
+                p.close_reason = f"SaslHandshake refused: {reply.error_code.name}"
+                self._shard.probe.sasl_authentication(sasl.mechanism, False)
+            return sasl_handshake.response(version, reply.error_code, reply.mechanisms)
+        step = await self._sasl_step(sasl, p, bytes(request.auth_bytes))
+        return sasl_authenticate.response(
+            version, step.error_code, step.error_message, step.auth_bytes, step.session_lifetime_ms
+        )
+
+    def _raw_token(self, sasl: SaslSession, frame: bytes) -> None:
+        p = _Pending("SaslAuthenticate", 0, False)
+        p.raw = True
+
+        async def answer() -> ResponseBody | None:
+            step = await self._sasl_step(sasl, p, frame)
+            return None if step.close else step.auth_bytes  # Kafka answers a failed raw exchange by closing
+
+        self._enqueue(p, asyncio.ensure_future(self._answer(p, answer())))
+
+    async def _sasl_step(self, sasl: SaslSession, p: _Pending, token: bytes) -> StepReply:
+        """Run the session's mechanism on ``token``: PLAIN's PBKDF2 in a thread (milliseconds of CPU), SCRAM's few
+        HMACs here. A failure is answered after the failed-authentication delay, then the connection closes."""
+        server = sasl.begin_step(len(token))
+        if isinstance(server, StepReply):
+            reply = server
+        else:
+            outcome: bytes | SaslError
+            try:
+                if server.mechanism_name == PLAIN:
+                    outcome = await asyncio.get_running_loop().run_in_executor(None, server.step, token)
+                else:
+                    outcome = server.step(token)
+            except SaslError as e:
+                outcome = e
+            reply = sasl.step_done(outcome, _monotonic_ms())
+            if reply.authenticated:
+                assert sasl.principal is not None
+                self.principal = sasl.principal
+                self._shard.probe.sasl_authentication(server.mechanism_name, True)
+                log.debug("%s: authenticated as %s on listener %s", self.peer, sasl.principal, self.listener)
+        if reply.close:
+            self._shard.probe.sasl_authentication(sasl.mechanism, False)
+            p.close_reason = f"SASL: {reply.reason}"
+            if reply.delay and sasl.settings.failed_authentication_delay_ms:
+                await asyncio.sleep(sasl.settings.failed_authentication_delay_ms / 1000)
+        return reply
 
     async def _answer(self, p: _Pending, handling: Awaitable[ResponseBody | None]) -> ResponseBody | None:
         """Run the handler; its response is written at once if every earlier one on this connection is. An
@@ -245,6 +326,9 @@ class KafkaConnection(asyncio.Protocol):
             if p.ready:
                 probe.request(p.api, time.perf_counter() - p.started)
                 self._write_response(transport, p, p.body)
+                if p.close_reason is not None:
+                    self._close_after_writes(p.close_reason)
+                    return
                 continue
             assert p.task is not None
             if p.task.cancelled():
@@ -266,13 +350,19 @@ class KafkaConnection(asyncio.Protocol):
                 self._abort(f"internal error: {type(exc).__name__}")
                 return
             self._write_response(transport, p, p.task.result())
+            if p.close_reason is not None:
+                self._close_after_writes(p.close_reason)
+                return
         self._update_reading()
 
     @staticmethod
     def _write_response(transport: asyncio.Transport, p: _Pending, body: ResponseBody | None) -> None:
         if body is None:
             return  # acks=0: no response
-        if isinstance(body, bytes):
+        if p.raw:
+            assert isinstance(body, bytes)
+            transport.write(len(body).to_bytes(4, "big") + body)
+        elif isinstance(body, bytes):
             transport.write(frame_response(p.correlation_id, p.flexible_header, len(body)) + body)
         else:
             size = sum(len(b) for b in body)
@@ -318,6 +408,10 @@ class KafkaConnection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None:
             self._transport.close()
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
 
 
 def _finished(task: asyncio.Future[ResponseBody | None] | None) -> bool:

@@ -61,6 +61,12 @@ REPLICA_BYTES_OUT = Counter(
 # Kafka's IsrShrinksPerSec/IsrExpandsPerSec, counted by the leader when an image changes the ISR of a partition it
 # leads (its own AlterPartition, or the controller dropping a fenced broker). No labels: one sample per shard from the
 # start, so the series exists (at 0) before the first change.
+SASL_AUTHENTICATIONS = Counter(
+    "rafka_sasl_authentications",
+    "SASL authentications and re-authentications on this shard's SASL listeners, by mechanism and result "
+    "(success, failure)",
+    ["mechanism", "result"],
+)
 ISR_SHRINKS = Counter("rafka_isr_shrinks", "ISR changes that removed replicas, on partitions this shard leads")
 ISR_EXPANDS = Counter("rafka_isr_expands", "ISR changes that added replicas, on partitions this shard leads")
 
@@ -135,6 +141,9 @@ class Probe:
 
     def request_error(self, api: str, error: str) -> None:
         REQUEST_ERRORS.labels(api, error).inc()
+
+    def sasl_authentication(self, mechanism: str, success: bool) -> None:
+        SASL_AUTHENTICATIONS.labels(mechanism or "none", "success" if success else "failure").inc()
 
     def isr_changed(self, before: tuple[int, ...], after: tuple[int, ...]) -> None:
         shrank, expanded = isr_change(before, after)

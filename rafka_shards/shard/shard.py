@@ -22,13 +22,16 @@ from pathlib import Path
 
 from controller.image import MetadataImage
 from rafka_shards import event_loop
-from rafka_shards.config import SSL_PREFIX, BrokerConfig, ConfigError, Durability, Listener, SecurityProtocol
+from rafka_shards.config import SSL_PREFIX, BrokerConfig, ConfigError, Durability, Listener
 from rafka_shards.ipc.channel import HEARTBEAT_OK, CleanerTotals, PartitionStats, Stats
 from rafka_shards.ipc.process_link import Link, LinkMessage, ShardChannel
 from rafka_shards.model import TopicPartition
 from rafka_shards.protocol.framing import RequestHeader
+from rafka_shards.security.sasl_session import SaslSession, SaslSettings
+from rafka_shards.security.scram_users import SaslCredentials, sasl_credentials
 from rafka_shards.security.tls import (
     TLS_HANDSHAKE_TIMEOUT_S,
+    PrincipalMapper,
     Reloaded,
     ReloadFailed,
     ReloadingContext,
@@ -162,11 +165,26 @@ class Shard:
         )
 
     async def _serve_listener(self, spec: Listener, sock: socket.socket) -> asyncio.Server:
-        """Serve one more named listener on ``sock``: plain, or TLS with the ``ssl_*`` settings."""
+        """Serve one more named listener on ``sock``: plain or TLS (the ``ssl_*`` settings), with or without SASL (a
+        ``SaslSession`` per connection; on SASL_SSL the principal comes from SASL, not from a client certificate)."""
         loop = asyncio.get_running_loop()
-        if spec.protocol is SecurityProtocol.PLAINTEXT:
-            return await loop.create_server(lambda: KafkaConnection(self, spec.name), sock=sock, backlog=LISTEN_BACKLOG)
-        assert spec.protocol is SecurityProtocol.SSL, spec  # config refuses the others
+        sasl: SaslSettings | None = None
+        if spec.protocol.sasl:
+            sasl = SaslSettings(
+                self.config.sasl_mechanisms(),
+                self.config.connections_max_reauth_ms,
+                self.config.connection_failed_authentication_delay_ms,
+            )
+
+        def credentials() -> SaslCredentials:
+            return sasl_credentials(self.manager.image)  # the current image: new users and passwords count at once
+
+        def connection(rules: PrincipalMapper | None) -> KafkaConnection:
+            session = None if sasl is None else SaslSession(sasl, credentials)
+            return KafkaConnection(self, spec.name, None if sasl is not None else rules, session)
+
+        if not spec.protocol.tls:
+            return await loop.create_server(lambda: connection(None), sock=sock, backlog=LISTEN_BACKLOG)
         try:
             settings = parse_tls_settings(self.config.ssl_settings(), prefix=SSL_PREFIX)
         except ConfigError as e:
@@ -175,7 +193,7 @@ class Shard:
         rules = parse_principal_rules(settings.principal_mapping_rules)
         self._tls.append((spec.name, tls))
         return await loop.create_server(
-            lambda: KafkaConnection(self, spec.name, rules),
+            lambda: connection(rules),
             sock=sock,
             backlog=LISTEN_BACKLOG,
             ssl=tls.context,

@@ -108,7 +108,24 @@ def test_named_listeners_follow_kafkas_syntax_and_the_inter_broker_one_is_listen
         ({"listeners": "A://127.0.0.1:1,A://127.0.0.1:2"}, "A is named twice"),
         ({"listeners": "INTERNAL://127.0.0.1:9092"}, "no security protocol for listener INTERNAL"),
         ({"listeners": "PLAINTEXT://0.0.0.0:9092"}, "give advertised_listeners an address"),
-        ({"listeners": "SASL_SSL://127.0.0.1:9092"}, "SASL_SSL, not supported yet"),
+        ({"listeners": "SASL_SSL://127.0.0.1:9092"}, "SASL_SSL; the inter-broker listener must be PLAINTEXT"),
+        (
+            {
+                "listeners": "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9192",
+                "sasl_enabled_mechanisms": "GSSAPI",
+                "shards": "1",
+            },
+            "sasl_enabled_mechanisms: GSSAPI not supported",
+        ),
+        (
+            {
+                "listeners": "PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9192",
+                "sasl_enabled_mechanisms": ",",
+                "shards": "1",
+            },
+            "sasl_enabled_mechanisms: no mechanism given",
+        ),
+        ({"connections_max_reauth_ms": "-1"}, "connections_max_reauth_ms .* below the minimum 0"),
         ({"listeners": "SSL://127.0.0.1:9092"}, "inter-broker listener must be PLAINTEXT"),
         ({"listeners": "PLAINTEXT://127.0.0.1:9092", "inter_broker_listener_name": "X"}, "X is not in listeners"),
         ({"listeners": "PLAINTEXT://127.0.0.1:9092", "advertised_listeners": "SSL://h:1"}, "SSL not in listeners"),

@@ -36,6 +36,8 @@ from rafka_shards.shard.kafka.handlers import (
     offset_fetch,
     offset_for_leader_epoch,
     produce,
+    sasl_authenticate,
+    sasl_handshake,
     sync_group,
 )
 
@@ -46,6 +48,8 @@ _ALL = (
     metadata.HANDLER,
     offset_for_leader_epoch.HANDLER,
     api_versions.HANDLER,
+    sasl_handshake.HANDLER,
+    sasl_authenticate.HANDLER,
     create_topics.HANDLER,
     delete_topics.HANDLER,
     describe_configs.HANDLER,
