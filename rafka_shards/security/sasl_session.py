@@ -12,8 +12,8 @@ raw length-prefixed tokens without a Kafka header, ``raw``), ``begin_step`` hand
 a token (``SaslServer.step``, in a thread for PLAIN's PBKDF2), ``step_done`` takes its outcome. Success makes the
 principal ``User:<name>``; with ``reauth_ms`` > 0 the session expires that long after and a request on an expired
 session closes the connection, unless it is a SaslHandshake, which begins a re-authentication: the same exchange
-again, for the same principal only (Kafka: "Cannot change principals during re-authentication"). Failures:
-UNSUPPORTED_SASL_MECHANISM (33) with the enabled list, ILLEGAL_SASL_STATE (34) for requests out of order,
+again, for the same principal and mechanism only (Kafka: "Cannot change principals during re-authentication").
+Failures: UNSUPPORTED_SASL_MECHANISM (33) with the enabled list, ILLEGAL_SASL_STATE (34) for requests out of order,
 SASL_AUTHENTICATION_FAILED (58) with ``SaslError``'s safe message, answered after the failed-authentication delay;
 each closes the connection after its response. Nothing here sees a password in a form it keeps or logs.
 """
@@ -88,9 +88,11 @@ class SaslSession:
     """The SASL state of one connection. ``credentials`` is called once per exchange: the shard's current image."""
 
     __slots__ = (
+        "_bad_mechanism",
         "_credentials",
         "_exchange",
         "_expiry_ms",
+        "_mechanism_authenticated",
         "_nonce_source",
         "_raw_step",
         "_server",
@@ -111,6 +113,10 @@ class SaslSession:
         self._server: SaslServer | None = None
         self._expiry_ms: int | None = None
         self._raw_step = False
+        self._mechanism_authenticated = ""  # the mechanism of the last authentication: re-authentication keeps it
+        self._bad_mechanism: str | None = (
+            None  # a re-authentication asked another mechanism: its SaslAuthenticate fails
+        )
         self.principal: str | None = None  # "User:<name>" once authenticated
 
     @property
@@ -160,6 +166,12 @@ class SaslSession:
         lookup, mock_secret = self._credentials()
         server = server_for(mechanism, lookup, mock_secret=mock_secret, nonce_source=self._nonce_source)
         assert server is not None, f"enabled mechanism {mechanism} has no server"  # config checked the list
+        if self.authenticated and mechanism != self._mechanism_authenticated:
+            # Kafka answers this handshake and fails the SaslAuthenticate after it (REAUTH_BAD_MECHANISM).
+            self._bad_mechanism = (
+                f"SASL mechanism '{mechanism}' requested by client is not supported for re-authentication of "
+                f"mechanism '{self._mechanism_authenticated}'"
+            )
         self._server = server
         self._exchange = _Exchange.RAW if version == 0 else _Exchange.STARTED
         return HandshakeReply(ErrorCode.NONE, enabled, close=False)
@@ -177,8 +189,13 @@ class SaslSession:
                 delay=False,
                 reason="SaslAuthenticate out of order",
             )
-        if token_bytes > SASL_TOKEN_BYTES_MAX:
+        if token_bytes > SASL_TOKEN_BYTES_MAX or self._bad_mechanism is not None:
             self._exchange = _Exchange.FAILED
+            if self._bad_mechanism is not None:
+                message = self._bad_mechanism
+                return StepReply(
+                    ErrorCode.SASL_AUTHENTICATION_FAILED, message, b"", 0, close=True, delay=True, reason=message
+                )
             return StepReply(
                 ErrorCode.SASL_AUTHENTICATION_FAILED,
                 f"SASL token longer than {SASL_TOKEN_BYTES_MAX} bytes",
@@ -221,6 +238,7 @@ class SaslSession:
                 ErrorCode.SASL_AUTHENTICATION_FAILED, message, b"", 0, close=True, delay=True, reason=message
             )
         self.principal = principal
+        self._mechanism_authenticated = server.mechanism_name
         self._server = None
         self._exchange = _Exchange.IDLE
         reauth_ms = self._settings.reauth_ms

@@ -32,6 +32,7 @@ SHA256, SHA512 = ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512
 CREDENTIALS = {
     ("alice", SHA512): make_credential(SHA512, b"alice-pw"),
     ("bob", SHA256): make_credential(SHA256, b"bob-pw"),
+    ("carol", SHA512): make_credential(SHA512, b"carol-pw"),
 }
 SECRET = b"s" * 32
 SETTINGS = SaslSettings(("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"), reauth_ms=0, failed_authentication_delay_ms=0)
@@ -166,9 +167,18 @@ def test_sessions_expire_and_reauthentication_renews_them_for_the_same_principal
     again = scram(s, "alice", b"alice-pw", SHA512, now_ms=11_500)
     assert again.authenticated and s.admit(0, 12_000).action is Admit.SERVE  # renewed until 12 500
     assert s.admit(0, 12_500).action is Admit.CLOSE
-    other = scram(s, "bob", b"bob-pw", SHA256, now_ms=12_600)  # another principal: refused, closed
+    other = scram(s, "carol", b"carol-pw", SHA512, now_ms=12_600)  # another principal: refused, closed
     assert other.close and "Cannot change principals" in (other.error_message or "")
     assert s.principal == "User:alice"
+
+
+def test_reauthentication_keeps_the_mechanism() -> None:
+    s = session()
+    scram(s, "alice", b"alice-pw", SHA512)
+    assert s.handshake(1, "PLAIN").error_code is ErrorCode.NONE  # answered, as Kafka does; the token then fails
+    reply = step(s, b"\x00alice\x00alice-pw")
+    assert reply.close and reply.error_code is ErrorCode.SASL_AUTHENTICATION_FAILED
+    assert "not supported for re-authentication of mechanism 'SCRAM-SHA-512'" in (reply.error_message or "")
 
 
 def test_reauthentication_needs_handshake_v1() -> None:
