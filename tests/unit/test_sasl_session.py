@@ -387,6 +387,26 @@ def test_shell_refuses_an_unsupported_mechanism_with_the_list_and_closes() -> No
     run(scenario)
 
 
+def test_apiversions_advertises_the_sasl_apis_and_other_listeners_refuse_them() -> None:
+    assert (HANDLERS[17].min_version, HANDLERS[17].max_version) == (0, 1)
+    assert (HANDLERS[36].min_version, HANDLERS[36].max_version) == (0, 2)
+    host = FakeHost()
+
+    async def main() -> None:
+        conn = KafkaConnection(cast(Any, host), "PLAINTEXT")  # no SASL on this listener
+        t = FakeTransport()
+        conn.connection_made(cast(Any, t))
+        conn.data_received(request(17, 1, 1, string(b"PLAIN")))
+        conn.data_received(authenticate(b"\x00bob\x00bob-pw", 2))
+        await settle()
+        handshake, auth = t.frames()
+        assert struct.unpack(">ihi", handshake) == (1, int(ErrorCode.ILLEGAL_SASL_STATE), 0)  # no mechanisms
+        assert authenticate_reply(auth)[1] is ErrorCode.ILLEGAL_SASL_STATE
+        assert conn.principal == "User:ANONYMOUS"
+
+    asyncio.run(main())
+
+
 # ---- config ----------------------------------------------------------------------------------------------------
 
 
