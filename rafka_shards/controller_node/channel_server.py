@@ -96,6 +96,8 @@ class ShardSession:
         except ChannelError as e:
             log.error("shard %d sent a bad controller message, disconnecting it: %s", self.index, e)
         except ConnectionError:
+            if self._writer is not None:
+                await event_loop.close_quietly(self._writer)
             return
         finally:
             self.close()

@@ -25,6 +25,7 @@ from controller.commands import Command
 from controller.image import MetadataImage
 from controller.state_machine import CommandRejected, Rejection, RejectKind, apply
 from controller.topics import TopicProposal, TopicRejected
+from rafka_shards import event_loop
 from rafka_shards.ipc.channel import (
     Applied,
     ChannelDecoder,
@@ -94,7 +95,7 @@ class ControllerLink:
         self.channels += 1
         self._hello_seen = False
         reader, self._writer = await asyncio.open_connection(sock=sock, limit=READ_CHUNK_BYTES)
-        task = asyncio.get_running_loop().create_task(self._read_loop(reader), name="controller-link")
+        task = asyncio.get_running_loop().create_task(self._read_loop(reader, self._writer), name="controller-link")
         task.add_done_callback(self._read_loop_done)
         self._reader_task = task
 
@@ -168,12 +169,13 @@ class ControllerLink:
         if writer is not None:
             writer.write(encode(msg))
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = ChannelDecoder()
         while True:
             try:
                 data = await reader.read(READ_CHUNK_BYTES)
             except ConnectionError:
+                await event_loop.close_quietly(writer)
                 return
             if not data:
                 return  # the controller process is gone

@@ -1,9 +1,12 @@
-"""``event_loop.within``: a bounded wait that never loses the cancellation of the waiting task; ``settle_heap``;
-``quick_thread_handoff``."""
+""" "``event_loop.within``: a bounded wait that never loses the cancellation of the waiting task; ``settle_heap``;
+``quick_thread_handoff``; ``close_quietly``."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -11,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from rafka_shards import event_loop
 from rafka_shards.event_loop import within
 
 
@@ -69,3 +73,35 @@ def test_quick_thread_handoff_shortens_the_gil_switch_interval_tenfold() -> None
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     before, after = map(float, out.stdout.split())
     assert before == 0.005 and after == 0.0005
+
+
+def test_close_quietly_retrieves_a_reset_so_asyncio_never_logs_it() -> None:
+    """A stream whose peer reset it: after ``close_quietly`` the protocol's close future holds no unretrieved
+    exception, whatever order the garbage collector finalizes things in."""
+
+    async def main() -> list[dict[str, object]]:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        ours = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener = socket.create_server(("127.0.0.1", 0))
+        ours.connect(listener.getsockname())
+        theirs, _ = listener.accept()
+        listener.close()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        theirs.close()  # RST
+        with pytest.raises(ConnectionError):
+            while await reader.read(1024):
+                pass
+            raise ConnectionResetError  # an orderly EOF instead: the point of the test is the reset path
+        protocol = writer._protocol  # type: ignore[attr-defined]
+        await event_loop.close_quietly(writer)
+        closed = protocol._closed
+        assert closed.done() and not closed._log_traceback  # retrieved: nothing to log at finalization
+        del reader, writer, protocol, closed
+        gc.collect()
+        await asyncio.sleep(0)
+        return reported
+
+    assert asyncio.run(main()) == []
