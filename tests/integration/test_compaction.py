@@ -69,6 +69,9 @@ def _read_confluent(bootstrap: str, topic: str, start: int = OFFSET_BEGINNING) -
     c.assign([TopicPartition(topic, 0, start)])
     _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     out: list[tuple[int, bytes, bytes | None]] = []
+    if high == 0:  # empty: nothing to read, and the position stays unset, so the loop below would wait it out
+        c.close()
+        return out
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         m = c.poll(0.5)
