@@ -228,6 +228,11 @@ def _one_leader_move(
     return None
 
 
+def _past_timeout(unavailable: Iterable[UnavailableNode]) -> set[int]:
+    """The brokers of the nodes in ``unavailable`` whose replicas are due to be re-created."""
+    return {b for u in unavailable if u.recreate_in_ms == 0 for b in u.brokers}
+
+
 class PartitionBalancer:
     def __init__(self, settings: BalancerSettings) -> None:
         assert settings.moves_max > 0 and settings.tick_interval_ms > 0 and settings.node_unavailable_timeout_ms > 0
@@ -295,7 +300,7 @@ class PartitionBalancer:
 
     def _gone(self, image: MetadataImage, now_ms: int) -> set[int]:
         """Brokers of nodes unavailable for longer than the timeout."""
-        return {b for u in self.unavailable_nodes(image, now_ms) if u.recreate_in_ms == 0 for b in u.brokers}
+        return _past_timeout(self.unavailable_nodes(image, now_ms))
 
     def tick(self, image: MetadataImage, now_ms: int, skip: Set[PartitionKey] = frozenset()) -> list[Command]:
         """Time passed on the active controller: the commands to propose (each passed back to ``done``), leaving
@@ -346,7 +351,9 @@ class PartitionBalancer:
             state = BalancerState.OFF
         elif reassignments or self._in_flight or planned:
             state = BalancerState.IN_PROGRESS
-        elif any(set(p.replicas) & self._gone(image, now_ms) for _, p in _partitions(image)):
+        elif (gone := _past_timeout(unavailable)) and any(
+            not gone.isdisjoint(p.replicas) for _, p in _partitions(image)
+        ):
             state = BalancerState.STALLED
         else:
             state = BalancerState.READY
