@@ -75,6 +75,7 @@ LISTENERS_MAX = 8
 _LISTENER_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 # Fields of the ``ssl_*`` settings, in rafka_shards.security.tls.TlsSettings' names after the prefix.
 SSL_PREFIX = "ssl_"
+ADMIN_SSL_PREFIX = "admin_ssl_"
 
 
 def _setting(default: Any, doc: str, lo: int | None = None, hi: int | None = None) -> Any:
@@ -150,6 +151,56 @@ class BrokerConfig:
         "SASL listeners: a failed authentication is answered, and the connection closed, after this delay",
         0,
         60_000,
+    )
+    # Inter-broker clients (replica fetchers, the controller's probes, the admin API's requests to shards) on a
+    # SASL inter-broker listener authenticate with these; on an SSL one they verify the shards' certificates with
+    # ssl_ca_file and present ssl_cert_file when client certificates are asked for.
+    inter_broker_sasl_mechanism: str = _setting(
+        "SCRAM-SHA-512", "SASL inter-broker listener: the mechanism brokers log in to each other with"
+    )
+    inter_broker_sasl_username: str = _setting("", "SASL inter-broker listener: the user brokers log in as")
+    inter_broker_sasl_password: str = _setting("", "SASL inter-broker listener: that user's password")
+    # Authorization (rafka_shards.security.acl): ACLs stored in the metadata log, enforced by every shard.
+    authorization_enabled: bool = _setting(
+        False, "enforce ACLs on every Kafka API (Kafka's StandardAuthorizer); off: every principal may do anything"
+    )
+    super_users: str = _setting(
+        "", "principals allowed everything, ;-separated (User:admin;User:broker); also the admin API's superusers"
+    )
+    allow_everyone_if_no_acl_found: bool = _setting(
+        False, "with authorization on: a resource no ACL names is open to every principal"
+    )
+    # The admin API's own security (Redpanda's model: authenticated users read, superusers change).
+    admin_api_require_auth: bool = _setting(
+        False,
+        "admin API: every request but /v1/status/* (and /metrics, see admin_metrics_open) needs HTTP Basic with a "
+        "SCRAM user or a bearer token; changes need a superuser",
+    )
+    admin_api_tokens_file: str = _setting(
+        "", "admin API: a file of 'TOKEN PRINCIPAL' lines accepted as 'Authorization: Bearer TOKEN' (re-read on change)"
+    )
+    admin_metrics_open: bool = _setting(True, "admin API: /metrics needs no authentication (for Prometheus)")
+    admin_ssl_cert_file: str = _setting("", "admin API over HTTPS: PEM certificate chain ('' plain HTTP)")
+    admin_ssl_key_file: str = _setting("", "admin API over HTTPS: PEM private key (default: in admin_ssl_cert_file)")
+    admin_ssl_key_password: str = _setting("", "admin API over HTTPS: password of an encrypted admin_ssl_key_file")
+    admin_ssl_ca_file: str = _setting("", "admin API over HTTPS: CA certificates client certificates must chain to")
+    admin_ssl_client_auth: str = _setting(
+        "none", "admin API over HTTPS: client certificates: none, requested or required"
+    )
+    admin_ssl_ciphers: str = _setting("", "admin API over HTTPS: OpenSSL cipher list for TLS 1.2")
+    admin_ssl_min_version: str = _setting("TLSv1.2", "admin API over HTTPS: TLSv1.2 or TLSv1.3")
+    # Client quotas (KIP-13, KIP-124, KIP-219): rates measured over quota_windows windows of quota_window_ms.
+    quota_window_ms: int = _setting(1000, "client quotas: the length of one measurement window", 100, 60_000)
+    quota_windows: int = _setting(11, "client quotas: windows a rate is measured over", 2, 100)
+    # The audit log (rafka_shards.security.audit).
+    audit_enabled: bool = _setting(
+        False, "write authentication results, authorization denials and every change as JSON lines"
+    )
+    audit_log_dir: str = _setting("", "where the audit log's files are (default: DATA_DIR/audit)")
+    audit_log_max_bytes: int = _setting(100 * MIB, "an audit log file is rotated at this size", 4 * KIB, 64 * GIB)
+    audit_log_backups: int = _setting(10, "rotated audit log files kept", 0, 10_000)
+    audit_log_to_topic: bool = _setting(
+        False, "also append every audit event to the internal topic _rafka.audit_log (as Redpanda does)"
     )
     admin_listen: str = _setting("127.0.0.1:9644", "HOST:PORT of the node's HTTP admin and /metrics endpoint ('' off)")
     broker_id: int = _setting(0, "Kafka broker id of shard 0; shard i is broker_id+i", 0, 2**31 - 1 - SHARDS_MAX)
@@ -388,6 +439,11 @@ class BrokerConfig:
     def ssl_settings(self) -> dict[str, str]:
         """The ``ssl_*`` settings, for ``rafka_shards.security.tls.parse_tls_settings(..., prefix=SSL_PREFIX)``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith(SSL_PREFIX)}
+
+    def admin_ssl_settings(self) -> dict[str, str]:
+        """The ``admin_ssl_*`` settings, for ``parse_tls_settings(..., prefix=ADMIN_SSL_PREFIX)``."""
+        fields = dataclasses.fields(self)
+        return {f.name: getattr(self, f.name) for f in fields if f.name.startswith(ADMIN_SSL_PREFIX)}
 
     @property
     def admin_endpoint(self) -> Endpoint | None:
