@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 
 import orjson
 
+from controller.acls import AclBinding, AclDecodeError, binding_from_json, binding_to_json
+from controller.quotas import QuotaEntity
+
 FORMAT_VERSION = 1
 
 
@@ -196,6 +199,36 @@ class DeleteScramCredential:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateAcls:
+    """Add ACLs (KRaft's AccessControlEntryRecord, one command for a CreateAcls request's valid entries, applied
+    together). An ACL already stored is kept once. Refused if any is invalid or the cluster would hold more than
+    ``controller.acls.ACL_COUNT_MAX``."""
+
+    TYPE: ClassVar[str] = "CreateAcls"
+    acls: tuple[AclBinding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAcls:
+    """Remove these ACLs (KRaft's RemoveAccessControlEntryRecord): the ones a DeleteAcls request's filters matched
+    on the proposer's image. One no longer stored (deleted meanwhile) is skipped."""
+
+    TYPE: ClassVar[str] = "DeleteAcls"
+    acls: tuple[AclBinding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlterClientQuota:
+    """Set (``value``) or remove (``value`` None) one quota of one entity (KRaft's ClientQuotaRecord). ``entity``
+    is sorted by type (``controller.quotas.normalized``); a name None is the type's default."""
+
+    TYPE: ClassVar[str] = "AlterClientQuota"
+    entity: QuotaEntity
+    key: str
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class NoOp:
     """A Raft entry that carries no metadata (a new leader's no-op, a membership change): it only advances the
     offset, so shards see one dense sequence of offsets (KRaft's NoOpRecord). Never proposed by a shard."""
@@ -220,6 +253,9 @@ Command = (
     | ElectLeader
     | UpsertScramCredential
     | DeleteScramCredential
+    | CreateAcls
+    | DeleteAcls
+    | AlterClientQuota
     | NoOp
 )
 _TYPES: dict[str, type[Any]] = {
@@ -241,6 +277,9 @@ _TYPES: dict[str, type[Any]] = {
         ElectLeader,
         UpsertScramCredential,
         DeleteScramCredential,
+        CreateAcls,
+        DeleteAcls,
+        AlterClientQuota,
         NoOp,
     )
 }
@@ -257,6 +296,8 @@ def _to_json(value: Any) -> Any:
         return [_to_json(v) for v in value]
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
+    if isinstance(value, AclBinding):
+        return binding_to_json(value)
     return value
 
 
@@ -457,6 +498,34 @@ def _delete_scram_credential(b: dict[str, Any]) -> Command:
     return DeleteScramCredential(_str(b["user"], "user"), _str(b["mechanism"], "mechanism"))
 
 
+def _acls(v: Any) -> tuple[AclBinding, ...]:
+    try:
+        return tuple(binding_from_json(item) for item in _list(v, "acls"))
+    except AclDecodeError as e:
+        raise CommandDecodeError(f"acls: {e}") from None
+
+
+def _create_acls(b: dict[str, Any]) -> Command:
+    return CreateAcls(_acls(b["acls"]))
+
+
+def _delete_acls(b: dict[str, Any]) -> Command:
+    return DeleteAcls(_acls(b["acls"]))
+
+
+def _alter_client_quota(b: dict[str, Any]) -> Command:
+    entity = []
+    for item in _list(b["entity"], "entity"):
+        pair = _list(item, "entity")
+        if len(pair) != 2:
+            raise CommandDecodeError("entity: expected [type, name] pairs")
+        entity.append((_str(pair[0], "entity"), None if pair[1] is None else _str(pair[1], "entity")))
+    value = b["value"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise CommandDecodeError("value: expected a number or null")
+    return AlterClientQuota(tuple(entity), _str(b["key"], "key"), None if value is None else float(value))
+
+
 # One decoder per command type: each reads the fields of a body whose field names were already checked.
 _DECODERS: dict[type[Any], Callable[[dict[str, Any]], Command]] = {
     RegisterBroker: _register_broker,
@@ -476,6 +545,9 @@ _DECODERS: dict[type[Any], Callable[[dict[str, Any]], Command]] = {
     AlterTopicConfigs: _alter_topic_configs,
     UpsertScramCredential: _upsert_scram_credential,
     DeleteScramCredential: _delete_scram_credential,
+    CreateAcls: _create_acls,
+    DeleteAcls: _delete_acls,
+    AlterClientQuota: _alter_client_quota,
 }
 assert set(_DECODERS) == set(_TYPES.values()), "every command type has a decoder"
 

@@ -16,6 +16,9 @@ from typing import Any
 
 import orjson
 
+from controller.acls import AclDecodeError, Authorizer, bindings_from_json, bindings_to_json
+from controller.quotas import QuotaEntity, entity_to_json
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerRegistration:
@@ -121,6 +124,11 @@ class MetadataImage:
     # so that a user's existence does not show (``rafka_shards.security.sasl``, mock authentication). Empty until
     # the first credential is committed: it is the random bytes that command carried. Never shown by any API.
     scram_mock_secret: bytes = field(default=b"", repr=False)
+    # The cluster's ACLs, indexed for decisions; without super users and with allow.everyone.if.no.acl.found off
+    # (each shard adds its configuration: ``Authorizer.configured``).
+    acls: Authorizer = field(default_factory=Authorizer, repr=False)
+    # Client quotas (KIP-546): per entity (sorted (type, name) pairs, name None for a default), key to value.
+    client_quotas: Mapping[QuotaEntity, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class ImageDecodeError(Exception):
@@ -181,6 +189,8 @@ def encode_image(image: MetadataImage) -> bytes:
                 for (user, _), c in image.scram_credentials.items()
             ],
             "scram_mock_secret": _b64(image.scram_mock_secret),
+            "acls": bindings_to_json(image.acls.bindings),
+            "client_quotas": [[entity_to_json(e), dict(values)] for e, values in image.client_quotas.items()],
         }
     )
 
@@ -288,6 +298,24 @@ def _scram_from_json(c: Any) -> tuple[str, ScramCredentialRecord]:
     )
 
 
+def _quota_from_json(item: Any) -> tuple[QuotaEntity, Mapping[str, float]]:
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], list) or not isinstance(item[1], dict):
+        raise ImageDecodeError("bad client quota")
+    entity = []
+    for pair in item[0]:
+        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str):
+            raise ImageDecodeError("bad client quota entity")
+        if pair[1] is not None and not isinstance(pair[1], str):
+            raise ImageDecodeError("bad client quota entity")
+        entity.append((pair[0], pair[1]))
+    values = {}
+    for key, value in item[1].items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ImageDecodeError("bad client quota value")
+        values[key] = float(value)
+    return tuple(entity), MappingProxyType(values)
+
+
 def _image_from_json(body: Any) -> MetadataImage:
     """``image_from_json`` without its translation of KeyError, TypeError and ValueError."""
     if not isinstance(body, dict) or body.get("v") != IMAGE_FORMAT_VERSION:
@@ -312,6 +340,14 @@ def _image_from_json(body: Any) -> MetadataImage:
     for c in body.get("scram_credentials", []):  # absent in images written before SCRAM users
         user, record = _scram_from_json(c)
         scram[(user, record.mechanism)] = record
+    try:
+        acls = Authorizer(bindings_from_json(body.get("acls", [])))  # absent in images written before ACLs
+    except AclDecodeError as e:
+        raise ImageDecodeError(f"bad ACLs: {e}") from None
+    quotas: dict[QuotaEntity, Mapping[str, float]] = {}
+    for item in body.get("client_quotas", []):  # absent in images written before client quotas
+        entity, values = _quota_from_json(item)
+        quotas[entity] = values
     return MetadataImage(
         offset=offset,
         cluster_id=cluster_id,
@@ -322,6 +358,8 @@ def _image_from_json(body: Any) -> MetadataImage:
         producer_id_blocks=MappingProxyType(blocks),
         scram_credentials=MappingProxyType(scram),
         scram_mock_secret=_from_b64(body.get("scram_mock_secret", "")),
+        acls=acls,
+        client_quotas=MappingProxyType(quotas),
     )
 
 

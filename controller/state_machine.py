@@ -13,15 +13,19 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
+from controller.acls import ACL_CHANGES_PER_REQUEST_MAX, ACL_COUNT_MAX, validate_binding
 from controller.commands import (
     AllocateProducerIds,
+    AlterClientQuota,
     AlterPartition,
     AlterTopicConfigs,
     ChangePartition,
     Command,
+    CreateAcls,
     CreatePartitions,
     CreateTopic,
     DecommissionBroker,
+    DeleteAcls,
     DeleteScramCredential,
     DeleteTopic,
     ElectLeader,
@@ -35,6 +39,7 @@ from controller.commands import (
 )
 from controller.image import BrokerRegistration, MetadataImage, PartitionImage, ScramCredentialRecord, TopicImage
 from controller.names import topic_name_error
+from controller.quotas import QUOTA_ENTITIES_MAX, entity_problem, key_problem, normalized
 from controller.scram import (
     SCRAM_CREDENTIALS_MAX,
     SCRAM_ITERATIONS_MAX,
@@ -390,6 +395,47 @@ def _delete_scram_rejection(image: MetadataImage, cmd: DeleteScramCredential) ->
     return None
 
 
+def _create_acls_rejection(image: MetadataImage, cmd: CreateAcls) -> Rejection | None:
+    if not cmd.acls:
+        return Rejection(RejectKind.INVALID_REQUEST, "no ACL to create")
+    if len(cmd.acls) > ACL_CHANGES_PER_REQUEST_MAX:
+        return Rejection(
+            RejectKind.INVALID_REQUEST, f"{len(cmd.acls)} ACLs in one request, more than {ACL_CHANGES_PER_REQUEST_MAX}"
+        )
+    for binding in cmd.acls:
+        problem = validate_binding(binding)
+        if problem is not None:
+            return Rejection(RejectKind.INVALID_REQUEST, problem.message)
+    new = len(set(cmd.acls)) - sum(1 for b in set(cmd.acls) if b in image.acls)
+    if len(image.acls) + new > ACL_COUNT_MAX:
+        return Rejection(
+            RejectKind.CONFLICT, f"the cluster holds {len(image.acls)} ACLs; {new} more would pass {ACL_COUNT_MAX}"
+        )
+    return None
+
+
+def _delete_acls_rejection(image: MetadataImage, cmd: DeleteAcls) -> Rejection | None:
+    if len(cmd.acls) > ACL_CHANGES_PER_REQUEST_MAX:
+        return Rejection(
+            RejectKind.INVALID_REQUEST, f"{len(cmd.acls)} ACLs in one request, more than {ACL_CHANGES_PER_REQUEST_MAX}"
+        )
+    return None
+
+
+def _client_quota_rejection(image: MetadataImage, cmd: AlterClientQuota) -> Rejection | None:
+    if cmd.entity != normalized(cmd.entity):
+        return Rejection(RejectKind.INVALID_REQUEST, "a quota entity's pairs are sorted by type")
+    problem = entity_problem(cmd.entity) or key_problem(cmd.entity, cmd.key, cmd.value)
+    if problem is not None:
+        return Rejection(RejectKind.INVALID_REQUEST, problem)
+    full = len(image.client_quotas) >= QUOTA_ENTITIES_MAX
+    if cmd.value is not None and cmd.entity not in image.client_quotas and full:
+        return Rejection(
+            RejectKind.CONFLICT, f"the cluster holds quotas for {QUOTA_ENTITIES_MAX} entities, the most it may"
+        )
+    return None
+
+
 # One validator per command type (etcd's and Kafka's controllers dispatch the same way). The command types are
 # final, so the exact type finds the handler.
 _VALIDATORS: dict[type[Any], Callable[[MetadataImage, Any], Rejection | None]] = {
@@ -410,6 +456,9 @@ _VALIDATORS: dict[type[Any], Callable[[MetadataImage, Any], Rejection | None]] =
     AlterTopicConfigs: _alter_configs_rejection,
     UpsertScramCredential: _upsert_scram_rejection,
     DeleteScramCredential: _delete_scram_rejection,
+    CreateAcls: _create_acls_rejection,
+    DeleteAcls: _delete_acls_rejection,
+    AlterClientQuota: _client_quota_rejection,
 }
 
 
@@ -641,6 +690,28 @@ def _apply_delete_scram(image: MetadataImage, cmd: DeleteScramCredential, offset
     return replace(image, offset=offset, scram_credentials=MappingProxyType(credentials))
 
 
+def _apply_create_acls(image: MetadataImage, cmd: CreateAcls, offset: int) -> MetadataImage:
+    return replace(image, offset=offset, acls=image.acls.changed(added=cmd.acls))
+
+
+def _apply_delete_acls(image: MetadataImage, cmd: DeleteAcls, offset: int) -> MetadataImage:
+    return replace(image, offset=offset, acls=image.acls.changed(removed=cmd.acls))
+
+
+def _apply_client_quota(image: MetadataImage, cmd: AlterClientQuota, offset: int) -> MetadataImage:
+    quotas = dict(image.client_quotas)
+    values = dict(quotas.get(cmd.entity, {}))
+    if cmd.value is None:
+        values.pop(cmd.key, None)
+    else:
+        values[cmd.key] = cmd.value
+    if values:
+        quotas[cmd.entity] = MappingProxyType(values)
+    else:
+        quotas.pop(cmd.entity, None)
+    return replace(image, offset=offset, client_quotas=MappingProxyType(quotas))
+
+
 # One applier per command type, as in _VALIDATORS.
 _APPLIERS: dict[type[Any], Callable[[MetadataImage, Any, int], MetadataImage]] = {
     NoOp: _apply_noop,
@@ -660,6 +731,9 @@ _APPLIERS: dict[type[Any], Callable[[MetadataImage, Any, int], MetadataImage]] =
     AlterTopicConfigs: _apply_alter_configs,
     UpsertScramCredential: _apply_upsert_scram,
     DeleteScramCredential: _apply_delete_scram,
+    CreateAcls: _apply_create_acls,
+    DeleteAcls: _apply_delete_acls,
+    AlterClientQuota: _apply_client_quota,
 }
 assert set(_APPLIERS) == set(_VALIDATORS), "every command type is validated and applied"
 

@@ -160,7 +160,7 @@ class BrokerConfig:
     )
     inter_broker_sasl_username: str = _setting("", "SASL inter-broker listener: the user brokers log in as")
     inter_broker_sasl_password: str = _setting("", "SASL inter-broker listener: that user's password")
-    # Authorization (rafka_shards.security.acl): ACLs stored in the metadata log, enforced by every shard.
+    # Authorization (controller.acls): ACLs stored in the metadata log, enforced by every shard.
     authorization_enabled: bool = _setting(
         False, "enforce ACLs on every Kafka API (Kafka's StandardAuthorizer); off: every principal may do anything"
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from rafka_shards.security.acl import (
+from controller.acls import (
     ACL_COUNT_MAX,
     ACL_STRING_LENGTH_MAX,
     ANY_BINDING_FILTER,

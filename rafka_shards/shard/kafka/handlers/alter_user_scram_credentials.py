@@ -124,7 +124,7 @@ def plan(image: MetadataImage, deletions: list[Deletion], upsertions: list[Upser
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    # Authorization (issue 18, ACLs not wired in yet): ALTER on CLUSTER (rafka_shards.security.acl's table for
+    # Authorization (issue 18, ACLs not wired in yet): ALTER on CLUSTER (controller.acls's table for
     # key 51); Kafka answers a denial with CLUSTER_AUTHORIZATION_FAILED for every user of the request.
     deletions = [Deletion(str(d.name), int(d.mechanism)) for d in req.deletions]
     upsertions = [

@@ -57,7 +57,7 @@ def describe(image: MetadataImage, users: list[str] | None) -> list[dict[str, An
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    # Authorization (issue 18, ACLs not wired in yet): DESCRIBE on CLUSTER (rafka_shards.security.acl's table for
+    # Authorization (issue 18, ACLs not wired in yet): DESCRIBE on CLUSTER (controller.acls's table for
     # key 50), denied with CLUSTER_AUTHORIZATION_FAILED in the top-level error_code and no results, as Kafka does.
     users = None if req.users is None else [str(u.name) for u in req.users]
     results = describe(ctx.manager.image, users)

@@ -3,8 +3,8 @@
 Runs in every shard (``Authorizer.authorize`` on the request path, per request and per topic) and in the controller
 process (``validate_binding`` and ``validate_filter`` for CreateAcls / DescribeAcls / DeleteAcls, ``matches`` to pick
 what DeleteAcls removes, ``binding_to_json`` / ``binding_from_json`` for the metadata log). No I/O, no clock, no
-asyncio, no Kafka framing, and no import from the rest of ``rafka_shards``: the pure ``controller`` package could
-take this module as it is.
+asyncio, no Kafka framing; part of the pure ``controller`` package, whose metadata image keeps the cluster's ACLs as
+an ``Authorizer`` (``MetadataImage.acls``; ``CreateAcls`` and ``DeleteAcls`` commands change it).
 
 What it follows, and where:
 
@@ -457,6 +457,31 @@ class Authorizer:
         self._prefixed = prefixed
         self._prefix_lengths = prefix_lengths
         self._by_type = {**self._by_type, **by_type}
+
+    def configured(self, *, super_users: frozenset[str], allow_everyone_if_no_acl_found: bool) -> Authorizer:
+        """The same ACLs with a node's own settings (``super.users``, ``allow.everyone.if.no.acl.found``), sharing
+        the index: O(1). The metadata image's authorizer has neither; each shard applies its configuration."""
+        new = Authorizer.__new__(Authorizer)
+        new._super = super_users
+        new._allow_if_no_acl = allow_everyone_if_no_acl_found
+        new._bindings = self._bindings
+        new._literal = self._literal
+        new._prefixed = self._prefixed
+        new._prefix_lengths = self._prefix_lengths
+        new._by_type = self._by_type
+        return new
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the ACLs (in any order) and the settings are (a metadata image compares its ACLs this way)."""
+        if not isinstance(other, Authorizer):
+            return NotImplemented
+        return (
+            self._super == other._super
+            and self._allow_if_no_acl == other._allow_if_no_acl
+            and self._bindings.keys() == other._bindings.keys()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def bindings(self) -> tuple[AclBinding, ...]:
