@@ -122,10 +122,8 @@ class AclPermissionType(_WireEnum):
 
 
 class AclErrorCode(enum.IntEnum):
-    """The Kafka error codes this module answers with; the numbers are Kafka's (``Errors.java``).
-
-    ``rafka_shards.model.ErrorCode`` does not have 29, 31 and 54 yet; the values are the same, so
-    ``ErrorCode(int(code))`` converts once they are added there."""
+    """The Kafka error codes this module answers with; the numbers are Kafka's (``Errors.java``), the same as
+    ``rafka_shards.model.ErrorCode``'s: ``ErrorCode(int(code))`` converts."""
 
     TOPIC_AUTHORIZATION_FAILED = 29
     GROUP_AUTHORIZATION_FAILED = 30

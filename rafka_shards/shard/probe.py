@@ -67,6 +67,11 @@ SASL_AUTHENTICATIONS = Counter(
     "(success, failure)",
     ["mechanism", "result"],
 )
+AUTHORIZATION_DENIALS = Counter(
+    "rafka_authorization_denials",
+    "requests (or parts of requests) refused by the ACLs on this shard, by API and resource type",
+    ["api", "resource_type"],
+)
 ISR_SHRINKS = Counter("rafka_isr_shrinks", "ISR changes that removed replicas, on partitions this shard leads")
 ISR_EXPANDS = Counter("rafka_isr_expands", "ISR changes that added replicas, on partitions this shard leads")
 
@@ -144,6 +149,9 @@ class Probe:
 
     def sasl_authentication(self, mechanism: str, success: bool) -> None:
         SASL_AUTHENTICATIONS.labels(mechanism or "none", "success" if success else "failure").inc()
+
+    def authorization_denied(self, api: str, resource_type: str) -> None:
+        AUTHORIZATION_DENIALS.labels(api, resource_type).inc()
 
     def isr_changed(self, before: tuple[int, ...], after: tuple[int, ...]) -> None:
         shrank, expanded = isr_change(before, after)

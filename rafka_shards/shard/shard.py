@@ -26,6 +26,7 @@ from rafka_shards.config import SSL_PREFIX, BrokerConfig, ConfigError, Durabilit
 from rafka_shards.ipc.channel import HEARTBEAT_OK, CleanerTotals, PartitionStats, Stats
 from rafka_shards.ipc.process_link import Link, LinkMessage, ShardChannel
 from rafka_shards.model import TopicPartition
+from rafka_shards.protocol import kio_codec
 from rafka_shards.protocol.framing import RequestHeader
 from rafka_shards.security.sasl_session import SaslSession, SaslSettings
 from rafka_shards.security.scram_users import SaslCredentials, sasl_credentials
@@ -38,6 +39,7 @@ from rafka_shards.security.tls import (
     parse_principal_rules,
     parse_tls_settings,
 )
+from rafka_shards.shard.authz import Denial, ShardAuthorization
 from rafka_shards.shard.cleaner import LogCleaner
 from rafka_shards.shard.connection import ConnectionLimits, KafkaConnection
 from rafka_shards.shard.controller_link import ControllerLink, ControllerLost
@@ -82,6 +84,9 @@ class Shard:
         self._tls: list[tuple[str, ReloadingContext]] = []
         self.apis = apis
         self.probe = Probe()
+        # ACL decisions for this shard's requests; the audit log adds its own hook next to the metric's
+        # (``authorization.set_denial_hook``).
+        self.authorization = ShardAuthorization(config, self._denied)
         self.connections: set[KafkaConnection] = set()
         self.connection_limits = ConnectionLimits(
             request_bytes_max=config.socket_request_max_bytes,
@@ -350,8 +355,24 @@ class Shard:
 
     def request_context(self, header: RequestHeader, conn: KafkaConnection) -> RequestContext:
         assert self._groups is not None, "shard not started"
+        manager = self.manager
+        api = kio_codec.api_name(header.api_key) or str(header.api_key)
+        access = self.authorization.access(manager.image.acls, conn.principal, conn.host, conn.listener, api)
         return RequestContext(
-            header, self.manager, self.config, self.apis, self._groups, conn.host, conn.listener, conn.principal
+            header, manager, self.config, self.apis, self._groups, conn.host, conn.listener, conn.principal, access
+        )
+
+    def _denied(self, denial: Denial) -> None:
+        self.probe.authorization_denied(denial.api, denial.resource_type.name)
+        log.debug(
+            "denied: %s from %s on %s: %s %s %s:%s",
+            denial.principal,
+            denial.host,
+            denial.listener,
+            denial.api,
+            denial.operation.name,
+            denial.resource_type.name,
+            denial.resource_name,
         )
 
     def connection_opened(self, conn: KafkaConnection) -> bool:

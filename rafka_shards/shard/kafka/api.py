@@ -9,6 +9,7 @@ from typing import Any
 from rafka_shards.config import BrokerConfig
 from rafka_shards.protocol import kio_codec
 from rafka_shards.protocol.framing import RequestHeader
+from rafka_shards.shard.authz import UNRESTRICTED, Access
 from rafka_shards.shard.group_coordinator import GroupCoordinator
 from rafka_shards.shard.manager import PartitionManager
 
@@ -27,6 +28,7 @@ class RequestContext:
     client_host: str = ""  # the client's address, as group descriptions show it
     listener: str = "PLAINTEXT"  # the listener the request came in on: brokers are described by their address on it
     principal: str = "User:ANONYMOUS"  # who sent it (an SSL listener's client certificate, mapped)
+    access: Access = UNRESTRICTED  # what the principal may do (rafka_shards.shard.authz)
 
     @property
     def version(self) -> int:

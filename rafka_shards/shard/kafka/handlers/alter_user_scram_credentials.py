@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.acls import AclOperation
 from controller.commands import DeleteScramCredential, UpsertScramCredential
 from controller.image import MetadataImage
 from controller.scram import scram_username_error
@@ -33,6 +34,7 @@ from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.security.sasl import ScramMechanism
 from rafka_shards.security.scram_users import new_mock_secret, salted_password_command
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 from rafka_shards.shard.manager import REJECTION_CODES
 
@@ -124,8 +126,18 @@ def plan(image: MetadataImage, deletions: list[Deletion], upsertions: list[Upser
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    # Authorization (issue 18, ACLs not wired in yet): ALTER on CLUSTER (controller.acls's table for
-    # key 51); Kafka answers a denial with CLUSTER_AUTHORIZATION_FAILED for every user of the request.
+    # ALTER on the cluster; Kafka answers a denial with CLUSTER_AUTHORIZATION_FAILED for every user of the request.
+    if not ctx.access.cluster(AclOperation.ALTER):
+        users = dict.fromkeys([str(d.name) for d in req.deletions] + [str(u.name) for u in req.upsertions])
+        denied = [
+            {
+                "user": user,
+                "error_code": int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
+                "error_message": AUTHORIZATION_FAILED_MESSAGE,
+            }
+            for user in users
+        ]
+        return kio_codec.encode_response(51, ctx.version, {"throttle_time": 0, "results": denied})
     deletions = [Deletion(str(d.name), int(d.mechanism)) for d in req.deletions]
     upsertions = [
         Upsertion(str(u.name), int(u.mechanism), int(u.iterations), bytes(u.salt), bytes(u.salted_password))

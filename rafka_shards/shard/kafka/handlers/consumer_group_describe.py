@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation, ResourceType
 from rafka_shards.groups.assignors import Assignment
-from rafka_shards.groups.describe_ops import GROUP_OPERATIONS, OPERATIONS_NOT_ASKED
+from rafka_shards.groups.describe_ops import GROUP_OPERATION_CODES, GROUP_OPERATIONS, OPERATIONS_NOT_ASKED
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -40,7 +41,12 @@ def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, 
         "members": [],
         "authorized_operations": operations,
     }
+    if operations != OPERATIONS_NOT_ASKED:
+        body["authorized_operations"] = ctx.access.authorized_operations(
+            ResourceType.GROUP, group_id, GROUP_OPERATION_CODES
+        )
     try:
+        ctx.access.require_group(AclOperation.DESCRIBE, group_id)
         g = ctx.groups.consumer_group(group_id)
         if g is None:
             raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"group {group_id!r} is not a consumer group")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.groups.consumer import HeartbeatRequest, HeartbeatResult
-from rafka_shards.model import KafkaError
+from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 
 
@@ -46,6 +48,11 @@ def _request(ctx: RequestContext, req: Any) -> HeartbeatRequest:
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     try:
+        # READ on the group; DESCRIBE on every subscribed topic, else the heartbeat fails.
+        ctx.access.require_group(AclOperation.READ, str(req.group_id))
+        subscribed = req.subscribed_topic_names or ()
+        if not all([ctx.access.topic(AclOperation.DESCRIBE, str(t)) for t in subscribed]):
+            raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED_MESSAGE)
         result = await ctx.groups.consumer_heartbeat(_request(ctx, req))
     except KafkaError as e:
         result = HeartbeatResult(e.code, e.message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -23,6 +24,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         if t.assignments is not None:
             assignments = tuple(tuple(int(b) for b in a.broker_ids) for a in t.assignments)
         try:
+            ctx.access.require_topic(AclOperation.ALTER, name)  # Kafka: ALTER on each topic
             await ctx.manager.create_partitions(name, int(t.count), assignments, validate_only=bool(req.validate_only))
         except KafkaError as e:
             entry.update(error_code=int(e.code), error_message=e.message)

@@ -5,20 +5,27 @@ Runs in a shard process. A topic becomes a CreateTopic command in the metadata l
 proposed, so a bad name, count or config never enters it; the shards that lead its partitions create their
 directories when they apply the new image. -1 partitions or replication factor means the broker default (KIP-464,
 v4+). v5+ returns the resulting configs (KIP-525), v7 the topic id (KIP-516).
+
+Authorization (Kafka's): CREATE on the cluster or on the topic, else TOPIC_AUTHORIZATION_FAILED ("Authorization
+failed."); the configs are returned only with DESCRIBE_CONFIGS on the topic (else topic_config_error_code says so).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 from rafka_shards.shard.kafka.configs import describe_topic_configs
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     manager = ctx.manager
+    access = ctx.access
+    may_create_any = access.allows_cluster_quietly(AclOperation.CREATE)
     results = []
     seen: set[str] = set()
     for t in req.topics:
@@ -36,6 +43,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             if name in seen:
                 raise KafkaError(ErrorCode.INVALID_REQUEST, f"topic {name!r} appears twice in the request")
             seen.add(name)
+            if not may_create_any and not access.topic(AclOperation.CREATE, name):
+                raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED_MESSAGE)
             configs: dict[str, str] = {}
             for c in t.configs:
                 if c.value is None:
@@ -65,6 +74,13 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             )
             if assignments is not None:
                 partitions, rf = len(assignments), len(assignments[0]) if assignments else 0
+            if not access.topic(AclOperation.DESCRIBE_CONFIGS, name):
+                entry.update(
+                    topic_id=topic.topic_id if topic is not None else None,
+                    topic_config_error_code=int(ErrorCode.TOPIC_AUTHORIZATION_FAILED),
+                )
+                results.append(entry)
+                continue
             entry.update(
                 topic_id=topic.topic_id if topic is not None else None,
                 num_partitions=partitions,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -17,6 +18,7 @@ async def _delete(ctx: RequestContext, group_id: str) -> ErrorCode:
     if not group_id:
         return ErrorCode.INVALID_GROUP_ID
     try:
+        ctx.access.require_group(AclOperation.DELETE, group_id)
         return await ctx.groups.delete(group_id)
     except KafkaError as e:
         return e.code

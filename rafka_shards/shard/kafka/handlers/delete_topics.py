@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode, KafkaError, topic_name_error
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -28,10 +29,13 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                 name = manager.image.topics_by_id.get(topic_id) if topic_id is not None else None
                 if name is None:
                     raise KafkaError(ErrorCode.UNKNOWN_TOPIC_ID, f"no topic has id {topic_id}")
+                # Kafka: by id, DESCRIBE on the topic first, and a principal without it is not told the name.
+                ctx.access.require_topic(AclOperation.DESCRIBE, name)
                 entry["name"] = name
             err = topic_name_error(name)
             if err is not None:
                 raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, err)
+            ctx.access.require_topic(AclOperation.DELETE, name)  # whether or not it exists, as in Kafka
             topic = manager.image.topics.get(name)
             if topic is None:
                 raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic {name!r} does not exist")

@@ -7,10 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)  # Kafka's "not requested"
+# The operations the CLUSTER resource has (Kafka's AclEntry.supportedOperations), as the bit field counts them.
+CLUSTER_OPERATIONS = (
+    AclOperation.ALTER,
+    AclOperation.ALTER_CONFIGS,
+    AclOperation.CLUSTER_ACTION,
+    AclOperation.CREATE,
+    AclOperation.DESCRIBE,
+    AclOperation.DESCRIBE_CONFIGS,
+    AclOperation.IDEMPOTENT_WRITE,
+)
 BROKERS_ENDPOINT = 1  # endpoint_type (v1+): 1 = brokers, 2 = controllers
 
 
@@ -37,6 +49,12 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         # As in Metadata: fenced brokers are not listed, the others by their address on the request's listener.
         if not b.fenced and (ep := b.endpoint(ctx.listener)) is not None
     ]
+    # Kafka: DESCRIBE on the cluster only decides whether the authorized operations are given (0 when denied).
+    operations = AUTHORIZED_OPERATIONS_OMITTED
+    if req.include_cluster_authorized_operations:
+        access = ctx.access
+        allowed = access.cluster(AclOperation.DESCRIBE)
+        operations = sum(1 << op for op in CLUSTER_OPERATIONS if allowed and access.allows_cluster_quietly(op))
     return kio_codec.encode_response(
         60,
         ctx.version,
@@ -48,6 +66,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             "cluster_id": image.cluster_id,
             "controller_id": ctx.manager.broker_id,
             "brokers": brokers,
+            "cluster_authorized_operations": operations,
         },
     )
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode, topic_name_error
 from rafka_shards.protocol import kio_codec
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 from rafka_shards.shard.kafka.configs import describe_broker_configs, describe_topic_configs
 
@@ -34,7 +36,11 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         if rtype == RESOURCE_TOPIC:
             err = topic_name_error(rname)
             topic = image.topics.get(rname)
-            if err is not None:
+            if not ctx.access.topic(AclOperation.DESCRIBE_CONFIGS, rname):  # Kafka checks before anything else
+                entry.update(
+                    error_code=int(ErrorCode.TOPIC_AUTHORIZATION_FAILED), error_message=AUTHORIZATION_FAILED_MESSAGE
+                )
+            elif err is not None:
                 entry.update(error_code=int(ErrorCode.INVALID_TOPIC_EXCEPTION), error_message=err)
             elif topic is None:
                 entry.update(
@@ -44,7 +50,11 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             else:
                 entry["configs"] = describe_topic_configs(ctx.config, topic.configs, keys, with_documentation=with_docs)
         elif rtype == RESOURCE_BROKER:
-            if rname not in ("", str(ctx.manager.broker_id)):
+            if not ctx.access.cluster(AclOperation.DESCRIBE_CONFIGS):
+                entry.update(
+                    error_code=int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED), error_message=AUTHORIZATION_FAILED_MESSAGE
+                )
+            elif rname not in ("", str(ctx.manager.broker_id)):
                 entry.update(
                     error_code=int(ErrorCode.INVALID_REQUEST),
                     error_message=f"broker {rname!r} is not this broker ({ctx.manager.broker_id})",

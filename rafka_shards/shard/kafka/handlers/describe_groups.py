@@ -2,14 +2,15 @@
 
 Runs in a shard process. An unknown group is reported Dead with no error, as Kafka does; members' metadata and
 assignment are shown only in the Stable state. v3+ may ask for the authorized operations: with no ACLs every group
-operation is allowed.
+operation is allowed. DESCRIBE on each group, else GROUP_AUTHORIZATION_FAILED for that group.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rafka_shards.groups.describe_ops import GROUP_OPERATIONS, OPERATIONS_NOT_ASKED
+from controller.acls import AclOperation, ResourceType
+from rafka_shards.groups.describe_ops import GROUP_OPERATION_CODES, GROUP_OPERATIONS, OPERATIONS_NOT_ASKED
 from rafka_shards.model import KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -25,7 +26,12 @@ def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, 
         "members": [],
         "authorized_operations": operations,
     }
+    if operations != OPERATIONS_NOT_ASKED:
+        body["authorized_operations"] = ctx.access.authorized_operations(
+            ResourceType.GROUP, group_id, GROUP_OPERATION_CODES
+        )
     try:
+        ctx.access.require_group(AclOperation.DESCRIBE, group_id)
         d = ctx.groups.describe(group_id)
     except KafkaError as e:
         body["error_code"] = int(e.code)

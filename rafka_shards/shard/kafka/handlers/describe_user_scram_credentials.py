@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from controller.acls import AclOperation
 from controller.image import MetadataImage, ScramCredentialRecord
 from rafka_shards.model import ErrorCode
 from rafka_shards.protocol import kio_codec
 from rafka_shards.security.sasl import ScramMechanism
 from rafka_shards.security.scram_users import credentials_by_user, mechanism_named
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 
 
@@ -57,8 +59,15 @@ def describe(image: MetadataImage, users: list[str] | None) -> list[dict[str, An
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    # Authorization (issue 18, ACLs not wired in yet): DESCRIBE on CLUSTER (controller.acls's table for
-    # key 50), denied with CLUSTER_AUTHORIZATION_FAILED in the top-level error_code and no results, as Kafka does.
+    # DESCRIBE on the cluster, denied with CLUSTER_AUTHORIZATION_FAILED in the top-level error_code and no results.
+    if not ctx.access.cluster(AclOperation.DESCRIBE):
+        body = {
+            "throttle_time": 0,
+            "error_code": int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
+            "error_message": AUTHORIZATION_FAILED_MESSAGE,
+            "results": [],
+        }
+        return kio_codec.encode_response(50, ctx.version, body)
     users = None if req.users is None else [str(u.name) for u in req.users]
     results = describe(ctx.manager.image, users)
     return kio_codec.encode_response(

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards import event_loop
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
 from rafka_shards.protocol.fast_responses import FetchPartitionData, encode_fetch_response
@@ -49,7 +51,16 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     loop = asyncio.get_running_loop()
     replica = int(getattr(req, "replica_id", -1)) if version < 15 else int(req.replica_state.replica_id)
     replica_epoch = -1 if version < 15 else int(req.replica_state.replica_epoch)
-    failed_early = _record_replica_fetches(ctx, req, replica, replica_epoch) if replica >= 0 else {}
+    if replica >= 0:
+        if ctx.access.replica_fetch():
+            failed_early = _record_replica_fetches(ctx, req, replica, replica_epoch)
+        else:  # Kafka's answer to a replica without CLUSTER_ACTION: TOPIC_AUTHORIZATION_FAILED everywhere
+            failed_early = _denied(ctx, req, lambda name: True)
+            replica = -1  # and nothing is read as a follower would (up to the log end)
+    elif ctx.access.enabled:  # READ on each topic
+        failed_early = _denied(ctx, req, lambda name: not ctx.access.topic(AclOperation.READ, name))
+    else:
+        failed_early = {}
     while True:
         topics, total, failed, readable = _read_all(ctx, req, max_bytes, replica, failed_early)
         remaining = deadline - time.monotonic()
@@ -68,6 +79,18 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         finally:
             for p in readable:
                 p.remove_data_waiter(waiter)
+
+
+def _denied(ctx: RequestContext, req: Any, denied: Callable[[str], bool]) -> dict[tuple[str, int], ErrorCode]:
+    """TOPIC_AUTHORIZATION_FAILED for every partition of the topics ``denied`` names (each topic asked once)."""
+    image = ctx.manager.image
+    out: dict[tuple[str, int], ErrorCode] = {}
+    for topic in req.topics:
+        name = image.topics_by_id.get(topic.topic_id) if ctx.version >= 13 else str(topic.topic)
+        if name is not None and denied(name):
+            for fp in topic.partitions:
+                out[(name, int(fp.partition))] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+    return out
 
 
 def _record_replica_fetches(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import OFFSETS_TOPIC, ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -27,6 +28,7 @@ async def _coordinator(ctx: RequestContext, key_type: int, key: str) -> dict[str
             raise KafkaError(ErrorCode.INVALID_REQUEST, f"unknown coordinator key type {key_type}")
         if not key:
             raise KafkaError(ErrorCode.INVALID_REQUEST, "the group id is empty")
+        ctx.access.require_group(AclOperation.DESCRIBE, key)  # DESCRIBE on each group
         await ctx.groups.ensure_offsets_topic()
         n = ctx.groups.coordinator_partition(key)
         image = ctx.manager.image
@@ -44,7 +46,11 @@ async def _coordinator(ctx: RequestContext, key_type: int, key: str) -> dict[str
         found.update(node_id=broker.broker_id, host=ep[0], port=ep[1], error_code=0)
     except KafkaError as e:
         code = e.code
-        if code not in (ErrorCode.INVALID_REQUEST, ErrorCode.COORDINATOR_NOT_AVAILABLE):
+        if code not in (
+            ErrorCode.INVALID_REQUEST,
+            ErrorCode.COORDINATOR_NOT_AVAILABLE,
+            ErrorCode.GROUP_AUTHORIZATION_FAILED,
+        ):
             code = ErrorCode.COORDINATOR_NOT_AVAILABLE  # the offsets topic could not be created: retriable
         found.update(error_code=int(code), error_message=e.message)
     return found

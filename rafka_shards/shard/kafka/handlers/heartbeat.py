@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -14,6 +15,7 @@ from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBod
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     try:
+        ctx.access.require_group(AclOperation.READ, str(req.group_id))
         error = ctx.groups.heartbeat(
             str(req.group_id), str(req.member_id), getattr(req, "group_instance_id", None), int(req.generation_id)
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation, ResourceType
 from rafka_shards.model import ErrorCode
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -18,8 +19,15 @@ EPOCH_MAX = 32767
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     body: dict[str, Any] = {"throttle_time": 0, "error_code": 0, "producer_id": -1, "producer_epoch": -1}
+    access = ctx.access
     if req.transactional_id is not None:
         body["error_code"] = int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    elif not (
+        access.allows_cluster_quietly(AclOperation.IDEMPOTENT_WRITE)
+        or access.allows_any(AclOperation.WRITE, ResourceType.TOPIC)
+    ):  # KIP-679: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic
+        access.cluster(AclOperation.IDEMPOTENT_WRITE)  # audited as the denial of the cluster operation
+        body["error_code"] = int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
     else:
         pid = int(getattr(req, "producer_id", -1))
         epoch = int(getattr(req, "producer_epoch", -1))

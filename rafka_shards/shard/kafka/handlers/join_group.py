@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.groups.classic import JoinRequest, JoinResult
 from rafka_shards.model import KafkaError
 from rafka_shards.protocol import kio_codec
@@ -35,6 +36,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         require_known_member_id=ctx.version >= 4,
     )
     try:
+        ctx.access.require_group(AclOperation.READ, join.group_id)
         result = await ctx.groups.join(join)
     except KafkaError as e:
         result = JoinResult(e.code, join.member_id)

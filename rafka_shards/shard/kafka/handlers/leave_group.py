@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -19,6 +20,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     else:
         members = [(str(m.member_id), m.group_instance_id) for m in req.members]
     try:
+        ctx.access.require_group(AclOperation.READ, str(req.group_id))
         error, errors = ctx.groups.leave(str(req.group_id), members)
     except KafkaError as e:
         error, errors = e.code, [e.code] * len(members)

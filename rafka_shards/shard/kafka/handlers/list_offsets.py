@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 from rafka_shards.shard.partition import Partition
 
@@ -45,11 +47,14 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     topics = []
     for topic in req.topics:
         name = str(topic.name)
+        authorized = ctx.access.topic(AclOperation.DESCRIBE, name)  # Kafka: DESCRIBE on each topic
         parts = []
         for rp in topic.partitions:
             index = int(rp.partition_index)
             entry: dict[str, Any] = {"partition_index": index}
             try:
+                if not authorized:
+                    raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED_MESSAGE)
                 p = manager.lookup(name, index)
                 p.check_leader_epoch(int(getattr(rp, "current_leader_epoch", -1)))
                 offset, ts = _lookup(p, int(rp.timestamp), ctx.version)

@@ -3,12 +3,17 @@
 Runs in a shard process; answered from the metadata image, so any shard can answer for the whole cluster. Unknown
 topics are created when both the broker (``auto_create_topics``, Kafka's auto.create.topics.enable) and, from v4, the
 request allow it. v10+ can name topics by id (KIP-516).
+
+Authorization (Kafka's): a request for every topic lists only those the principal may DESCRIBE (the others are left
+out silently); a named topic it may not describe is TOPIC_AUTHORIZATION_FAILED whether or not it exists (by id, with
+no name), and creating a missing one also needs CREATE on the cluster or on the topic.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation, ResourceType
 from controller.image import TopicImage
 from rafka_shards.model import INTERNAL_TOPICS, ErrorCode, KafkaError, topic_name_error
 from rafka_shards.protocol.fast_responses import (
@@ -48,25 +53,39 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     requested = req.topics
     allow_auto = ctx.config.auto_create_topics and bool(getattr(req, "allow_auto_topic_creation", True))
     topics: list[MetadataTopic] = []
+    access = ctx.access
     if requested is None or (version == 0 and not requested):
-        topics = [topic_metadata(t) for t in manager.image.topics.values()]
+        topics = [
+            topic_metadata(t)
+            for t in manager.image.topics.values()
+            if access.allows(AclOperation.DESCRIBE, ResourceType.TOPIC, t.name, audit=False)
+        ]
     else:
         for rt in requested:
             name = getattr(rt, "name", None)
             if name is None:
                 topic_id = getattr(rt, "topic_id", None)
                 found = manager.image.topics_by_id.get(topic_id) if topic_id is not None else None
+                raw = topic_id.bytes if topic_id is not None else _NO_TOPIC_ID
                 if found is None:
-                    raw = topic_id.bytes if topic_id is not None else _NO_TOPIC_ID
                     topics.append(_error_topic(ErrorCode.UNKNOWN_TOPIC_ID, None, raw))
+                    continue
+                if not access.topic(AclOperation.DESCRIBE, found):
+                    topics.append(_error_topic(ErrorCode.TOPIC_AUTHORIZATION_FAILED, None, raw))
                     continue
                 name = found
             name = str(name)
             if topic_name_error(name) is not None:
                 topics.append(_error_topic(ErrorCode.INVALID_TOPIC_EXCEPTION, name))
                 continue
+            if not access.topic(AclOperation.DESCRIBE, name):
+                topics.append(_error_topic(ErrorCode.TOPIC_AUTHORIZATION_FAILED, name))
+                continue
             topic = manager.image.topics.get(name)
             if topic is None and allow_auto:
+                if not (access.cluster(AclOperation.CREATE) or access.topic(AclOperation.CREATE, name)):
+                    topics.append(_error_topic(ErrorCode.TOPIC_AUTHORIZATION_FAILED, name))
+                    continue
                 try:
                     topic = await manager.auto_create(name)
                 except KafkaError as e:

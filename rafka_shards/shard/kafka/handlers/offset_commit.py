@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.groups.offsets_records import OffsetValue
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
@@ -31,9 +32,16 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     now = ctx.manager.now_ms()
     errors: dict[tuple[str, int], ErrorCode] = {}
     offsets: dict[tuple[str, int], OffsetValue] = {}
+    # READ on the group (every partition gets its error), then READ on each topic.
+    group_denied = bool(group_id) and not ctx.access.group(AclOperation.READ, group_id)
     for topic in req.topics:
+        topic_denied = not group_denied and not ctx.access.topic(AclOperation.READ, str(topic.name))
         for p in topic.partitions:
             tp = (str(topic.name), int(p.partition_index))
+            if group_denied or topic_denied:
+                denied = ErrorCode.GROUP_AUTHORIZATION_FAILED if group_denied else ErrorCode.TOPIC_AUTHORIZATION_FAILED
+                errors[tp] = denied
+                continue
             error = _partition_error(ctx, tp[0], tp[1], p.committed_metadata)
             if error is not None:
                 errors[tp] = error
@@ -43,6 +51,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             errors[tp] = ErrorCode.NONE
     if not group_id:
         group_error = ErrorCode.INVALID_GROUP_ID
+    elif group_denied:
+        group_error = ErrorCode.GROUP_AUTHORIZATION_FAILED
     else:
         try:
             group_error = await ctx.groups.commit(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -21,6 +22,11 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     try:
         if not req.group_id:
             raise KafkaError(ErrorCode.INVALID_GROUP_ID, "the group id is empty")
+        # DELETE on the group, then READ on each topic (a denied topic's partitions are not touched).
+        ctx.access.require_group(AclOperation.DELETE, str(req.group_id))
+        readable = {name: ctx.access.topic(AclOperation.READ, name) for name in dict.fromkeys(t for t, _ in known)}
+        errors.update({tp: ErrorCode.TOPIC_AUTHORIZATION_FAILED for tp in known if not readable[tp[0]]})
+        known = [tp for tp in known if readable[tp[0]]]
         error, deleted = await ctx.groups.delete_offsets(str(req.group_id), known)
     except KafkaError as e:
         error, deleted = e.code, {}

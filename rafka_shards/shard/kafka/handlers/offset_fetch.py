@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation, ResourceType
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -16,16 +17,30 @@ from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBod
 
 def _group(ctx: RequestContext, group_id: str, topics: Any) -> tuple[ErrorCode, list[dict[str, Any]]]:
     asked = None if topics is None else [(str(t.name), int(i)) for t in topics for i in t.partition_indexes]
+    access = ctx.access
     try:
         if not group_id:
             raise KafkaError(ErrorCode.INVALID_GROUP_ID, "the group id is empty")
+        access.require_group(AclOperation.DESCRIBE, group_id)  # DESCRIBE on each group
         committed = ctx.groups.committed(group_id, asked)
     except KafkaError as e:
         if ctx.version >= 2:
             return e.code, []
         committed, asked = {}, asked or []
         return ErrorCode.NONE, _topics(asked, committed, e.code)
-    return ErrorCode.NONE, _topics(sorted(committed) if asked is None else asked, committed, ErrorCode.NONE)
+    if asked is None:  # every topic of the group: only those the principal may describe, silently
+        listed = [
+            tp
+            for tp in sorted(committed)
+            if access.allows(AclOperation.DESCRIBE, ResourceType.TOPIC, tp[0], audit=False)
+        ]
+        return ErrorCode.NONE, _topics(listed, committed, ErrorCode.NONE)
+    # Named topics: DESCRIBE on each, else TOPIC_AUTHORIZATION_FAILED on its partitions.
+    described = {name: access.topic(AclOperation.DESCRIBE, name) for name in dict.fromkeys(t for t, _ in asked)}
+    allowed = [tp for tp in asked if described[tp[0]]]
+    denied = [tp for tp in asked if not described[tp[0]]]
+    out = _topics(allowed, committed, ErrorCode.NONE)
+    return ErrorCode.NONE, out + _topics(denied, {}, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
 
 
 def _topics(asked: list[tuple[str, int]], committed: dict[Any, Any], error: ErrorCode) -> list[dict[str, Any]]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 
 
@@ -18,13 +20,20 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     replica = int(getattr(req, "replica_id", -1))
     # A follower (replica_id >= 0) must be a registered, unfenced broker; this API carries no broker epoch.
     refusal = manager.replica_refusal(replica, -1) if replica >= 0 else None
+    # Kafka: CLUSTER_ACTION on the cluster (followers), else DESCRIBE on each topic (consumers, KIP-320). A claimed
+    # replica that may not act as one is refused like Fetch refuses it.
+    access = ctx.access
+    as_broker = access.replica_fetch() if replica >= 0 else access.allows_cluster_quietly(AclOperation.CLUSTER_ACTION)
     topics = []
     for topic in req.topics:
         name = str(topic.topic)
+        authorized = as_broker or (replica < 0 and access.topic(AclOperation.DESCRIBE, name))
         parts = []
         for rp in topic.partitions:
             index = int(rp.partition)
             try:
+                if not authorized:
+                    raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED_MESSAGE)
                 if refusal is not None:
                     raise refusal
                 p = manager.lookup(name, index)

@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 from typing import Any
 
+from controller.acls import AclOperation
 from controller.image import TopicImage
 from rafka_shards.model import INTERNAL_TOPICS, ErrorCode, KafkaError
 from rafka_shards.protocol.fast_responses import ProducePartitionResult, encode_produce_response
 from rafka_shards.records.batch import BatchHeader, validate_batches
 from rafka_shards.records.compaction import first_keyless_record
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE, Access
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody, timeout_ms
 
 _VALID_ACKS = (0, 1, -1)
@@ -29,15 +31,21 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     results: list[tuple[str, list[ProducePartitionResult]]] = []
     # (topic slot, partition slot, future of the high watermark passing the batches) for acks=all
     pending: list[tuple[int, int, asyncio.Future[None]]] = []
+    access = ctx.access
     for topic in req.topic_data:
         name = str(topic.name)
-        if name not in manager.image.topics:
+        # WRITE on the topic (Kafka's table: TOPIC_AUTHORIZATION_FAILED on each of its partitions); creating a
+        # missing topic also needs CREATE on the cluster or the topic, as through Metadata.
+        authorized = access.topic(AclOperation.WRITE, name)
+        if authorized and name not in manager.image.topics and _may_create(access, name):
             with contextlib.suppress(KafkaError):  # the lookup below reports the precise reason per partition
                 await manager.auto_create(name)
         parts: list[ProducePartitionResult] = []
         for pd in topic.partition_data:
             index = int(pd.index)
             try:
+                if not authorized:
+                    raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED_MESSAGE)
                 if acks not in _VALID_ACKS:
                     raise KafkaError(ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, got {acks}")
                 if req.transactional_id is not None:
@@ -84,6 +92,10 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             raise CloseConnection("acks=0 produce failed for at least one partition")
         return None
     return encode_produce_response(ctx.version, results)
+
+
+def _may_create(access: Access, name: str) -> bool:
+    return access.cluster(AclOperation.CREATE) or access.topic(AclOperation.CREATE, name)
 
 
 def _check_keys(records: bytes, headers: list[BatchHeader]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.acls import AclOperation
 from rafka_shards.groups.classic import SyncResult
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
@@ -21,6 +22,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         assignments[str(a.member_id)] = bytes(a.assignment)
     protocol = (getattr(req, "protocol_type", None), getattr(req, "protocol_name", None))
     try:
+        ctx.access.require_group(AclOperation.READ, str(req.group_id))
         if len(assignments) != len(req.assignments):
             raise KafkaError(ErrorCode.INVALID_REQUEST, "the assignment names a member twice")
         result = await ctx.groups.sync(
