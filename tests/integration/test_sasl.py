@@ -8,8 +8,10 @@ connections_max_reauth_ms."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -26,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer, KafkaProducer
 
+from rafka_shards.security.sasl import SASL_TOKEN_BYTES_MAX
 from tests.certs import Pki, make_pki
 from tests.conftest import Broker, free_port_range, running
 from tests.integration.helpers import admin_call, recv_frame
@@ -335,3 +338,92 @@ def test_librdkafka_reauthenticates_by_itself(
     # The producer's and the consumer's connections, and the re-authentications of the producer's.
     assert sum(successes) >= 4, metrics
     assert b"SASL session expired" not in b.log_path.read_bytes()  # re-authenticated in time: never cut off
+
+
+def _authenticate_frame(correlation_id: int, token: bytes) -> bytes:
+    return _frame(36, 1, correlation_id, struct.pack(">i", len(token)) + token)  # SaslAuthenticate v1
+
+
+def _handshake(sock: socket.socket, mechanism: bytes) -> int:
+    sock.sendall(_frame(17, 1, 1, struct.pack(">h", len(mechanism)) + mechanism))
+    return int(struct.unpack(">ih", recv_frame(sock)[:6])[1])
+
+
+def _authenticate_error(sock: socket.socket, token: bytes) -> tuple[int, str | None]:
+    """Send one SaslAuthenticate v1; its (error_code, error_message)."""
+    sock.sendall(_authenticate_frame(9, token))
+    answer = recv_frame(sock)
+    (error_code,) = struct.unpack(">h", answer[4:6])
+    (length,) = struct.unpack(">h", answer[6:8])
+    return error_code, None if length < 0 else answer[8 : 8 + length].decode()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "authenticate before handshake",
+        "unknown mechanism",
+        "malformed client-first",
+        "malformed client-final",
+        "oversized token",
+    ],
+)
+def test_a_bad_sasl_exchange_fails_alone(node: tuple[Broker, dict[str, int]], pki: Pki, case: str) -> None:
+    """Each bad exchange gets its precise error and its connection closed; the broker and an authenticated
+    connection go on, and nothing of the attempted secrets reaches the log."""
+    b, ports = node
+    good = _conf(ports, pki, "SASLPLAIN", "bob", "SCRAM-SHA-256")
+    _wait_for_users(good)
+    keep = AdminClient(good)
+    keep.list_topics(timeout=10)
+    secret = b"p=c2VjcmV0LXByb29mLW5vdC1sb2dnZWQ="
+    with socket.create_connection(("127.0.0.1", ports["SASLPLAIN"]), timeout=20) as sock:
+        if case == "authenticate before handshake":
+            sock.sendall(_authenticate_frame(1, b"n,,n=bob,r=abc"))
+            answer = recv_frame(sock)
+            assert struct.unpack(">h", answer[4:6])[0] == 34  # ILLEGAL_SASL_STATE
+        elif case == "unknown mechanism":
+            assert _handshake(sock, b"GSSAPI") == 33  # UNSUPPORTED_SASL_MECHANISM, with the enabled list
+        elif case == "malformed client-first":
+            assert _handshake(sock, b"SCRAM-SHA-256") == 0
+            code, message = _authenticate_error(sock, b"\xff\xfenot a scram message" + secret)
+            assert code == 58 and message  # SASL_AUTHENTICATION_FAILED, with a reason
+            assert secret.decode() not in message
+        elif case == "malformed client-final":
+            assert _handshake(sock, b"SCRAM-SHA-256") == 0
+            assert _authenticate_error(sock, b"n,,n=bob,r=client-nonce")[0] == 0  # server-first comes back
+            code, message = _authenticate_error(sock, b"c=biws,r=not-the-nonce," + secret)
+            assert code == 58 and message and secret.decode() not in message
+        else:
+            assert _handshake(sock, b"SCRAM-SHA-256") == 0
+            sock.sendall(_authenticate_frame(1, b"n,,n=bob,r=" + b"x" * SASL_TOKEN_BYTES_MAX))
+            answer = recv_frame(sock)
+            assert struct.unpack(">h", answer[4:6])[0] == 58
+        assert sock.recv(4096) == b""  # then closed
+    assert keep.list_topics(timeout=10).brokers
+    assert b.alive()
+    assert secret not in b.log_path.read_bytes()
+
+
+@pytest.mark.parametrize("when", ["before the handshake", "during the handshake"])
+def test_garbage_on_the_tls_listener_closes_only_that_connection(
+    node: tuple[Broker, dict[str, int]], pki: Pki, when: str
+) -> None:
+    b, ports = node
+    with socket.create_connection(("127.0.0.1", ports["SASLSSL"]), timeout=20) as sock:
+        if when == "during the handshake":
+            # A real ClientHello first (from Python's ssl module, driven by hand), then garbage.
+            ctx = ssl.create_default_context(cafile=str(pki.ca.cert_file))
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+            with contextlib.suppress(ssl.SSLWantReadError):
+                tls.do_handshake()
+            sock.sendall(outgoing.read())
+        sock.sendall(bytes(range(256)) * 4)
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(65536):
+                pass  # the server's half of the handshake, an alert, then the end
+    conf = _conf(ports, pki, "SASLSSL", "alice", "SCRAM-SHA-512")
+    _wait_for_users(conf)
+    assert AdminClient(conf).list_topics(timeout=10).brokers
+    assert b.alive()
