@@ -7,8 +7,10 @@ while the other listeners keep serving. Certificates are made in the test (tests
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -159,3 +161,30 @@ def test_a_rotated_server_certificate_is_used_without_a_restart(
         assert time.monotonic() < deadline, "the renewed certificate is not served"
         time.sleep(0.5)
     assert b.alive()
+
+
+def test_kcat_over_mutual_tls(node: tuple[Broker, dict[str, int]], pki: Pki, topic_name: str) -> None:
+    """kcat with a client certificate on the listener that requires one: produce, then consume from the start."""
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    if kcat is None:
+        pytest.skip("kcat is not installed (ops/test.sh installs it)")
+    b, ports = node
+    status, created = admin_call(b.admin, "POST", "/v1/topics", {"name": topic_name, "partitions": 1})
+    assert status == 201, created
+    anonymous = [
+        kcat,
+        *("-b", f"127.0.0.1:{ports['SECURE']}"),
+        *("-X", "security.protocol=SSL"),
+        *("-X", f"ssl.ca.location={pki.ca.cert_file}"),
+    ]
+    args = [
+        *anonymous,
+        *("-X", f"ssl.certificate.location={pki.client.cert_file}"),
+        *("-X", f"ssl.key.location={pki.client.key_file}"),
+        *("-t", topic_name),
+    ]
+    subprocess.run([*args, "-P"], input=b"one\ntwo\n", check=True, timeout=60)
+    out = subprocess.run([*args, "-C", "-o", "beginning", "-e", "-q"], capture_output=True, check=True, timeout=60)
+    assert out.stdout.split() == [b"one", b"two"]
+    refused = subprocess.run([*anonymous, "-L", "-m", "5"], capture_output=True, timeout=60)
+    assert refused.returncode != 0  # no certificate where one is required

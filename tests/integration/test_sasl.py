@@ -213,7 +213,7 @@ def test_kcat_over_sasl_ssl(node: tuple[Broker, dict[str, int]], pki: Pki, topic
     if kcat is None:
         pytest.skip("kcat is not installed (ops/test.sh installs it)")
     b, ports = node
-    _wait_for_users(_conf(ports, pki, "SASLSSL", "bob", "SCRAM-SHA-256"))
+    _wait_for_users(_conf(ports, pki, "SASLSSL", "alice", "SCRAM-SHA-512"))
     _create_topic(b, topic_name)
     args = [
         kcat,
@@ -222,11 +222,11 @@ def test_kcat_over_sasl_ssl(node: tuple[Broker, dict[str, int]], pki: Pki, topic
         "-X",
         "security.protocol=SASL_SSL",
         "-X",
-        "sasl.mechanism=SCRAM-SHA-256",
+        "sasl.mechanism=SCRAM-SHA-512",
         "-X",
-        "sasl.username=bob",
+        "sasl.username=alice",
         "-X",
-        f"sasl.password={USERS['bob'][0]}",
+        f"sasl.password={USERS['alice'][0]}",
         "-X",
         f"ssl.ca.location={pki.ca.cert_file}",
         "-t",
