@@ -35,6 +35,7 @@ from kio.schema.fetch.v4.response import FetchResponse
 from kio.serial import entity_reader
 from kio.static.primitive import i8, i32, i64
 
+from tests.certs import Pki, make_pki
 from tests.conftest import Broker, free_port_range, running
 from tests.integration.helpers import admin_call, kafka_request, recv_frame
 
@@ -42,19 +43,31 @@ pytestmark = pytest.mark.integration
 
 USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
 EXTERNAL_PORT = [0]  # a PLAINTEXT client listener: its clients are User:ANONYMOUS, checked like anyone else
+MTLS_PORT = [0]  # an SSL listener that requires client certificates: the principal comes from the subject
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, int]]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[tuple[Broker, int]]:
     root: Path = tmp_path_factory.mktemp("acls")
     b = Broker(root / "data")
     client_port = free_port_range(1)
     EXTERNAL_PORT[0] = free_port_range(1)
+    MTLS_PORT[0] = free_port_range(1)
     b.extra_args = [
         "--listeners",
-        f"INTERNAL://127.0.0.1:{b.port},CLIENT://127.0.0.1:{client_port},EXTERNAL://127.0.0.1:{EXTERNAL_PORT[0]}",
+        f"INTERNAL://127.0.0.1:{b.port},CLIENT://127.0.0.1:{client_port},EXTERNAL://127.0.0.1:{EXTERNAL_PORT[0]},"
+        f"MTLS://127.0.0.1:{MTLS_PORT[0]}",
         "--listener-security-protocol-map",
-        "INTERNAL:PLAINTEXT,CLIENT:SASL_PLAINTEXT,EXTERNAL:PLAINTEXT",
+        "INTERNAL:PLAINTEXT,CLIENT:SASL_PLAINTEXT,EXTERNAL:PLAINTEXT,MTLS:SSL",
+        *("--ssl-cert-file", str(pki.server.cert_file), "--ssl-key-file", str(pki.server.key_file)),
+        *("--ssl-ca-file", str(pki.ca.cert_file), "--ssl-client-auth", "required"),
+        # The certificate CN=alice,OU=eng,O=acme,C=US is User:alice, the same principal as SASL's alice.
+        *("--ssl-principal-mapping-rules", "RULE:^CN=([^,]+),.*$/$1/,DEFAULT"),
         "--authorization-enabled",
         "true",
         "--super-users",
@@ -358,3 +371,29 @@ def test_an_anonymous_client_sees_no_topic_without_acls(node: tuple[Broker, int]
     producer.produce(topic, b"v", on_delivery=lambda err, _msg: outcome.append(err))
     producer.flush(30)
     assert outcome and outcome[0] is not None
+
+
+def test_a_client_certificate_principal_is_authorized_like_any_other(node: tuple[Broker, int], pki: Pki) -> None:
+    b, port = node
+    topic = f"by-certificate-{uuid.uuid4().hex[:8]}"
+    create_topic(b, topic)
+    tls = {
+        "bootstrap.servers": f"127.0.0.1:{MTLS_PORT[0]}",
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(pki.ca.cert_file),
+        "ssl.certificate.location": str(pki.client.cert_file),
+        "ssl.key.location": str(pki.client.key_file),
+    }
+
+    def produce() -> KafkaError | None:
+        outcome: list[KafkaError | None] = []
+        producer = Producer({**tls, "acks": "all", "message.timeout.ms": 20000, "retries": 0})
+        producer.produce(topic, b"v", on_delivery=lambda err, _msg: outcome.append(err))
+        producer.flush(30)
+        assert outcome, "no delivery report"
+        return outcome[0]
+
+    err = produce()
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    create_acls(port, allow("User:alice", AclOperation.WRITE, topic))
+    wait_for(lambda: produce() is None, "the certificate's principal never got the ACL")
