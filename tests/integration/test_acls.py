@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -397,3 +397,24 @@ def test_a_client_certificate_principal_is_authorized_like_any_other(node: tuple
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
     create_acls(port, allow("User:alice", AclOperation.WRITE, topic))
     wait_for(lambda: produce() is None, "the certificate's principal never got the ACL")
+
+
+def test_authorized_operations_are_reported(node: tuple[Broker, int]) -> None:
+    b, port = node
+    topic = f"ops-{uuid.uuid4().hex[:8]}"
+    create_topic(b, topic)
+    create_acls(port, allow("User:bob", AclOperation.READ, topic))
+    bob = AdminClient(conf(port, "bob"))
+
+    def bob_ops() -> set[AclOperation]:
+        described = bob.describe_topics(TopicCollection([topic]), include_authorized_operations=True)[topic].result()
+        return set(described.authorized_operations or ())
+
+    wait_for(lambda: bool(bob_ops()), "bob never described the topic")
+    assert bob_ops() == {AclOperation.READ, AclOperation.DESCRIBE}  # READ implies DESCRIBE
+    root = admin(port)
+    described = root.describe_topics(TopicCollection([topic]), include_authorized_operations=True)[topic].result()
+    assert AclOperation.DELETE in set(described.authorized_operations)
+    cluster = root.describe_cluster(include_authorized_operations=True).result()
+    assert AclOperation.ALTER in set(cluster.authorized_operations)
+    assert bob.describe_cluster(include_authorized_operations=True).result().authorized_operations in (None, [])

@@ -7,22 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.acls import AclOperation
+from controller.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from rafka_shards.model import ErrorCode
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
+from rafka_shards.shard.kafka.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
 
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)  # Kafka's "not requested"
-# The operations the CLUSTER resource has (Kafka's AclEntry.supportedOperations), as the bit field counts them.
-CLUSTER_OPERATIONS = (
-    AclOperation.ALTER,
-    AclOperation.ALTER_CONFIGS,
-    AclOperation.CLUSTER_ACTION,
-    AclOperation.CREATE,
-    AclOperation.DESCRIBE,
-    AclOperation.DESCRIBE_CONFIGS,
-    AclOperation.IDEMPOTENT_WRITE,
-)
 BROKERS_ENDPOINT = 1  # endpoint_type (v1+): 1 = brokers, 2 = controllers
 
 
@@ -53,8 +43,10 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     operations = AUTHORIZED_OPERATIONS_OMITTED
     if req.include_cluster_authorized_operations:
         access = ctx.access
-        allowed = access.cluster(AclOperation.DESCRIBE)
-        operations = sum(1 << op for op in CLUSTER_OPERATIONS if allowed and access.allows_cluster_quietly(op))
+        if access.cluster(AclOperation.DESCRIBE):
+            operations = access.authorized_operations(ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, CLUSTER_OPERATIONS)
+        else:
+            operations = 0
     return kio_codec.encode_response(
         60,
         ctx.version,
