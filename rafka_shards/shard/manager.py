@@ -45,6 +45,11 @@ from rafka_shards.storage.partition_dirs import (
 
 log = logging.getLogger(__name__)
 
+# A registration that meets a Raft leadership change is retried this long, with this backoff.
+REGISTER_RETRY_MS = 120_000
+REGISTER_BACKOFF_MIN_S = 0.1
+REGISTER_BACKOFF_MAX_S = 2.0
+
 REJECTION_CODES: Mapping[RejectKind, ErrorCode] = {
     RejectKind.INVALID_TOPIC: ErrorCode.INVALID_TOPIC_EXCEPTION,
     RejectKind.TOPIC_ALREADY_EXISTS: ErrorCode.TOPIC_ALREADY_EXISTS,
@@ -157,23 +162,38 @@ class PartitionManager:
             return next_id
 
     async def register(self) -> None:
-        """Register a new incarnation of this broker; that starts its lease (the controller starts counting later)."""
+        """Register a new incarnation of this broker; that starts its lease (the controller starts counting later).
+
+        Raft leadership may move while the registration commits (an election during a slow fsync on a busy
+        machine): the proposal is then retried, as a new incarnation, for up to ``REGISTER_RETRY_MS``."""
         ep = self.config.advertise_endpoint
-        self.incarnation = str(uuid.uuid4())
-        sent_ms = self.monotonic_ms()
-        await self.propose(
-            RegisterBroker(
-                broker_id=self.broker_id,
-                host=ep.host,
-                port=ep.port,
-                rack=self.config.rack or None,
-                incarnation=self.incarnation,
-                node_id=self.config.node_id,
-                listeners=tuple(
-                    (li.name, li.advertised.host, li.advertised.port) for li in self.config.listener_specs()
-                ),
-            )
-        )
+        started_ms = self.monotonic_ms()
+        backoff_s = REGISTER_BACKOFF_MIN_S
+        while True:
+            self.incarnation = str(uuid.uuid4())
+            sent_ms = self.monotonic_ms()
+            try:
+                await self.propose(
+                    RegisterBroker(
+                        broker_id=self.broker_id,
+                        host=ep.host,
+                        port=ep.port,
+                        rack=self.config.rack or None,
+                        incarnation=self.incarnation,
+                        node_id=self.config.node_id,
+                        listeners=tuple(
+                            (li.name, li.advertised.host, li.advertised.port) for li in self.config.listener_specs()
+                        ),
+                    )
+                )
+            except KafkaError as e:
+                if e.code is not ErrorCode.NOT_CONTROLLER or self.monotonic_ms() - started_ms > REGISTER_RETRY_MS:
+                    raise
+                log.info("broker %d: registration not committed (%s); retrying", self.broker_id, e.message)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, REGISTER_BACKOFF_MAX_S)
+                continue
+            break
         self.lease.renewed(sent_ms)
 
     @property
