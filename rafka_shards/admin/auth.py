@@ -23,7 +23,7 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from rafka_shards.admin.http import Handler, error_response
+from rafka_shards.admin.http import Handler, error_response, unavailable
 from rafka_shards.admin.ports import AdminSecurity, MetadataReader
 from rafka_shards.security.admin_auth import (
     DECOY_CREDENTIAL,
@@ -45,6 +45,7 @@ from rafka_shards.security.scram_users import scram_credential
 log = logging.getLogger(__name__)
 
 PBKDF2_CONCURRENCY_MAX: Final = 2  # password checks running at once (each a worker thread)
+PBKDF2_WAITING_MAX: Final = 64  # password checks waiting for one of those; more logins at once get a 503
 PRINCIPAL: Final = "principal"  # the request key of the authenticated principal
 
 # Outcome labels of rafka_admin_auth_total.
@@ -89,6 +90,7 @@ class AdminAuth:
         self._tokens = None if security.tokens_file is None else TokenFile(security.tokens_file, _monotonic_ms())
         self._cache = PasswordCache()
         self._pbkdf2 = asyncio.Semaphore(PBKDF2_CONCURRENCY_MAX)
+        self._checks = 0  # password checks running or waiting
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> Any:
@@ -104,6 +106,8 @@ class AdminAuth:
         except AuthorizationError as e:
             return await self._failed(request, "malformed", f"authentication failed: {e}")
         if isinstance(credentials, BasicCredentials):
+            if self._checks >= PBKDF2_CONCURRENCY_MAX + PBKDF2_WAITING_MAX:
+                return unavailable("too many logins in progress on this node")
             principal = await self._basic(credentials)
         else:
             principal = self._bearer(credentials.token)
@@ -143,8 +147,12 @@ class AdminAuth:
     async def _verify(self, username: str, credential: ScramCredential, password: bytes, cache: bool = True) -> bool:
         if cache and (known := self._cache.get(username, credential, password)) is not None:
             return known
-        async with self._pbkdf2:
-            ok = await asyncio.to_thread(verify_password, credential, password)
+        self._checks += 1
+        try:
+            async with self._pbkdf2:
+                ok = await asyncio.to_thread(verify_password, credential, password)
+        finally:
+            self._checks -= 1
         if cache:
             self._cache.put(username, credential, password, ok)
         return ok

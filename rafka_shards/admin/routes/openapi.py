@@ -10,6 +10,7 @@ from aiohttp import web
 
 from rafka_shards.admin.http import json_response
 from rafka_shards.admin.routes import AdminContext, Route
+from rafka_shards.security.admin_auth import OPEN_PREFIX
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -43,6 +44,8 @@ def _operation(r: Route) -> dict[str, Any]:
             "503": {"description": "no controller leader; retry after retry_after_ms"},
         },
     }
+    if r.path.startswith(OPEN_PREFIX):
+        op["security"] = []  # the probes never ask for credentials
     if r.body is not None:
         op["requestBody"] = {
             "required": True,
