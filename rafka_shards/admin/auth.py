@@ -9,7 +9,7 @@ the shards' channels keep running) and caches its results, answers a failed logi
 
 A 401 says the same for an unknown user, a wrong password and an unknown token: nothing tells whether a user exists
 (an unknown user is checked against a decoy credential, so it costs the same PBKDF2). Nothing of a credential is
-logged or repeated in an answer. The authenticated principal is put on the request as ``request["principal"]``.
+logged or repeated in an answer.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 PBKDF2_CONCURRENCY_MAX: Final = 2  # password checks running at once (each a worker thread)
 PBKDF2_WAITING_MAX: Final = 64  # password checks waiting for one of those; more logins at once get a 503
-PRINCIPAL: Final = "principal"  # the request key of the authenticated principal
 
 # Outcome labels of rafka_admin_auth_total.
 OUTCOMES: Final = ("success", "missing", "malformed", "bad_credentials", "forbidden")
@@ -119,7 +118,6 @@ class AdminAuth:
                 403, "forbidden", f"{request.method} needs a superuser (super_users); {principal} is not one"
             )
         self.probe.count("success")
-        request[PRINCIPAL] = principal
         return await handler(request)
 
     async def _failed(self, request: web.Request, outcome: str, message: str) -> web.Response:
