@@ -93,7 +93,10 @@ class AdminAuth:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> Any:
-        access = self.policy.access(request.method, request.path)
+        # The route that will run decides, not the raw path: what the router matched is what the rules were written
+        # for (a path the router does not match gets a 404 whatever it looks like).
+        resource = request.match_info.route.resource
+        access = self.policy.access(request.method, request.path if resource is None else resource.canonical)
         if access is Access.OPEN:
             return await handler(request)
         header = request.headers.get("Authorization")

@@ -104,3 +104,45 @@ def test_passwords_are_checked_once_then_cached_until_they_change(monkeypatch: p
     )
     assert [status for status, _ in answers] == [200, 200, 401, 200]
     assert checks == ["pw-1", "pw-1", "pw-2"]  # once per credential and password
+
+
+def test_no_path_trick_reaches_a_protected_route_without_credentials() -> None:
+    async def run() -> list[bytes]:
+        ports = AdminPorts(
+            metadata=(m := FakeMetadata(brokers=1)),
+            proposer=m,
+            node=FakeNode(),
+            quorum=None,  # type: ignore[arg-type]
+            metrics_dir=Path(tempfile.mkdtemp()),
+            data_dir=Path(tempfile.mkdtemp()),
+            default_partitions=1,
+            default_replication_factor=1,
+            security=SECURITY,
+        )
+        server = TestServer(build_app(ports))
+        await server.start_server()
+        out = []
+        try:
+            for path in TRICKS:
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                out.append((await reader.read()).split(b"\r\n", 1)[0])
+                writer.close()
+        finally:
+            await server.close()
+        return out
+
+    statuses = asyncio.run(run())
+    assert all(s.split()[1] in (b"401", b"404") for s in statuses), list(zip(TRICKS, statuses, strict=True))
+
+
+TRICKS = (
+    "/v1/status/../topics",
+    "/v1/status/%2e%2e/topics",
+    "/v1/status/..%2ftopics",
+    "/v1/status/ready/../../topics",
+    "/metrics/../v1/topics",
+    "//v1/topics",
+    "/v1/topics/",
+    "/v1/status/../security/users",
+)
