@@ -6,9 +6,11 @@ without a restart. Nothing of a credential may appear in an answer or in the nod
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -345,4 +347,27 @@ def test_https_with_client_certificates_and_a_certificate_reload(tmp_path: Path)
         b.admin_tls = trusts_new  # for the fixture's stop
         assert call(b, "GET", "/v1/topics", auth=ROOT)[0] == 200
         assert "reloaded" in b.log(1_000_000)
+
+        # ops/rolling_restart.py reaches the secured node with what the environment gives it.
+        restart_tool = _rolling_restart_module()
+        env = {"RAFKA_ADMIN_CA_FILE": str(pki.other_ca.cert_file), "RAFKA_ADMIN_TOKEN": ROOT_TOKEN}
+        env |= {"RAFKA_ADMIN_CERT_FILE": str(pki.client.cert_file), "RAFKA_ADMIN_KEY_FILE": str(pki.client.key_file)}
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            assert restart_tool.http("GET", f"{b.admin}/v1/topics")[0] == 200
+            assert restart_tool.cluster_unhealthy([restart_tool.Node(b.admin, "")]) is None
+            mp.delenv("RAFKA_ADMIN_TOKEN")
+            assert restart_tool.http("GET", f"{b.admin}/v1/topics")[0] == 401
         assert_no_secret(b)
+
+
+def _rolling_restart_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "rolling_restart_under_test", Path(__file__).parents[2] / "ops" / "rolling_restart.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
