@@ -197,7 +197,7 @@ class AdminSecurity:
         try:
             super_users = parse_super_users(config.super_users)
         except ValueError as e:
-            raise ConfigError(f"super_users: {e}") from None
+            raise ConfigError("super_users: " + str(e).removeprefix("super.users: ")) from None
         tokens_file = Path(config.admin_api_tokens_file) if config.admin_api_tokens_file else None
         if tokens_file is not None:
             try:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from rafka_shards.admin.ports import AdminSecurity
+from rafka_shards.config import ConfigError, load_config
 from rafka_shards.security.admin_auth import (
     AUTHORIZATION_BYTES_MAX,
     Access,
@@ -195,3 +197,31 @@ def test_with_require_auth_reads_need_a_user_and_changes_a_superuser() -> None:
     closed = AdminPolicy(require_auth=True, metrics_open=False)
     assert closed.access("GET", "/metrics") is Access.AUTHENTICATED
     assert closed.access("GET", "/v1/status/ready") is Access.OPEN
+
+
+# ---- the settings, checked at start-up ------------------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, **flags: str) -> AdminSecurity:
+    return AdminSecurity.from_config(load_config(flags={"data_dir": str(tmp_path / "data"), **flags}, environ={}))
+
+
+def test_admin_security_settings_are_checked_with_the_setting_named(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN} User:ops\n")
+    security = _config(
+        tmp_path, admin_api_require_auth="true", admin_api_tokens_file=str(tokens), super_users="User:ops; User:a"
+    )
+    assert security.require_auth and security.tokens_file == tokens and security.tls is None
+    assert security.super_users == frozenset({"User:ops", "User:a"}) and security.scheme == "http"
+    assert security.failed_auth_delay_ms == 100 and security.metrics_open
+    tokens.write_text(f"{TOKEN}\n")
+    with pytest.raises(ConfigError, match=r"admin_api_tokens_file: .*line 1") as e:
+        _config(tmp_path, admin_api_tokens_file=str(tokens))
+    assert TOKEN not in str(e.value)
+    with pytest.raises(ConfigError, match="super_users: 'ops' is not a principal"):
+        _config(tmp_path, super_users="ops")
+    with pytest.raises(ConfigError, match="admin_ssl_ca_file: set without admin_ssl_cert_file"):
+        _config(tmp_path, admin_ssl_ca_file=str(tokens))
+    with pytest.raises(ConfigError, match="admin_ssl_cert_file"):
+        _config(tmp_path, admin_ssl_cert_file=str(tmp_path / "absent.crt"))
