@@ -250,6 +250,8 @@ async def _serve(
         except ConfigError as e:
             log.error("cannot serve the admin API: %s", e)
             return EXIT_STARTUP
+        if security.require_auth and not security.super_users:
+            log.warning("admin API: authentication is required but super_users is empty: no change can be made")
         if admin_listener is not None:
             starting = await start_catching_up(admin_listener, tls)
         caught_up = loop.create_task(controller.wait_caught_up())
