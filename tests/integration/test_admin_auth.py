@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka.admin as kafka
 import pytest
 from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
@@ -245,6 +246,41 @@ def test_acls_round_trip_and_bad_input(secured: Broker) -> None:
         return sorted(answer, key=lambda a: sorted(a.items()))
 
     assert len(listed()) == 4
+
+    # One store: Kafka clients see the ACLs the admin API made, and the admin API those a Kafka client made.
+    kafka_admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    every = kafka.AclBindingFilter(
+        kafka.ResourceType.ANY,
+        None,
+        kafka.ResourcePatternType.ANY,
+        None,
+        None,
+        kafka.AclOperation.ANY,
+        kafka.AclPermissionType.ANY,
+    )
+    seen = kafka_admin.describe_acls(every).result(timeout=30)
+    assert sorted((a.name, a.principal, a.operation.name) for a in seen) == [
+        ("billing", "User:alice", "READ"),
+        ("orders", "User:alice", "READ"),
+        ("orders", "User:bob", "READ"),
+        ("orders-", "User:alice", "WRITE"),
+    ]
+    made = kafka.AclBinding(
+        kafka.ResourceType.TOPIC,
+        "audit",
+        kafka.ResourcePatternType.LITERAL,
+        "User:carol",
+        "*",
+        kafka.AclOperation.DESCRIBE,
+        kafka.AclPermissionType.ALLOW,
+    )
+    for future in kafka_admin.create_acls([made]).values():
+        future.result(timeout=30)
+    assert listed("?principal=User:carol") == [
+        _acl(resource_name="audit", principal="User:carol", operation="DESCRIBE")
+    ]
+    assert call(b, "DELETE", "/v1/security/acls?principal=User:carol", None, ROOT)[0] == 200
+
     assert listed("?principal=User:bob") == [_acl(principal="User:bob", permission="DENY", host="10.0.0.7")]
     assert [a["resource_type"] for a in listed("?resource_type=group")] == ["GROUP"]
     # MATCH: the ACLs that apply to the topic orders-eu: the prefixed "orders-" one only.
