@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from rafka_shards.admin.auth import AdminAuth, AuthProbe
+from rafka_shards.admin.bootstrap import create_bootstrap_user
 from rafka_shards.admin.cluster_admin import ClusterAdmin
 from rafka_shards.admin.http import (
     ADMIN_SHUTDOWN_S,
@@ -92,12 +93,31 @@ def build_app(ports: AdminPorts) -> web.Application:
         routes=ROUTES,
     )
     ctx.metrics.registry.register(probe)
+    bootstrap_user = ports.security.bootstrap_user
+    if bootstrap_user is not None:
+
+        async def bootstrapping(_app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.get_running_loop().create_task(
+                create_bootstrap_user(ctx.cluster, bootstrap_user), name="bootstrap user"
+            )
+            task.add_done_callback(_log_failure)
+            yield
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        app.cleanup_ctx.append(bootstrapping)
     for route in ROUTES:
         handler: Handler = functools.partial(route.handler, ctx)
         if route.linearizable:
             handler = _linearizable(ports.metadata, handler)
         app.router.add_route(route.method, route.path, handler)
     return app
+
+
+def _log_failure(task: asyncio.Task[bool]) -> None:
+    # A bug in the bootstrap task is said when it happens, not lost; the node keeps serving without the user.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("creating the bootstrap user failed", exc_info=exc)
 
 
 def _monotonic_ms() -> int:

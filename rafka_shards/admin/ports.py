@@ -21,7 +21,7 @@ from controller.raft.node import Status
 from controller.topics import TopicProposal
 from rafka_shards.config import ADMIN_SSL_PREFIX, BrokerConfig, ConfigError
 from rafka_shards.ipc.channel import Stats
-from rafka_shards.security.admin_auth import AdminPolicy, read_tokens_file
+from rafka_shards.security.admin_auth import AdminPolicy, BootstrapUser, parse_bootstrap_user, read_tokens_file
 from rafka_shards.security.tls import TlsSettings, parse_tls_settings
 
 
@@ -181,6 +181,7 @@ class AdminSecurity:
     tokens_file: Path | None = None
     failed_auth_delay_ms: int = 0  # a failed login is answered after this long
     tls: TlsSettings | None = None  # None: plain HTTP
+    bootstrap_user: BootstrapUser | None = None  # created at start unless it exists
 
     @property
     def policy(self) -> AdminPolicy:
@@ -218,6 +219,7 @@ class AdminSecurity:
             tokens_file=tokens_file,
             failed_auth_delay_ms=config.connection_failed_authentication_delay_ms,
             tls=tls,
+            bootstrap_user=parse_bootstrap_user(config.bootstrap_user) if config.bootstrap_user else None,
         )
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from controller.scram import scram_username_error
 from rafka_shards.config import KIB, MIB, ConfigError
 from rafka_shards.security.sasl import ScramCredential, ScramMechanism, salt_password, scram_keys
 
@@ -307,6 +308,38 @@ class TokenFile:
         self._stamp = stamp
         self._failed = None
         return TokensReloaded(len(tokens))
+
+
+# ---- the bootstrap user ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapUser:
+    """``bootstrap_user``: a SCRAM user the node creates at start unless it exists (Redpanda's RP_BOOTSTRAP_USER)."""
+
+    username: str
+    password: bytes = field(repr=False)
+    mechanism: ScramMechanism = ScramMechanism.SCRAM_SHA_256
+
+
+def parse_bootstrap_user(text: str) -> BootstrapUser:
+    """``NAME:PASSWORD`` or ``NAME:PASSWORD:MECHANISM`` (SCRAM-SHA-256, the default, or SCRAM-SHA-512), as Redpanda
+    reads it; ``ConfigError`` that never repeats the password."""
+    name, colon, rest = text.partition(":")
+    if not colon or not name or not rest:
+        raise ConfigError("bootstrap_user: expected NAME:PASSWORD[:MECHANISM]")
+    password, mechanism = rest, ScramMechanism.SCRAM_SHA_256
+    head, colon, last = rest.rpartition(":")
+    named = {m.value: m for m in ScramMechanism}
+    if colon and head and last.upper() in named:  # a password ending in ":SCRAM-SHA-256" needs the mechanism given
+        password, mechanism = head, named[last.upper()]
+    problem = scram_username_error(name)
+    if problem is not None:
+        raise ConfigError(f"bootstrap_user: {problem}")
+    encoded = password.encode("utf-8", errors="surrogatepass")
+    if len(encoded) > BASIC_PASSWORD_BYTES_MAX:
+        raise ConfigError(f"bootstrap_user: the password is longer than {BASIC_PASSWORD_BYTES_MAX} bytes")
+    return BootstrapUser(name, encoded, mechanism)
 
 
 # ---- who may do what ---------------------------------------------------------------------------------------------

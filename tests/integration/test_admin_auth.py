@@ -34,7 +34,8 @@ ADMIN_PW = "admin-pw-3e9c71b04d"
 BOB_PW = "bob-pw-58a0c2e7f1"
 BOB_NEW_PW = "bob-new-pw-9d14b7c3a2"
 CAROL_PW = "carol-pw-2b7d90e4c6"
-SECRETS = (ROOT_TOKEN, CI_TOKEN, ADMIN_PW, BOB_PW, BOB_NEW_PW, CAROL_PW)
+BOOT_PW = "boot-pw-71c3e0a9d5"
+SECRETS = (ROOT_TOKEN, CI_TOKEN, ADMIN_PW, BOB_PW, BOB_NEW_PW, CAROL_PW, BOOT_PW)
 WAIT_S = 60.0  # bound of every wait for the node to notice a changed file (it looks every 1 s / 10 s)
 
 
@@ -209,6 +210,26 @@ def test_metrics_can_require_authentication(tmp_path: Path) -> None:
         status, text, _ = call(b, "GET", "/metrics", auth=bearer(CI_TOKEN))  # a read: any authenticated user
         assert status == 200 and "rafka_admin_auth_total" in text
         assert call(b, "GET", "/v1/status/ready")[0] == 200  # probes stay open
+
+
+def test_a_bootstrap_user_is_the_first_superuser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Redpanda's RP_BOOTSTRAP_USER: no token file at all, the first superuser comes from the node's environment.
+    monkeypatch.setenv("RAFKA_BOOTSTRAP_USER", f"admin:{BOOT_PW}:SCRAM-SHA-512")
+    node = Broker(tmp_path / "data", extra_args=["--admin-api-require-auth", "true", "--super-users", "User:admin"])
+    with serving(node) as b:
+        boot = basic_header("admin", BOOT_PW)
+        wait_until("the bootstrap user logs in", lambda: call(b, "GET", "/v1/security/users", auth=boot)[0] == 200)
+        users = call(b, "GET", "/v1/security/users", auth=boot)[1]
+        assert users == [{"username": "admin", "mechanisms": ["SCRAM-SHA-512"]}]
+        assert call(b, "POST", "/v1/topics", {"name": "first"}, boot)[0] == 201  # a superuser
+        # A password changed later survives a restart with the same setting: an existing user is left as it is.
+        change = {"password": ADMIN_PW, "algorithm": "SCRAM-SHA-256"}
+        assert call(b, "PUT", "/v1/security/users/admin", change, boot)[0] == 200
+        b.restart()
+        assert call(b, "GET", "/v1/topics", auth=basic_header("admin", ADMIN_PW))[0] == 200
+        assert call(b, "GET", "/v1/topics", auth=boot)[0] == 401
+        assert "bootstrap user 'admin' exists" in b.log(1_000_000)
+        assert_no_secret(b)
 
 
 ACL = {

@@ -19,6 +19,7 @@ from rafka_shards.security.admin_auth import (
     AuthorizationError,
     BasicCredentials,
     BearerToken,
+    BootstrapUser,
     PasswordCache,
     TokenFile,
     TokensFileError,
@@ -26,6 +27,7 @@ from rafka_shards.security.admin_auth import (
     TokensReloadFailed,
     basic_header,
     parse_authorization,
+    parse_bootstrap_user,
     parse_tokens,
     verify_password,
 )
@@ -225,3 +227,13 @@ def test_admin_security_settings_are_checked_with_the_setting_named(tmp_path: Pa
         _config(tmp_path, admin_ssl_ca_file=str(tokens))
     with pytest.raises(ConfigError, match="admin_ssl_cert_file"):
         _config(tmp_path, admin_ssl_cert_file=str(tmp_path / "absent.crt"))
+
+
+def test_the_bootstrap_user_setting() -> None:
+    assert parse_bootstrap_user("boot:s3cret:pw") == BootstrapUser("boot", b"s3cret:pw", ScramMechanism.SCRAM_SHA_256)
+    assert parse_bootstrap_user("boot:pw:scram-sha-512") == BootstrapUser("boot", b"pw", ScramMechanism.SCRAM_SHA_512)
+    for bad in ("boot", "boot:", ":pw", "a\x00b:pw"):
+        with pytest.raises(ConfigError, match="bootstrap_user") as e:
+            parse_bootstrap_user(bad)
+        assert "pw" not in str(e.value).removeprefix("bootstrap_user: expected NAME:PASSWORD[:MECHANISM]")
+    assert "s3cret" not in repr(parse_bootstrap_user("boot:s3cret"))
