@@ -20,6 +20,13 @@ At the end, leadership goes back to each partition's preferred replica (the firs
 replica is in sync and active (``POST /v1/partitions/{topic}/{p}/transfer_leadership``): rafka_shards has no
 automatic preferred-leader election (Kafka's ``auto.leader.rebalance.enable``); ``--no-rebalance`` skips it.
 
+A secured admin API (README.md, "Securing the admin API"): the tool moves leadership and reads the cluster, so with
+``admin_api_require_auth`` it needs a superuser, from the environment (never a flag: ``ps`` shows flags):
+``RAFKA_ADMIN_TOKEN`` (a bearer token of the node's token file) or ``RAFKA_ADMIN_USER`` and
+``RAFKA_ADMIN_PASSWORD`` (a SCRAM user). Give ``https://`` node URLs for an admin port with TLS; the nodes'
+certificates are checked against ``RAFKA_ADMIN_CA_FILE`` (default: the system's CAs), and ``RAFKA_ADMIN_CERT_FILE``
+/ ``RAFKA_ADMIN_KEY_FILE`` are presented where nodes require client certificates.
+
 Every wait is bounded (``--timeout-s`` each); the tool exits 1 with the reason at the first one that times out, and
 leaves the cluster as it is (a node it started keeps running). Stdlib only; the nodes must run on this host.
 ``ops/rolling-restart.sh`` wraps it for a cluster started by ``ops/cluster3.sh``.
@@ -28,16 +35,19 @@ leaves the cluster as it is (a node it started keeps running). Stdlib only; the 
 from __future__ import annotations
 
 import argparse
+import base64
+import functools
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,12 +71,35 @@ def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
+def auth_headers(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The Authorization header the environment gives (none: the admin API does not require authentication)."""
+    token = env.get("RAFKA_ADMIN_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = env.get("RAFKA_ADMIN_USER"), env.get("RAFKA_ADMIN_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """How https:// node URLs are checked (and which client certificate is presented)."""
+    ctx = ssl.create_default_context(cafile=os.environ.get("RAFKA_ADMIN_CA_FILE") or None)
+    cert = os.environ.get("RAFKA_ADMIN_CERT_FILE")
+    if cert:
+        ctx.load_cert_chain(cert, os.environ.get("RAFKA_ADMIN_KEY_FILE") or None)
+    return ctx
+
+
 def http(method: str, url: str, body: object = None) -> tuple[int, Any]:
     """(status, decoded JSON or None); status 0 when nothing answered."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **auth_headers()}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    context = tls_context() if url.startswith("https://") else None
     try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S, context=context) as r:
             raw = r.read()
             return r.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as e:

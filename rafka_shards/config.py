@@ -180,6 +180,11 @@ class BrokerConfig:
         "", "admin API: a file of 'TOKEN PRINCIPAL' lines accepted as 'Authorization: Bearer TOKEN' (re-read on change)"
     )
     admin_metrics_open: bool = _setting(True, "admin API: /metrics needs no authentication (for Prometheus)")
+    bootstrap_user: str = _setting(
+        "",
+        "NAME:PASSWORD[:MECHANISM] of a SCRAM user created at start unless it exists (Redpanda's RP_BOOTSTRAP_USER; "
+        "give it as RAFKA_BOOTSTRAP_USER, never as a flag: ps shows flags)",
+    )
     admin_ssl_cert_file: str = _setting("", "admin API over HTTPS: PEM certificate chain ('' plain HTTP)")
     admin_ssl_key_file: str = _setting("", "admin API over HTTPS: PEM private key (default: in admin_ssl_cert_file)")
     admin_ssl_key_password: str = _setting("", "admin API over HTTPS: password of an encrypted admin_ssl_key_file")

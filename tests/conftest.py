@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -75,9 +76,15 @@ class Broker:
     """One node (supervisor + shard processes) with its data directory; restartable on the same ports."""
 
     def __init__(
-        self, data_dir: Path, extra_args: list[str] | None = None, shards: int = 1, wrapper: list[str] | None = None
+        self,
+        data_dir: Path,
+        extra_args: list[str] | None = None,
+        shards: int = 1,
+        wrapper: list[str] | None = None,
+        admin_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.admin_tls = admin_tls  # the admin port speaks HTTPS (--admin-ssl-cert-file): how this client connects
         self.wrapper = wrapper or []  # a command that execs the node's command line given as its last arguments
         self.shards = shards
         self.port = free_port_range(shards + 1)
@@ -95,7 +102,7 @@ class Broker:
         return [self.port + i for i in range(self.shards)]
 
     def admin_get(self, path: str) -> object:
-        with urllib.request.urlopen(f"{self.admin}{path}", timeout=10) as r:
+        with urllib.request.urlopen(f"{self.admin}{path}", timeout=10, context=self.admin_tls) as r:
             return json.loads(r.read())
 
     def shard_pids(self) -> list[int]:
@@ -120,7 +127,8 @@ class Broker:
 
     @property
     def admin(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        scheme = "http" if self.admin_tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.admin_port}"
 
     def start(self) -> None:
         self.launch()
@@ -160,7 +168,7 @@ class Broker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"broker exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with urllib.request.urlopen(f"{self.admin}/v1/status/ready", timeout=1) as r:
+                with urllib.request.urlopen(f"{self.admin}/v1/status/ready", timeout=1, context=self.admin_tls) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):

@@ -25,9 +25,12 @@ from kio.schema.types import BrokerId, TopicName
 from kio.static.primitive import i32, i64
 
 from controller import topics
+from controller.acls import ACL_CHANGES_PER_REQUEST_MAX, AclBinding, AclBindingFilter
 from controller.commands import (
     Command,
+    CreateAcls,
     DecommissionBroker,
+    DeleteAcls,
     DeleteScramCredential,
     ElectLeader,
     ReassignPartition,
@@ -198,6 +201,20 @@ class ClusterAdmin:
             except CommandRejected as e:
                 if e.rejection.kind is not RejectKind.UNKNOWN_CREDENTIAL:  # gone meanwhile: what was asked for
                     raise
+
+    # ---- ACLs ----------------------------------------------------------------------------------------------------
+
+    async def create_acls(self, bindings: tuple[AclBinding, ...]) -> None:
+        """Store the ACLs (one ``CreateAcls``: all or none; those stored already are kept once)."""
+        await self._propose(CreateAcls(bindings))
+
+    async def delete_acls(self, acl_filter: AclBindingFilter) -> tuple[AclBinding, ...]:
+        """Remove the ACLs the filter selects on this node's image (read after a barrier: every ACL created before
+        the request counts); those deleted meanwhile by someone else are skipped by the state machine."""
+        matched = self.image.acls.acls(acl_filter)
+        for start in range(0, len(matched), ACL_CHANGES_PER_REQUEST_MAX):
+            await self._propose(DeleteAcls(matched[start : start + ACL_CHANGES_PER_REQUEST_MAX]))
+        return matched
 
 
 def cleaner_json(ps: PartitionStats) -> dict[str, Any] | None:

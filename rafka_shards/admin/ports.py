@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from controller.acls import parse_super_users
 from controller.balancer import BalancerStatus
 from controller.commands import Command
 from controller.image import MetadataImage
 from controller.raft.node import Status
 from controller.topics import TopicProposal
+from rafka_shards.config import ADMIN_SSL_PREFIX, BrokerConfig, ConfigError
 from rafka_shards.ipc.channel import Stats
+from rafka_shards.security.admin_auth import AdminPolicy, BootstrapUser, parse_bootstrap_user, read_tokens_file
+from rafka_shards.security.tls import TlsSettings, parse_tls_settings
 
 
 class MetadataReader(Protocol):
@@ -168,6 +172,61 @@ class Quorum(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSecurity:
+    """The admin port's security settings (``admin_api_require_auth``, ``admin_ssl_*``...), checked."""
+
+    require_auth: bool = False
+    super_users: frozenset[str] = frozenset()
+    metrics_open: bool = True
+    tokens_file: Path | None = None
+    failed_auth_delay_ms: int = 0  # a failed login is answered after this long
+    tls: TlsSettings | None = None  # None: plain HTTP
+    bootstrap_user: BootstrapUser | None = None  # created at start unless it exists
+
+    @property
+    def policy(self) -> AdminPolicy:
+        return AdminPolicy(self.require_auth, self.super_users, self.metrics_open)
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
+
+    @classmethod
+    def from_config(cls, config: BrokerConfig) -> AdminSecurity:
+        """The settings of ``config``; ``ConfigError`` naming the setting when one is malformed, the token file does
+        not parse or the certificate files do not make a TLS context."""
+        try:
+            super_users = parse_super_users(config.super_users)
+        except ValueError as e:
+            raise ConfigError("super_users: " + str(e).removeprefix("super.users: ")) from None
+        tokens_file = Path(config.admin_api_tokens_file) if config.admin_api_tokens_file else None
+        if tokens_file is not None:
+            try:
+                read_tokens_file(tokens_file)
+            except ConfigError as e:
+                raise ConfigError(f"admin_api_tokens_file: {e}") from None
+        tls = None
+        if config.admin_ssl_cert_file:
+            tls = parse_tls_settings(config.admin_ssl_settings(), prefix=ADMIN_SSL_PREFIX)
+        else:
+            given = [k for k, v in config.admin_ssl_settings().items() if v and k in _ADMIN_SSL_NEEDING_CERT]
+            if given:
+                raise ConfigError(f"{', '.join(sorted(given))}: set without admin_ssl_cert_file (HTTPS is off)")
+        return cls(
+            require_auth=config.admin_api_require_auth,
+            super_users=super_users,
+            metrics_open=config.admin_metrics_open,
+            tokens_file=tokens_file,
+            failed_auth_delay_ms=config.connection_failed_authentication_delay_ms,
+            tls=tls,
+            bootstrap_user=parse_bootstrap_user(config.bootstrap_user) if config.bootstrap_user else None,
+        )
+
+
+_ADMIN_SSL_NEEDING_CERT = frozenset({"admin_ssl_key_file", "admin_ssl_key_password", "admin_ssl_ca_file"})
+
+
+@dataclass(frozen=True, slots=True)
 class AdminPorts:
     """Everything the admin API is given."""
 
@@ -179,3 +238,4 @@ class AdminPorts:
     data_dir: Path  # the node's data directory (its filesystem's size and free space are gauges)
     default_partitions: int  # of a topic created without a partition count
     default_replication_factor: int
+    security: AdminSecurity = AdminSecurity()

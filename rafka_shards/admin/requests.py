@@ -9,12 +9,26 @@ Kafka writes them). A user's password is never repeated in an error message, and
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from controller.acls import (
+    ACL_CHANGES_PER_REQUEST_MAX,
+    ACL_STRING_LENGTH_MAX,
+    WILDCARD_HOST,
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    PatternType,
+    ResourceType,
+    validate_binding,
+    validate_filter,
+)
 from controller.names import topic_name_error
 from controller.scram import SCRAM_MECHANISMS, scram_username_error
 from controller.state_machine import PARTITIONS_PER_TOPIC_MAX, REPLICATION_FACTOR_MAX
@@ -185,3 +199,114 @@ def parse_user_update(raw: bytes, username: str) -> UserPassword:
     fields = frozenset({"password", "algorithm"})
     body = parse_object(raw, fields, required=fields)
     return UserPassword(username, *_password_and_algorithm(body))
+
+
+# ---- ACLs (/v1/security/acls) ------------------------------------------------------------------------------------
+
+ACL_BINDING_FIELDS = frozenset(
+    {"resource_type", "resource_name", "pattern_type", "principal", "host", "operation", "permission"}
+)
+ACL_BINDING_REQUIRED = frozenset({"resource_type", "resource_name", "principal", "operation", "permission"})
+_ACL_ENUMS: dict[str, type[enum.IntEnum]] = {
+    "resource_type": ResourceType,
+    "pattern_type": PatternType,
+    "operation": AclOperation,
+    "permission": AclPermissionType,
+}
+# What a binding may name (UNKNOWN never; ANY and MATCH only in filters).
+_BINDING_ONLY_NOT = frozenset({"UNKNOWN", "ANY", "MATCH"})
+
+
+def _acl_enum(field: str, value: Any, *, in_filter: bool) -> Any:
+    """An enum member by its name, case-insensitively (``topic``, ``TOPIC``; ``-`` for ``_``)."""
+    cls = _ACL_ENUMS[field.rpartition(".")[2]]
+    allowed = sorted(
+        name for name in cls.__members__ if name != "UNKNOWN" and (in_filter or name not in _BINDING_ONLY_NOT)
+    )
+    name = value.strip().upper().replace("-", "_") if isinstance(value, str) else None
+    if name not in allowed:
+        shown = orjson.dumps(value).decode()[:60]
+        raise BadRequest(field, f"{field}: expected one of {', '.join(allowed)}, got {shown}")
+    return cls.__members__[name]
+
+
+def _acl_string(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(field, f"{field}: expected a string")
+    if len(value) > ACL_STRING_LENGTH_MAX:
+        raise BadRequest(field, f"{field}: longer than {ACL_STRING_LENGTH_MAX} characters")
+    return value
+
+
+def _acl_binding(obj: Any, where: str) -> AclBinding:
+    if not isinstance(obj, dict):
+        raise BadRequest(where or None, f"{where or 'the body'}: an ACL is a JSON object")
+    prefix = f"{where}." if where else ""
+    unknown = sorted(set(obj) - ACL_BINDING_FIELDS)
+    if unknown:
+        field = prefix + unknown[0]
+        raise BadRequest(field, f"{field}: unknown field; allowed: {sorted(ACL_BINDING_FIELDS)}")
+    missing = sorted(ACL_BINDING_REQUIRED - set(obj))
+    if missing:
+        field = prefix + missing[0]
+        raise BadRequest(field, f"{field}: missing (required: {sorted(ACL_BINDING_REQUIRED)})")
+    binding = AclBinding(
+        resource_type=_acl_enum(prefix + "resource_type", obj["resource_type"], in_filter=False),
+        resource_name=_acl_string(prefix + "resource_name", obj["resource_name"]),
+        pattern_type=_acl_enum(prefix + "pattern_type", obj.get("pattern_type", "LITERAL"), in_filter=False),
+        principal=_acl_string(prefix + "principal", obj["principal"]),
+        host=_acl_string(prefix + "host", obj.get("host", WILDCARD_HOST)),
+        operation=_acl_enum(prefix + "operation", obj["operation"], in_filter=False),
+        permission=_acl_enum(prefix + "permission", obj["permission"], in_filter=False),
+    )
+    problem = validate_binding(binding)
+    if problem is not None:
+        raise BadRequest(where or None, f"{where}: {problem.message}" if where else problem.message)
+    return binding
+
+
+def parse_acl_bindings(raw: bytes) -> tuple[AclBinding, ...]:
+    """One ACL (a JSON object) or several (a JSON array of them), each complete and valid (``validate_binding``);
+    ``pattern_type`` defaults to LITERAL and ``host`` to ``*``. Duplicates are kept once."""
+    if not raw.strip():
+        fields = sorted(ACL_BINDING_FIELDS)
+        raise BadRequest(None, f"a JSON body is required: an ACL object (fields {fields}) or an array of them")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(None, f"the body is not valid JSON: {e}") from None
+    if isinstance(body, list):
+        if not 1 <= len(body) <= ACL_CHANGES_PER_REQUEST_MAX:
+            raise BadRequest(None, f"expected 1..{ACL_CHANGES_PER_REQUEST_MAX} ACLs, got {len(body)}")
+        bindings = [_acl_binding(item, f"[{i}]") for i, item in enumerate(body)]
+    elif isinstance(body, dict):
+        bindings = [_acl_binding(body, "")]
+    else:
+        raise BadRequest(None, f"the body must be an ACL object or an array of them, not {type(body).__name__}")
+    return tuple(dict.fromkeys(bindings))
+
+
+def parse_acl_filter(fields: Mapping[str, Any]) -> AclBindingFilter:
+    """A filter from query parameters or a JSON object: every field optional (absent: any), enum names
+    case-insensitive and ANY allowed (MATCH too, for the pattern type), checked by ``validate_filter``."""
+    unknown = sorted(set(fields) - ACL_BINDING_FIELDS)
+    if unknown:
+        raise BadRequest(unknown[0], f"{unknown[0]}: unknown filter field; allowed: {sorted(ACL_BINDING_FIELDS)}")
+    values: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in _ACL_ENUMS:
+            values[name] = _acl_enum(name, value, in_filter=True)
+        else:
+            values[name] = _acl_string(name, value)
+    acl_filter = AclBindingFilter(**values)
+    problem = validate_filter(acl_filter)
+    if problem is not None:
+        raise BadRequest(None, problem.message)
+    return acl_filter
+
+
+def parse_acl_filter_body(raw: bytes) -> dict[str, Any] | None:
+    """The filter fields of a DELETE body (a JSON object), or None when there is no body."""
+    if not raw.strip():
+        return None
+    return parse_object(raw, ACL_BINDING_FIELDS)

@@ -14,7 +14,7 @@ from pathlib import Path
 from controller.balancer import BalancerStatus
 from controller.raft.node import ConfChangeOp, Status
 from controller.state_machine import CommandRejected, Rejection, RejectKind
-from rafka_shards.admin.ports import AdminPorts, Histogram, NodeView
+from rafka_shards.admin.ports import AdminPorts, AdminSecurity, Histogram, NodeView
 from rafka_shards.config import BrokerConfig
 from rafka_shards.controller_node.channel_server import ControllerServer
 from rafka_shards.controller_node.raft_controller import ControllerUnavailable, RaftController
@@ -75,7 +75,12 @@ class QuorumPort:
 
 
 def admin_ports(
-    config: BrokerConfig, node: NodeView, controller: RaftController, server: ControllerServer, metrics_dir: Path
+    config: BrokerConfig,
+    node: NodeView,
+    controller: RaftController,
+    server: ControllerServer,
+    metrics_dir: Path,
+    security: AdminSecurity,
 ) -> AdminPorts:
     """What ``rafka_shards.admin.app.start_admin`` is given in this process."""
     return AdminPorts(
@@ -87,4 +92,5 @@ def admin_ports(
         data_dir=config.data_dir,
         default_partitions=config.default_partitions,
         default_replication_factor=config.default_replication_factor,
+        security=security,
     )

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from rafka_shards import event_loop
-from rafka_shards.admin.app import start_admin, start_catching_up
-from rafka_shards.config import BrokerConfig
+from rafka_shards.admin.app import admin_tls, start_admin, start_catching_up
+from rafka_shards.admin.ports import AdminSecurity
+from rafka_shards.config import BrokerConfig, ConfigError
 from rafka_shards.controller_node import controlled_shutdown
 from rafka_shards.controller_node.admin_ports import admin_ports
 from rafka_shards.controller_node.channel_server import ControllerServer, ShardSession
@@ -243,8 +244,16 @@ async def _serve(
             log.error("cannot listen on %s for the controller quorum: %s", config.controller_listen_endpoint(), e)
             return EXIT_STARTUP
         host.controller = controller
+        try:
+            security = AdminSecurity.from_config(config)
+            tls = admin_tls(security)
+        except ConfigError as e:
+            log.error("cannot serve the admin API: %s", e)
+            return EXIT_STARTUP
+        if security.require_auth and not security.super_users:
+            log.warning("admin API: authentication is required but super_users is empty: no change can be made")
         if admin_listener is not None:
-            starting = await start_catching_up(admin_listener)
+            starting = await start_catching_up(admin_listener, tls)
         caught_up = loop.create_task(controller.wait_caught_up())
         stopped = loop.create_task(stop.wait())
         await asyncio.wait((caught_up, stopped), return_when=asyncio.FIRST_COMPLETED)
@@ -263,9 +272,14 @@ async def _serve(
             await starting.cleanup()
             starting = None
         if admin_listener is not None:
-            ports = admin_ports(config, host, controller, host.server, host.metrics_dir)
-            admin = await start_admin(ports, admin_listener)
-            log.info("admin API and /metrics on http://%s", config.admin_endpoint)
+            ports = admin_ports(config, host, controller, host.server, host.metrics_dir, security)
+            admin = await start_admin(ports, admin_listener, tls)
+            log.info(
+                "admin API and /metrics on %s://%s%s",
+                security.scheme,
+                config.admin_endpoint,
+                " (authentication required)" if security.require_auth else "",
+            )
         event_loop.settle_heap()
         event_loop.quick_thread_handoff()
         host.link.send(ControllerReady(os.getpid()))

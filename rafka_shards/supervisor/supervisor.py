@@ -162,12 +162,12 @@ class Supervisor:
                 exit_code=EXIT_STARTUP if code == EXIT_STARTUP else 1,
             )
         self._monitors.append(asyncio.get_running_loop().create_task(self._supervise_controller()))
-        log.info(
-            "controller process (pid %d) ready, node %d%s",
-            process.pid,
-            config.node_id,
-            f", admin API on http://{config.admin_endpoint}" if self.admin_listener is not None else "",
+        admin = (
+            f", admin API on {_admin_scheme(config)}://{config.admin_endpoint}"
+            if self.admin_listener is not None
+            else ""
         )
+        log.info("controller process (pid %d) ready, node %d%s", process.pid, config.node_id, admin)
 
     async def start_shards(self) -> None:
         """Spawn every shard and wait until all are listening; a shard that exits meanwhile fails the start."""
@@ -501,6 +501,10 @@ class Supervisor:
 # Exits of a child that was asked to stop: 0 after its clean stop on SIGTERM; killed by SIGTERM if the signal came
 # before its handler was installed (while it started). Every other exit is a death, restarted by the policy.
 STOPPED_ON_PURPOSE = (0, -signal.SIGTERM)
+
+
+def _admin_scheme(config: BrokerConfig) -> str:
+    return "https" if config.admin_ssl_cert_file else "http"
 
 
 def monotonic_ms() -> int:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from rafka_shards.admin.http import json_response
 from rafka_shards.admin.routes import AdminContext, Route
+from rafka_shards.security.admin_auth import OPEN_PREFIX
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -36,11 +37,15 @@ def _operation(r: Route) -> dict[str, Any]:
         "responses": {
             str(r.status): {"description": "OK"},
             "400": {"description": "bad input, field named", "content": {"application/json": {"schema": error}}},
+            "401": {"description": "admin_api_require_auth: credentials missing or not valid"},
+            "403": {"description": "admin_api_require_auth: a change by a principal not in super_users"},
             "404": {"description": "unknown topic, partition, broker or user"},
             "409": {"description": "the cluster's state does not allow it"},
             "503": {"description": "no controller leader; retry after retry_after_ms"},
         },
     }
+    if r.path.startswith(OPEN_PREFIX):
+        op["security"] = []  # the probes never ask for credentials
     if r.body is not None:
         op["requestBody"] = {
             "required": True,
@@ -58,7 +63,15 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "rafka_shards admin API", "version": "1"},
         "paths": paths,
-        "components": {"schemas": {"Error": _ERROR_SCHEMA}},
+        "components": {
+            "schemas": {"Error": _ERROR_SCHEMA},
+            # Asked for only with admin_api_require_auth (never for /v1/status/*): a SCRAM user or a bearer token.
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{"basic": []}, {"bearer": []}],
     }
 
 
