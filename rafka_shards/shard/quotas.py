@@ -87,21 +87,33 @@ class ShardQuotas:
         bound = core.value_max_in_window(QuotaType.FETCH, user_name(principal), client_id or "")
         return max_bytes if bound is None else max(1, min(max_bytes, int(bound)))
 
-    def fetch_throttle_ms(self, principal: str, client_id: str | None, size: int) -> int:
-        """Record a consumer's fetch response of ``size`` bytes; above the quota, the throttle time, and the bytes
-        are taken back since the fetch is answered without data (KafkaApis.handleFetchRequest)."""
-        if not self._current().enabled(QuotaType.FETCH):
-            return 0
+    def fetch_charge(self, principal: str, client_id: str | None, size: int) -> tuple[int, bool]:
+        """Record the ``size`` bytes of record data a consumer's fetch returns: (throttle time, whether to withhold
+        the data). Above the quota the fetch is answered without data and its bytes are taken back
+        (KafkaApis.handleFetchRequest), except when they could never fit the quota window (one batch larger than
+        ``fetch_bytes_max``, which KIP-74 returns whole): then the data goes, with the throttle time, so the
+        consumer is slowed down rather than refused for ever.
+
+        Kafka records the whole response's size; here the record data, which is what ``fetch_bytes_max`` bounds,
+        so a fetch bounded by it fits an idle quota window (with the response's own bytes on top, a full-size
+        fetch of a backlog would be refused again and again)."""
+        core = self._current()
+        if not core.enabled(QuotaType.FETCH):
+            return 0, False
         recorded = self._record(QuotaType.FETCH, principal, client_id, size)
         if recorded is None:
-            return 0
+            return 0, False
         r = recorded.resolution
-        if recorded.throttle_ms == 0:
+        user, client = user_name(principal), client_id or ""
+        bound = core.value_max_in_window(QuotaType.FETCH, user, client)
+        withhold = recorded.throttle_ms > 0 and (bound is None or size <= bound)
+        if withhold:
+            core.unrecord(QuotaType.FETCH, user, client, size, self._clock_ms())
+        else:
             self._probe.quota_recorded(QuotaType.FETCH.value, r.user, r.client_id, size)
-            return 0
-        self._core.unrecord(QuotaType.FETCH, user_name(principal), client_id or "", size, self._clock_ms())
-        self.throttled(QuotaType.FETCH, recorded)
-        return recorded.throttle_ms
+        if recorded.throttle_ms:
+            self.throttled(QuotaType.FETCH, recorded)
+        return recorded.throttle_ms, withhold
 
     def expire(self) -> int:
         return self._core.expire(self._clock_ms())

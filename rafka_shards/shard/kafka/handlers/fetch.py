@@ -68,13 +68,13 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         topics, total, failed, readable = _read_all(ctx, req, max_bytes, replica, failed_early)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or failed or remaining <= 0 or not readable:
-            body = encode_fetch_response(version, topics)
+            throttle_ms = 0
             if quotas is not None:  # above the consumer_byte_rate: no data, only the throttle time (KafkaApis)
-                throttle_ms = quotas.fetch_throttle_ms(ctx.principal, ctx.header.client_id, sum(map(len, body)))
-                if throttle_ms:
+                throttle_ms, withhold = quotas.fetch_charge(ctx.principal, ctx.header.client_id, total)
+                if withhold:
                     return encode_fetch_response(version, [], throttle_time_ms=throttle_ms)
             _count(ctx, topics, replica >= 0)
-            return body
+            return encode_fetch_response(version, topics, throttle_time_ms=throttle_ms)
         # Long poll: any of these partitions' high watermark moving (for a follower: its log growing), or the
         # partition going away, wakes us.
         waiter: asyncio.Future[None] = loop.create_future()
