@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import importlib
 import time
 import urllib.request
 import uuid
@@ -28,8 +29,6 @@ from kio.schema.describe_client_quotas.v1.request import ComponentData, Describe
 from kio.schema.describe_client_quotas.v1.response import DescribeClientQuotasResponse
 from kio.schema.metadata.v12.request import MetadataRequest
 from kio.schema.metadata.v12.response import MetadataResponse
-from kio.schema.produce.v8.request import PartitionProduceData, ProduceRequest, TopicProduceData
-from kio.schema.produce.v8.response import ProduceResponse
 from kio.static.primitive import f64, i8
 
 from rafka_shards.ipc.kafka_client import KafkaClient
@@ -240,41 +239,49 @@ def test_consumer_over_its_byte_rate_is_throttled(node: Broker) -> None:
     assert _metric_value(text, "rafka_quota_throttle_time_ms_total", client_id, "fetch") > 0
 
 
-def test_raw_produce_carries_throttle_time_and_mutes(node: Broker) -> None:
-    """The broker's own bytes: a Produce v8 response (a KIP-219 version) with throttle_time_ms, then the next request
-    on that connection answered only once (most of) the throttle time has passed: the connection was muted."""
-    client_id = f"raw-{uuid.uuid4().hex[:8]}"
+@pytest.mark.parametrize("version", [5, 8])
+def test_raw_produce_carries_throttle_time(node: Broker, version: int) -> None:
+    """The broker's own bytes: a Produce response with throttle_time_ms. v8 (KIP-219: the client throttles itself):
+    answered at once, then the connection muted, so the next request on it is answered only once (most of) the
+    throttle time has passed; v5: the response itself is held for the throttle time."""
+    request_module = importlib.import_module(f"kio.schema.produce.v{version}.request")
+    response_type = importlib.import_module(f"kio.schema.produce.v{version}.response").ProduceResponse
+    client_id = f"raw-v{version}-{uuid.uuid4().hex[:8]}"
     topic = f"quota-raw-{uuid.uuid4().hex[:8]}"
     p = Producer({"bootstrap.servers": node.bootstrap})
     p.produce(topic, b"create")  # auto-creates the topic
     assert p.flush(60) == 0
     assert _alter(node, {"client-id": client_id}, {"producer_byte_rate": 1000.0}) == (0, None)
     batch = build_batch([Record(None, b"z" * 30_000, BASE_TS)])
-    request = ProduceRequest(
+    partition = request_module.PartitionProduceData(index=0, records=batch)
+    request = request_module.ProduceRequest(
         transactional_id=None,
         acks=1,
         timeout=datetime.timedelta(seconds=30),
-        topic_data=(TopicProduceData(name=topic, partition_data=(PartitionProduceData(index=0, records=batch),)),),
+        topic_data=(request_module.TopicProduceData(name=topic, partition_data=(partition,)),),
     )
     metadata = MetadataRequest(topics=(), allow_auto_topic_creation=False, include_topic_authorized_operations=False)
 
-    async def scenario() -> tuple[int, int, float]:
+    async def scenario() -> tuple[int, int, float, float]:
         client = await KafkaClient.connect(
             "127.0.0.1", node.port, client_id=client_id, response_bytes_max=RESPONSE_MAX, timeout_s=60
         )
         try:
-            first = await client.request(request, ProduceResponse, timeout_s=60)
             sent = time.monotonic()
+            first = await client.request(request, response_type, timeout_s=60)
+            answered = time.monotonic()
             await client.request(metadata, MetadataResponse, timeout_s=60)
             code = int(first.responses[0].partition_responses[0].error_code.value)
-            return code, int(first.throttle_time.total_seconds() * 1000), time.monotonic() - sent
+            throttle_ms = int(first.throttle_time.total_seconds() * 1000)
+            return code, throttle_ms, answered - sent, time.monotonic() - answered
         finally:
             client.close()
 
-    code, throttle_ms, waited_s = _run(scenario())
+    code, throttle_ms, produce_s, next_s = _run(scenario())
     assert code == 0
     # 30 kB over 10 s at 1 kB/s: (3000 - 1000) / 1000 * 10 s, bounded by the 11 windows of 1 s.
     assert 10_000 <= throttle_ms <= 11_000
+    waited_s = produce_s if version < 6 else next_s
     assert waited_s >= throttle_ms / 1000 * 0.5
 
 
