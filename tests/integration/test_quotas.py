@@ -1,9 +1,11 @@
-"""Client quotas (issue 18, KIP-13 / KIP-124 / KIP-219 / KIP-546) on a real one-shard node: AlterClientQuotas and
+"""Client quotas (issue 18, KIP-13 / KIP-124 / KIP-219 / KIP-546) on real one-shard nodes: AlterClientQuotas and
 DescribeClientQuotas over the wire (neither confluent-kafka 2.x nor kafka-python has an admin call for them, so the
 project's own client sends kio requests); a confluent-kafka producer and consumer above their byte rates see
 librdkafka's throttle callbacks (the broker's throttle_time_ms) while the broker stays up; a raw Produce shows the
-throttle time in the response and the connection muted for it; a tiny request_percentage throttles Metadata; the
-metrics count the throttling per client id."""
+throttle time in the response and the connection muted for it (v8) or the response held (v5); a tiny
+request_percentage throttles Metadata; the metrics count the throttling per client id. On a node with authorization
+on, the two APIs need ALTER_CONFIGS / DESCRIBE_CONFIGS on the cluster, and a /users/alice quota throttles alice's
+SASL producer."""
 
 from __future__ import annotations
 
@@ -18,6 +20,14 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 from kio.schema.alter_client_quotas.v1.request import AlterClientQuotasRequest, OpData
 from kio.schema.alter_client_quotas.v1.request import EntityData as AlterEntity
 from kio.schema.alter_client_quotas.v1.request import EntryData as AlterEntry
@@ -33,8 +43,8 @@ from kio.static.primitive import f64, i8
 
 from rafka_shards.ipc.kafka_client import KafkaClient
 from rafka_shards.records.builder import Record, build_batch
-from tests.conftest import Broker, running
-from tests.integration.helpers import BASE_TS
+from tests.conftest import Broker, free_port_range, running
+from tests.integration.helpers import BASE_TS, admin_call
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +63,9 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _request(node: Broker, request: Any, response_type: Any, client_id: str = "quota-admin") -> Any:
+async def _request(port: int, request: Any, response_type: Any, client_id: str = "quota-admin") -> Any:
     client = await KafkaClient.connect(
-        "127.0.0.1", node.port, client_id=client_id, response_bytes_max=RESPONSE_MAX, timeout_s=30
+        "127.0.0.1", port, client_id=client_id, response_bytes_max=RESPONSE_MAX, timeout_s=30
     )
     try:
         return await client.request(request, response_type, timeout_s=30)
@@ -64,7 +74,11 @@ async def _request(node: Broker, request: Any, response_type: Any, client_id: st
 
 
 def _alter(
-    node: Broker, entity: dict[str, str | None], ops: dict[str, float | None], validate_only: bool = False
+    node: Broker,
+    entity: dict[str, str | None],
+    ops: dict[str, float | None],
+    validate_only: bool = False,
+    port: int | None = None,
 ) -> tuple[int, str | None]:
     req = AlterClientQuotasRequest(
         entries=(
@@ -75,17 +89,19 @@ def _alter(
         ),
         validate_only=validate_only,
     )
-    resp = _run(_request(node, req, AlterClientQuotasResponse))
+    resp = _run(_request(port or node.port, req, AlterClientQuotasResponse))
     (entry,) = resp.entries
     return int(entry.error_code.value), entry.error_message
 
 
-def _describe(node: Broker, components: list[tuple[str, int, str | None]], strict: bool = False) -> Any:
+def _describe(
+    node: Broker, components: list[tuple[str, int, str | None]], strict: bool = False, port: int | None = None
+) -> Any:
     req = DescribeClientQuotasRequest(
         components=tuple(ComponentData(entity_type=t, match_type=i8(m), match=s) for t, m, s in components),
         strict=strict,
     )
-    return _run(_request(node, req, DescribeClientQuotasResponse))
+    return _run(_request(port or node.port, req, DescribeClientQuotasResponse))
 
 
 def _entries(resp: Any) -> dict[tuple[tuple[str, str | None], ...], dict[str, float]]:
@@ -114,7 +130,7 @@ def test_alter_and_describe_client_quotas(node: Broker) -> None:
     assert (("client-id", None),) in _entries(_describe(node, [("client-id", 1, None)]))
     # Version 0 (not flexible) answers the same.
     v0 = DescribeV0(components=(ComponentV0(entity_type="user", match_type=i8(0), match=user),), strict=True)
-    assert _entries(_run(_request(node, v0, DescribeV0Response))) == {
+    assert _entries(_run(_request(node.port, v0, DescribeV0Response))) == {
         (("user", user),): {"producer_byte_rate": 1024.0, "request_percentage": 25.5}
     }
 
@@ -312,3 +328,97 @@ def test_request_percentage_throttles_metadata(node: Broker) -> None:
     throttle_ms = _run(scenario())
     assert 0 < throttle_ms <= 1000  # bounded by one quota window
     assert _metric_value(_metrics(node), "rafka_quota_throttles_total", client_id, "request") > 0
+
+
+# ---- a secured node: authorization on, SCRAM users, a user quota -------------------------------------------------
+
+SECURE_USERS = {"admin": "admin-secret", "alice": "alice-secret"}
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, int, int]]:
+    """INTERNAL (PLAINTEXT, the trusted inter-broker listener), EXTERNAL (PLAINTEXT: User:ANONYMOUS, checked like
+    anyone) and CLIENT (SASL_PLAINTEXT, SCRAM users admin, a super user, and alice)."""
+    b = Broker(tmp_path_factory.mktemp("quotas-secured") / "data")
+    external, client = free_port_range(1), free_port_range(1)
+    b.extra_args = [
+        *("--listeners", f"INTERNAL://127.0.0.1:{b.port},EXTERNAL://127.0.0.1:{external},CLIENT://127.0.0.1:{client}"),
+        *("--listener-security-protocol-map", "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT,CLIENT:SASL_PLAINTEXT"),
+        *("--sasl-enabled-mechanisms", "SCRAM-SHA-512"),
+        *("--authorization-enabled", "true", "--super-users", "User:admin"),
+    ]
+    for started in running(b):
+        for user, password in SECURE_USERS.items():
+            body = {"username": user, "password": password, "algorithm": "SCRAM-SHA-512"}
+            status, answer = admin_call(started.admin, "POST", "/v1/security/users", body)
+            assert status == 201, answer
+        yield started, external, client
+
+
+def _sasl(port: int, user: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": f"127.0.0.1:{port}",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": user,
+        "sasl.password": SECURE_USERS[user],
+        **extra,
+    }
+
+
+def test_quota_apis_need_cluster_permissions(secured: tuple[Broker, int, int]) -> None:
+    """Kafka's rule: ALTER_CONFIGS on the cluster for AlterClientQuotas, DESCRIBE_CONFIGS for DescribeClientQuotas;
+    without them CLUSTER_AUTHORIZATION_FAILED and nothing changes."""
+    node, external, _ = secured
+    assert _alter(node, {"user": "mallory"}, {"producer_byte_rate": 1e9}, port=external)[0] == 31
+    described = _describe(node, [], port=external)
+    assert int(described.error_code.value) == 31 and described.entries is None
+    assert _entries(_describe(node, [("user", 0, "mallory")])) == {}  # the trusted listener sees nothing changed
+
+
+def test_a_user_quota_throttles_that_user(secured: tuple[Broker, int, int]) -> None:
+    """/users/alice: alice's producer over SASL is throttled whatever its client id, and the metrics name her."""
+    node, _, client = secured
+    topic = f"alice-{uuid.uuid4().hex[:8]}"
+    status, created = admin_call(node.admin, "POST", "/v1/topics", {"name": topic, "partitions": 1})
+    assert status == 201, created
+    acl = AclBinding(
+        ResourceType.TOPIC,
+        topic,
+        ResourcePatternType.LITERAL,
+        "User:alice",
+        "*",
+        AclOperation.WRITE,
+        AclPermissionType.ALLOW,
+    )
+    admin = AdminClient(_sasl(client, "admin"))
+    for future in admin.create_acls([acl], request_timeout=30).values():
+        future.result()
+    assert _alter(node, {"user": "alice"}, {"producer_byte_rate": float(RATE)}) == (0, None)
+    throttles: list[float] = []
+    p = Producer(
+        _sasl(
+            client,
+            "alice",
+            **{
+                "client.id": f"any-{uuid.uuid4().hex[:6]}",
+                "linger.ms": 5,
+                "batch.size": 4096,
+                "throttle_cb": lambda event: throttles.append(event.throttle_time),
+            },
+        )
+    )
+    errors: list[Any] = []
+    for i in range(300):
+        p.produce(topic, b"a" * 1024, key=str(i).encode(), on_delivery=lambda err, msg: errors.append(err))
+        p.poll(0)
+    _wait_for(lambda: p.poll(0.2) is not None and bool(throttles), "a throttle callback for alice")
+    assert p.flush(90) == 0
+    assert all(err is None for err in errors) and len(errors) == 300
+    text = _metrics(node)
+    throttled = [
+        line
+        for line in text.splitlines()
+        if line.startswith("rafka_quota_throttle_time_ms_total{") and 'user="alice"' in line and 'client_id=""' in line
+    ]
+    assert throttled and float(throttled[0].rsplit(" ", 1)[1]) > 0

@@ -18,12 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from controller.acls import AclOperation
 from controller.commands import AlterClientQuota
 from controller.image import MetadataImage
 from controller.quotas import entity_problem, normalized
 from controller.state_machine import validate
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 from rafka_shards.shard.manager import REJECTION_CODES
 
@@ -62,15 +64,17 @@ def plan(image: MetadataImage, entry: Entry) -> list[AlterClientQuota] | KafkaEr
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    # authz: ALTER_CONFIGS on CLUSTER, else CLUSTER_AUTHORIZATION_FAILED on every entry (Kafka).
+    # ALTER_CONFIGS on the cluster, else CLUSTER_AUTHORIZATION_FAILED on every entry and nothing changes (Kafka).
     manager = ctx.manager
+    allowed = ctx.access.cluster(AclOperation.ALTER_CONFIGS)
     results = []
     for e in req.entries:
         entry = Entry(
             tuple((str(d.entity_type), d.entity_name) for d in e.entity),
             tuple(Op(str(o.key), float(o.value), bool(o.remove)) for o in e.ops),
         )
-        outcome = plan(manager.image, entry)
+        denied = KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED_MESSAGE)
+        outcome = plan(manager.image, entry) if allowed else denied
         if not isinstance(outcome, KafkaError) and not req.validate_only:
             for cmd in outcome:
                 try:

@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from controller.acls import AclOperation
 from controller.quotas import CLIENT_ID, ENTITY_TYPES, IP, USER, QuotaEntity
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.security.quota import Quotas
+from rafka_shards.shard.authz import AUTHORIZATION_FAILED_MESSAGE
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 
 API_KEY: Final = 48
@@ -106,9 +108,13 @@ def describe(quotas: Quotas, f: Filter) -> list[dict[str, Any]]:
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    # authz: DESCRIBE_CONFIGS on CLUSTER, else CLUSTER_AUTHORIZATION_FAILED in error_code with entries null (Kafka).
+    # DESCRIBE_CONFIGS on the cluster, else CLUSTER_AUTHORIZATION_FAILED in error_code with entries null (Kafka).
     components = [Component(str(c.entity_type), int(c.match_type), c.match) for c in req.components]
     body: dict[str, Any] = {"throttle_time": 0, "error_code": 0, "error_message": None, "entries": None}
+    if not ctx.access.cluster(AclOperation.DESCRIBE_CONFIGS):
+        body["error_code"] = int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
+        body["error_message"] = AUTHORIZATION_FAILED_MESSAGE
+        return kio_codec.encode_response(API_KEY, ctx.version, body)
     try:
         body["entries"] = describe(ctx.manager.image.client_quotas, parse_filter(components, bool(req.strict)))
     except KafkaError as e:
