@@ -39,7 +39,7 @@ from rafka_shards.protocol.framing import (
 )
 from rafka_shards.security.quota import QuotaType, Recorded
 from rafka_shards.security.sasl import PLAIN, SaslError
-from rafka_shards.security.sasl_session import SASL_HANDSHAKE_KEY, Admit, SaslSession, StepReply
+from rafka_shards.security.sasl_session import SASL_HANDSHAKE_KEY, SASL_KEYS, Admit, SaslSession, StepReply
 from rafka_shards.security.tls import ANONYMOUS, PrincipalError, PrincipalMapper, principal_from_certificate
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody
 from rafka_shards.shard.kafka.handlers import sasl_authenticate, sasl_handshake
@@ -120,7 +120,7 @@ class _Metered:
 
 # Counted against the request quota but never throttled (Kafka exempts the SASL exchange; ApiVersions is how a client
 # starts, and its response carries the throttle time in no fixed place): the client's next request pays.
-_UNTHROTTLED_APIS = frozenset({17, 18, 36})
+_UNTHROTTLED_APIS = frozenset({*SASL_KEYS, API_VERSIONS_KEY})
 
 
 class _Pending:
@@ -491,11 +491,13 @@ class KafkaConnection(asyncio.Protocol):
         self._update_reading()
 
     def _wake_up_at(self, when: float) -> None:
-        """One timer per connection: it fires at the latest of the moments asked for (a mute's end, a held
-        response's release), and ``_woken`` re-arms it while something still waits."""
-        if self._closing or (self._wake is not None and self._wake_at >= when):
+        """One timer per connection, at the earliest moment something waits for (a mute's end, a held response's
+        release); ``_woken`` re-arms it for the next one."""
+        if self._closing:
             return
         if self._wake is not None:
+            if self._wake_at <= when:
+                return
             self._wake.cancel()
         self._wake_at = when
         self._wake = asyncio.get_running_loop().call_at(when, self._woken)
@@ -508,8 +510,10 @@ class KafkaConnection(asyncio.Protocol):
             self._on_response_ready(None)
         self._update_reading()
         now = asyncio.get_running_loop().time()
-        if self._muted_until > now:
-            self._wake_up_at(self._muted_until)
+        held = self._pending[0].hold_until if self._pending else 0.0
+        later = [t for t in (self._muted_until, held) if t > now]
+        if later:
+            self._wake_up_at(min(later))
 
     def _abort(self, reason: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, reason)
