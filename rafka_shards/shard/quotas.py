@@ -44,8 +44,9 @@ class ShardQuotas:
 
     @property
     def active(self) -> bool:
-        """Any client quota at all (else nothing is measured, as in Kafka)."""
-        return bool(self._current().quotas)
+        """Any enforced client quota at all (else nothing is measured, as in Kafka)."""
+        core = self._current()
+        return any(core.enabled(kind) for kind in QuotaType)
 
     @property
     def timing(self) -> bool:
