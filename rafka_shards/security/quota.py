@@ -211,6 +211,11 @@ class ClientQuotas:
         self._enabled = _enabled_types(quotas)
         self._resolutions.clear()
 
+    @property
+    def any_enabled(self) -> bool:
+        """Whether any quota type is set for anyone (nothing is measured otherwise)."""
+        return bool(self._enabled)
+
     def enabled(self, kind: QuotaType) -> bool:
         """Whether any entity sets this type's key (nothing is measured otherwise, as in Kafka)."""
         return kind in self._enabled

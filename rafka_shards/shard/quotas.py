@@ -45,8 +45,7 @@ class ShardQuotas:
     @property
     def active(self) -> bool:
         """Any enforced client quota at all (else nothing is measured, as in Kafka)."""
-        core = self._current()
-        return any(core.enabled(kind) for kind in QuotaType)
+        return self._current().any_enabled
 
     @property
     def timing(self) -> bool:
