@@ -467,13 +467,15 @@ class KafkaConnection(asyncio.Protocol):
             return body
         position = throttle.throttle_position(m.api_key, m.version)
         head = body if isinstance(body, bytes) else body[0] if body else None
-        located = position is not None and isinstance(head, bytes) and throttle.has_field(head, position)
-        in_body = throttle.read_throttle(head, position) if located else 0  # type: ignore[arg-type]
+        located: tuple[bytes, int] | None = None  # the encoded buffer holding throttle_time_ms, and where
+        if position is not None and isinstance(head, bytes) and throttle.has_field(head, position):
+            located = (head, position)
+        in_body = 0 if located is None else throttle.read_throttle(*located)  # a throttled fetch sets its own
         ours = 0 if worst is None else worst[1].throttle_ms
         if worst is not None and ours > in_body:
             quotas.throttled(*worst)
-            if located:
-                patched = throttle.with_throttle(head, position, ours)  # type: ignore[arg-type]
+            if located is not None:
+                patched = throttle.with_throttle(*located, ours)
                 body = patched if isinstance(body, bytes) else [patched, *typing.cast(list[bytes], body)[1:]]
         p.throttle_ms = max(ours, in_body)
         if p.throttle_ms and not throttle.client_throttles(m.api_key, m.version):
