@@ -21,12 +21,13 @@ import collections
 import logging
 import socket
 import time
+import types
 import typing
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from rafka_shards.protocol import kio_codec
+from rafka_shards.protocol import kio_codec, throttle
 from rafka_shards.protocol.framing import (
     FrameDecoder,
     FrameError,
@@ -36,14 +37,16 @@ from rafka_shards.protocol.framing import (
     parse_request_header,
     peek_api,
 )
+from rafka_shards.security.quota import QuotaType, Recorded
 from rafka_shards.security.sasl import PLAIN, SaslError
-from rafka_shards.security.sasl_session import SASL_HANDSHAKE_KEY, Admit, SaslSession, StepReply
+from rafka_shards.security.sasl_session import SASL_HANDSHAKE_KEY, SASL_KEYS, Admit, SaslSession, StepReply
 from rafka_shards.security.tls import ANONYMOUS, PrincipalError, PrincipalMapper, principal_from_certificate
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody
 from rafka_shards.shard.kafka.handlers import sasl_authenticate, sasl_handshake
 from rafka_shards.shard.kafka.handlers.api_versions import API_KEY as API_VERSIONS_KEY
 from rafka_shards.shard.kafka.handlers.api_versions import unsupported_version_body
 from rafka_shards.shard.limits import MALFORMED_FRAME_LOG_BYTES_MAX
+from rafka_shards.shard.quotas import ShardQuotas
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,11 @@ class ConnectionHost(Protocol):
     @property
     def connection_limits(self) -> ConnectionLimits: ...
 
+    @property
+    def quotas(self) -> ShardQuotas | None:
+        """The shard's client quotas (None: not enforced)."""
+        ...
+
     def request_context(self, header: RequestHeader, conn: KafkaConnection) -> RequestContext:
         """What a handler gets besides its request (the partition manager, the group coordinator, the config, the
         API declarations, the connection's client address, listener and principal)."""
@@ -97,8 +105,39 @@ class ConnectionHost(Protocol):
         ...
 
 
+class _Metered:
+    """A request of a client while quotas are in force: what it is charged, and the throttle time it gets."""
+
+    __slots__ = ("api_key", "client_id", "loop_ns", "request_bytes", "version")
+
+    def __init__(self, api_key: int, version: int, client_id: str | None, request_bytes: int) -> None:
+        self.api_key = api_key
+        self.version = version
+        self.client_id = client_id
+        self.request_bytes = request_bytes
+        self.loop_ns = 0  # event-loop time spent on it: decoding, then each step of its handler
+
+
+# Counted against the request quota but never throttled (Kafka exempts the SASL exchange; ApiVersions is how a client
+# starts, and its response carries the throttle time in no fixed place): the client's next request pays.
+_UNTHROTTLED_APIS = frozenset({*SASL_KEYS, API_VERSIONS_KEY})
+
+
 class _Pending:
-    __slots__ = ("api", "body", "close_reason", "correlation_id", "flexible_header", "raw", "ready", "started", "task")
+    __slots__ = (
+        "api",
+        "body",
+        "close_reason",
+        "correlation_id",
+        "flexible_header",
+        "hold_until",
+        "metered",
+        "raw",
+        "ready",
+        "started",
+        "task",
+        "throttle_ms",
+    )
 
     def __init__(self, api: str, correlation_id: int, flexible_header: bool) -> None:
         self.api = api
@@ -112,6 +151,9 @@ class _Pending:
         self.body: ResponseBody | None = None
         self.raw = False  # a raw SASL token (after SaslHandshake v0): written with its length only, no header
         self.close_reason: str | None = None  # close the connection once this response is written
+        self.metered: _Metered | None = None  # set while client quotas are in force
+        self.throttle_ms = 0  # the quota throttle time the response carries; the connection is muted that long
+        self.hold_until = 0.0  # loop time before which the response is not written (a client that does not throttle)
 
 
 class KafkaConnection(asyncio.Protocol):
@@ -135,6 +177,9 @@ class KafkaConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
+        self._muted_until = 0.0  # loop time: reading stays paused until then (quota throttling, KIP-219)
+        self._wake: asyncio.TimerHandle | None = None  # the one timer ending a mute or releasing a held response
+        self._wake_at = 0.0
         self.peer = "?"
         self.host = ""  # the client's address, as Kafka shows it in group descriptions ("/127.0.0.1")
 
@@ -166,6 +211,8 @@ class KafkaConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._wake is not None:
+            self._wake.cancel()
         for p in self._pending:
             if p.task is not None:
                 p.task.cancel()
@@ -197,6 +244,7 @@ class KafkaConnection(asyncio.Protocol):
     # ---- requests --------------------------------------------------------------------------------------------
 
     def _dispatch(self, frame: bytes) -> None:
+        started_ns = time.perf_counter_ns()
         sasl = self._sasl
         if sasl is not None and sasl.raw:
             self._raw_token(sasl, frame)
@@ -241,11 +289,17 @@ class KafkaConnection(asyncio.Protocol):
         # ApiVersions responses always use header v0 so that any client can read them (KIP-511).
         flexible_header = api_key != API_VERSIONS_KEY and kio_codec.is_flexible(api_key, version)
         p = _Pending(handler.name, correlation_id, flexible_header)
-        handling: Awaitable[ResponseBody | None]
+        handling: Coroutine[typing.Any, typing.Any, ResponseBody | None]
         if sasl is not None:
             handling = self._sasl_request(sasl, p, api_key, version, request)
         else:
-            handling = handler.handle(self._shard.request_context(header, self), request)
+            handling = handler.handle(self._shard.request_context(header, self), request)  # type: ignore[assignment]
+            quotas = self._shard.quotas
+            if quotas is not None and quotas.active:
+                metered = p.metered = _Metered(api_key, version, header.client_id, len(frame))
+                if quotas.timing:
+                    handling = _timed(handling, metered)
+                    metered.loop_ns += time.perf_counter_ns() - started_ns
         self._enqueue(p, asyncio.ensure_future(self._answer(p, handling)))
 
     # ---- SASL (a SASL listener's SaslHandshake and SaslAuthenticate, and raw tokens after a handshake v0) ------
@@ -306,6 +360,8 @@ class KafkaConnection(asyncio.Protocol):
         """Run the handler; its response is written at once if every earlier one on this connection is. An
         exception or a cancellation is left to the task's done-callback (``_on_response_ready``)."""
         body = await handling
+        if p.metered is not None:
+            body = self._throttle(p, p.metered, body)
         p.body, p.ready = body, True
         self._on_response_ready(None)
         return body
@@ -322,10 +378,15 @@ class KafkaConnection(asyncio.Protocol):
         pending = self._pending
         probe = self._shard.probe
         while pending and (pending[0].ready or _finished(pending[0].task)):
-            p = pending.popleft()
+            p = pending[0]
+            if p.hold_until and p.hold_until > asyncio.get_running_loop().time():
+                break  # a throttled response to a client that does not throttle itself: written when the time is up
+            pending.popleft()
             if p.ready:
                 probe.request(p.api, time.perf_counter() - p.started)
                 self._write_response(transport, p, p.body)
+                if p.throttle_ms and not p.hold_until:  # KIP-219: answered at once, then not read for that long
+                    self._mute(p.throttle_ms)
                 if p.close_reason is not None:
                     self._close_after_writes(p.close_reason)
                     return
@@ -374,13 +435,87 @@ class KafkaConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing:
             return
-        should_pause = self._writing_paused or len(self._pending) >= self._inflight_max
+        should_pause = (
+            self._writing_paused
+            or len(self._pending) >= self._inflight_max
+            or (self._muted_until > 0 and self._muted_until > asyncio.get_running_loop().time())
+        )
         if should_pause and not self._reading_paused:
             transport.pause_reading()
             self._reading_paused = True
         elif not should_pause and self._reading_paused:
             transport.resume_reading()
             self._reading_paused = False
+
+    # ---- quota throttling (KIP-219) ----------------------------------------------------------------------------
+
+    def _throttle(self, p: _Pending, m: _Metered, body: ResponseBody | None) -> ResponseBody | None:
+        """Charge the request to the client's quotas, and give its response the longest throttle time any of them
+        asks for (the Fetch handler may have put its own in already): written into the body, and the connection
+        muted that long, or the response held that long for a client that does not throttle itself."""
+        quotas = self._shard.quotas
+        assert quotas is not None
+        exempt = m.api_key in _UNTHROTTLED_APIS
+        worst: tuple[QuotaType, Recorded] | None = None
+        if quotas.timing:
+            recorded = quotas.record_request_time(self.principal, m.client_id, m.loop_ns, not exempt)
+            worst = _longer(worst, QuotaType.REQUEST, recorded)
+        if m.api_key == throttle.PRODUCE_KEY:
+            recorded = quotas.record(QuotaType.PRODUCE, self.principal, m.client_id, m.request_bytes)
+            worst = _longer(worst, QuotaType.PRODUCE, recorded)
+        if exempt:
+            return body
+        position = throttle.throttle_position(m.api_key, m.version)
+        head = body if isinstance(body, bytes) else body[0] if body else None
+        located: tuple[bytes, int] | None = None  # the encoded buffer holding throttle_time_ms, and where
+        if position is not None and isinstance(head, bytes) and throttle.has_field(head, position):
+            located = (head, position)
+        in_body = 0 if located is None else throttle.read_throttle(*located)  # a throttled fetch sets its own
+        ours = 0 if worst is None else worst[1].throttle_ms
+        if worst is not None and ours > in_body:
+            quotas.throttled(*worst)
+            if located is not None:
+                patched = throttle.with_throttle(*located, ours)
+                body = patched if isinstance(body, bytes) else [patched, *typing.cast(list[bytes], body)[1:]]
+        p.throttle_ms = max(ours, in_body)
+        if p.throttle_ms and not throttle.client_throttles(m.api_key, m.version):
+            p.hold_until = asyncio.get_running_loop().time() + p.throttle_ms / 1000
+            self._mute(p.throttle_ms)
+            self._wake_up_at(p.hold_until)
+        return body
+
+    def _mute(self, throttle_ms: int) -> None:
+        """Stop reading for ``throttle_ms`` (extending a mute in progress, never shortening it)."""
+        until = asyncio.get_running_loop().time() + throttle_ms / 1000
+        if until > self._muted_until:
+            self._muted_until = until
+            self._wake_up_at(until)
+        self._update_reading()
+
+    def _wake_up_at(self, when: float) -> None:
+        """One timer per connection, at the earliest moment something waits for (a mute's end, a held response's
+        release); ``_woken`` re-arms it for the next one."""
+        if self._closing:
+            return
+        if self._wake is not None:
+            if self._wake_at <= when:
+                return
+            self._wake.cancel()
+        self._wake_at = when
+        self._wake = asyncio.get_running_loop().call_at(when, self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        if self._closing:
+            return
+        if self._pending and self._pending[0].hold_until:
+            self._on_response_ready(None)
+        self._update_reading()
+        now = asyncio.get_running_loop().time()
+        held = self._pending[0].hold_until if self._pending else 0.0
+        later = [t for t in (self._muted_until, held) if t > now]
+        if later:
+            self._wake_up_at(min(later))
 
     def _abort(self, reason: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, reason)
@@ -408,6 +543,40 @@ class KafkaConnection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None:
             self._transport.close()
+
+
+T = typing.TypeVar("T")
+
+
+def _longer(
+    worst: tuple[QuotaType, Recorded] | None, kind: QuotaType, recorded: Recorded | None
+) -> tuple[QuotaType, Recorded] | None:
+    if recorded is None or recorded.throttle_ms <= (0 if worst is None else worst[1].throttle_ms):
+        return worst
+    return kind, recorded
+
+
+@types.coroutine
+def _timed(coro: Coroutine[typing.Any, typing.Any, T], m: _Metered) -> Generator[typing.Any, typing.Any, T]:
+    """Run ``coro`` as the request's own task would, adding the time of each of its steps on the event loop to
+    ``m.loop_ns`` (Kafka's request handler thread time: the waits in between are not the client's cost)."""
+    send: typing.Any = None
+    error: BaseException | None = None
+    while True:
+        started = time.perf_counter_ns()
+        try:
+            yielded = coro.send(send) if error is None else coro.throw(error)
+        except StopIteration as done:
+            m.loop_ns += time.perf_counter_ns() - started
+            return typing.cast(T, done.value)
+        m.loop_ns += time.perf_counter_ns() - started
+        try:
+            send, error = (yield yielded), None
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:  # noqa: BLE001  (a cancellation or any exception thrown in goes to the handler)
+            send, error = None, e
 
 
 def _monotonic_ms() -> int:

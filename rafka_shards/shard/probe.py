@@ -72,6 +72,27 @@ AUTHORIZATION_DENIALS = Counter(
     "requests (or parts of requests) refused by the ACLs on this shard, by API and resource type",
     ["api", "resource_type"],
 )
+# Client quotas (rafka_shards.shard.quotas), by quota sensor: Kafka's metric tags, where a level without a user or a
+# client id leaves that label empty. rate() of the bytes is Kafka's byte-rate; throttle time over throttles is its
+# throttle-time average. Only clients with a quota are counted, and at most QUOTA_METRIC_SERIES_MAX label pairs per
+# shard (client ids come from clients): the rest are counted under "<other>".
+_QUOTA_LABELS = ["quota_type", "user", "client_id"]
+QUOTA_METRIC_SERIES_MAX = 1000
+QUOTA_OTHER = "<other>"
+QUOTA_BYTES = Counter(
+    "rafka_quota_bytes",
+    "bytes counted against producer_byte_rate (produce requests) and consumer_byte_rate (fetch responses) quotas",
+    _QUOTA_LABELS,
+)
+QUOTA_REQUEST_SECONDS = Counter(
+    "rafka_quota_request_time_seconds",
+    "event-loop time spent on the requests of clients with a request_percentage quota",
+    ["user", "client_id"],
+)
+QUOTA_THROTTLE_TIME = Counter(
+    "rafka_quota_throttle_time_ms", "milliseconds of throttling imposed, by the quota that imposed it", _QUOTA_LABELS
+)
+QUOTA_THROTTLES = Counter("rafka_quota_throttles", "responses throttled, by the quota that throttled", _QUOTA_LABELS)
 ISR_SHRINKS = Counter("rafka_isr_shrinks", "ISR changes that removed replicas, on partitions this shard leads")
 ISR_EXPANDS = Counter("rafka_isr_expands", "ISR changes that added replicas, on partitions this shard leads")
 
@@ -128,6 +149,7 @@ class Probe:
 
     def __init__(self) -> None:
         self.partitions: dict[TopicPartition, PartitionProbe] = {}
+        self._quota_series: set[tuple[str, str]] = set()
 
     def partition(self, tp: TopicPartition) -> PartitionProbe:
         probe = self.partitions.get(tp)
@@ -152,6 +174,28 @@ class Probe:
 
     def authorization_denied(self, api: str, resource_type: str) -> None:
         AUTHORIZATION_DENIALS.labels(api, resource_type).inc()
+
+    def _quota_labels(self, user: str, client_id: str) -> tuple[str, str]:
+        series = self._quota_series
+        if (user, client_id) in series:
+            return user, client_id
+        if len(series) >= QUOTA_METRIC_SERIES_MAX:
+            return QUOTA_OTHER, QUOTA_OTHER
+        series.add((user, client_id))
+        return user, client_id
+
+    def quota_recorded(self, quota_type: str, user: str, client_id: str, value: float) -> None:
+        """``value`` counted against a quota: bytes, or percent-seconds of event-loop time for "request"."""
+        user, client_id = self._quota_labels(user, client_id)
+        if quota_type == "request":
+            QUOTA_REQUEST_SECONDS.labels(user, client_id).inc(value / 100)
+        else:
+            QUOTA_BYTES.labels(quota_type, user, client_id).inc(value)
+
+    def quota_throttled(self, quota_type: str, user: str, client_id: str, throttle_ms: int) -> None:
+        user, client_id = self._quota_labels(user, client_id)
+        QUOTA_THROTTLES.labels(quota_type, user, client_id).inc()
+        QUOTA_THROTTLE_TIME.labels(quota_type, user, client_id).inc(throttle_ms)
 
     def isr_changed(self, before: tuple[int, ...], after: tuple[int, ...]) -> None:
         shrank, expanded = isr_change(before, after)

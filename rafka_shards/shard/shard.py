@@ -51,6 +51,7 @@ from rafka_shards.shard.limits import HEARTBEATS_IN_FLIGHT_MAX, LISTEN_BACKLOG, 
 from rafka_shards.shard.manager import PartitionManager
 from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import Probe
+from rafka_shards.shard.quotas import ShardQuotas
 from rafka_shards.storage.deleter import GradualDeleter
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Shard:
         # (``authorization.set_denial_hook``).
         self.authorization = ShardAuthorization(config, self._denied)
         self.connections: set[KafkaConnection] = set()
+        self.quotas: ShardQuotas | None = None  # client quotas, over the manager's image (made in start)
         self.connection_limits = ConnectionLimits(
             request_bytes_max=config.socket_request_max_bytes,
             inflight_requests_max=config.inflight_requests_per_connection_max,
@@ -125,6 +127,7 @@ class Shard:
             config, MetadataImage(offset=-1, cluster_id=""), self._flusher, wall_clock_ms, self.probe, monotonic_ms
         )
         self._manager = manager
+        self.quotas = ShardQuotas(config, lambda: manager.image, monotonic_ms, self.probe)
         groups = self._groups = GroupCoordinator(manager, config, wall_clock_ms, self.probe)
 
         def reconcile(image: MetadataImage) -> None:
@@ -298,6 +301,8 @@ class Shard:
         while True:
             await asyncio.sleep(PROBE_FLUSH_INTERVAL_S)
             self.probe.flush()
+            if self.quotas is not None:
+                self.quotas.expire()  # quota sensors of clients gone quiet
 
     async def _parent_watch(self) -> None:
         await event_loop.parent_gone(self._parent_pid)
@@ -359,7 +364,16 @@ class Shard:
         api = kio_codec.api_name(header.api_key) or str(header.api_key)
         access = self.authorization.access(manager.image.acls, conn.principal, conn.host, conn.listener, api)
         return RequestContext(
-            header, manager, self.config, self.apis, self._groups, conn.host, conn.listener, conn.principal, access
+            header,
+            manager,
+            self.config,
+            self.apis,
+            self._groups,
+            conn.host,
+            conn.listener,
+            conn.principal,
+            access,
+            quotas=self.quotas,
         )
 
     def _denied(self, denial: Denial) -> None:

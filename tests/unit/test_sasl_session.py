@@ -252,6 +252,7 @@ class FakeHost:
         self.apis: Mapping[int, ApiHandler] = HANDLERS
         self.probe = FakeProbe()
         self.connection_limits = ConnectionLimits(1 << 20, 10, 10)
+        self.quotas = None
 
     def request_context(self, header: RequestHeader, conn: KafkaConnection) -> RequestContext:
         fake: Any = None

@@ -12,6 +12,7 @@ from rafka_shards.protocol.framing import RequestHeader
 from rafka_shards.shard.authz import UNRESTRICTED, Access
 from rafka_shards.shard.group_coordinator import GroupCoordinator
 from rafka_shards.shard.manager import PartitionManager
+from rafka_shards.shard.quotas import ShardQuotas
 
 # A response body without its header: one buffer, or several for writelines() (Fetch passes record data through).
 ResponseBody = bytes | list[bytes | memoryview]
@@ -29,6 +30,7 @@ class RequestContext:
     listener: str = "PLAINTEXT"  # the listener the request came in on: brokers are described by their address on it
     principal: str = "User:ANONYMOUS"  # who sent it (an SSL listener's client certificate, mapped)
     access: Access = UNRESTRICTED  # what the principal may do (rafka_shards.shard.authz)
+    quotas: ShardQuotas | None = field(default=None, repr=False)  # client quotas (Fetch charges its responses)
 
     @property
     def version(self) -> int:

@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from rafka_shards.shard.kafka.api import ApiHandler
 from rafka_shards.shard.kafka.handlers import (
+    alter_client_quotas,
     alter_user_scram_credentials,
     api_versions,
     consumer_group_describe,
@@ -21,6 +22,7 @@ from rafka_shards.shard.kafka.handlers import (
     delete_groups,
     delete_topics,
     describe_acls,
+    describe_client_quotas,
     describe_cluster,
     describe_configs,
     describe_groups,
@@ -63,6 +65,8 @@ _ALL = (
     describe_cluster.HANDLER,
     describe_user_scram_credentials.HANDLER,
     alter_user_scram_credentials.HANDLER,
+    describe_client_quotas.HANDLER,
+    alter_client_quotas.HANDLER,
     init_producer_id.HANDLER,
     consumer_group_heartbeat.HANDLER,
     consumer_group_describe.HANDLER,

@@ -51,6 +51,9 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     loop = asyncio.get_running_loop()
     replica = int(getattr(req, "replica_id", -1)) if version < 15 else int(req.replica_state.replica_id)
     replica_epoch = -1 if version < 15 else int(req.replica_state.replica_epoch)
+    quotas = ctx.quotas if replica < 0 else None  # followers are not clients: no client quota (as in Kafka)
+    if quotas is not None:
+        max_bytes = quotas.fetch_bytes_max(ctx.principal, ctx.header.client_id, max_bytes)
     if replica >= 0:
         if ctx.access.replica_fetch():
             failed_early = _record_replica_fetches(ctx, req, replica, replica_epoch)
@@ -65,8 +68,13 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
         topics, total, failed, readable = _read_all(ctx, req, max_bytes, replica, failed_early)
         remaining = deadline - time.monotonic()
         if total >= min_bytes or failed or remaining <= 0 or not readable:
+            throttle_ms = 0
+            if quotas is not None:  # above the consumer_byte_rate: no data, only the throttle time (KafkaApis)
+                throttle_ms, withhold = quotas.fetch_charge(ctx.principal, ctx.header.client_id, total)
+                if withhold:
+                    return encode_fetch_response(version, [], throttle_time_ms=throttle_ms)
             _count(ctx, topics, replica >= 0)
-            return encode_fetch_response(version, topics)
+            return encode_fetch_response(version, topics, throttle_time_ms=throttle_ms)
         # Long poll: any of these partitions' high watermark moving (for a follower: its log growing), or the
         # partition going away, wakes us.
         waiter: asyncio.Future[None] = loop.create_future()
