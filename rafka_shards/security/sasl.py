@@ -328,6 +328,12 @@ class SaslServer(Protocol):
     @property
     def principal(self) -> str | None: ...
 
+    @property
+    def attempted_user(self) -> str:
+        """The user name the client gave so far ("" before it named one): what the audit log records of a failed
+        authentication. Never the password or a proof."""
+        ...
+
     def step(self, token: bytes) -> bytes: ...
 
 
@@ -428,6 +434,10 @@ class ScramServer:
     def principal(self) -> str | None:
         return self._principal
 
+    @property
+    def attempted_user(self) -> str:
+        return self._username
+
     def step(self, token: bytes) -> bytes:
         stage = self._stage
         _refuse_after_end(stage)
@@ -459,6 +469,7 @@ class ScramServer:
         if len(attributes) < 2 or not attributes[0].startswith("n=") or not attributes[1].startswith("r="):
             raise SaslProtocolError("malformed client-first-message: expected n=<username>,r=<nonce>")
         username = _decode_saslname(attributes[0][2:], "username")
+        self._username = username  # from here on a failure is this user's (the audit log's attempted_user)
         client_nonce = attributes[1][2:]
         if _PRINTABLE_NONCE.fullmatch(client_nonce) is None:
             raise SaslProtocolError("malformed client nonce: expected printable ASCII")
@@ -549,7 +560,7 @@ class PlainServer:
     key compared. The authorization id must be empty or the username.
     """
 
-    __slots__ = ("_lookup", "_mock_secret", "_principal", "_stage")
+    __slots__ = ("_attempted_user", "_lookup", "_mock_secret", "_principal", "_stage")
 
     mechanism_name: Final = PLAIN
 
@@ -558,6 +569,7 @@ class PlainServer:
         self._mock_secret = _mock_secret(mock_secret)
         self._stage = _Stage.FIRST
         self._principal: str | None = None
+        self._attempted_user = ""
 
     @property
     def done(self) -> bool:
@@ -566,6 +578,10 @@ class PlainServer:
     @property
     def principal(self) -> str | None:
         return self._principal
+
+    @property
+    def attempted_user(self) -> str:
+        return self._attempted_user
 
     def step(self, token: bytes) -> bytes:
         _refuse_after_end(self._stage)
@@ -584,6 +600,7 @@ class PlainServer:
             raise SaslProtocolError("empty password")
         if len(username_bytes) > SASL_USERNAME_BYTES_MAX or len(authzid_bytes) > SASL_USERNAME_BYTES_MAX:
             raise SaslProtocolError(f"username longer than {SASL_USERNAME_BYTES_MAX} bytes")
+        self._attempted_user = username
         if authzid and authzid != username:
             raise SaslAuthenticationFailed("the authorization id must be empty or equal to the username")
 

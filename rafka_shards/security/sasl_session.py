@@ -136,6 +136,11 @@ class SaslSession:
     def mechanism(self) -> str:
         return "" if self._server is None else self._server.mechanism_name
 
+    @property
+    def attempted_user(self) -> str:
+        """The user name the client gave in the current exchange ("" before it named one), for the audit log."""
+        return "" if self._server is None else self._server.attempted_user
+
     def expired(self, now_ms: int) -> bool:
         return self._expiry_ms is not None and now_ms >= self._expiry_ms
 
