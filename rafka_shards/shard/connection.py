@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from rafka_shards.model import ErrorCode
 from rafka_shards.protocol import kio_codec, throttle
 from rafka_shards.protocol.framing import (
     FrameDecoder,
@@ -37,8 +38,9 @@ from rafka_shards.protocol.framing import (
     parse_request_header,
     peek_api,
 )
+from rafka_shards.security.audit import Actor, AuditEvent, AuthenticationEvent, AuthFailure, Source, current_actor
 from rafka_shards.security.quota import QuotaType, Recorded
-from rafka_shards.security.sasl import PLAIN, SaslError
+from rafka_shards.security.sasl import PLAIN, SaslError, SaslProtocolError
 from rafka_shards.security.sasl_session import SASL_HANDSHAKE_KEY, SASL_KEYS, Admit, SaslSession, StepReply
 from rafka_shards.security.tls import ANONYMOUS, PrincipalError, PrincipalMapper, principal_from_certificate
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody
@@ -102,6 +104,10 @@ class ConnectionHost(Protocol):
 
     def fatal(self, exc: BaseException) -> None:
         """An invariant broke while handling a request: stop the shard."""
+        ...
+
+    def audit(self, event: AuditEvent) -> None:
+        """Record an audit event (authentication results here)."""
         ...
 
 
@@ -197,13 +203,18 @@ class KafkaConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tls = transport.get_extra_info("ssl_object")
         if tls is not None and self._principals is not None:  # called once the TLS handshake is done
+            certificate = tls.getpeercert(binary_form=True)
             try:
-                self.principal = principal_from_certificate(tls.getpeercert(binary_form=True), self._principals)
+                self.principal = principal_from_certificate(certificate, self._principals)
             except PrincipalError as e:  # Kafka fails the authentication: the client certificate maps to no one
                 log.warning("refusing %s on listener %s: %s", self.peer, self.listener, e)
+                self._audit_authentication("", "TLS", False, AuthFailure.PRINCIPAL_MAPPING)
                 self._closing = True
                 transport.abort()
                 return
+            if certificate is not None:
+                user = self.principal.partition(":")[2]
+                self._audit_authentication(user, "TLS", True, principal=self.principal)
         if not self._shard.connection_opened(self):
             log.warning("refusing %s: connections_max %d reached", self.peer, self._limits.connections_max)
             self._closing = True
@@ -312,6 +323,9 @@ class KafkaConnection(asyncio.Protocol):
             if reply.close:
                 p.close_reason = f"SaslHandshake refused: {reply.error_code.name}"
                 self._shard.probe.sasl_authentication(sasl.mechanism, False)
+                unsupported = reply.error_code is ErrorCode.UNSUPPORTED_SASL_MECHANISM
+                reason = AuthFailure.UNSUPPORTED_MECHANISM if unsupported else AuthFailure.ILLEGAL_STATE
+                self._audit_authentication(sasl.attempted_user, str(request.mechanism), False, reason)
             return sasl_handshake.response(version, reply.error_code, reply.mechanisms)
         step = await self._sasl_step(sasl, p, bytes(request.auth_bytes))
         return sasl_authenticate.response(
@@ -332,8 +346,15 @@ class KafkaConnection(asyncio.Protocol):
         """Run the session's mechanism on ``token``: PLAIN's PBKDF2 in a thread (milliseconds of CPU), SCRAM's few
         HMACs here. A failure is answered after the failed-authentication delay, then the connection closes."""
         server = sasl.begin_step(len(token))
+        failure = AuthFailure.BAD_CREDENTIALS
         if isinstance(server, StepReply):
             reply = server
+            if reply.error_code is ErrorCode.ILLEGAL_SASL_STATE:
+                failure = AuthFailure.ILLEGAL_STATE
+            elif "re-authentication" in reply.reason:
+                failure = AuthFailure.REAUTHENTICATION
+            else:
+                failure = AuthFailure.MALFORMED  # the token was too large
         else:
             outcome: bytes | SaslError
             try:
@@ -343,22 +364,44 @@ class KafkaConnection(asyncio.Protocol):
                     outcome = server.step(token)
             except SaslError as e:
                 outcome = e
+                if isinstance(e, SaslProtocolError):
+                    failure = AuthFailure.MALFORMED
             reply = sasl.step_done(outcome, _monotonic_ms())
             if reply.authenticated:
                 assert sasl.principal is not None
                 self.principal = sasl.principal
                 self._shard.probe.sasl_authentication(server.mechanism_name, True)
+                user = sasl.principal.partition(":")[2]
+                self._audit_authentication(user, server.mechanism_name, True, principal=sasl.principal)
                 log.debug("%s: authenticated as %s on listener %s", self.peer, sasl.principal, self.listener)
+            elif reply.close and not isinstance(outcome, SaslError):
+                failure = AuthFailure.REAUTHENTICATION  # a re-authentication as another principal
         if reply.close:
             self._shard.probe.sasl_authentication(sasl.mechanism, False)
+            self._audit_authentication(sasl.attempted_user, sasl.mechanism, False, failure)
             p.close_reason = f"SASL: {reply.reason}"
             if reply.delay and sasl.settings.failed_authentication_delay_ms:
                 await asyncio.sleep(sasl.settings.failed_authentication_delay_ms / 1000)
         return reply
 
+    def _audit_authentication(
+        self,
+        user: str,
+        mechanism: str,
+        success: bool,
+        reason: AuthFailure | None = None,
+        principal: str = "",
+    ) -> None:
+        event = AuthenticationEvent(user, mechanism, self.listener, self.peer, success, reason, principal)
+        self._shard.audit(event)
+
     async def _answer(self, p: _Pending, handling: Awaitable[ResponseBody | None]) -> ResponseBody | None:
         """Run the handler; its response is written at once if every earlier one on this connection is. An
-        exception or a cancellation is left to the task's done-callback (``_on_response_ready``)."""
+        exception or a cancellation is left to the task's done-callback (``_on_response_ready``).
+
+        The request's task has its own context: who is asking (``security.audit.current_actor``) is set there for
+        whatever the handler changes (``PartitionManager.propose`` audits each change as theirs)."""
+        current_actor.set(Actor(self.principal, self.peer, Source.KAFKA, p.api, self.listener))
         body = await handling
         if p.metered is not None:
             body = self._throttle(p, p.metered, body)

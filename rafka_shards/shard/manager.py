@@ -27,6 +27,15 @@ from controller.state_machine import CommandRejected, RejectKind
 from rafka_shards.config import BrokerConfig
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition, topic_name_error
 from rafka_shards.records.batch import BatchHeader
+from rafka_shards.security.audit import (
+    NULL_SINK,
+    Actor,
+    AuditEvent,
+    AuditSink,
+    describe_command,
+    describe_topic_request,
+    mutation,
+)
 from rafka_shards.shard.flusher import GroupCommitFlusher
 from rafka_shards.shard.lease import BrokerLease
 from rafka_shards.shard.limits import PRODUCER_ID_BLOCK_SIZE
@@ -121,6 +130,13 @@ class PartitionManager:
         self._producer_ids = (0, 0)  # [next, end) of this shard's current block
         self._producer_ids_lock = asyncio.Lock()
         self.replication = Replication(self, config, flusher)
+        self.audit_sink: AuditSink = NULL_SINK  # the shard's audit log, when audit_enabled
+
+    def audit(self, event: AuditEvent) -> None:
+        """Record an audit event in this shard's audit log (``rafka_shards.security.audit``): what the authorization
+        code calls on every denial (``AuthorizationDenial``), and what ``propose`` calls for every change. Never
+        blocks, never raises; does nothing when the audit log is off."""
+        self.audit_sink.audit(event)
 
     def attach(self, proposer: MetadataProposer) -> None:
         self._proposer = proposer
@@ -133,14 +149,30 @@ class PartitionManager:
 
     # ---- metadata changes ------------------------------------------------------------------------------------
 
-    async def propose(self, cmd: Command) -> MetadataImage:
+    async def propose(self, cmd: Command, *, actor: Actor | None = None) -> MetadataImage:
         """Have the controller commit ``cmd``; returns once this shard has applied and reconciled it.
 
         A requester that goes away meanwhile does not matter: the command reaches this shard as a record like any
         other, and reconciliation runs when it arrives, not when the requester resumes.
+
+        Every proposal is audited (a ``MutationEvent`` with its result) as made by ``actor``, by default the
+        request being handled (``security.audit.current_actor``, set by the connection around each request); the
+        broker itself (source internal) outside a request.
         """
         assert self._proposer is not None, "no controller link"
-        return await self._applied(self._proposer.propose(cmd))
+        return await self._audited(describe_command(cmd), self._proposer.propose(cmd), actor)
+
+    async def _audited(self, what: dict[str, object], committing: Awaitable[int], actor: Actor | None) -> MetadataImage:
+        try:
+            image = await self._applied(committing)
+        except KafkaError as e:
+            self.audit(mutation([what], success=False, error=e.code.name, actor=actor))
+            raise
+        except (Exception, asyncio.CancelledError) as e:  # recorded, then raised as it was
+            self.audit(mutation([what], success=False, error=type(e).__name__, actor=actor))
+            raise
+        self.audit(mutation([what], success=True, actor=actor))
+        return image
 
     async def _applied(self, committing: Awaitable[int]) -> MetadataImage:
         """The image once what ``committing`` proposes is applied here; its rejection as a KafkaError."""
@@ -255,7 +287,9 @@ class PartitionManager:
         """Have the Raft leader plan and commit ``request``; returns once this shard has applied and reconciled it."""
         assert self._proposer is not None, "no controller link"
         proposal = topics.TopicProposal(request, uuid.uuid4(), validate_only)
-        return await self._applied(self._proposer.propose_topic(proposal))
+        if validate_only:  # nothing changes: not audited
+            return await self._applied(self._proposer.propose_topic(proposal))
+        return await self._audited(describe_topic_request(proposal), self._proposer.propose_topic(proposal), None)
 
     async def auto_create(self, name: str) -> TopicImage | None:
         """Create ``name`` with the defaults if auto creation is on; None when it is off."""

@@ -23,11 +23,13 @@ from pathlib import Path
 from controller.image import MetadataImage
 from rafka_shards import event_loop
 from rafka_shards.config import SSL_PREFIX, BrokerConfig, ConfigError, Durability, Listener
+from rafka_shards.ipc.audit_log import AuditLog, open_audit_log
 from rafka_shards.ipc.channel import HEARTBEAT_OK, CleanerTotals, PartitionStats, Stats
 from rafka_shards.ipc.process_link import Link, LinkMessage, ShardChannel
 from rafka_shards.model import TopicPartition
 from rafka_shards.protocol import kio_codec
 from rafka_shards.protocol.framing import RequestHeader
+from rafka_shards.security.audit import AuditEvent
 from rafka_shards.security.sasl_session import SaslSession, SaslSettings
 from rafka_shards.security.scram_users import SaslCredentials, sasl_credentials
 from rafka_shards.security.tls import (
@@ -39,6 +41,7 @@ from rafka_shards.security.tls import (
     parse_principal_rules,
     parse_tls_settings,
 )
+from rafka_shards.shard.audit_topic import ShardAuditTopic
 from rafka_shards.shard.authz import Denial, ShardAuthorization
 from rafka_shards.shard.cleaner import LogCleaner
 from rafka_shards.shard.connection import ConnectionLimits, KafkaConnection
@@ -110,6 +113,7 @@ class Shard:
         self._delete_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="delete")
         self._fatal: BaseException | None = None
         self._stopped = asyncio.Event()
+        self.audit_log: AuditLog | None = None  # with audit_enabled: this shard's (rafka_shards.ipc.audit_log)
 
     @property
     def manager(self) -> PartitionManager:
@@ -128,6 +132,13 @@ class Shard:
         )
         self._manager = manager
         self.quotas = ShardQuotas(config, lambda: manager.image, monotonic_ms, self.probe)
+        process = f"broker-{config.broker_id}"
+        self.audit_log = open_audit_log(
+            config, process, wall_clock_ms, lambda: ShardAuditTopic(manager, process.encode(), wall_clock_ms)
+        )
+        if self.audit_log is not None:
+            manager.audit_sink = self.audit_log
+            self.audit_log.start()
         groups = self._groups = GroupCoordinator(manager, config, wall_clock_ms, self.probe)
 
         def reconcile(image: MetadataImage) -> None:
@@ -389,6 +400,11 @@ class Shard:
             denial.resource_name,
         )
 
+    def audit(self, event: AuditEvent) -> None:
+        """Record an audit event (``rafka_shards.security.audit``) in this shard's audit log; nothing when it is
+        off. The same sink as ``PartitionManager.audit``, which request handlers reach through their context."""
+        self.manager.audit(event)
+
     def connection_opened(self, conn: KafkaConnection) -> bool:
         if len(self.connections) >= self.config.connections_max or not self.ready:
             return False
@@ -415,6 +431,8 @@ class Shard:
             await asyncio.sleep(0)  # let the done-callbacks write those responses
         for conn in list(self.connections):
             conn.close()
+        if self.audit_log is not None:
+            await self.audit_log.close()  # while the logs still take its last batch
         if self._manager is not None:
             await self._manager.replication.close()  # no follower appends after this
         flusher_task = None

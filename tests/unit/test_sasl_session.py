@@ -14,6 +14,7 @@ import pytest
 from rafka_shards.config import load_config
 from rafka_shards.model import ErrorCode
 from rafka_shards.protocol.framing import RequestHeader
+from rafka_shards.security.audit import AuditEvent, AuthenticationEvent, AuthFailure
 from rafka_shards.security.sasl import (
     SASL_TOKEN_BYTES_MAX,
     SaslError,
@@ -253,6 +254,7 @@ class FakeHost:
         self.probe = FakeProbe()
         self.connection_limits = ConnectionLimits(1 << 20, 10, 10)
         self.quotas = None
+        self.audited: list[AuditEvent] = []
 
     def request_context(self, header: RequestHeader, conn: KafkaConnection) -> RequestContext:
         fake: Any = None
@@ -266,6 +268,9 @@ class FakeHost:
 
     def fatal(self, exc: BaseException) -> None:
         raise exc
+
+    def audit(self, event: AuditEvent) -> None:
+        self.audited.append(event)
 
 
 def request(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
@@ -334,6 +339,9 @@ def test_shell_serves_api_versions_then_scram_then_requests_as_the_user() -> Non
         cli.verify(server_final)
         assert (cid, code, conn.principal, t.closed) == (4, ErrorCode.NONE, "User:alice", False)
         assert host.probe.sasl == [("SCRAM-SHA-512", True)]
+        peer = conn.peer
+        success = AuthenticationEvent("alice", "SCRAM-SHA-512", "SASL", peer, True, None, "User:alice")
+        assert host.audited == [success]
 
     run(scenario)
 
@@ -359,6 +367,8 @@ def test_shell_answers_a_failed_plain_after_the_delay_then_closes() -> None:
         (reply,) = t.frames()
         assert authenticate_reply(reply)[1] is ErrorCode.SASL_AUTHENTICATION_FAILED
         assert t.closed and host.probe.sasl == [("PLAIN", False)]
+        failure = AuthenticationEvent("alice", "PLAIN", "SASL", conn.peer, False, AuthFailure.BAD_CREDENTIALS)
+        assert host.audited == [failure]  # the attempted user, never the password
 
     run(scenario, SaslSettings(SETTINGS.mechanisms, 0, 200))
 
@@ -384,6 +394,8 @@ def test_shell_refuses_an_unsupported_mechanism_with_the_list_and_closes() -> No
         (reply,) = t.frames()
         assert struct.unpack(">ih", reply[:6]) == (1, int(ErrorCode.UNSUPPORTED_SASL_MECHANISM))
         assert b"SCRAM-SHA-256" in reply and t.closed
+        refused = AuthenticationEvent("", "GSSAPI", "SASL", conn.peer, False, AuthFailure.UNSUPPORTED_MECHANISM)
+        assert host.audited == [refused]
 
     run(scenario)
 
