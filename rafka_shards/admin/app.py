@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from rafka_shards.admin.audit import AuditingProposer, audit_middleware
 from rafka_shards.admin.auth import AdminAuth, AuthProbe
 from rafka_shards.admin.bootstrap import create_bootstrap_user
 from rafka_shards.admin.cluster_admin import ClusterAdmin
@@ -51,6 +52,7 @@ from rafka_shards.admin.routes import (
     security,
     topics,
 )
+from rafka_shards.security.audit import NULL_SINK, AuditSink
 from rafka_shards.security.tls import Reloaded, ReloadFailed, ReloadingContext
 
 log = logging.getLogger(__name__)
@@ -81,14 +83,17 @@ def _linearizable(metadata: MetadataReader, handler: Handler) -> Handler:
     return run
 
 
-def build_app(ports: AdminPorts) -> web.Application:
-    """The aiohttp application serving every route of ``ROUTES`` on ``ports``."""
+def build_app(ports: AdminPorts, audit: AuditSink = NULL_SINK) -> web.Application:
+    """The aiohttp application serving every route of ``ROUTES`` on ``ports``; changes and refusals are recorded in
+    ``audit`` (``rafka_shards.admin.audit``: its middleware stays first, so it sees every final status, the
+    authentication middleware's 401 and 403 included)."""
     probe = AuthProbe()
     auth = AdminAuth(ports.security, ports.metadata, probe)
-    app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES, middlewares=[errors, auth.middleware])
+    middlewares = [audit_middleware(audit), errors, auth.middleware]
+    app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES, middlewares=middlewares)
     ctx = AdminContext(
         ports=ports,
-        cluster=ClusterAdmin(ports.metadata, ports.proposer, ports.node),
+        cluster=ClusterAdmin(ports.metadata, AuditingProposer(ports.proposer, audit), ports.node),
         metrics=NodeMetrics(ports.node, ports.quorum, ports.metadata, ports.metrics_dir, ports.data_dir),
         routes=ROUTES,
     )
@@ -176,10 +181,12 @@ async def _catching_up(request: web.Request) -> web.Response:
     return unavailable(f"the node is starting: {CATCHING_UP}")
 
 
-async def start_admin(ports: AdminPorts, listener: socket.socket, tls: ReloadingContext | None = None) -> web.AppRunner:
+async def start_admin(
+    ports: AdminPorts, listener: socket.socket, tls: ReloadingContext | None = None, audit: AuditSink = NULL_SINK
+) -> web.AppRunner:
     """Serve the admin API on ``listener`` (bound by the supervisor) until the runner is cleaned up; over HTTPS
-    with ``tls`` (``admin_tls``)."""
-    app = build_app(ports)
+    with ``tls`` (``admin_tls``); changes recorded in ``audit``."""
+    app = build_app(ports, audit)
     _serve_tls(app, tls)
     # When the node stops, requests in flight get ADMIN_SHUTDOWN_S to finish (aiohttp's default is 60 s, twice the
     # node's whole shutdown deadline): one waiting on a stopping shard must not hold the controller process up.

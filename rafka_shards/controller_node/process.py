@@ -39,6 +39,14 @@ from rafka_shards.controller_node import controlled_shutdown
 from rafka_shards.controller_node.admin_ports import admin_ports
 from rafka_shards.controller_node.channel_server import ControllerServer, ShardSession
 from rafka_shards.controller_node.raft_controller import RaftController
+from rafka_shards.ipc.audit_log import (
+    AuditLog,
+    RemoteAuditTopic,
+    create_audit_topic,
+    open_audit_log,
+    sink,
+    wall_clock_ms,
+)
 from rafka_shards.ipc.channel import Stats
 from rafka_shards.ipc.process_link import (
     ChannelClosed,
@@ -235,6 +243,7 @@ async def _serve(
     admin = None
     starting = None  # the admin port's answers until the node has caught up
     controller = None
+    audit_log: AuditLog | None = None
     try:
         controller = await RaftController.open(config)
         controller.on_fatal = on_fatal
@@ -273,7 +282,16 @@ async def _serve(
             starting = None
         if admin_listener is not None:
             ports = admin_ports(config, host, controller, host.server, host.metrics_dir, security)
-            admin = await start_admin(ports, admin_listener, tls)
+            server, raft = host.server, controller
+
+            def audit_topic() -> RemoteAuditTopic:
+                create = lambda: create_audit_topic(server.propose_topic, lambda: raft.image)  # noqa: E731
+                return RemoteAuditTopic(lambda: raft.image, create, b"admin", wall_clock_ms)
+
+            audit_log = open_audit_log(config, "admin", wall_clock_ms, audit_topic)
+            if audit_log is not None:
+                audit_log.start()
+            admin = await start_admin(ports, admin_listener, tls, sink(audit_log))
             log.info(
                 "admin API and /metrics on %s://%s%s",
                 security.scheme,
@@ -291,6 +309,8 @@ async def _serve(
         for runner in (starting, admin):
             if runner is not None:
                 await runner.cleanup()
+        if audit_log is not None:
+            await audit_log.close()  # after the admin API's last request
         for place in host.slots:
             if place.session is not None:
                 place.session.close()
