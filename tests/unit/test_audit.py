@@ -1,0 +1,344 @@
+"""The audit log (issue 18): the sans-IO core's events and their JSON lines (schema, bounds, no secrets), the
+rotated file, the bounded queue that drops and counts, and the admin API's middleware over a real aiohttp server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from controller import topics
+from controller.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType
+from controller.commands import CreateAcls, CreateTopic, DeleteScramCredential, UpsertScramCredential
+from rafka_shards.admin.audit import AuditingProposer, audit_middleware
+from rafka_shards.admin.http import errors
+from rafka_shards.ipc.audit_log import AuditLog, AuditTopicError, RotatingFile
+from rafka_shards.security.audit import (
+    FIELD_CHARS_MAX,
+    LINE_BYTES_MAX,
+    Actor,
+    AuditEncoder,
+    AuditEvent,
+    AuthenticationEvent,
+    AuthFailure,
+    AuthorizationDenial,
+    MutationEvent,
+    Source,
+    current_actor,
+    describe_command,
+    describe_topic_request,
+    mutation,
+)
+from rafka_shards.security.sasl import ScramMechanism, make_credential
+from rafka_shards.security.scram_users import upsert_command
+
+NOW_MS = 1_796_180_400_123  # 2026-12-02T03:00:00.123Z
+
+
+def encoder() -> AuditEncoder:
+    return AuditEncoder(3, "broker-7", lambda: NOW_MS)
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    out: dict[str, Any] = orjson.loads(line)
+    return out
+
+
+# ---- the core ------------------------------------------------------------------------------------------------------
+
+
+def test_an_authentication_line_says_who_what_when_where_and_the_result() -> None:
+    enc = encoder()
+    ok = decode(
+        enc.encode(AuthenticationEvent("alice", "SCRAM-SHA-512", "SASL", "127.0.0.1:5", True, None, "User:alice"))
+    )
+    assert ok == {
+        "ts": "2026-12-02T03:00:00.123Z",
+        "ts_ms": NOW_MS,
+        "seq": 1,
+        "node": 3,
+        "process": "broker-7",
+        "kind": "authentication",
+        "result": "success",
+        "principal": "User:alice",
+        "client": "127.0.0.1:5",
+        "user": "alice",
+        "mechanism": "SCRAM-SHA-512",
+        "listener": "SASL",
+    }
+    bad = decode(
+        enc.encode(AuthenticationEvent("eve", "PLAIN", "SASL", "10.0.0.1:9", False, AuthFailure.BAD_CREDENTIALS))
+    )
+    assert (bad["seq"], bad["result"], bad["reason"], bad["user"], bad["principal"]) == (
+        2,
+        "failure",
+        "bad_credentials",
+        "eve",
+        "",
+    )
+
+
+def test_an_authorization_denial_line() -> None:
+    line = decode(
+        encoder().encode(
+            AuthorizationDenial("User:bob", "127.0.0.1:6", "CLIENT", "Produce", "WRITE", "TOPIC", "orders")
+        )
+    )
+    assert {
+        k: line[k] for k in ("kind", "result", "principal", "api", "operation", "resource_type", "resource_name")
+    } == {
+        "kind": "authorization",
+        "result": "denied",
+        "principal": "User:bob",
+        "api": "Produce",
+        "operation": "WRITE",
+        "resource_type": "TOPIC",
+        "resource_name": "orders",
+    }
+
+
+def test_a_scram_credential_is_described_by_its_user_and_mechanism_only() -> None:
+    credential = make_credential(ScramMechanism.SCRAM_SHA_256, b"hunter2-password")
+    cmd = upsert_command("alice", credential, b"m" * 32)
+    assert isinstance(cmd, UpsertScramCredential)
+    described = describe_command(cmd)
+    assert described == {
+        "type": "UpsertScramCredential",
+        "user": "alice",
+        "mechanism": "SCRAM-SHA-256",
+        "iterations": credential.iterations,
+    }
+    line = encoder().encode(mutation([described], success=True))
+    for secret in (cmd.salt, cmd.stored_key, cmd.server_key, cmd.mock_secret):
+        assert secret not in line and base64.b64encode(secret) not in line and secret.hex().encode() not in line
+    assert b"hunter2" not in line
+    assert describe_command(DeleteScramCredential("alice", "SCRAM-SHA-256")) == {
+        "type": "DeleteScramCredential",
+        "user": "alice",
+        "mechanism": "SCRAM-SHA-256",
+    }
+
+
+def test_topics_and_acls_are_described_with_their_fields() -> None:
+    topic_id = uuid.uuid4()
+    created = describe_command(CreateTopic("orders", topic_id, ((1, 2), (2, 1)), (("retention.ms", "1000"),)))
+    assert created == {
+        "type": "CreateTopic",
+        "name": "orders",
+        "topic_id": str(topic_id),
+        "assignments": [[1, 2], [2, 1]],
+        "configs": [["retention.ms", "1000"]],
+    }
+    proposal = topics.TopicProposal(topics.NewTopic("orders", 3, 1, {"cleanup.policy": "compact"}), topic_id)
+    assert describe_topic_request(proposal) == {
+        "type": "NewTopic",
+        "name": "orders",
+        "partitions": 3,
+        "replication_factor": 1,
+        "configs": {"cleanup.policy": "compact"},
+        "assignments": None,
+    }
+    binding = AclBinding(
+        ResourceType.TOPIC, "orders", PatternType.LITERAL, "User:bob", "*", AclOperation.READ, AclPermissionType.ALLOW
+    )
+    assert describe_command(CreateAcls((binding,)))["acls"] == [
+        {
+            "resource_type": "TOPIC",
+            "resource_name": "orders",
+            "pattern_type": "LITERAL",
+            "principal": "User:bob",
+            "host": "*",
+            "operation": "READ",
+            "permission": "ALLOW",
+        }
+    ]
+
+
+def test_a_mutation_is_the_current_actors_or_the_brokers_own() -> None:
+    what = [{"type": "DeleteTopic", "name": "t"}]
+    assert mutation(what, success=True) == MutationEvent("", "", Source.INTERNAL, "", tuple(what), True)
+    token = current_actor.set(Actor("User:alice", "127.0.0.1:9", Source.KAFKA, "DeleteTopics", "CLIENT"))
+    try:
+        event = mutation(what, success=False, error="TOPIC_AUTHORIZATION_FAILED")
+    finally:
+        current_actor.reset(token)
+    line = decode(encoder().encode(event))
+    assert {k: line[k] for k in ("principal", "client", "source", "api", "listener", "result", "error")} == {
+        "principal": "User:alice",
+        "client": "127.0.0.1:9",
+        "source": "kafka",
+        "api": "DeleteTopics",
+        "listener": "CLIENT",
+        "result": "failure",
+        "error": "TOPIC_AUTHORIZATION_FAILED",
+    }
+    assert line["commands"] == what
+
+
+def test_fields_are_cut_and_a_line_never_exceeds_its_bound() -> None:
+    enc = encoder()
+    long_user = "u" * 10_000
+    line = decode(enc.encode(AuthenticationEvent(long_user, "PLAIN", "SASL", "c", False, AuthFailure.MALFORMED)))
+    assert len(line["user"]) == FIELD_CHARS_MAX and line["user"].endswith("…")
+    many = [{"type": "CreateTopic", "name": "x" * 200, "configs": {f"k{i}": "v" * 200 for i in range(60)}}] * 200
+    raw = enc.encode(MutationEvent("User:a", "c", Source.ADMIN, "POST /v1/topics", tuple(many), True, status=200))
+    assert len(raw) <= LINE_BYTES_MAX
+    big = decode(raw)
+    assert big["truncated"] is True and big["principal"] == "User:a" and big["status"] == 200
+    assert all(c == {"type": "CreateTopic"} for c in big.get("commands", []))
+
+
+# ---- the file ------------------------------------------------------------------------------------------------------
+
+
+def test_the_file_rotates_at_its_size_and_keeps_its_backups(tmp_path: Path) -> None:
+    path = tmp_path / "audit" / "audit-broker-0.jsonl"
+    f = RotatingFile(path, max_bytes=100, backups=2)
+    lines = [f"{i:09d}".encode() * 3 + b"\n" for i in range(20)]  # 28 bytes each: three per file
+    for i in range(0, 20, 2):
+        f.write(lines[i : i + 2])
+    f.close()
+    files = sorted(p.name for p in path.parent.iterdir())
+    assert files == ["audit-broker-0.jsonl", "audit-broker-0.jsonl.1", "audit-broker-0.jsonl.2"]
+    for name in files:
+        assert 0 < (path.parent / name).stat().st_size <= 100
+    kept = b"".join((path.parent / n).read_bytes() for n in reversed(files))
+    assert kept == b"".join(lines[-len(kept) // 28 :])  # the newest lines, in order, none torn
+    assert f.rotations == 6  # 20 lines, three per file: rotated before lines 3, 6, ..., 18
+    # Reopened (a restart), it appends to the current file and counts its size.
+    size = path.stat().st_size
+    again = RotatingFile(path, max_bytes=100, backups=2)
+    again.write([b"x\n"])
+    again.close()
+    assert path.stat().st_size == size + 2
+
+
+def test_no_backups_means_the_full_file_is_started_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    f = RotatingFile(path, max_bytes=10, backups=0)
+    f.write([b"12345678\n", b"abcdefgh\n"])
+    f.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.jsonl"] and path.read_bytes() == b"abcdefgh\n"
+
+
+# ---- the queue and the topic ---------------------------------------------------------------------------------------
+
+
+class Topic:
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+        self.fail = True
+
+    async def append(self, lines: Sequence[bytes]) -> None:
+        if self.fail:
+            raise AuditTopicError("not created yet")
+        self.batches.append(list(lines))
+
+    def close(self) -> None:
+        pass
+
+
+def event(i: int) -> AuditEvent:
+    return AuthenticationEvent(f"user{i}", "PLAIN", "SASL", "c", True, None, f"User:user{i}")
+
+
+def test_a_full_queue_drops_and_counts_and_the_sequence_shows_the_gap(tmp_path: Path) -> None:
+    async def main() -> None:
+        topic = Topic()
+        audit = AuditLog(encoder(), RotatingFile(tmp_path / "a.jsonl", 1 << 20, 1), topic, queue_lines_max=3)
+        for i in range(5):
+            audit.audit(event(i))
+        assert audit.dropped == 2
+        await audit.flush()  # the topic refuses: the batch waits in its backlog
+        audit.audit(event(5))
+        topic.fail = False
+        await audit.close()
+        seqs = [decode(line)["seq"] for line in (tmp_path / "a.jsonl").read_bytes().splitlines(keepends=True)]
+        assert seqs == [1, 2, 3, 6]
+        assert [[decode(line)["seq"] for line in batch] for batch in topic.batches] == [[1, 2, 3, 6]]  # one batch
+
+    asyncio.run(main())
+
+
+# ---- the admin API's middleware ------------------------------------------------------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def audit(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+class Proposer:
+    async def propose(self, cmd: Any) -> int:
+        return 1
+
+    async def propose_topic(self, proposal: topics.TopicProposal) -> int:
+        return 2
+
+
+def test_the_admin_middleware_records_changes_with_their_commands_and_refusals() -> None:
+    sink = Sink()
+    proposer = AuditingProposer(Proposer(), sink)
+
+    async def create_user(request: web.Request) -> web.Response:
+        request["principal"] = "User:admin"  # what the authentication middleware sets
+        credential = make_credential(ScramMechanism.SCRAM_SHA_512, b"s3cret-pw")
+        await proposer.propose(upsert_command("carol", credential, b"m" * 32))
+        return web.json_response({}, status=201)
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response([])
+
+    async def forbidden(request: web.Request) -> web.Response:
+        raise web.HTTPUnauthorized()
+
+    async def main() -> None:
+        app = web.Application(middlewares=[audit_middleware(sink), errors])
+        app.router.add_post("/v1/security/users", create_user)
+        app.router.add_get("/v1/topics", listed)
+        app.router.add_delete("/v1/topics/{name}", forbidden)
+        async with TestClient(TestServer(app)) as client:
+            body = {"username": "carol", "password": "s3cret-pw"}
+            assert (await client.post("/v1/security/users", json=body)).status == 201
+            assert (await client.get("/v1/topics")).status == 200
+            assert (await client.delete("/v1/topics/orders")).status == 401
+
+    asyncio.run(main())
+    created, refused, refused_change = sink.events
+    assert isinstance(created, MutationEvent)
+    assert (created.principal, created.source, created.api, created.status, created.success) == (
+        "User:admin",
+        Source.ADMIN,
+        "POST /v1/security/users",
+        201,
+        True,
+    )
+    assert created.commands == (
+        {"type": "UpsertScramCredential", "user": "carol", "mechanism": "SCRAM-SHA-512", "iterations": 4096},
+    )
+    assert created.client.startswith("127.0.0.1:")
+    assert isinstance(refused, AuthenticationEvent) and refused.reason is AuthFailure.MISSING_CREDENTIALS
+    assert isinstance(refused_change, MutationEvent) and refused_change.status == 401 and not refused_change.success
+    assert b"s3cret" not in b"".join(encoder().encode(e) for e in sink.events)
+
+
+@pytest.mark.parametrize("validate_only", [True, False])
+def test_the_auditing_proposer_outside_a_request_records_alone(validate_only: bool) -> None:
+    sink = Sink()
+    proposal = topics.TopicProposal(topics.RemoveTopic("t"), uuid.uuid4(), validate_only)
+    asyncio.run(AuditingProposer(Proposer(), sink).propose_topic(proposal))
+    assert [e.commands for e in sink.events if isinstance(e, MutationEvent)] == (
+        [] if validate_only else [({"type": "RemoveTopic", "name": "t"},)]
+    )
