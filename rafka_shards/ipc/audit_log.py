@@ -251,6 +251,10 @@ class AuditLog:
             except (AuditTopicError, TimeoutError) as e:
                 log.debug("audit topic: %d line(s) wait: %s", len(self._backlog), e)
                 return
+            except Exception:
+                # A bug in the topic's path must not stop the file's: said loudly, the lines wait for the next try.
+                log.exception("audit topic: appending failed; %d line(s) wait", len(self._backlog))
+                return
             for _ in batch:
                 self._backlog.popleft()
 

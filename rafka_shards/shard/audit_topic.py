@@ -20,10 +20,13 @@ from rafka_shards.shard.manager import PartitionManager
 
 
 class ShardAuditTopic(RemoteAuditTopic):
-    def __init__(self, manager: PartitionManager, key: bytes, now_ms: Callable[[], int]) -> None:
+    def __init__(
+        self, manager: PartitionManager, key: bytes, now_ms: Callable[[], int], ready: Callable[[], bool]
+    ) -> None:
         client_id = f"rafka-audit-{key.decode()}"
         super().__init__(lambda: manager.image, self._create_topic, key, now_ms, client_id=client_id)
         self._manager = manager
+        self._ready = ready  # the shard serves (registered, caught up): before that, lines wait
 
     async def _create_topic(self) -> None:
         request = audit_topic_request(self._manager.image)
@@ -36,6 +39,8 @@ class ShardAuditTopic(RemoteAuditTopic):
                 raise AuditTopicError(f"creating {AUDIT_TOPIC}: {e.code.name}") from None
 
     async def append(self, lines: Sequence[bytes]) -> None:
+        if not self._ready():
+            raise AuditTopicError("the shard is not serving yet")
         leader, address = await self.leader()
         batch = audit_batch(lines, self._key, self._now_ms())
         if leader != self._manager.broker_id:

@@ -134,7 +134,10 @@ class Shard:
         self.quotas = ShardQuotas(config, lambda: manager.image, monotonic_ms, self.probe)
         process = f"broker-{config.broker_id}"
         self.audit_log = open_audit_log(
-            config, process, wall_clock_ms, lambda: ShardAuditTopic(manager, process.encode(), wall_clock_ms)
+            config,
+            process,
+            wall_clock_ms,
+            lambda: ShardAuditTopic(manager, process.encode(), wall_clock_ms, lambda: self.ready),
         )
         if self.audit_log is not None:
             manager.audit_sink = self.audit_log

@@ -1,0 +1,247 @@
+"""The audit log (issue 18) on a real node: a PLAINTEXT inter-broker listener and a SASL_PLAINTEXT one (SCRAM and
+PLAIN), ``audit_enabled`` and ``audit_log_to_topic``. Real clients log in (and fail to), create topics and SCRAM users
+through the Kafka APIs, and the admin API does the same; the JSON lines in the node's audit files say who, what,
+from where and the result, never a password, and the same events are consumed from ``_rafka.audit_log`` with
+confluent-kafka."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    NewTopic,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+
+from tests.conftest import Broker, free_port_range, running
+from tests.integration.helpers import admin_call
+
+pytestmark = pytest.mark.integration
+
+PASSWORDS = {"alice": "alice-pw-5c0e9a1b77", "bob": "bob-pw-d21f8e6c40"}
+WRONG_PASSWORD = "not-alices-pw-83b1f6"
+CAROL_PASSWORD = "carol-pw-kafka-api-6e02d9"
+DAVE_PASSWORD = "dave-pw-admin-api-1f7c3a"
+AUDIT_TOPIC = "_rafka.audit_log"
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, int]]:
+    b = Broker(tmp_path_factory.mktemp("audit") / "data")
+    sasl_port = free_port_range(1)
+    b.extra_args = [
+        "--listeners",
+        f"INTERNAL://127.0.0.1:{b.port},SASL://127.0.0.1:{sasl_port}",
+        "--listener-security-protocol-map",
+        "INTERNAL:PLAINTEXT,SASL:SASL_PLAINTEXT",
+        "--sasl-enabled-mechanisms",
+        "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
+        "--audit-enabled",
+        "true",
+        "--audit-log-to-topic",
+        "true",
+    ]
+    for started in running(b):
+        for user, password in PASSWORDS.items():
+            body = {"username": user, "password": password, "algorithm": "SCRAM-SHA-512"}
+            status, answer = admin_call(started.admin, "POST", "/v1/security/users", body)
+            assert status == 201, answer
+        yield started, sasl_port
+    # After the node stopped: no password reached any audit file or the node's log.
+    audit = b"".join(p.read_bytes() for p in (b.data_dir / "audit").iterdir())
+    for secret in (*PASSWORDS.values(), WRONG_PASSWORD, CAROL_PASSWORD, DAVE_PASSWORD):
+        assert secret.encode() not in audit
+        assert secret.encode() not in b.log_path.read_bytes()
+
+
+def _conf(port: int, user: str, password: str, mechanism: str = "SCRAM-SHA-512") -> dict[str, Any]:
+    return {
+        "bootstrap.servers": f"127.0.0.1:{port}",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+
+
+def _lines(b: Broker, process: str) -> list[dict[str, Any]]:
+    path = b.data_dir / "audit" / f"audit-{process}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def _wait_line(b: Broker, process: str, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The first line of ``process``'s audit file that ``match``es, waiting for the flush (every half second)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        found = [line for line in _lines(b, process) if match(line)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no such line in audit-{process}.jsonl: {_lines(b, process)[-20:]}"
+        time.sleep(0.2)
+
+
+def _logged_in(port: int, user: str, password: str, mechanism: str = "SCRAM-SHA-512") -> AdminClient:
+    """An admin client that has authenticated (the users reach the shard a moment after the admin API answered)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        admin = AdminClient(_conf(port, user, password, mechanism))
+        try:
+            admin.list_topics(timeout=5)
+            return admin
+        except KafkaException:
+            assert time.monotonic() < deadline, f"{user} never authenticated"
+            time.sleep(0.5)
+
+
+def test_failed_and_successful_logins_are_lines_with_user_mechanism_result_and_client(
+    node: tuple[Broker, int],
+) -> None:
+    b, port = node
+    _logged_in(port, "alice", PASSWORDS["alice"], "PLAIN")
+    errors: list[KafkaError] = []
+    producer = Producer({**_conf(port, "alice", WRONG_PASSWORD), "error_cb": errors.append})
+    deadline = time.monotonic() + WAIT_S
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.5)
+    assert errors and errors[0].code() == KafkaError._AUTHENTICATION, errors
+    del producer
+
+    ok = _wait_line(b, "broker-0", lambda e: e["kind"] == "authentication" and e["result"] == "success")
+    assert (ok["user"], ok["principal"], ok["mechanism"], ok["listener"]) == ("alice", "User:alice", "PLAIN", "SASL")
+    assert ok["client"].startswith("127.0.0.1:") and ok["process"] == "broker-0" and ok["node"] == 1
+    assert ok["ts"].endswith("Z") and abs(ok["ts_ms"] / 1000 - time.time()) < 3600
+    failed = _wait_line(
+        b, "broker-0", lambda e: e["kind"] == "authentication" and e["result"] == "failure" and e["user"] == "alice"
+    )
+    assert (failed["mechanism"], failed["reason"], failed["listener"]) == ("SCRAM-SHA-512", "bad_credentials", "SASL")
+    assert failed["client"].startswith("127.0.0.1:") and failed["principal"] == ""
+
+
+def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[Broker, int]) -> None:
+    b, port = node
+    admin = _logged_in(port, "bob", PASSWORDS["bob"])
+    kafka_topic, admin_topic = f"audit-kafka-{uuid.uuid4().hex[:8]}", f"audit-admin-{uuid.uuid4().hex[:8]}"
+    for future in admin.create_topics([NewTopic(kafka_topic, 2, 1)]).values():
+        future.result(timeout=30)
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096)
+    for future in admin.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion("carol", info, CAROL_PASSWORD.encode())]
+    ).values():
+        future.result(timeout=30)
+    status, _ = admin_call(b.admin, "POST", "/v1/topics", {"name": admin_topic, "partitions": 1})
+    assert status == 201
+    body = {"username": "dave", "password": DAVE_PASSWORD, "algorithm": "SCRAM-SHA-256"}
+    status, _ = admin_call(b.admin, "POST", "/v1/security/users", body)
+    assert status == 201
+    status, _ = admin_call(b.admin, "POST", "/v1/topics", {"name": "bad name!", "partitions": 1})
+    assert status == 400
+
+    def kafka(api: str, command: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda e: e["kind"] == "mutation" and e["api"] == api and e["commands"][0]["type"] == command
+
+    created = _wait_line(b, "broker-0", kafka("create_topics", "NewTopic"))
+    assert (created["principal"], created["source"], created["listener"], created["result"]) == (
+        "User:bob",
+        "kafka",
+        "SASL",
+        "success",
+    )
+    assert created["commands"][0]["name"] == kafka_topic and created["commands"][0]["partitions"] == 2
+    assert created["client"].startswith("127.0.0.1:")
+    user = _wait_line(b, "broker-0", kafka("alter_user_scram_credentials", "UpsertScramCredential"))
+    assert user["principal"] == "User:bob" and user["result"] == "success"
+    assert user["commands"] == [
+        {"type": "UpsertScramCredential", "user": "carol", "mechanism": "SCRAM-SHA-256", "iterations": 4096}
+    ]
+
+    def admin_change(path: str, status: int) -> Callable[[dict[str, Any]], bool]:
+        return lambda e: e["kind"] == "mutation" and e["api"] == f"POST {path}" and e["status"] == status
+
+    topic = _wait_line(b, "admin", lambda e: admin_change("/v1/topics", 201)(e) and admin_topic in str(e))
+    assert topic["source"] == "admin" and topic["result"] == "success" and topic["client"].startswith("127.0.0.1:")
+    assert topic["principal"] == ""  # the admin API without authentication: nobody known
+    assert topic["commands"] == [
+        {
+            "type": "NewTopic",
+            "name": admin_topic,
+            "partitions": 1,
+            "replication_factor": 1,
+            "configs": {},
+            "assignments": None,
+        }
+    ]
+    dave = _wait_line(b, "admin", lambda e: admin_change("/v1/security/users", 201)(e) and "dave" in str(e))
+    assert dave["commands"] == [
+        {"type": "UpsertScramCredential", "user": "dave", "mechanism": "SCRAM-SHA-256", "iterations": 4096}
+    ]
+    refused = _wait_line(b, "admin", admin_change("/v1/topics", 400))
+    assert refused["result"] == "failure" and refused["commands"] == []
+    # The broker's own changes are there too, as internal: its registration.
+    registered = _wait_line(b, "broker-0", lambda e: e["kind"] == "mutation" and e["source"] == "internal")
+    assert registered["principal"] == "" and registered["commands"][0]["type"] == "RegisterBroker"
+
+
+def test_events_are_consumed_from_the_audit_topic(node: tuple[Broker, int]) -> None:
+    b, port = node
+    _logged_in(port, "alice", PASSWORDS["alice"])
+    status, _ = admin_call(b.admin, "POST", "/v1/topics", {"name": f"audit-topic-{uuid.uuid4().hex[:8]}"})
+    assert status == 201
+    consumer = Consumer(
+        {"bootstrap.servers": b.bootstrap, "group.id": f"g-{uuid.uuid4()}", "enable.auto.commit": False}
+    )
+    got: list[tuple[bytes, dict[str, Any]]] = []
+    deadline = time.monotonic() + WAIT_S
+    assigned = False
+    while time.monotonic() < deadline:
+        if not assigned:
+            if AUDIT_TOPIC not in consumer.list_topics(timeout=5).topics:
+                time.sleep(0.5)
+                continue
+            consumer.assign([TopicPartition(AUDIT_TOPIC, 0, 0)])
+            assigned = True
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            key, value = m.key(), m.value()
+            assert key is not None and value is not None
+            got.append((key, json.loads(value)))
+        processes = {k for k, _ in got}
+        logins = [e for _, e in got if e["kind"] == "authentication" and e["user"] == "alice"]
+        if {b"broker-0", b"admin"} <= processes and logins:
+            break
+    consumer.close()
+    assert {k for k, _ in got} >= {b"broker-0", b"admin"}, got[-10:]
+    for key, event in got:
+        assert key.decode() == event["process"]
+    assert any(e["kind"] == "authentication" and e["user"] == "alice" for _, e in got)
+    assert any(e["kind"] == "mutation" and e["source"] == "admin" for _, e in got)
+    # Each process's sequence numbers rise in the topic as in its file (one batch per flush, in order).
+    for process in (b"broker-0", b"admin"):
+        seqs = [e["seq"] for k, e in got if k == process]
+        assert seqs == sorted(seqs)
+
+
+def test_metrics_count_the_events_by_kind(node: tuple[Broker, int]) -> None:
+    b, port = node
+    _logged_in(port, "bob", PASSWORDS["bob"])
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        with urllib.request.urlopen(f"{b.admin}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        kinds = [k for k in ("authentication", "mutation") if f'rafka_audit_events_total{{kind="{k}"}}' in metrics]
+        if len(kinds) == 2:
+            break
+        assert time.monotonic() < deadline, [line for line in metrics.splitlines() if "audit" in line]
+        time.sleep(0.5)
