@@ -23,6 +23,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from tests.certs import Pki, make_pki
 from tests.conftest import Broker, free_port_range, running
 from tests.integration.helpers import admin_call
 
@@ -37,14 +38,27 @@ WAIT_S = 60
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, int]]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[tuple[Broker, int]]:
     b = Broker(tmp_path_factory.mktemp("audit") / "data")
-    sasl_port = free_port_range(1)
+    sasl_port = free_port_range(2)
     b.extra_args = [
         "--listeners",
-        f"INTERNAL://127.0.0.1:{b.port},SASL://127.0.0.1:{sasl_port}",
+        f"INTERNAL://127.0.0.1:{b.port},SASL://127.0.0.1:{sasl_port},MTLS://127.0.0.1:{sasl_port + 1}",
         "--listener-security-protocol-map",
-        "INTERNAL:PLAINTEXT,SASL:SASL_PLAINTEXT",
+        "INTERNAL:PLAINTEXT,SASL:SASL_PLAINTEXT,MTLS:SSL",
+        "--ssl-cert-file",
+        str(pki.server.cert_file),
+        "--ssl-key-file",
+        str(pki.server.key_file),
+        "--ssl-ca-file",
+        str(pki.ca.cert_file),
+        "--ssl-client-auth",
+        "required",
         "--sasl-enabled-mechanisms",
         "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
         "--audit-enabled",
@@ -128,6 +142,25 @@ def test_failed_and_successful_logins_are_lines_with_user_mechanism_result_and_c
     )
     assert (failed["mechanism"], failed["reason"], failed["listener"]) == ("SCRAM-SHA-512", "bad_credentials", "SASL")
     assert failed["client"].startswith("127.0.0.1:") and failed["principal"] == ""
+
+
+def test_a_client_certificate_login_is_a_tls_authentication(node: tuple[Broker, int], pki: Pki) -> None:
+    b, port = node
+    conf = {
+        "bootstrap.servers": f"127.0.0.1:{port + 1}",
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(pki.ca.cert_file),
+        "ssl.certificate.location": str(pki.client.cert_file),
+        "ssl.key.location": str(pki.client.key_file),
+    }
+    assert AdminClient(conf).list_topics(timeout=20).brokers
+    line = _wait_line(b, "broker-0", lambda e: e["kind"] == "authentication" and e["mechanism"] == "TLS")
+    assert (line["result"], line["listener"], line["principal"]) == (
+        "success",
+        "MTLS",
+        "User:CN=alice,OU=eng,O=acme,C=US",
+    )
+    assert line["user"] == "CN=alice,OU=eng,O=acme,C=US" and line["client"].startswith("127.0.0.1:")
 
 
 def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[Broker, int]) -> None:
