@@ -111,6 +111,7 @@ class AuthenticationEvent:
     success: bool
     reason: AuthFailure | None = None  # a failure's code
     principal: str = UNKNOWN  # on success: the principal the connection now has ("User:alice")
+    detail: str = ""  # a failure's particulars that are not secret (OpenSSL's reason for a failed TLS handshake)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +308,8 @@ def _body(event: AuditEvent) -> dict[str, Any]:
         }
         if event.reason is not None:
             out["reason"] = event.reason.value
+        if event.detail:
+            out["detail"] = event.detail
         return out
     if isinstance(event, AuthorizationDenial):
         return {

@@ -55,6 +55,7 @@ from rafka_shards.shard.manager import PartitionManager
 from rafka_shards.shard.partition import Partition
 from rafka_shards.shard.probe import Probe
 from rafka_shards.shard.quotas import ShardQuotas
+from rafka_shards.shard.tls_audit import audit_failed_handshakes
 from rafka_shards.storage.deleter import GradualDeleter
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,8 @@ class Shard:
         except ConfigError as e:
             raise StartupError(f"listener {spec.name}: {e}") from None
         tls = ReloadingContext(settings, monotonic_ms())
+        if self.audit_log is not None:
+            audit_failed_handshakes(tls.context, spec.name, self.audit)
         rules = parse_principal_rules(settings.principal_mapping_rules)
         self._tls.append((spec.name, tls))
         return await loop.create_server(

@@ -163,6 +163,31 @@ def test_a_client_certificate_login_is_a_tls_authentication(node: tuple[Broker, 
     assert line["user"] == "CN=alice,OU=eng,O=acme,C=US" and line["client"].startswith("127.0.0.1:")
 
 
+@pytest.mark.parametrize(
+    ("client", "reason"), [(None, "PEER_DID_NOT_RETURN_A_CERTIFICATE"), ("foreign_client", "CERTIFICATE_VERIFY_FAILED")]
+)
+def test_a_failed_tls_handshake_is_a_failed_tls_authentication(
+    node: tuple[Broker, int], pki: Pki, client: str | None, reason: str
+) -> None:
+    b, port = node
+    conf: dict[str, Any] = {
+        "bootstrap.servers": f"127.0.0.1:{port + 1}",
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(pki.ca.cert_file),
+    }
+    if client is not None:
+        issued = getattr(pki, client)
+        conf.update({"ssl.certificate.location": str(issued.cert_file), "ssl.key.location": str(issued.key_file)})
+    with pytest.raises(KafkaException):
+        AdminClient(conf).list_topics(timeout=5)
+
+    def failed(e: dict[str, Any]) -> bool:
+        return e["kind"] == "authentication" and e.get("reason") == "tls_handshake" and reason in e["detail"]
+
+    line = _wait_line(b, "broker-0", failed)
+    assert (line["result"], line["listener"], line["mechanism"], line["client"]) == ("failure", "MTLS", "TLS", "")
+
+
 def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[Broker, int]) -> None:
     b, port = node
     admin = _logged_in(port, "bob", PASSWORDS["bob"])
