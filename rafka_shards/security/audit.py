@@ -50,6 +50,8 @@ LIST_ITEMS_MAX: Final = 64  # a list (commands of one request, ACL bindings, con
 LINE_BYTES_MAX: Final = 8 * 1024  # a line larger than this drops its details (see ``AuditEncoder.encode``)
 UNKNOWN: Final = ""  # a principal or client the code that records the event does not know
 TRUNCATION_MARK: Final = "…"
+DEPTH_MAX: Final = 8  # nesting kept in a line (a command's fields are 3 deep at most)
+ESSENTIAL_CHARS_MAX: Final = 64  # a line too large even without its details keeps this much of each field
 
 # Fields that are never written, whatever command carries them (the credentials' material, the mock secret).
 _SECRET_FIELDS: Final = frozenset({"salt", "stored_key", "server_key", "mock_secret", "password", "token"})
@@ -231,10 +233,13 @@ def describe_topic_request(proposal: topics.TopicProposal) -> dict[str, Any]:
 # ---- encoding ------------------------------------------------------------------------------------------------------
 
 
-def _cut(value: Any, depth: int = 0) -> Any:
-    """``value`` within the bounds: strings of at most FIELD_CHARS_MAX characters, lists of LIST_ITEMS_MAX items."""
+def _cut(value: Any, depth: int = 0, chars_max: int = FIELD_CHARS_MAX) -> Any:
+    """``value`` within the bounds: strings of at most ``chars_max`` characters, lists of LIST_ITEMS_MAX items,
+    nesting of DEPTH_MAX levels."""
     if isinstance(value, str):
-        return value if len(value) <= FIELD_CHARS_MAX else value[: FIELD_CHARS_MAX - 1] + TRUNCATION_MARK
+        return value if len(value) <= chars_max else value[: chars_max - 1] + TRUNCATION_MARK
+    if depth >= DEPTH_MAX:
+        return TRUNCATION_MARK
     if isinstance(value, Mapping):
         items = list(value.items())
         out = {str(k)[:FIELD_CHARS_MAX]: _cut(v, depth + 1) for k, v in items[:LIST_ITEMS_MAX]}
@@ -248,7 +253,7 @@ def _cut(value: Any, depth: int = 0) -> Any:
         return out_list
     if isinstance(value, bool | int | float) or value is None:
         return value
-    return _cut(str(value), depth)
+    return _cut(str(value), depth, chars_max)
 
 
 def _iso(ms: int) -> str:
@@ -287,7 +292,10 @@ class AuditEncoder:
             kept["commands"] = [{"type": _cut(c.get("type", "?"))} for c in body["commands"][:LIST_ITEMS_MAX]]
         line = orjson.dumps({**head, **kept, "truncated": True}) + b"\n"
         if len(line) > LINE_BYTES_MAX:
-            kept.pop("commands", None)
+            # Still too large: a client's long multi-byte or escaped user name, mechanism or path. The essential
+            # fields cut to ESSENTIAL_CHARS_MAX fit whatever their characters (9 fields of 64 characters of at most
+            # 6 bytes each, as JSON escapes them, are about 3.5 KiB).
+            kept = {k: _cut(body[k], chars_max=ESSENTIAL_CHARS_MAX) for k in _ESSENTIAL if k in body}
             line = orjson.dumps({**head, **kept, "truncated": True}) + b"\n"
         assert len(line) <= LINE_BYTES_MAX, len(line)
         return line

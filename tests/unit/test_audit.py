@@ -195,6 +195,12 @@ def test_fields_are_cut_and_a_line_never_exceeds_its_bound() -> None:
     big = decode(raw)
     assert big["truncated"] is True and big["principal"] == "User:a" and big["status"] == 200
     assert all(c == {"type": "CreateTopic"} for c in big.get("commands", []))
+    # A client's user name, mechanism and path of control characters (six bytes each once escaped) still fit.
+    nasty = "\x01" * 10_000
+    raw = enc.encode(AuthenticationEvent(nasty, nasty, nasty, nasty, False, AuthFailure.MALFORMED, nasty, nasty))
+    assert len(raw) <= LINE_BYTES_MAX and decode(raw)["user"] == "\x01" * (FIELD_CHARS_MAX - 1) + "…"
+    raw = enc.encode(MutationEvent(nasty, nasty, Source.KAFKA, nasty, ({"type": nasty, "x": nasty},), False, nasty))
+    assert len(raw) <= LINE_BYTES_MAX and decode(raw)["truncated"] is True
 
 
 # ---- the file ------------------------------------------------------------------------------------------------------
