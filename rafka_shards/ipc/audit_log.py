@@ -75,7 +75,8 @@ EVENTS = Counter("rafka_audit_events", "audit events recorded, by kind", ["kind"
 DROPPED = Counter(
     "rafka_audit_events_dropped",
     "audit events dropped, by reason: queue_full (the process recorded faster than its file took them), "
-    "topic_backlog_full (the audit topic was unavailable for too long)",
+    "topic_backlog_full (the audit topic was unavailable for too long), write_failed (the file's disk failed), "
+    "unencodable",
     ["reason"],
 )
 
@@ -198,7 +199,14 @@ class AuditLog:
             DROPPED.labels("queue_full").inc()
             self.encoder.seq += 1  # the gap in the sequence numbers shows where
             return
-        self._queue.append(self.encoder.encode(event))
+        try:
+            line = self.encoder.encode(event)
+        except TypeError as e:  # orjson's JSONEncodeError: a field of a type the core does not describe (a bug)
+            log.error("audit: a %s event could not be encoded, dropped: %s", kind, e)
+            self.dropped += 1
+            DROPPED.labels("unencodable").inc()
+            return
+        self._queue.append(line)
         EVENTS.labels(kind).inc()
         if len(self._queue) >= FLUSH_LINES:
             self._wake.set()
