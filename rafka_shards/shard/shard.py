@@ -29,7 +29,7 @@ from rafka_shards.ipc.process_link import Link, LinkMessage, ShardChannel
 from rafka_shards.model import TopicPartition
 from rafka_shards.protocol import kio_codec
 from rafka_shards.protocol.framing import RequestHeader
-from rafka_shards.security.audit import AuditEvent
+from rafka_shards.security.audit import AuditEvent, AuthorizationDenial
 from rafka_shards.security.sasl_session import SaslSession, SaslSettings
 from rafka_shards.security.scram_users import SaslCredentials, sasl_credentials
 from rafka_shards.security.tls import (
@@ -405,6 +405,18 @@ class Shard:
             denial.resource_type.name,
             denial.resource_name,
         )
+        if self.audit_log is not None:
+            self.audit_log.audit(
+                AuthorizationDenial(
+                    denial.principal,
+                    denial.host.removeprefix("/"),  # the client's address without its port (Kafka's "/1.2.3.4")
+                    denial.listener,
+                    denial.api,
+                    denial.operation.name,
+                    denial.resource_type.name,
+                    denial.resource_name,
+                )
+            )
 
     def audit(self, event: AuditEvent) -> None:
         """Record an audit event (``rafka_shards.security.audit``) in this shard's audit log; nothing when it is

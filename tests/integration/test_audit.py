@@ -29,7 +29,7 @@ from tests.integration.helpers import admin_call
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {"alice": "alice-pw-5c0e9a1b77", "bob": "bob-pw-d21f8e6c40"}
+PASSWORDS = {"alice": "alice-pw-5c0e9a1b77", "bob": "bob-pw-d21f8e6c40", "eve": "eve-pw-0b9d77e2c1"}
 WRONG_PASSWORD = "not-alices-pw-83b1f6"
 CAROL_PASSWORD = "carol-pw-kafka-api-6e02d9"
 DAVE_PASSWORD = "dave-pw-admin-api-1f7c3a"
@@ -61,6 +61,10 @@ def node(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[tuple[B
         "required",
         "--sasl-enabled-mechanisms",
         "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
+        "--authorization-enabled",
+        "true",
+        "--super-users",
+        "User:alice;User:bob",
         "--audit-enabled",
         "true",
         "--audit-log-to-topic",
@@ -250,6 +254,27 @@ def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[
     # The broker's own changes are there too, as internal: its registration.
     registered = _wait_line(b, "broker-0", lambda e: e["kind"] == "mutation" and e["source"] == "internal")
     assert registered["principal"] == "" and registered["commands"][0]["type"] == "RegisterBroker"
+
+
+def test_an_authorization_denial_is_a_line(node: tuple[Broker, int]) -> None:
+    b, port = node
+    admin = _logged_in(port, "eve", PASSWORDS["eve"])
+    topic = f"audit-denied-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(KafkaException):
+        for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            future.result(timeout=30)
+
+    def denied(e: dict[str, Any]) -> bool:
+        return e["kind"] == "authorization" and e["principal"] == "User:eve" and e["api"] == "create_topics"
+
+    line = _wait_line(b, "broker-0", denied)
+    assert (line["result"], line["operation"], line["listener"], line["client"]) == (
+        "denied",
+        "CREATE",
+        "SASL",
+        "127.0.0.1",
+    )
+    assert (line["resource_type"], line["resource_name"]) in (("TOPIC", topic), ("CLUSTER", "kafka-cluster"))
 
 
 def test_events_are_consumed_from_the_audit_topic(node: tuple[Broker, int]) -> None:
