@@ -104,7 +104,10 @@ class ErrorCode(enum.IntEnum):
 # Kafka's internal topic of committed offsets and group metadata (the group coordinator's log). Clients see it as
 # internal in Metadata and cannot produce to it.
 OFFSETS_TOPIC = "__consumer_offsets"
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+# The audit log's topic (rafka_shards.security.audit, as Redpanda's _redpanda.audit_log): internal too; only the
+# node's own processes produce to it, over the inter-broker listener.
+AUDIT_TOPIC = "_rafka.audit_log"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, AUDIT_TOPIC})
 
 
 class KafkaError(Exception):

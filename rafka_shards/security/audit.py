@@ -44,6 +44,7 @@ import orjson
 from controller import commands, topics
 from controller.acls import AclBinding, binding_to_json
 from controller.image import MetadataImage
+from rafka_shards import model
 
 FIELD_CHARS_MAX: Final = 256  # a string field (a user name, a topic name, a reason) is cut here
 LIST_ITEMS_MAX: Final = 64  # a list (commands of one request, ACL bindings, configs) keeps this many items
@@ -349,7 +350,7 @@ def _body(event: AuditEvent) -> dict[str, Any]:
 
 # ---- the internal topic --------------------------------------------------------------------------------------------
 
-AUDIT_TOPIC: Final = "_rafka.audit_log"
+AUDIT_TOPIC: Final = model.AUDIT_TOPIC
 AUDIT_TOPIC_PARTITIONS: Final = 1  # one partition: every process's events in one order; audit volume is small
 AUDIT_TOPIC_REPLICATION_FACTOR_MAX: Final = 3
 AUDIT_TOPIC_RETENTION_MS: Final = 7 * 24 * 3600 * 1000  # Redpanda's audit topic keeps a week too

@@ -277,6 +277,21 @@ def test_an_authorization_denial_is_a_line(node: tuple[Broker, int]) -> None:
     assert (line["resource_type"], line["resource_name"]) in (("TOPIC", topic), ("CLUSTER", "kafka-cluster"))
 
 
+def test_clients_cannot_produce_to_the_audit_topic(node: tuple[Broker, int]) -> None:
+    _, port = node
+    _logged_in(port, "alice", PASSWORDS["alice"])  # a super user
+    errors: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
+    producer = Producer({**_conf(port, "alice", PASSWORDS["alice"]), "message.timeout.ms": 20000, "retries": 0})
+    producer.produce(AUDIT_TOPIC, value=b'{"kind": "forged"}', on_delivery=delivered)
+    producer.flush(30)
+    assert errors and errors[0].code() == KafkaError.TOPIC_EXCEPTION, errors
+
+
 def test_events_are_consumed_from_the_audit_topic(node: tuple[Broker, int]) -> None:
     b, port = node
     _logged_in(port, "alice", PASSWORDS["alice"])
@@ -310,6 +325,7 @@ def test_events_are_consumed_from_the_audit_topic(node: tuple[Broker, int]) -> N
         assert key.decode() == event["process"]
     assert any(e["kind"] == "authentication" and e["user"] == "alice" for _, e in got)
     assert any(e["kind"] == "mutation" and e["source"] == "admin" for _, e in got)
+    assert not any(e["kind"] == "forged" for _, e in got)
     # Each process's sequence numbers rise in the topic as in its file (one batch per flush, in order).
     for process in (b"broker-0", b"admin"):
         seqs = [e["seq"] for k, e in got if k == process]

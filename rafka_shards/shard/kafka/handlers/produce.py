@@ -14,7 +14,7 @@ from typing import Any
 
 from controller.acls import AclOperation
 from controller.image import TopicImage
-from rafka_shards.model import INTERNAL_TOPICS, ErrorCode, KafkaError
+from rafka_shards.model import AUDIT_TOPIC, INTERNAL_TOPICS, ErrorCode, KafkaError
 from rafka_shards.protocol.fast_responses import ProducePartitionResult, encode_produce_response
 from rafka_shards.records.batch import BatchHeader, validate_batches
 from rafka_shards.records.compaction import first_keyless_record
@@ -50,7 +50,8 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
                     raise KafkaError(ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, got {acks}")
                 if req.transactional_id is not None:
                     raise KafkaError(ErrorCode.INVALID_REQUEST, "transactions are not supported by this broker")
-                if name in INTERNAL_TOPICS:
+                if name in INTERNAL_TOPICS and not (name == AUDIT_TOPIC and access.inter_broker):
+                    # The audit log's processes append to its topic over the inter-broker listener; no one else may.
                     raise KafkaError(
                         ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name} is internal: clients cannot produce to it"
                     )
