@@ -65,6 +65,7 @@ from rafka_shards.storage.partition_dirs import remove_stray_partition_dirs
 log = logging.getLogger(__name__)
 
 STATS_TIMEOUT_S = 2.0
+PROCESS_NAME = "controller"  # in its audit file's name (audit-controller.jsonl) and every line's "process"
 EXIT_FATAL = 1
 EXIT_STARTUP = 2
 
@@ -276,21 +277,23 @@ async def _serve(
             local = {b for b, reg in image.brokers.items() if reg.node_id == config.node_id}
             local.update(range(config.broker_id, config.broker_id + config.shard_count))
             remove_stray_partition_dirs(config.data_dir / "kafka", image, local)
-        host.server = ControllerServer(controller, config.metadata_propagation_timeout_ms / 1000)
+        server = host.server = ControllerServer(controller, config.metadata_propagation_timeout_ms / 1000)
+        raft = controller
+
+        def audit_topic() -> RemoteAuditTopic:
+            create = lambda: create_audit_topic(server.propose_topic, lambda: raft.image)  # noqa: E731
+            return RemoteAuditTopic(lambda: raft.image, create, PROCESS_NAME.encode(), wall_clock_ms)
+
+        # This process's audit log: the admin API's requests and the active controller's own changes.
+        audit_log = open_audit_log(config, PROCESS_NAME, wall_clock_ms, audit_topic)
+        if audit_log is not None:
+            audit_log.start()
+            controller.audit_sink = audit_log
         if starting is not None:
             await starting.cleanup()
             starting = None
         if admin_listener is not None:
             ports = admin_ports(config, host, controller, host.server, host.metrics_dir, security)
-            server, raft = host.server, controller
-
-            def audit_topic() -> RemoteAuditTopic:
-                create = lambda: create_audit_topic(server.propose_topic, lambda: raft.image)  # noqa: E731
-                return RemoteAuditTopic(lambda: raft.image, create, b"admin", wall_clock_ms)
-
-            audit_log = open_audit_log(config, "admin", wall_clock_ms, audit_topic)
-            if audit_log is not None:
-                audit_log.start()
             admin = await start_admin(ports, admin_listener, tls, sink(audit_log))
             log.info(
                 "admin API and /metrics on %s://%s%s",
@@ -310,7 +313,7 @@ async def _serve(
             if runner is not None:
                 await runner.cleanup()
         if audit_log is not None:
-            await audit_log.close()  # after the admin API's last request
+            await audit_log.close()  # after the admin API's last request, before the controller stops
         for place in host.slots:
             if place.session is not None:
                 place.session.close()

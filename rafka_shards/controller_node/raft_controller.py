@@ -47,10 +47,13 @@ from rafka_shards.controller_node.leader_gone import LeaderGoneCheck
 from rafka_shards.controller_node.pending import Pending
 from rafka_shards.controller_node.probe import ControllerProbe, LatencyHistogram
 from rafka_shards.controller_node.raft_transport import KIND_FORWARD, KIND_RAFT, PeerTransport
+from rafka_shards.security.audit import NULL_SINK, Actor, AuditSink, Source, describe_command, mutation
 
 __all__ = ["ControllerUnavailable", "RaftController", "bootstrap_snapshot"]
 
 log = logging.getLogger(__name__)
+
+CONTROLLER_ACTOR = Actor("", "", Source.INTERNAL, "controller")  # the active controller's duties
 
 NOOP_PAYLOAD = encode_command(NoOp())
 CAUGHT_UP_WARN_MS = 5000  # wait_caught_up logs this often while the quorum is not reachable
@@ -69,8 +72,10 @@ class RaftController:
         self._pending = pending
         self.backend = RaftBackend(config, node, storage, self.transport, pending, self.probe, clock)
         self.forwarder = Forwarder(self.transport, self.backend.changes, lambda: node.leader, clock)
+        # The process's audit log, when audit_enabled (set by controller_node.process): the duties' own changes.
+        self.audit_sink: AuditSink = NULL_SINK
         self.duties = DutiesRunner(
-            config, node, lambda: self.backend.image, self.propose, clock, self.backend.task_done
+            config, node, lambda: self.backend.image, self._propose_own, clock, self.backend.task_done
         )
         self.backend.on_tick = self.duties.tick
         self.frontend = RaftFrontend(config, node, self.backend, pending, self.forwarder, self.duties, clock)
@@ -216,6 +221,18 @@ class RaftController:
     async def propose(self, cmd: Command) -> int:
         """Commit ``cmd``; its offset once this node applied it (``RaftFrontend.propose``)."""
         return await self.frontend.propose(cmd)
+
+    async def _propose_own(self, cmd: Command) -> int:
+        """A change the active controller makes by itself (fencing, unfencing, the balancer's moves), audited as
+        the broker's own (source internal) with its result."""
+        what = [describe_command(cmd)]
+        try:
+            offset = await self.propose(cmd)
+        except (Exception, asyncio.CancelledError) as e:  # recorded, then raised as it was
+            self.audit_sink.audit(mutation(what, success=False, error=type(e).__name__, actor=CONTROLLER_ACTOR))
+            raise
+        self.audit_sink.audit(mutation(what, success=True, actor=CONTROLLER_ACTOR))
+        return offset
 
     async def propose_topic(self, proposal: TopicProposal) -> int:
         """Carry out a topic request planned on the leader's image (``RaftFrontend.propose_topic``)."""

@@ -1,10 +1,10 @@
 """The audit log's shell: one per process, writing the events of ``rafka_shards.security.audit`` as JSON lines to a
 rotated file, and with ``audit_log_to_topic`` to the internal topic ``_rafka.audit_log`` too.
 
-Runs in every process of a node: each shard (``audit-broker-<id>.jsonl``) and the controller process, whose admin API
-records its changes (``audit-admin.jsonl``); they are separate OS processes, so each has its own file in
-``audit_log_dir`` (default ``DATA_DIR/audit``). It lives in ``ipc`` because both process packages use it and neither
-may import the other.
+Runs in every process of a node: each shard (``audit-broker-<id>.jsonl``) and the controller process
+(``audit-controller.jsonl``: its admin API's requests and the active controller's own changes). They are separate OS
+processes, so each has its own file in ``audit_log_dir`` (default ``DATA_DIR/audit``). It lives in ``ipc`` because
+both process packages use it and neither may import the other.
 
 ``AuditLog.audit(event)`` is called on the event loop by whoever records something: it encodes the line at once and
 puts it in a bounded queue (``QUEUE_LINES_MAX``); it never blocks and never raises. When the queue is full the

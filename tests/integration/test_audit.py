@@ -7,6 +7,8 @@ confluent-kafka."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.request
 import uuid
@@ -232,7 +234,7 @@ def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[
     def admin_change(path: str, status: int) -> Callable[[dict[str, Any]], bool]:
         return lambda e: e["kind"] == "mutation" and e["api"] == f"POST {path}" and e["status"] == status
 
-    topic = _wait_line(b, "admin", lambda e: admin_change("/v1/topics", 201)(e) and admin_topic in str(e))
+    topic = _wait_line(b, "controller", lambda e: admin_change("/v1/topics", 201)(e) and admin_topic in str(e))
     assert topic["source"] == "admin" and topic["result"] == "success" and topic["client"].startswith("127.0.0.1:")
     assert topic["principal"] == ""  # the admin API without authentication: nobody known
     assert topic["commands"] == [
@@ -245,11 +247,11 @@ def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[
             "assignments": None,
         }
     ]
-    dave = _wait_line(b, "admin", lambda e: admin_change("/v1/security/users", 201)(e) and "dave" in str(e))
+    dave = _wait_line(b, "controller", lambda e: admin_change("/v1/security/users", 201)(e) and "dave" in str(e))
     assert dave["commands"] == [
         {"type": "UpsertScramCredential", "user": "dave", "mechanism": "SCRAM-SHA-256", "iterations": 4096}
     ]
-    refused = _wait_line(b, "admin", admin_change("/v1/topics", 400))
+    refused = _wait_line(b, "controller", admin_change("/v1/topics", 400))
     assert refused["result"] == "failure" and refused["commands"] == []
     # The broker's own changes are there too, as internal: its registration.
     registered = _wait_line(b, "broker-0", lambda e: e["kind"] == "mutation" and e["source"] == "internal")
@@ -317,17 +319,17 @@ def test_events_are_consumed_from_the_audit_topic(node: tuple[Broker, int]) -> N
             got.append((key, json.loads(value)))
         processes = {k for k, _ in got}
         logins = [e for _, e in got if e["kind"] == "authentication" and e["user"] == "alice"]
-        if {b"broker-0", b"admin"} <= processes and logins:
+        if {b"broker-0", b"controller"} <= processes and logins:
             break
     consumer.close()
-    assert {k for k, _ in got} >= {b"broker-0", b"admin"}, got[-10:]
+    assert {k for k, _ in got} >= {b"broker-0", b"controller"}, got[-10:]
     for key, event in got:
         assert key.decode() == event["process"]
     assert any(e["kind"] == "authentication" and e["user"] == "alice" for _, e in got)
     assert any(e["kind"] == "mutation" and e["source"] == "admin" for _, e in got)
     assert not any(e["kind"] == "forged" for _, e in got)
     # Each process's sequence numbers rise in the topic as in its file (one batch per flush, in order).
-    for process in (b"broker-0", b"admin"):
+    for process in (b"broker-0", b"controller"):
         seqs = [e["seq"] for k, e in got if k == process]
         assert seqs == sorted(seqs)
 
@@ -344,3 +346,21 @@ def test_metrics_count_the_events_by_kind(node: tuple[Broker, int]) -> None:
             break
         assert time.monotonic() < deadline, [line for line in metrics.splitlines() if "audit" in line]
         time.sleep(0.5)
+
+
+def test_the_active_controllers_own_changes_are_internal_mutations(node: tuple[Broker, int]) -> None:
+    """Last in this module: a shard is killed, the controller fences its broker, the supervisor restarts it."""
+    b, port = node
+    (pid,) = b.shard_pids()
+    os.kill(pid, signal.SIGKILL)
+
+    def fenced(e: dict[str, Any]) -> bool:
+        return e["kind"] == "mutation" and any(c["type"] == "FenceBroker" for c in e["commands"])
+
+    line = _wait_line(b, "controller", fenced)
+    assert (line["source"], line["api"], line["principal"], line["result"]) == ("internal", "controller", "", "success")
+    assert line["commands"][0]["broker_id"] == 0
+    b.wait_ready()
+    _logged_in(port, "bob", PASSWORDS["bob"])  # the restarted shard serves (and appends to the same file)
+    registrations = [e for e in _lines(b, "broker-0") if e["kind"] == "mutation" and e["source"] == "internal"]
+    assert sum(e["commands"][0]["type"] == "RegisterBroker" for e in registrations) >= 2
