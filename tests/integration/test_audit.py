@@ -37,6 +37,7 @@ CAROL_PASSWORD = "carol-pw-kafka-api-6e02d9"
 DAVE_PASSWORD = "dave-pw-admin-api-1f7c3a"
 AUDIT_TOPIC = "_rafka.audit_log"
 WAIT_S = 60
+SHARDS = 2  # broker-0 and broker-1: one of them leads the audit topic's partition, the other produces to it
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +47,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[tuple[Broker, int]]:
-    b = Broker(tmp_path_factory.mktemp("audit") / "data")
-    sasl_port = free_port_range(2)
+    b = Broker(tmp_path_factory.mktemp("audit") / "data", shards=SHARDS)
+    sasl_port = free_port_range(2 * SHARDS)
     b.extra_args = [
         "--listeners",
-        f"INTERNAL://127.0.0.1:{b.port},SASL://127.0.0.1:{sasl_port},MTLS://127.0.0.1:{sasl_port + 1}",
+        f"INTERNAL://127.0.0.1:{b.port},SASL://127.0.0.1:{sasl_port},MTLS://127.0.0.1:{sasl_port + SHARDS}",
         "--listener-security-protocol-map",
         "INTERNAL:PLAINTEXT,SASL:SASL_PLAINTEXT,MTLS:SSL",
         "--ssl-cert-file",
@@ -96,10 +97,9 @@ def _conf(port: int, user: str, password: str, mechanism: str = "SCRAM-SHA-512")
 
 
 def _lines(b: Broker, process: str) -> list[dict[str, Any]]:
-    path = b.data_dir / "audit" / f"audit-{process}.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
+    """The lines of ``process``'s audit file (a glob: ``broker-*`` is every shard's)."""
+    paths = sorted((b.data_dir / "audit").glob(f"audit-{process}.jsonl"))
+    return [json.loads(line) for path in paths for line in path.read_bytes().splitlines()]
 
 
 def _wait_line(b: Broker, process: str, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -139,12 +139,12 @@ def test_failed_and_successful_logins_are_lines_with_user_mechanism_result_and_c
     assert errors and errors[0].code() == KafkaError._AUTHENTICATION, errors
     del producer
 
-    ok = _wait_line(b, "broker-0", lambda e: e["kind"] == "authentication" and e["result"] == "success")
+    ok = _wait_line(b, "broker-*", lambda e: e["kind"] == "authentication" and e["result"] == "success")
     assert (ok["user"], ok["principal"], ok["mechanism"], ok["listener"]) == ("alice", "User:alice", "PLAIN", "SASL")
-    assert ok["client"].startswith("127.0.0.1:") and ok["process"] == "broker-0" and ok["node"] == 1
+    assert ok["client"].startswith("127.0.0.1:") and ok["process"].startswith("broker-") and ok["node"] == 1
     assert ok["ts"].endswith("Z") and abs(ok["ts_ms"] / 1000 - time.time()) < 3600
     failed = _wait_line(
-        b, "broker-0", lambda e: e["kind"] == "authentication" and e["result"] == "failure" and e["user"] == "alice"
+        b, "broker-*", lambda e: e["kind"] == "authentication" and e["result"] == "failure" and e["user"] == "alice"
     )
     assert (failed["mechanism"], failed["reason"], failed["listener"]) == ("SCRAM-SHA-512", "bad_credentials", "SASL")
     assert failed["client"].startswith("127.0.0.1:") and failed["principal"] == ""
@@ -153,14 +153,14 @@ def test_failed_and_successful_logins_are_lines_with_user_mechanism_result_and_c
 def test_a_client_certificate_login_is_a_tls_authentication(node: tuple[Broker, int], pki: Pki) -> None:
     b, port = node
     conf = {
-        "bootstrap.servers": f"127.0.0.1:{port + 1}",
+        "bootstrap.servers": f"127.0.0.1:{port + SHARDS}",
         "security.protocol": "SSL",
         "ssl.ca.location": str(pki.ca.cert_file),
         "ssl.certificate.location": str(pki.client.cert_file),
         "ssl.key.location": str(pki.client.key_file),
     }
     assert AdminClient(conf).list_topics(timeout=20).brokers
-    line = _wait_line(b, "broker-0", lambda e: e["kind"] == "authentication" and e["mechanism"] == "TLS")
+    line = _wait_line(b, "broker-*", lambda e: e["kind"] == "authentication" and e["mechanism"] == "TLS")
     assert (line["result"], line["listener"], line["principal"]) == (
         "success",
         "MTLS",
@@ -177,7 +177,7 @@ def test_a_failed_tls_handshake_is_a_failed_tls_authentication(
 ) -> None:
     b, port = node
     conf: dict[str, Any] = {
-        "bootstrap.servers": f"127.0.0.1:{port + 1}",
+        "bootstrap.servers": f"127.0.0.1:{port + SHARDS}",
         "security.protocol": "SSL",
         "ssl.ca.location": str(pki.ca.cert_file),
     }
@@ -190,7 +190,7 @@ def test_a_failed_tls_handshake_is_a_failed_tls_authentication(
     def failed(e: dict[str, Any]) -> bool:
         return e["kind"] == "authentication" and e.get("reason") == "tls_handshake" and reason in e["detail"]
 
-    line = _wait_line(b, "broker-0", failed)
+    line = _wait_line(b, "broker-*", failed)
     assert (line["result"], line["listener"], line["mechanism"], line["client"]) == ("failure", "MTLS", "TLS", "")
 
 
@@ -216,7 +216,7 @@ def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[
     def kafka(api: str, command: str) -> Callable[[dict[str, Any]], bool]:
         return lambda e: e["kind"] == "mutation" and e["api"] == api and e["commands"][0]["type"] == command
 
-    created = _wait_line(b, "broker-0", kafka("create_topics", "NewTopic"))
+    created = _wait_line(b, "broker-*", kafka("create_topics", "NewTopic"))
     assert (created["principal"], created["source"], created["listener"], created["result"]) == (
         "User:bob",
         "kafka",
@@ -225,7 +225,7 @@ def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[
     )
     assert created["commands"][0]["name"] == kafka_topic and created["commands"][0]["partitions"] == 2
     assert created["client"].startswith("127.0.0.1:")
-    user = _wait_line(b, "broker-0", kafka("alter_user_scram_credentials", "UpsertScramCredential"))
+    user = _wait_line(b, "broker-*", kafka("alter_user_scram_credentials", "UpsertScramCredential"))
     assert user["principal"] == "User:bob" and user["result"] == "success"
     assert user["commands"] == [
         {"type": "UpsertScramCredential", "user": "carol", "mechanism": "SCRAM-SHA-256", "iterations": 4096}
@@ -254,7 +254,7 @@ def test_changes_through_kafka_apis_and_the_admin_api_are_mutations(node: tuple[
     refused = _wait_line(b, "controller", admin_change("/v1/topics", 400))
     assert refused["result"] == "failure" and refused["commands"] == []
     # The broker's own changes are there too, as internal: its registration.
-    registered = _wait_line(b, "broker-0", lambda e: e["kind"] == "mutation" and e["source"] == "internal")
+    registered = _wait_line(b, "broker-*", lambda e: e["kind"] == "mutation" and e["source"] == "internal")
     assert registered["principal"] == "" and registered["commands"][0]["type"] == "RegisterBroker"
 
 
@@ -269,7 +269,7 @@ def test_an_authorization_denial_is_a_line(node: tuple[Broker, int]) -> None:
     def denied(e: dict[str, Any]) -> bool:
         return e["kind"] == "authorization" and e["principal"] == "User:eve" and e["api"] == "create_topics"
 
-    line = _wait_line(b, "broker-0", denied)
+    line = _wait_line(b, "broker-*", denied)
     assert (line["result"], line["operation"], line["listener"], line["client"]) == (
         "denied",
         "CREATE",
@@ -319,17 +319,17 @@ def test_events_are_consumed_from_the_audit_topic(node: tuple[Broker, int]) -> N
             got.append((key, json.loads(value)))
         processes = {k for k, _ in got}
         logins = [e for _, e in got if e["kind"] == "authentication" and e["user"] == "alice"]
-        if {b"broker-0", b"controller"} <= processes and logins:
+        if {b"broker-0", b"broker-1", b"controller"} <= processes and logins:
             break
     consumer.close()
-    assert {k for k, _ in got} >= {b"broker-0", b"controller"}, got[-10:]
+    assert {k for k, _ in got} >= {b"broker-0", b"broker-1", b"controller"}, got[-10:]
     for key, event in got:
         assert key.decode() == event["process"]
     assert any(e["kind"] == "authentication" and e["user"] == "alice" for _, e in got)
     assert any(e["kind"] == "mutation" and e["source"] == "admin" for _, e in got)
     assert not any(e["kind"] == "forged" for _, e in got)
     # Each process's sequence numbers rise in the topic as in its file (one batch per flush, in order).
-    for process in (b"broker-0", b"controller"):
+    for process in (b"broker-0", b"broker-1", b"controller"):
         seqs = [e["seq"] for k, e in got if k == process]
         assert seqs == sorted(seqs)
 
@@ -351,8 +351,7 @@ def test_metrics_count_the_events_by_kind(node: tuple[Broker, int]) -> None:
 def test_the_active_controllers_own_changes_are_internal_mutations(node: tuple[Broker, int]) -> None:
     """Last in this module: a shard is killed, the controller fences its broker, the supervisor restarts it."""
     b, port = node
-    (pid,) = b.shard_pids()
-    os.kill(pid, signal.SIGKILL)
+    os.kill(b.shard_pids()[0], signal.SIGKILL)  # shard 0: broker 0
 
     def fenced(e: dict[str, Any]) -> bool:
         return e["kind"] == "mutation" and any(c["type"] == "FenceBroker" for c in e["commands"])
@@ -360,7 +359,14 @@ def test_the_active_controllers_own_changes_are_internal_mutations(node: tuple[B
     line = _wait_line(b, "controller", fenced)
     assert (line["source"], line["api"], line["principal"], line["result"]) == ("internal", "controller", "", "success")
     assert line["commands"][0]["broker_id"] == 0
+    # The restarted shard registers a new incarnation and appends to the same file.
+    incarnations: set[str] = set()
+    deadline = time.monotonic() + WAIT_S
+    while len(incarnations) < 2:
+        assert time.monotonic() < deadline, incarnations
+        time.sleep(0.2)
+        for e in _lines(b, "broker-0"):
+            if e["kind"] == "mutation" and e["commands"] and e["commands"][0]["type"] == "RegisterBroker":
+                incarnations.add(e["commands"][0]["incarnation"])
     b.wait_ready()
-    _logged_in(port, "bob", PASSWORDS["bob"])  # the restarted shard serves (and appends to the same file)
-    registrations = [e for e in _lines(b, "broker-0") if e["kind"] == "mutation" and e["source"] == "internal"]
-    assert sum(e["commands"][0]["type"] == "RegisterBroker" for e in registrations) >= 2
+    _logged_in(port, "bob", PASSWORDS["bob"])
