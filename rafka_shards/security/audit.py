@@ -1,7 +1,8 @@
 """The audit log's core, sans-IO (issue 18): typed audit events, what may be said of a metadata command, and their
 encoding as one bounded JSON line each.
 
-Runs in every process of a node (each shard, the controller process for the admin API). Three kinds of event:
+Runs in every process of a node (each shard; the controller process for the admin API and the active controller's
+own changes). Three kinds of event:
 
 - ``AuthenticationEvent``: a SASL exchange (or a client certificate, an admin API credential) that succeeded or
   failed: who tried (the user name attempted, never a password, token or SCRAM proof), the mechanism, the listener,
