@@ -96,7 +96,7 @@ async def _set_maintenance(controller: RaftController, broker_id: int, enabled: 
             return False
         try:
             await event_loop.within(
-                controller.propose(SetBrokerMaintenance(broker_id, enabled)), min(remaining, PROPOSE_TIMEOUT_S)
+                controller.propose_own(SetBrokerMaintenance(broker_id, enabled)), min(remaining, PROPOSE_TIMEOUT_S)
             )
         except (CommandRejected, ControllerUnavailable, TimeoutError) as e:
             # No leader yet, leadership moving, or a concurrent change: look at the image again and retry.

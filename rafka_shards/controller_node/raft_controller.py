@@ -75,7 +75,7 @@ class RaftController:
         # The process's audit log, when audit_enabled (set by controller_node.process): the duties' own changes.
         self.audit_sink: AuditSink = NULL_SINK
         self.duties = DutiesRunner(
-            config, node, lambda: self.backend.image, self._propose_own, clock, self.backend.task_done
+            config, node, lambda: self.backend.image, self.propose_own, clock, self.backend.task_done
         )
         self.backend.on_tick = self.duties.tick
         self.frontend = RaftFrontend(config, node, self.backend, pending, self.forwarder, self.duties, clock)
@@ -222,9 +222,9 @@ class RaftController:
         """Commit ``cmd``; its offset once this node applied it (``RaftFrontend.propose``)."""
         return await self.frontend.propose(cmd)
 
-    async def _propose_own(self, cmd: Command) -> int:
-        """A change the active controller makes by itself (fencing, unfencing, the balancer's moves), audited as
-        the broker's own (source internal) with its result."""
+    async def propose_own(self, cmd: Command) -> int:
+        """``propose`` for a change the controller makes by itself (fencing, unfencing, the balancer's moves, a
+        controlled shutdown's maintenance), audited as the node's own (source internal, api "controller")."""
         what = [describe_command(cmd)]
         try:
             offset = await self.propose(cmd)
