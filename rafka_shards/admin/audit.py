@@ -7,13 +7,16 @@ records one ``MutationEvent``: the principal (``request["principal"]``, which th
 unknown without it), the client address, "METHOD /path", the HTTP status, and the metadata commands the request
 proposed (collected by ``AuditingProposer``, which wraps the proposer the routes use; each command as
 ``describe_command`` gives it: a SCRAM user's name and mechanism, never its password, salt or keys). Nothing of the
-request's body is recorded. A 401 is also an ``AuthenticationEvent`` (failed), a 403 an ``AuthorizationDenial``.
+request's body is recorded. A 401 is also an ``AuthenticationEvent`` (failed: the HTTP Basic user name attempted,
+never its password; a bearer token as ``BEARER`` only), a 403 an ``AuthorizationDenial``.
 Reads are not recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextvars
 from typing import Any, Final
 
@@ -112,10 +115,28 @@ def audit_middleware(sink: AuditSink) -> Any:
     return audit
 
 
+def _attempted(request: web.Request) -> tuple[str, str, AuthFailure]:
+    """(user, mechanism, reason) of a request refused with 401: the user name of HTTP Basic (its password is split
+    off and dropped here), ``BEARER`` for a token (never the token), or no credentials at all."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            user = base64.b64decode(value.strip(), validate=True).split(b":", 1)[0].decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return UNKNOWN, "HTTP-BASIC", AuthFailure.MALFORMED
+        return user, "HTTP-BASIC", AuthFailure.BAD_CREDENTIALS
+    if scheme.lower() == "bearer":
+        return UNKNOWN, "BEARER", AuthFailure.BAD_CREDENTIALS
+    if scheme:
+        return UNKNOWN, "HTTP", AuthFailure.MALFORMED
+    return UNKNOWN, "HTTP", AuthFailure.MISSING_CREDENTIALS
+
+
 def _refused(sink: AuditSink, request: web.Request, status: int) -> None:
     client = _client(request)
     if status == 401:
-        sink.audit(AuthenticationEvent(UNKNOWN, "HTTP", ADMIN_LISTENER, client, False, AuthFailure.MISSING_CREDENTIALS))
+        user, mechanism, reason = _attempted(request)
+        sink.audit(AuthenticationEvent(user, mechanism, ADMIN_LISTENER, client, False, reason))
     else:
         api = f"{request.method} {request.path}"
         operation = "ALTER" if request.method in MUTATING_METHODS else "DESCRIBE"

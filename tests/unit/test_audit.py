@@ -315,14 +315,23 @@ def test_the_admin_middleware_records_changes_with_their_commands_and_refusals()
         app.router.add_post("/v1/security/users", create_user)
         app.router.add_get("/v1/topics", listed)
         app.router.add_delete("/v1/topics/{name}", forbidden)
+        app.router.add_get("/v1/topics/{name}", forbidden)
         async with TestClient(TestServer(app)) as client:
             body = {"username": "carol", "password": "s3cret-pw"}
             assert (await client.post("/v1/security/users", json=body)).status == 201
             assert (await client.get("/v1/topics")).status == 200
             assert (await client.delete("/v1/topics/orders")).status == 401
+            basic = "Basic " + base64.b64encode(b"mallory:hunter2-pw").decode()
+            assert (await client.get("/v1/topics/x", headers={"Authorization": basic})).status == 401
 
     asyncio.run(main())
-    created, refused, refused_change = sink.events
+    created, refused, refused_change, refused_basic = sink.events
+    assert isinstance(refused_basic, AuthenticationEvent)
+    assert (refused_basic.user, refused_basic.mechanism, refused_basic.reason) == (
+        "mallory",
+        "HTTP-BASIC",
+        AuthFailure.BAD_CREDENTIALS,
+    )
     assert isinstance(created, MutationEvent)
     assert (created.principal, created.source, created.api, created.status, created.success) == (
         "User:admin",
@@ -337,7 +346,8 @@ def test_the_admin_middleware_records_changes_with_their_commands_and_refusals()
     assert created.client.startswith("127.0.0.1:")
     assert isinstance(refused, AuthenticationEvent) and refused.reason is AuthFailure.MISSING_CREDENTIALS
     assert isinstance(refused_change, MutationEvent) and refused_change.status == 401 and not refused_change.success
-    assert b"s3cret" not in b"".join(encoder().encode(e) for e in sink.events)
+    lines = b"".join(encoder().encode(e) for e in sink.events)
+    assert b"s3cret" not in lines and b"hunter2" not in lines
 
 
 @pytest.mark.parametrize("validate_only", [True, False])
