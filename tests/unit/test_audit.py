@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ from rafka_shards.security.audit import (
 )
 from rafka_shards.security.sasl import ScramMechanism, make_credential
 from rafka_shards.security.scram_users import upsert_command
+from rafka_shards.shard.tls_audit import audit_failed_handshakes
+from tests.certs import make_pki
 
 NOW_MS = 1_796_180_400_123  # 2026-12-02T03:00:00.123Z
 
@@ -358,3 +361,50 @@ def test_the_auditing_proposer_outside_a_request_records_alone(validate_only: bo
     assert [e.commands for e in sink.events if isinstance(e, MutationEvent)] == (
         [] if validate_only else [({"type": "RemoveTopic", "name": "t"},)]
     )
+
+
+# ---- failed TLS handshakes -----------------------------------------------------------------------------------------
+
+
+def test_a_failed_tls_handshake_is_reported_with_openssls_reason(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(pki.server.cert_file, pki.server.key_file)
+    server_ctx.load_verify_locations(pki.ca.cert_file)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    sink = Sink()
+    audit_failed_handshakes(server_ctx, "MTLS", sink.audit)
+
+    def handshake(client_cert: Any) -> bool:
+        client_ctx = ssl.create_default_context(cafile=str(pki.ca.cert_file))
+        client_ctx.check_hostname = False
+        if client_cert is not None:
+            client_ctx.load_cert_chain(client_cert.cert_file, client_cert.key_file)
+        to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+        server = server_ctx.wrap_bio(to_server, to_client, server_side=True)
+        client = client_ctx.wrap_bio(to_client, to_server)
+        for _ in range(10):  # a handshake is a few round trips
+            for side in (client, server):
+                try:
+                    side.do_handshake()
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+                except ssl.SSLError:
+                    if side is server:
+                        return False
+            if server.version() is not None and client.version() is not None:
+                try:
+                    client.write(b"x")  # TLS 1.3: the server checks the client's certificate on its next read
+                    server.read(1)
+                except ssl.SSLError:
+                    return False
+                return True
+        raise AssertionError("the handshake went nowhere")
+
+    assert handshake(pki.client) and sink.events == []
+    assert not handshake(None)
+    assert not handshake(pki.foreign_client)
+    details = [e.detail for e in sink.events if isinstance(e, AuthenticationEvent)]
+    assert [e.reason for e in sink.events if isinstance(e, AuthenticationEvent)] == [AuthFailure.TLS_HANDSHAKE] * 2
+    assert details[0] == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    assert details[1].startswith("CERTIFICATE_VERIFY_FAILED: ")
