@@ -15,9 +15,10 @@ the loop never waits for the disk), the file rotated at ``audit_log_max_bytes`` 
 files (``.1`` the newest). Lines are written to the OS, not fsynced: an audit line is not worth an fsync per
 batch; a process crash loses nothing written, a power loss the last seconds.
 
-The topic: each flush appends what is waiting as one record batch (``TopicWriter.append``); a batch that fails
-stays in a bounded backlog (``TOPIC_BACKLOG_LINES_MAX``, then the oldest are dropped and counted with
-``reason="topic_backlog_full"``) and is tried again at the next flush. ``close`` flushes what is left, bounded by
+The topic: the lines written go to a bounded backlog (``TOPIC_BACKLOG_LINES_MAX``, then the oldest are dropped and
+counted with ``reason="topic_backlog_full"``), which a task of its own appends as record batches of at most
+``TOPIC_BATCH_BYTES_MAX`` (``TopicWriter.append``, one at a time, in order); a batch the topic does not take is tried
+again after the next flush. The file never waits for the topic. ``close`` flushes what is left, bounded by
 ``CLOSE_TIMEOUT_S``.
 """
 
@@ -184,8 +185,10 @@ class AuditLog:
         self._queue: collections.deque[bytes] = collections.deque()
         self._queue_max = queue_lines_max
         self._backlog: collections.deque[bytes] = collections.deque()  # lines the topic has yet to take
+        self._trimmed = 0  # lines dropped from the backlog's front because it overflowed, ever
         self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._file_lock = asyncio.Lock()
+        self._topic_lock = asyncio.Lock()  # one append in flight: batches reach the topic in order
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit")
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -217,57 +220,79 @@ class AuditLog:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-log")
 
     async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await event_loop.within(self._wake.wait(), FLUSH_INTERVAL_S)
-            self._wake.clear()
-            await self.flush()
+        """Write the file every FLUSH_INTERVAL_S; the topic is fed by a task of its own, so a slow or unreachable
+        topic (each attempt bounded by TOPIC_TIMEOUT_S) never holds the file back."""
+        topic_task: asyncio.Task[None] | None = None
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await event_loop.within(self._wake.wait(), FLUSH_INTERVAL_S)
+                self._wake.clear()
+                await self._write_file()
+                if self.topic is not None and self._backlog and (topic_task is None or topic_task.done()):
+                    topic_task = asyncio.get_running_loop().create_task(self._to_topic(self.topic), name="audit-topic")
+        finally:
+            if topic_task is not None:
+                topic_task.cancel()
+                await asyncio.gather(topic_task, return_exceptions=True)
 
     async def flush(self) -> None:
         """Write what is queued to the file, then offer the topic what it has not taken yet."""
-        async with self._lock:
+        await self._write_file()
+        if self.topic is not None:
+            await self._to_topic(self.topic)
+
+    async def _write_file(self) -> None:
+        async with self._file_lock:
             lines = list(self._queue)
             self._queue.clear()
-            if lines:
-                try:
-                    await asyncio.get_running_loop().run_in_executor(self._executor, self.file.write, lines)
-                except OSError as e:  # a full or failing disk must not stop the broker: say it, count the loss
-                    log.error("audit log %s: %d event(s) lost: %s", self.file.path, len(lines), e)
-                    self.dropped += len(lines)
-                    DROPPED.labels("write_failed").inc(len(lines))
+            if not lines:
+                return
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self.file.write, lines)
+            except OSError as e:  # a full or failing disk must not stop the broker: say it, count the loss
+                log.error("audit log %s: %d event(s) lost: %s", self.file.path, len(lines), e)
+                self.dropped += len(lines)
+                DROPPED.labels("write_failed").inc(len(lines))
             if self.topic is not None:
                 self._backlog.extend(lines)
                 excess = len(self._backlog) - TOPIC_BACKLOG_LINES_MAX
                 if excess > 0:
                     for _ in range(excess):
                         self._backlog.popleft()
+                    self._trimmed += excess
                     self.dropped += excess
                     DROPPED.labels("topic_backlog_full").inc(excess)
-                await self._to_topic(self.topic)
 
     async def _to_topic(self, topic: TopicWriter) -> None:
-        while self._backlog:
-            batch: list[bytes] = []
-            size = 0
-            for line in self._backlog:
-                if batch and size + len(line) > TOPIC_BATCH_BYTES_MAX:
-                    break
-                batch.append(line)
-                size += len(line)
-            try:
-                await event_loop.within(topic.append(batch), TOPIC_TIMEOUT_S)
-            except (AuditTopicError, TimeoutError) as e:
-                log.debug("audit topic: %d line(s) wait: %s", len(self._backlog), e)
-                return
-            except Exception:
-                # A bug in the topic's path must not stop the file's: said loudly, the lines wait for the next try.
-                log.exception("audit topic: appending failed; %d line(s) wait", len(self._backlog))
-                return
-            for _ in batch:
-                self._backlog.popleft()
+        """Append the backlog to the topic, one record batch at a time, oldest first, until it is empty or the topic
+        refuses (the rest waits for the next flush)."""
+        async with self._topic_lock:
+            while self._backlog:
+                batch: list[bytes] = []
+                size = 0
+                for line in self._backlog:
+                    if batch and size + len(line) > TOPIC_BATCH_BYTES_MAX:
+                        break
+                    batch.append(line)
+                    size += len(line)
+                trimmed = self._trimmed
+                try:
+                    await event_loop.within(topic.append(batch), TOPIC_TIMEOUT_S)
+                except (AuditTopicError, TimeoutError) as e:
+                    log.debug("audit topic: %d line(s) wait: %s", len(self._backlog), e)
+                    return
+                except Exception:
+                    # A bug in the topic's path must not stop the file's: said loudly, the lines wait for a retry.
+                    log.exception("audit topic: appending failed; %d line(s) wait", len(self._backlog))
+                    return
+                # Meanwhile the backlog grew at its end, and lost lines at its front only if it overflowed: those
+                # were lines of this batch, already gone.
+                for _ in range(max(0, len(batch) - (self._trimmed - trimmed))):
+                    self._backlog.popleft()
 
     async def close(self) -> None:
-        """Stop the task, write what is left (bounded by CLOSE_TIMEOUT_S), close the file."""
+        """Stop the tasks, write what is left (bounded by CLOSE_TIMEOUT_S), close the file."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
