@@ -21,6 +21,7 @@ from controller.acls import AclBinding, AclOperation, AclPermissionType, Pattern
 from controller.commands import CreateAcls, CreateTopic, DeleteScramCredential, UpsertScramCredential
 from rafka_shards.admin.audit import AuditingProposer, audit_middleware
 from rafka_shards.admin.http import errors
+from rafka_shards.ipc import audit_log
 from rafka_shards.ipc.audit_log import AuditLog, AuditTopicError, RotatingFile
 from rafka_shards.security.audit import (
     FIELD_CHARS_MAX,
@@ -408,3 +409,41 @@ def test_a_failed_tls_handshake_is_reported_with_openssls_reason(tmp_path: Path)
     assert [e.reason for e in sink.events if isinstance(e, AuthenticationEvent)] == [AuthFailure.TLS_HANDSHAKE] * 2
     assert details[0] == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
     assert details[1].startswith("CERTIFICATE_VERIFY_FAILED: ")
+
+
+def test_a_backlog_that_overflows_while_a_batch_is_in_flight_sends_each_line_at_most_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_log, "TOPIC_BACKLOG_LINES_MAX", 4)
+
+    class SlowTopic(Topic):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fail = False
+            self.go = asyncio.Event()
+
+        async def append(self, lines: Sequence[bytes]) -> None:
+            await self.go.wait()
+            await super().append(lines)
+
+    async def main() -> None:
+        topic = SlowTopic()
+        audit = AuditLog(encoder(), RotatingFile(tmp_path / "a.jsonl", 1 << 20, 1), topic)
+        for i in range(3):
+            audit.audit(event(i))
+        await audit._write_file()  # seq 1-3 wait for the topic
+        sending = asyncio.get_running_loop().create_task(audit._to_topic(topic))
+        await asyncio.sleep(0)  # the batch of 1-3 is in flight
+        for i in range(3, 6):
+            audit.audit(event(i))
+        await audit._write_file()  # 4-6 join: the backlog holds 4 at most, so 1 and 2 are dropped
+        topic.go.set()
+        await sending
+        await audit.flush()
+        await audit.close()
+        sent = [decode(line)["seq"] for batch in topic.batches for line in batch]
+        # 1-3 were on their way when 1 and 2 were dropped (counted, though they arrived); 3 is not sent again.
+        assert sent == [1, 2, 3, 4, 5, 6]
+        assert audit.dropped == 2
+
+    asyncio.run(main())
