@@ -351,7 +351,8 @@ class RemoteAuditTopic:
     """Appends to ``_rafka.audit_log`` by producing to its partition's leader over the inter-broker listener (the
     address every broker registers), acks=all, one record batch per call. ``image`` is this process's current
     metadata; ``create`` creates the topic when it does not exist yet (a ``TopicProposal``; TOPIC_ALREADY_EXISTS is
-    success). One connection, kept while the leader stays the same."""
+    success). One connection, kept while the leader stays the same; ``connect`` makes it (default: plaintext, which
+    a secured inter-broker listener refuses: give it the inter-broker client's TLS and SASL there)."""
 
     def __init__(
         self,
@@ -360,12 +361,17 @@ class RemoteAuditTopic:
         key: bytes,
         now_ms: Callable[[], int],
         client_id: str = "rafka-audit",
+        connect: Callable[[str, int], Awaitable[KafkaClient]] | None = None,
     ) -> None:
         self._image = image
         self._create = create
         self._key = key
         self._now_ms = now_ms
-        self._client_id = client_id
+        self._connect = connect or (
+            lambda host, port: KafkaClient.connect(
+                host, port, client_id=client_id, response_bytes_max=TOPIC_RESPONSE_BYTES_MAX
+            )
+        )
         self._client: KafkaClient | None = None
         self._leader: tuple[str, int] | None = None
 
@@ -391,9 +397,7 @@ class RemoteAuditTopic:
         if self._client is None or self._leader != address:
             self.close()
             try:
-                self._client = await KafkaClient.connect(
-                    *address, client_id=self._client_id, response_bytes_max=TOPIC_RESPONSE_BYTES_MAX
-                )
+                self._client = await self._connect(*address)
             except KafkaClientError as e:
                 raise AuditTopicError(f"connecting to {address[0]}:{address[1]}: {e}") from None
             self._leader = address
