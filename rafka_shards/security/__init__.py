@@ -7,5 +7,5 @@ files change and certificate principals (``tls``), the admin API's authenticatio
 HTTP Basic against SCRAM credentials, bearer tokens, superusers), and client quota sensors and throttle times
 (``quota``). No sockets here (``tls`` builds ``ssl`` contexts the asyncio shells use): the handlers and connection
 shells drive these cores. The ACL authorizer and Kafka's per-API table live with the metadata they decide on, in
-``controller.acls``; ``rafka_shards.shard.authz`` applies them to each request. ``audit``: the audit log's typed events and their bounded
-JSON lines (its shell is ``rafka_shards.ipc.audit_log``)."""
+``controller.acls``; ``rafka_shards.shard.authz`` applies them to each request. ``audit``: the audit log's typed
+events and their bounded JSON lines (its shell is ``rafka_shards.ipc.audit_log``)."""
