@@ -115,6 +115,7 @@ class AdminAuth:
             principal = self._bearer(credentials.token)
         if principal is None:
             return await self._failed(request, "bad_credentials", FAILED)
+        request["principal"] = principal  # who, for the audit log (rafka_shards.admin.audit), allowed or not
         if not self.policy.allows(access, principal):
             self.probe.count("forbidden")
             return error_response(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,10 +20,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from controller import topics
 from controller.acls import AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType
 from controller.commands import CreateAcls, CreateTopic, DeleteScramCredential, UpsertScramCredential
+from rafka_shards.admin.app import build_app
 from rafka_shards.admin.audit import AuditingProposer, audit_middleware
 from rafka_shards.admin.http import errors
+from rafka_shards.admin.ports import AdminPorts, AdminSecurity
 from rafka_shards.ipc import audit_log
 from rafka_shards.ipc.audit_log import AuditLog, AuditTopicError, RotatingFile
+from rafka_shards.security.admin_auth import basic_header
 from rafka_shards.security.audit import (
     FIELD_CHARS_MAX,
     LINE_BYTES_MAX,
@@ -43,6 +47,7 @@ from rafka_shards.security.sasl import ScramMechanism, make_credential
 from rafka_shards.security.scram_users import upsert_command
 from rafka_shards.shard.tls_audit import audit_failed_handshakes
 from tests.certs import make_pki
+from tests.unit.test_admin_routes import FakeMetadata, FakeNode
 
 NOW_MS = 1_796_180_400_123  # 2026-12-02T03:00:00.123Z
 
@@ -447,3 +452,49 @@ def test_a_backlog_that_overflows_while_a_batch_is_in_flight_sends_each_line_at_
         assert audit.dropped == 2
 
     asyncio.run(main())
+
+
+def test_the_admin_api_audits_with_the_principal_its_authentication_found() -> None:
+    metadata = FakeMetadata(brokers=1)
+    sink = Sink()
+    security = AdminSecurity(require_auth=True, super_users=frozenset({"User:admin"}), failed_auth_delay_ms=0)
+
+    async def run() -> list[int]:
+        for user in ("admin", "bob"):
+            credential = make_credential(ScramMechanism.SCRAM_SHA_256, f"{user}-pw".encode())
+            await metadata.propose(upsert_command(user, credential, b"m" * 32))
+        ports = AdminPorts(
+            metadata=metadata,
+            proposer=metadata,
+            node=FakeNode(),
+            quorum=None,  # type: ignore[arg-type]  # no route used here asks the quorum
+            metrics_dir=Path(tempfile.mkdtemp()),
+            data_dir=Path(tempfile.mkdtemp()),
+            default_partitions=1,
+            default_replication_factor=1,
+            security=security,
+        )
+        statuses = []
+        calls: list[tuple[str | None, str | None]] = [
+            ("admin", '{"name": "orders"}'),
+            ("bob", '{"name": "x"}'),
+            (None, None),
+        ]
+        async with TestClient(TestServer(build_app(ports, sink))) as client:
+            for who, body in calls:
+                headers = {} if who is None else {"Authorization": basic_header(who, f"{who}-pw")}
+                r = await client.request("POST" if body else "GET", "/v1/topics", headers=headers, data=body)
+                statuses.append(r.status)
+        return statuses
+
+    assert asyncio.run(run()) == [201, 403, 401]
+    created, denied, refused, missing = sink.events
+    assert isinstance(created, MutationEvent) and (created.principal, created.status) == ("User:admin", 201)
+    assert [c["type"] for c in created.commands] == ["NewTopic"] and created.commands[0]["name"] == "orders"
+    assert isinstance(denied, AuthorizationDenial) and denied.principal == "User:bob"
+    assert isinstance(refused, MutationEvent) and (refused.principal, refused.status, refused.commands) == (
+        "User:bob",
+        403,
+        (),
+    )
+    assert isinstance(missing, AuthenticationEvent) and missing.reason is AuthFailure.MISSING_CREDENTIALS
