@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rafka_shards import __version__, event_loop
 from rafka_shards.config import BrokerConfig, ConfigError, load_config, settings
+from rafka_shards.security.client_security import inter_broker_security
 
 log = logging.getLogger("rafka_shards")
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {f.name: getattr(args, f.name) for f in settings()}
     try:
         config = load_config(flags, config_file=args.config)
+        inter_broker_security(config)  # reads the TLS files of the brokers' own connections: a bad one stops here
     except ConfigError as e:
         print(f"rafka_shards: configuration error: {e}", file=sys.stderr)
         return 2

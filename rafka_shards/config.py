@@ -67,7 +67,7 @@ class SecurityProtocol(enum.Enum):
         return self in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
 
 
-# The protocols a listener may use (all of Kafka's but for the inter-broker listener, which stays PLAINTEXT).
+# The protocols a listener may use (all of Kafka's, the inter-broker listener's too).
 SUPPORTED_PROTOCOLS = frozenset(SecurityProtocol)
 # What --sasl-enabled-mechanisms may list (Kafka's default, GSSAPI, and OAUTHBEARER are not implemented).
 SASL_MECHANISMS_SUPPORTED = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
@@ -160,6 +160,11 @@ class BrokerConfig:
     )
     inter_broker_sasl_username: str = _setting("", "SASL inter-broker listener: the user brokers log in as")
     inter_broker_sasl_password: str = _setting("", "SASL inter-broker listener: that user's password")
+    inter_broker_ssl_check_hostname: bool = _setting(
+        True,
+        "SSL inter-broker listener: a broker's certificate must name the host it is reached at (Kafka's "
+        "ssl.endpoint.identification.algorithm=https); off: any certificate ssl_ca_file signed will do",
+    )
     # Authorization (controller.acls): ACLs stored in the metadata log, enforced by every shard.
     authorization_enabled: bool = _setting(
         False, "enforce ACLs on every Kafka API (Kafka's StandardAuthorizer); off: every principal may do anything"
@@ -553,11 +558,6 @@ def _parse_listeners(config: BrokerConfig) -> tuple[Listener, ...]:
     first = next((li for li in out if li.name == inter), None)
     if first is None:
         raise ConfigError(f"inter_broker_listener_name: {inter} is not in listeners")
-    if first.protocol is not SecurityProtocol.PLAINTEXT:
-        raise ConfigError(
-            f"inter_broker_listener_name: {inter} uses {first.protocol.value}; the inter-broker listener must be "
-            "PLAINTEXT for now (replica fetchers and the controller's probes do not speak TLS yet)"
-        )
     return (first, *(li for li in out if li is not first))
 
 
@@ -730,4 +730,35 @@ def load_config(
     _check_controller(config)
     if any(spec.protocol.sasl for spec in config.listener_specs()):
         config.sasl_mechanisms()
+    _check_inter_broker(config)
     return config
+
+
+def _check_inter_broker(config: BrokerConfig) -> None:
+    """What the brokers' own connections to the inter-broker listener need (``security.client_security`` builds
+    them): a SASL login the listener accepts, a CA to verify the brokers' certificates with."""
+    protocol = config.listener_specs()[0].protocol
+    if protocol.sasl:
+        for name in ("inter_broker_sasl_username", "inter_broker_sasl_password"):
+            if not getattr(config, name):
+                raise ConfigError(
+                    f"{name}: required, the inter-broker listener uses {protocol.value} (brokers log in to each other)"
+                )
+        mechanism = config.inter_broker_sasl_mechanism.strip().upper()
+        if mechanism not in SASL_MECHANISMS_SUPPORTED:
+            raise ConfigError(
+                f"inter_broker_sasl_mechanism: {config.inter_broker_sasl_mechanism} not supported (supported: "
+                f"{', '.join(SASL_MECHANISMS_SUPPORTED)})"
+            )
+        if mechanism not in config.sasl_mechanisms():
+            raise ConfigError(
+                f"inter_broker_sasl_mechanism: {mechanism} is not in sasl_enabled_mechanisms "
+                f"({', '.join(config.sasl_mechanisms())}): the inter-broker listener would refuse it"
+            )
+        if len(config.inter_broker_sasl_username.encode()) > 255:
+            raise ConfigError("inter_broker_sasl_username: longer than 255 bytes")
+    if protocol.tls and not config.ssl_ca_file:
+        raise ConfigError(
+            f"ssl_ca_file: required, the inter-broker listener uses {protocol.value}: brokers verify each other's "
+            "certificates against it"
+        )

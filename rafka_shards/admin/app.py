@@ -93,8 +93,10 @@ def build_app(ports: AdminPorts, audit: AuditSink = NULL_SINK) -> web.Applicatio
     app = web.Application(client_max_size=REQUEST_BODY_MAX_BYTES, middlewares=middlewares)
     ctx = AdminContext(
         ports=ports,
-        cluster=ClusterAdmin(ports.metadata, AuditingProposer(ports.proposer, audit), ports.node),
-        metrics=NodeMetrics(ports.node, ports.quorum, ports.metadata, ports.metrics_dir, ports.data_dir),
+        cluster=ClusterAdmin(ports.metadata, AuditingProposer(ports.proposer, audit), ports.node, ports.inter_broker),
+        metrics=NodeMetrics(
+            ports.node, ports.quorum, ports.metadata, ports.metrics_dir, ports.data_dir, ports.inter_broker
+        ),
         routes=ROUTES,
     )
     ctx.metrics.registry.register(probe)

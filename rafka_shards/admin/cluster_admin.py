@@ -44,6 +44,7 @@ from rafka_shards.admin.ports import MetadataProposer, MetadataReader, NodeView
 from rafka_shards.admin.requests import BadRequest, UserPassword
 from rafka_shards.ipc.channel import PartitionStats
 from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
+from rafka_shards.security.client_security import PLAINTEXT, ClientSecurity
 from rafka_shards.security.sasl import make_credential
 from rafka_shards.security.scram_users import mechanism_named, new_mock_secret, upsert_command
 
@@ -57,10 +58,17 @@ def _reject(kind: RejectKind, message: str) -> CommandRejected:
 
 
 class ClusterAdmin:
-    def __init__(self, metadata: MetadataReader, proposer: MetadataProposer, node: NodeView) -> None:
+    def __init__(
+        self,
+        metadata: MetadataReader,
+        proposer: MetadataProposer,
+        node: NodeView,
+        inter_broker: ClientSecurity = PLAINTEXT,
+    ) -> None:
         self._metadata = metadata
         self._proposer = proposer
         self._node = node
+        self._inter_broker = inter_broker  # other nodes' brokers are asked over their inter-broker listener
 
     @property
     def image(self) -> MetadataImage:
@@ -138,7 +146,8 @@ class ClusterAdmin:
         if reg is None:
             return None
         with contextlib.suppress(KafkaClientError, TimeoutError, ValueError):
-            start, high = await event_loop.within(_list_offsets(reg.host, reg.port, topic, index), OFFSETS_TIMEOUT_S)
+            asked = _list_offsets(reg.host, reg.port, topic, index, self._inter_broker)
+            start, high = await event_loop.within(asked, OFFSETS_TIMEOUT_S)
             return {"log_start_offset": start, "high_watermark": high}
         return None
 
@@ -229,10 +238,10 @@ def cleaner_json(ps: PartitionStats) -> dict[str, Any] | None:
     }
 
 
-async def _list_offsets(host: str, port: int, topic: str, index: int) -> tuple[int, int]:
+async def _list_offsets(host: str, port: int, topic: str, index: int, security: ClientSecurity) -> tuple[int, int]:
     """(log start, high watermark) of one partition, asked of its leader with Kafka ListOffsets v1."""
     client = await KafkaClient.connect(
-        host, port, client_id="rafka-admin", response_bytes_max=OFFSETS_RESPONSE_BYTES_MAX
+        host, port, client_id="rafka-admin", response_bytes_max=OFFSETS_RESPONSE_BYTES_MAX, security=security
     )
     try:
         out = []

@@ -4,7 +4,8 @@ Runs in the controller process. Groups live in the shards that lead partitions o
 node), so this module is a Kafka admin client over loopback: ListGroups to every broker, DescribeGroups and
 OffsetFetch to a group's coordinator (the leader of ``partition_for(group)``), DeleteGroups there, and the high
 watermarks for the lag from each partition's leader (this node's shards over the controller channel, other brokers
-with ListOffsets, one request per broker). Every call has a timeout; a broker that does not answer is reported, not
+with ListOffsets, one request per broker), each over the brokers' inter-broker listener with its security
+(``security``: TLS, a SASL login). Every call has a timeout; a broker that does not answer is reported, not
 waited for.
 """
 
@@ -38,6 +39,7 @@ from rafka_shards.groups.offsets_records import partition_for
 from rafka_shards.ipc.channel import Stats
 from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
 from rafka_shards.model import OFFSETS_TOPIC, ErrorCode
+from rafka_shards.security.client_security import ClientSecurity
 
 GROUP_CALL_TIMEOUT_S = 5.0
 GROUP_RESPONSE_BYTES_MAX = 64 * 1024 * 1024  # a DescribeGroups of a large group carries every member's metadata
@@ -68,10 +70,10 @@ def coordinator(image: MetadataImage, group_id: str) -> Coordinator:
     return Coordinator(reg.broker_id, reg.host, reg.port)
 
 
-async def _ask(host: str, port: int, request: Any, response_type: Any) -> Any:
+async def _ask(host: str, port: int, request: Any, response_type: Any, security: ClientSecurity) -> Any:
     async def call() -> Any:
         client = await KafkaClient.connect(
-            host, port, client_id="rafka-admin", response_bytes_max=GROUP_RESPONSE_BYTES_MAX
+            host, port, client_id="rafka-admin", response_bytes_max=GROUP_RESPONSE_BYTES_MAX, security=security
         )
         try:
             return await client.request(request, response_type)
@@ -84,11 +86,13 @@ async def _ask(host: str, port: int, request: Any, response_type: Any) -> Any:
         raise GroupsUnavailable(f"broker {host}:{port} did not answer: {e}") from e
 
 
-async def list_groups(image: MetadataImage, broker_ids: Iterable[int] | None = None) -> dict[str, Any]:
+async def list_groups(
+    image: MetadataImage, security: ClientSecurity, broker_ids: Iterable[int] | None = None
+) -> dict[str, Any]:
     """Every group of the cluster (or of ``broker_ids``), with the brokers that could not be asked."""
     brokers = [b for b in image.brokers.values() if not b.fenced and (broker_ids is None or b.broker_id in broker_ids)]
     answers = await asyncio.gather(
-        *(_ask(b.host, b.port, ListGroupsRequest(states_filter=()), ListGroupsResponse) for b in brokers),
+        *(_ask(b.host, b.port, ListGroupsRequest(states_filter=()), ListGroupsResponse, security) for b in brokers),
         return_exceptions=True,
     )
     groups: list[dict[str, Any]] = []
@@ -119,16 +123,16 @@ async def list_groups(image: MetadataImage, broker_ids: Iterable[int] | None = N
 
 
 async def describe_group(
-    image: MetadataImage, group_id: str, local: Mapping[int, Stats], local_brokers: set[int]
+    image: MetadataImage, group_id: str, local: Mapping[int, Stats], local_brokers: set[int], security: ClientSecurity
 ) -> dict[str, Any] | None:
     """A group's state, members and, per partition it committed, the committed offset, log end and lag. None for a
     group that does not exist."""
     c = coordinator(image, group_id)
     request = DescribeGroupsRequest(groups=(GroupId(group_id),), include_authorized_operations=False)
-    described = (await _ask(c.host, c.port, request, DescribeGroupsResponse)).groups[0]
+    described = (await _ask(c.host, c.port, request, DescribeGroupsResponse, security)).groups[0]
     _check(int(described.error_code), group_id)
     fetched = await _ask(
-        c.host, c.port, OffsetFetchRequest(group_id=GroupId(group_id), topics=None), OffsetFetchResponse
+        c.host, c.port, OffsetFetchRequest(group_id=GroupId(group_id), topics=None), OffsetFetchResponse, security
     )
     _check(int(fetched.error_code), group_id)
     committed = {
@@ -139,7 +143,7 @@ async def describe_group(
     }
     if described.group_state == "Dead" and not committed:
         return None
-    ends = await high_watermarks(image, committed, local, local_brokers)
+    ends = await high_watermarks(image, committed, local, local_brokers, security)
     return {
         "group_id": group_id,
         "state": str(described.group_state),
@@ -202,7 +206,11 @@ def consumer_assignment(data: bytes) -> dict[str, list[int]] | None:
 
 
 async def high_watermarks(
-    image: MetadataImage, partitions: Iterable[tuple[str, int]], local: Mapping[int, Stats], local_brokers: set[int]
+    image: MetadataImage,
+    partitions: Iterable[tuple[str, int]],
+    local: Mapping[int, Stats],
+    local_brokers: set[int],
+    security: ClientSecurity,
 ) -> dict[tuple[str, int], int]:
     """The high watermark of each partition, from this node's shards when they lead it, else from its leader with
     one ListOffsets request per broker. Partitions whose leader does not answer are left out."""
@@ -218,7 +226,7 @@ async def high_watermarks(
         elif t.partitions[tp[1]].leader not in local_brokers:
             by_leader.setdefault(t.partitions[tp[1]].leader, []).append(tp)
     answers = await asyncio.gather(
-        *(_leader_ends(image, b, tps) for b, tps in by_leader.items()), return_exceptions=True
+        *(_leader_ends(image, b, tps, security) for b, tps in by_leader.items()), return_exceptions=True
     )
     for answer in answers:
         if isinstance(answer, dict):
@@ -228,7 +236,9 @@ async def high_watermarks(
     return out
 
 
-async def _leader_ends(image: MetadataImage, broker_id: int, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+async def _leader_ends(
+    image: MetadataImage, broker_id: int, tps: list[tuple[str, int]], security: ClientSecurity
+) -> dict[tuple[str, int], int]:
     reg = image.brokers.get(broker_id)
     if reg is None:
         return {}
@@ -245,7 +255,7 @@ async def _leader_ends(image: MetadataImage, broker_id: int, tps: list[tuple[str
             for t, ps in topics.items()
         ),
     )
-    resp = await _ask(reg.host, reg.port, request, ListOffsetsResponse)
+    resp = await _ask(reg.host, reg.port, request, ListOffsetsResponse, security)
     return {
         (str(t.name), int(p.partition_index)): int(p.offset)
         for t in resp.topics
@@ -254,9 +264,10 @@ async def _leader_ends(image: MetadataImage, broker_id: int, tps: list[tuple[str
     }
 
 
-async def delete_group(image: MetadataImage, group_id: str) -> ErrorCode:
+async def delete_group(image: MetadataImage, group_id: str, security: ClientSecurity) -> ErrorCode:
     c = coordinator(image, group_id)
-    resp = await _ask(c.host, c.port, DeleteGroupsRequest(groups_names=(GroupId(group_id),)), DeleteGroupsResponse)
+    request = DeleteGroupsRequest(groups_names=(GroupId(group_id),))
+    resp = await _ask(c.host, c.port, request, DeleteGroupsResponse, security)
     return ErrorCode(int(resp.results[0].error_code))
 
 
@@ -270,13 +281,15 @@ class GroupMetrics:
     lag: dict[tuple[str, str, int], int]
 
 
-async def group_metrics(image: MetadataImage, local: Mapping[int, Stats], local_brokers: set[int]) -> GroupMetrics:
+async def group_metrics(
+    image: MetadataImage, local: Mapping[int, Stats], local_brokers: set[int], security: ClientSecurity
+) -> GroupMetrics:
     """States, member counts, committed offsets and lag of the groups coordinated on this node: per local shard one
     ListGroups, one DescribeGroups and one OffsetFetch (v8, every group at once), and the high watermarks. At most
     ``GROUP_METRICS_PER_SHARD_MAX`` groups per shard; a shard that does not answer is left out of this scrape."""
     out = GroupMetrics({}, {}, {}, {})
     brokers = [image.brokers[b] for b in sorted(local_brokers) if b in image.brokers]
-    answers = await asyncio.gather(*(_shard_groups(b.host, b.port) for b in brokers), return_exceptions=True)
+    answers = await asyncio.gather(*(_shard_groups(b.host, b.port, security) for b in brokers), return_exceptions=True)
     for answer in answers:
         if isinstance(answer, GroupMetrics):
             out.states.update(answer.states)
@@ -284,15 +297,15 @@ async def group_metrics(image: MetadataImage, local: Mapping[int, Stats], local_
             out.committed.update(answer.committed)
         elif not isinstance(answer, GroupsUnavailable):
             raise answer
-    ends = await high_watermarks(image, {(t, p) for _, t, p in out.committed}, local, local_brokers)
+    ends = await high_watermarks(image, {(t, p) for _, t, p in out.committed}, local, local_brokers, security)
     for (g, t, p), offset in out.committed.items():
         if (t, p) in ends:
             out.lag[(g, t, p)] = max(0, ends[(t, p)] - offset)
     return out
 
 
-async def _shard_groups(host: str, port: int) -> GroupMetrics:
-    listed = await _ask(host, port, ListGroupsRequest(states_filter=()), ListGroupsResponse)
+async def _shard_groups(host: str, port: int, security: ClientSecurity) -> GroupMetrics:
+    listed = await _ask(host, port, ListGroupsRequest(states_filter=()), ListGroupsResponse, security)
     ids = [GroupId(str(g.group_id)) for g in listed.groups][:GROUP_METRICS_PER_SHARD_MAX]
     out = GroupMetrics({}, {}, {}, {})
     if not ids:
@@ -302,13 +315,14 @@ async def _shard_groups(host: str, port: int) -> GroupMetrics:
         port,
         DescribeGroupsRequest(groups=tuple(ids), include_authorized_operations=False),
         DescribeGroupsResponse,
+        security,
     )
     for d in described.groups:
         if d.error_code == 0:
             out.states[str(d.group_id)] = str(d.group_state)
             out.members[str(d.group_id)] = len(d.members)
     request = OffsetFetchRequestV8(groups=tuple(OffsetFetchRequestGroup(group_id=g, topics=None) for g in ids))
-    fetched = await _ask(host, port, request, OffsetFetchResponseV8)
+    fetched = await _ask(host, port, request, OffsetFetchResponseV8, security)
     for g in fetched.groups:
         for t in g.topics if g.error_code == 0 else ():
             for p in t.partitions:

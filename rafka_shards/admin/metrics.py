@@ -25,6 +25,7 @@ from controller.raft.types import NO_NODE
 from rafka_shards.admin.groups_view import GroupMetrics, group_metrics
 from rafka_shards.admin.ports import MetadataReader, NodeView, Quorum
 from rafka_shards.ipc.channel import Stats
+from rafka_shards.security.client_security import PLAINTEXT, ClientSecurity
 from rafka_shards.storage.free_space import filesystem_space
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -55,9 +56,16 @@ class NodeMetrics:
     """A prometheus-client collector of this node's live gauges, beside the shards' multiprocess counters."""
 
     def __init__(
-        self, node: NodeView, quorum: Quorum, metadata: MetadataReader, metrics_dir: Path, data_dir: Path
+        self,
+        node: NodeView,
+        quorum: Quorum,
+        metadata: MetadataReader,
+        metrics_dir: Path,
+        data_dir: Path,
+        inter_broker: ClientSecurity = PLAINTEXT,
     ) -> None:
         self._node = node
+        self._inter_broker = inter_broker  # the group coordinators are asked over the inter-broker listener
         self._quorum = quorum
         self._metadata = metadata
         self._data_dir = data_dir
@@ -70,7 +78,7 @@ class NodeMetrics:
     async def render(self) -> bytes:
         stats = await self._node.gather_stats()
         local = {s.broker_id for s in self._node.slots}
-        groups = await group_metrics(self._metadata.image, stats, local)
+        groups = await group_metrics(self._metadata.image, stats, local, self._inter_broker)
         # No await between setting the snapshot and rendering it: concurrent scrapes cannot mix snapshots.
         self._stats = stats
         self._groups = groups

@@ -23,6 +23,7 @@ from rafka_shards.config import ADMIN_SSL_PREFIX, BrokerConfig, ConfigError
 from rafka_shards.ipc.channel import Stats
 from rafka_shards.security.admin_auth import AdminPolicy, BootstrapUser, parse_bootstrap_user, read_tokens_file
 from rafka_shards.security.tls import TlsSettings, parse_tls_settings
+from rafka_shards.security.client_security import PLAINTEXT, ClientSecurity
 
 
 class MetadataReader(Protocol):
@@ -239,3 +240,5 @@ class AdminPorts:
     default_partitions: int  # of a topic created without a partition count
     default_replication_factor: int
     security: AdminSecurity = AdminSecurity()
+    # How the admin API's Kafka requests to brokers (groups, offsets) reach their inter-broker listener.
+    inter_broker: ClientSecurity = PLAINTEXT

@@ -18,6 +18,7 @@ from rafka_shards.admin.ports import AdminPorts, AdminSecurity, Histogram, NodeV
 from rafka_shards.config import BrokerConfig
 from rafka_shards.controller_node.channel_server import ControllerServer
 from rafka_shards.controller_node.raft_controller import ControllerUnavailable, RaftController
+from rafka_shards.security.client_security import inter_broker_security
 
 
 class QuorumPort:
@@ -93,4 +94,5 @@ def admin_ports(
         default_partitions=config.default_partitions,
         default_replication_factor=config.default_replication_factor,
         security=security,
+        inter_broker=inter_broker_security(config),
     )

@@ -27,6 +27,7 @@ from controller.state_machine import CommandRejected
 from rafka_shards.config import BrokerConfig, PartitionBalancerMode
 from rafka_shards.controller_node.broker_probe import probe_broker
 from rafka_shards.controller_node.clock import Clock
+from rafka_shards.security.client_security import inter_broker_security
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class DutiesRunner:
         )
         self.core = LeaderDuties(config.broker_session_timeout_ms, balancer=balancer)
         self._config = config
+        self._security = inter_broker_security(config)  # the probes connect to the brokers' inter-broker listener
         self._node = node
         self._image = image
         self._propose = propose
@@ -126,7 +128,9 @@ class DutiesRunner:
         loop = asyncio.get_running_loop()
         for target in wanted - set(self._probe_tasks):
             task = loop.create_task(
-                probe_broker(target, interval_ms, self._config.broker_probe_timeout_ms, self._probe_seen),
+                probe_broker(
+                    target, interval_ms, self._config.broker_probe_timeout_ms, self._probe_seen, self._security
+                ),
                 name=f"probe-broker-{target.broker_id}",
             )
             task.add_done_callback(self._on_fatal)

@@ -5,8 +5,15 @@ admin calls and the liveness probe (controller process), later inter-broker call
 in ``ipc`` because three process packages use it and none may import another; the protocol is
 ``rafka_shards.protocol.client`` (sans-IO), this is only its socket shell.
 
+Security (``security.client_security.ClientSecurity``, built from the config by ``inter_broker_security``): TLS
+(handshake bounded by ``TLS_HANDSHAKE_TIMEOUT_S`` and by ``timeout_s``), then a SASL login (``security.sasl_client``
+decides; this shell sends its requests) before ``connect`` returns. A server that limits the session (KIP-368's
+session lifetime) is logged in to again on the same connection before the first request after
+``REAUTH_FRACTION`` of the lifetime, as Kafka's clients do.
+
 Every failure is a ``KafkaClientError`` whose ``failure`` says what happened, for callers that act on the difference
-(the probe fences a broker only on ``REFUSED``). After any failure the connection is unusable: close it.
+(the probe fences a broker only on ``REFUSED``). After any failure the connection is unusable: close it. A refused
+certificate or login is ``SECURITY``; its message never holds the password.
 Bounds: responses of at most ``response_bytes_max``; an optional ``timeout_s`` on connecting and on each wait for the
 peer (sending the request, reading the response's length, reading its body).
 """
@@ -15,13 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ssl
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
+from kio.schema.sasl_authenticate.v1.response import SaslAuthenticateResponse
+from kio.schema.sasl_handshake.v1.response import SaslHandshakeResponse
 from kio.static.protocol import Entity
 
 from rafka_shards import event_loop
 from rafka_shards.protocol.client import ClientProtocol, ResponseError
+from rafka_shards.security.client_security import PLAINTEXT, ClientSecurity
+from rafka_shards.security.sasl_client import SaslClientError, SaslClientExchange, SaslClientSettings
+from rafka_shards.security.tls import TLS_HANDSHAKE_TIMEOUT_S
+
+REAUTH_FRACTION: Final = 0.85  # of the session lifetime the server granted: log in again after that much of it
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Entity)  # a kio response class
@@ -33,6 +49,7 @@ class Failure(enum.Enum):
     TIMED_OUT = "timed out"  # connecting or waiting for the peer took longer than the timeout
     CLOSED = "closed"  # the connection closed, reset or failed after it was made
     MALFORMED = "malformed"  # the response broke the protocol (size, correlation id, encoding)
+    SECURITY = "security"  # the TLS handshake or the SASL login failed (a refused certificate, wrong credentials)
 
 
 class KafkaClientError(Exception):
@@ -50,32 +67,89 @@ async def _within(aw: Awaitable[T], timeout_s: float | None) -> T:
 class KafkaClient:
     """One connection to one broker's Kafka listener (``connect`` makes it; ``close`` or ``abort`` ends it)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: ClientProtocol) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: ClientProtocol,
+        sasl: SaslClientSettings | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._protocol = protocol
         self._broken = False
+        self._sasl = sasl
+        self._reauthenticate_at: float | None = None  # time.monotonic() after which the next request logs in again
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, *, client_id: str, response_bytes_max: int, timeout_s: float | None = None
+        cls,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        response_bytes_max: int,
+        timeout_s: float | None = None,
+        security: ClientSecurity = PLAINTEXT,
     ) -> KafkaClient:
+        tls: dict[str, Any] = {}
+        if security.ssl_context is not None:
+            handshake_s = TLS_HANDSHAKE_TIMEOUT_S if timeout_s is None else min(timeout_s, TLS_HANDSHAKE_TIMEOUT_S)
+            tls = {"ssl": security.ssl_context, "server_hostname": host, "ssl_handshake_timeout": handshake_s}
         try:
-            reader, writer = await _within(asyncio.open_connection(host, port), timeout_s)
+            reader, writer = await _within(asyncio.open_connection(host, port, **tls), timeout_s)
         except ConnectionRefusedError as e:
             raise KafkaClientError(Failure.REFUSED, str(e)) from e
         except TimeoutError as e:
             raise KafkaClientError(Failure.TIMED_OUT, str(e) or f"connecting to {host}:{port} timed out") from e
+        except ssl.SSLError as e:  # before OSError, its base: the peer's certificate or ours was refused
+            raise KafkaClientError(Failure.SECURITY, f"TLS handshake with {host}:{port} failed: {e}") from e
         except OSError as e:
             raise KafkaClientError(Failure.UNREACHABLE, str(e)) from e
-        return cls(reader, writer, ClientProtocol(client_id, response_bytes_max))
+        client = cls(reader, writer, ClientProtocol(client_id, response_bytes_max), security.sasl)
+        if security.sasl is not None:
+            try:
+                await client._authenticate(timeout_s)
+            except BaseException:
+                client.abort()
+                raise
+        return client
+
+    async def _authenticate(self, timeout_s: float | None) -> None:
+        """One SASL login (KIP-152 framing) on this connection: at connect, and again when the session is due."""
+        assert self._sasl is not None
+        exchange = SaslClientExchange(self._sasl)
+        try:
+            handshake = await self._exchange(exchange.handshake(), timeout_s, self._decoder(SaslHandshakeResponse))
+            step = exchange.on_handshake(handshake)
+            while True:
+                answer = await self._exchange(step, timeout_s, self._decoder(SaslAuthenticateResponse))
+                # SCRAM's client-final message costs a PBKDF2 (4096+ HMACs): not on the event loop.
+                following = await asyncio.to_thread(exchange.on_authenticate, answer)
+                if following is None:
+                    break
+                step = following
+        except SaslClientError as e:
+            self._broken = True  # the server closes the connection after a failed login
+            raise KafkaClientError(Failure.SECURITY, str(e)) from e
+        lifetime_s = exchange.session_lifetime_ms / 1000
+        self._reauthenticate_at = time.monotonic() + REAUTH_FRACTION * lifetime_s if lifetime_s > 0 else None
+
+    async def _reauthenticate_if_due(self, timeout_s: float | None) -> None:
+        if self._reauthenticate_at is not None and time.monotonic() >= self._reauthenticate_at:
+            await self._authenticate(timeout_s)
+
+    def _decoder(self, response_type: type[R]) -> Callable[[bytes], R]:
+        return lambda frame: self._protocol.receive(frame, response_type)
 
     async def request(self, request: Any, response_type: type[R], timeout_s: float | None = None) -> R:
         """Send ``request`` (a kio request object) and return its response, decoded as ``response_type``."""
-        return await self._exchange(request, timeout_s, lambda frame: self._protocol.receive(frame, response_type))
+        await self._reauthenticate_if_due(timeout_s)
+        return await self._exchange(request, timeout_s, self._decoder(response_type))
 
     async def request_answered(self, request: Any, timeout_s: float | None = None) -> None:
         """Send ``request`` and wait for the frame that answers it, without decoding its body (a liveness check)."""
+        await self._reauthenticate_if_due(timeout_s)
         await self._exchange(request, timeout_s, self._protocol.receive_frame)
 
     async def _exchange(self, request: Any, timeout_s: float | None, receive: Callable[[bytes], T]) -> T:

@@ -672,6 +672,11 @@ class ScramClient:
     def done(self) -> bool:
         return self._stage is _ClientStage.DONE
 
+    @property
+    def awaiting_server_final(self) -> bool:
+        """``final`` was called: the next server token is the server-final-message, for ``verify``."""
+        return self._stage is _ClientStage.SERVER_FINAL
+
     def _advance(self, expected: _ClientStage, then: _ClientStage) -> None:
         if self._stage is not expected:
             raise SaslProtocolError(f"SCRAM client step out of order: at {self._stage.value}, not {expected.value}")

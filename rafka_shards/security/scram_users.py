@@ -24,7 +24,7 @@ from typing import NamedTuple
 from controller.commands import UpsertScramCredential
 from controller.image import MetadataImage, ScramCredentialRecord
 from controller.scram import SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN, SCRAM_MECHANISMS, SCRAM_MOCK_SECRET_BYTES
-from rafka_shards.security.sasl import CredentialLookup, ScramCredential, ScramMechanism, scram_keys
+from rafka_shards.security.sasl import CredentialLookup, ScramCredential, ScramMechanism, make_credential, scram_keys
 
 # The metadata's rules and the SASL core's must be the same list and the same bounds.
 assert {m.value: m.digest_size for m in ScramMechanism} == dict(SCRAM_MECHANISMS)
@@ -68,6 +68,32 @@ def credential_lookup(image: MetadataImage) -> CredentialLookup:
 def sasl_credentials(image: MetadataImage) -> SaslCredentials:
     """The lookup of ``image``'s credentials and the cluster's mock secret (None before the first credential)."""
     return SaslCredentials(credential_lookup(image), image.scram_mock_secret or None)
+
+
+LocalUser = tuple[str, dict[ScramMechanism, ScramCredential]]
+
+
+def local_user(username: str, password: str) -> LocalUser:
+    """The inter-broker user as a credential of this process alone (``inter_broker_sasl_username`` / ``_password``):
+    one per SCRAM mechanism, random salts, so PLAIN and both SCRAM mechanisms log it in. Runs PBKDF2 twice (a few
+    milliseconds each): call it once, at start-up."""
+    secret = password.encode("utf-8")
+    return username, {m: make_credential(m, secret) for m in ScramMechanism}
+
+
+def with_local_user(credentials: SaslCredentials, local: LocalUser | None) -> SaslCredentials:
+    """``credentials`` (the image's) with the local inter-broker user in front: brokers log in to each other with
+    the password in their configuration, before and whatever the metadata holds (a credential of the same name
+    made through AlterUserScramCredentials or the admin API is not used for that name on this broker)."""
+    if local is None:
+        return credentials
+    name, mine = local
+    lookup = credentials.lookup
+
+    def local_first(username: str, mechanism: ScramMechanism) -> ScramCredential | None:
+        return mine.get(mechanism) if username == name else lookup(username, mechanism)
+
+    return SaslCredentials(local_first, credentials.mock_secret)
 
 
 def new_mock_secret() -> bytes:

@@ -35,8 +35,9 @@ from controller.commands import AlterPartition, Command
 from controller.image import MetadataImage
 from rafka_shards import event_loop
 from rafka_shards.config import BrokerConfig, Durability
-from rafka_shards.ipc.kafka_client import KafkaClient, KafkaClientError
+from rafka_shards.ipc.kafka_client import Failure, KafkaClient, KafkaClientError
 from rafka_shards.model import ErrorCode, KafkaError, TopicPartition
+from rafka_shards.security.client_security import ClientSecurity, inter_broker_security
 from rafka_shards.shard import follower
 from rafka_shards.shard.limits import (
     BACKOFF_MAX_S,
@@ -111,6 +112,7 @@ class Replication:
         self.manager = manager
         self.config = config
         self.flusher = flusher
+        self.security = inter_broker_security(config)  # the leaders' inter-broker listener: TLS and SASL login
         self._fetchers: dict[int, ReplicaFetcher] = {}
         self._isr_tasks: set[asyncio.Task[None]] = set()
         # Shared by every fetcher of this shard: the new replicas of reassignments copy at most this fast together.
@@ -128,7 +130,13 @@ class Replication:
             fetcher = self._fetchers.get(leader)
             if fetcher is None:
                 fetcher = self._fetchers[leader] = ReplicaFetcher(
-                    self.manager, self.config, self.flusher, leader, self.recovery, self.manager.monotonic_ms
+                    self.manager,
+                    self.config,
+                    self.flusher,
+                    leader,
+                    self.recovery,
+                    self.manager.monotonic_ms,
+                    self.security,
                 )
             fetcher.follow(tps)
 
@@ -193,9 +201,11 @@ class ReplicaFetcher:
         leader: int,
         recovery: follower.RecoveryThrottle,
         monotonic_ms: Callable[[], int],
+        security: ClientSecurity,
     ) -> None:
         self.manager = manager
         self.config = config
+        self.security = security
         self.flusher = flusher
         self.leader = leader
         self.recovery = recovery
@@ -243,7 +253,11 @@ class ReplicaFetcher:
         while True:
             try:
                 await self._session()
-            except (FetchFailed, KafkaClientError, OSError, KafkaError) as e:  # OSError: the disk
+            except KafkaClientError as e:
+                # A refused certificate or login is a configuration to fix, not a broker restarting: say it louder.
+                level = logging.WARNING if e.failure is Failure.SECURITY else logging.INFO
+                log.log(level, "fetching from broker %d: %s; retrying in %.2f s", self.leader, e, backoff)
+            except (FetchFailed, OSError, KafkaError) as e:  # OSError: the disk
                 log.info("fetching from broker %d: %s; retrying in %.2f s", self.leader, e, backoff)
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -259,6 +273,7 @@ class ReplicaFetcher:
             reg.port,
             client_id=_CLIENT_ID,
             response_bytes_max=self.config.replica_fetch_max_bytes + RESPONSE_BYTES_SLACK,
+            security=self.security,
         )
         try:
             while True:

@@ -31,7 +31,7 @@ from rafka_shards.protocol import kio_codec
 from rafka_shards.protocol.framing import RequestHeader
 from rafka_shards.security.audit import AuditEvent, AuthorizationDenial
 from rafka_shards.security.sasl_session import SaslSession, SaslSettings
-from rafka_shards.security.scram_users import SaslCredentials, sasl_credentials
+from rafka_shards.security.scram_users import LocalUser, SaslCredentials, local_user, sasl_credentials, with_local_user
 from rafka_shards.security.tls import (
     TLS_HANDSHAKE_TIMEOUT_S,
     PrincipalMapper,
@@ -87,6 +87,7 @@ class Shard:
         self._extra_listeners = extra_listeners  # the sockets of config.listener_specs()[1:], in that order
         self._extra_servers: list[asyncio.Server] = []
         self._tls: list[tuple[str, ReloadingContext]] = []
+        self._inter_broker_user: LocalUser | None = None  # SASL listeners: the inter-broker login, from the config
         self.apis = apis
         self.probe = Probe()
         # ACL decisions for this shard's requests; the audit log adds its own hook next to the metric's
@@ -123,7 +124,6 @@ class Shard:
 
     async def start(self) -> None:
         config = self.config
-        loop = asyncio.get_running_loop()
         interval = config.flush_interval_ms if config.durability is Durability.FLUSH else None
         self._flusher = GroupCommitFlusher(
             config.fsync_threads, interval_ms=interval, observe_fsync_seconds=self.probe.fsync
@@ -167,9 +167,7 @@ class Shard:
         self._spawn(manager.replication.isr_loop(), "isr")
         self._spawn(groups.run(), "groups")
         inter, *extras = config.listener_specs()
-        self._server = await loop.create_server(
-            lambda: KafkaConnection(self, inter.name), sock=self._listener, backlog=LISTEN_BACKLOG
-        )
+        self._server = await self._serve_listener(inter, self._listener)
         for spec, sock in zip(extras, self._extra_listeners, strict=True):
             self._extra_servers.append(await self._serve_listener(spec, sock))
         if self._tls:
@@ -198,9 +196,17 @@ class Shard:
                 self.config.connections_max_reauth_ms,
                 self.config.connection_failed_authentication_delay_ms,
             )
+            if self._inter_broker_user is None and self.config.inter_broker_sasl_username:
+                config = self.config  # PBKDF2 twice, once per process: in a thread, the loop serves the channel
+                self._inter_broker_user = await asyncio.to_thread(
+                    local_user, config.inter_broker_sasl_username, config.inter_broker_sasl_password
+                )
+        local = self._inter_broker_user
 
         def credentials() -> SaslCredentials:
-            return sasl_credentials(self.manager.image)  # the current image: new users and passwords count at once
+            # The current image: new users and passwords count at once; the inter-broker user is this process's
+            # own (see docs/architecture.md, "Inter-broker connections"), so brokers log in before any metadata.
+            return with_local_user(sasl_credentials(self.manager.image), local)
 
         def connection(rules: PrincipalMapper | None) -> KafkaConnection:
             session = None if sasl is None else SaslSession(sasl, credentials)

@@ -108,7 +108,39 @@ def test_named_listeners_follow_kafkas_syntax_and_the_inter_broker_one_is_listen
         ({"listeners": "A://127.0.0.1:1,A://127.0.0.1:2"}, "A is named twice"),
         ({"listeners": "INTERNAL://127.0.0.1:9092"}, "no security protocol for listener INTERNAL"),
         ({"listeners": "PLAINTEXT://0.0.0.0:9092"}, "give advertised_listeners an address"),
-        ({"listeners": "SASL_SSL://127.0.0.1:9092"}, "SASL_SSL; the inter-broker listener must be PLAINTEXT"),
+        ({"listeners": "SASL_SSL://127.0.0.1:9092"}, "inter_broker_sasl_username: required, the inter-broker listener"),
+        (
+            {"listeners": "SASL_PLAINTEXT://127.0.0.1:9092", "inter_broker_sasl_username": "broker"},
+            "inter_broker_sasl_password: required",
+        ),
+        (
+            {
+                "listeners": "SASL_PLAINTEXT://127.0.0.1:9092",
+                "inter_broker_sasl_username": "broker",
+                "inter_broker_sasl_password": "pw",
+                "inter_broker_sasl_mechanism": "PLAIN",
+                "sasl_enabled_mechanisms": "SCRAM-SHA-512",
+            },
+            "inter_broker_sasl_mechanism: PLAIN is not in sasl_enabled_mechanisms",
+        ),
+        (
+            {
+                "listeners": "SASL_PLAINTEXT://127.0.0.1:9092",
+                "inter_broker_sasl_username": "broker",
+                "inter_broker_sasl_password": "pw",
+                "inter_broker_sasl_mechanism": "GSSAPI",
+            },
+            "inter_broker_sasl_mechanism: GSSAPI not supported",
+        ),
+        (
+            {
+                "listeners": "SASL_SSL://127.0.0.1:9092",
+                "inter_broker_sasl_username": "broker",
+                "inter_broker_sasl_password": "pw",
+                "ssl_cert_file": "/x.pem",
+            },
+            "ssl_ca_file: required, the inter-broker listener uses SASL_SSL",
+        ),
         (
             {
                 "listeners": "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9192",
@@ -126,7 +158,7 @@ def test_named_listeners_follow_kafkas_syntax_and_the_inter_broker_one_is_listen
             "sasl_enabled_mechanisms: no mechanism given",
         ),
         ({"connections_max_reauth_ms": "-1"}, "connections_max_reauth_ms .* below the minimum 0"),
-        ({"listeners": "SSL://127.0.0.1:9092"}, "inter-broker listener must be PLAINTEXT"),
+        ({"listeners": "SSL://127.0.0.1:9092"}, "ssl_ca_file: required, the inter-broker listener uses SSL"),
         ({"listeners": "PLAINTEXT://127.0.0.1:9092", "inter_broker_listener_name": "X"}, "X is not in listeners"),
         ({"listeners": "PLAINTEXT://127.0.0.1:9092", "advertised_listeners": "SSL://h:1"}, "SSL not in listeners"),
         (
@@ -140,3 +172,18 @@ def test_named_listeners_follow_kafkas_syntax_and_the_inter_broker_one_is_listen
 def test_bad_listener_settings_are_refused_naming_the_setting(flags: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(flags, environ={})
+
+
+def test_a_secured_inter_broker_listener_is_accepted_with_what_its_clients_need() -> None:
+    flags = {
+        "listeners": "INTERNAL://127.0.0.1:9092,CLIENT://127.0.0.1:9192",
+        "listener_security_protocol_map": "INTERNAL:SASL_SSL,CLIENT:SASL_SSL",
+        "inter_broker_sasl_username": "broker",
+        "inter_broker_sasl_password": "pw",
+        "inter_broker_sasl_mechanism": "scram-sha-256",
+        "sasl_enabled_mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512",
+        "ssl_ca_file": "/ca.pem",
+        "shards": "1",
+    }
+    inter = load_config(flags, environ={}).listener_specs()[0]
+    assert (inter.name, inter.protocol.value) == ("INTERNAL", "SASL_SSL")

@@ -19,14 +19,16 @@ def _unavailable(e: groups_view.GroupsUnavailable) -> web.Response:
 
 
 async def groups(ctx: AdminContext, _request: web.Request) -> web.Response:
-    return json_response(await groups_view.list_groups(ctx.image))
+    return json_response(await groups_view.list_groups(ctx.image, ctx.ports.inter_broker))
 
 
 async def group(ctx: AdminContext, request: web.Request) -> web.Response:
     group_id = request.match_info["group"]
     local = {s.broker_id for s in ctx.ports.node.slots}
     try:
-        described = await groups_view.describe_group(ctx.image, group_id, await ctx.ports.node.gather_stats(), local)
+        described = await groups_view.describe_group(
+            ctx.image, group_id, await ctx.ports.node.gather_stats(), local, ctx.ports.inter_broker
+        )
     except groups_view.GroupsUnavailable as e:
         return _unavailable(e)
     if described is None:
@@ -37,7 +39,7 @@ async def group(ctx: AdminContext, request: web.Request) -> web.Response:
 async def delete_group(ctx: AdminContext, request: web.Request) -> web.Response:
     group_id = request.match_info["group"]
     try:
-        code = await groups_view.delete_group(ctx.image, group_id)
+        code = await groups_view.delete_group(ctx.image, group_id, ctx.ports.inter_broker)
     except groups_view.GroupsUnavailable as e:
         return _unavailable(e)
     if code is ErrorCode.NONE:
