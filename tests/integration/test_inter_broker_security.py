@@ -258,3 +258,35 @@ def test_a_wrong_inter_broker_password_stops_replication_and_the_log_says_why(
         assert WRONG_PASSWORD not in logs and INTER_PASSWORD not in logs
     finally:
         stop_all(cluster.nodes.values())
+
+
+def test_brokers_log_in_again_before_their_sasl_session_ends(tmp_path: Path, pki: Pki, topic_name: str) -> None:
+    """SASL_PLAINTEXT with PLAIN between brokers, sessions of 1.5 s (KIP-368): the fetchers and probes log in again
+    on their connections in time, so no broker closes one as expired and the ISR stays full."""
+    cluster = Cluster(tmp_path, size=2, spare=0)
+    _secure(
+        cluster,
+        pki,
+        "SASL_PLAINTEXT",
+        [
+            "--connections-max-reauth-ms",
+            "1500",
+            "--sasl-enabled-mechanisms",
+            "PLAIN,SCRAM-SHA-512",
+            *_sasl_login(),
+            "--inter-broker-sasl-mechanism",
+            "PLAIN",
+        ],
+    )
+    try:
+        cluster.start()
+        _create_topic(cluster, topic_name, 2, {})
+        _wait("a full ISR", lambda: len(_partitions(cluster, topic_name)[0]["isr"]) == 2)
+        time.sleep(6)  # four session lifetimes
+        assert len(_partitions(cluster, topic_name)[0]["isr"]) == 2
+        logs = _logs(cluster)
+        assert "SASL session expired" not in logs
+        assert "login as" not in logs  # no login failed
+        assert INTER_PASSWORD not in logs
+    finally:
+        stop_all(cluster.nodes.values())
