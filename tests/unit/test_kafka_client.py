@@ -9,6 +9,7 @@ import io
 import socket
 import struct
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from kio.schema.types import BrokerId, TopicName
 from kio.serial import entity_writer
 from kio.static.primitive import i16, i32, i32Timedelta, i64
 
+from rafka_shards.config import SecurityProtocol
 from rafka_shards.ipc.kafka_client import Failure, KafkaClient, KafkaClientError
 from rafka_shards.protocol.client import (
     ClientProtocol,
@@ -43,6 +45,9 @@ from rafka_shards.protocol.client import (
 )
 from rafka_shards.protocol.framing import parse_request_header
 from rafka_shards.protocol.kio_codec import response_class
+from rafka_shards.security.client_security import ClientSecurity
+from rafka_shards.security.tls import TlsSettings, client_context, server_context
+from tests.certs import make_pki
 from tests.unit.test_liveness import _listener  # a local listening socket the test drives by hand
 
 # (api key, version, request header version, response header version): Kafka's generated ApiMessageType says so.
@@ -258,3 +263,33 @@ def test_client_times_out_and_tells_refused_from_other_connect_failures() -> Non
         return timed_out.value.failure, refused.value.failure
 
     assert asyncio.run(run()) == (Failure.TIMED_OUT, Failure.REFUSED)
+
+
+def test_tls_verifies_the_brokers_certificate_and_a_refusal_is_a_security_failure(tmp_path: Path) -> None:
+    """``security`` with a TLS context: the handshake is made before ``connect`` returns; a certificate the CA file
+    did not sign is ``Failure.SECURITY`` (not a sign of a dead broker), and says why."""
+    pki = make_pki(tmp_path)
+    server = server_context(TlsSettings(cert_file=pki.server.cert_file, key_file=pki.server.key_file))
+
+    async def run() -> tuple[bool, KafkaClientError]:
+        srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0, ssl=server)
+        port = srv.sockets[0].getsockname()[1]
+        try:
+            trusted = ClientSecurity(SecurityProtocol.SSL, client_context(pki.ca.cert_file))
+            client = await KafkaClient.connect(
+                "127.0.0.1", port, client_id="t", response_bytes_max=1024, timeout_s=10, security=trusted
+            )
+            ok = client._writer.get_extra_info("ssl_object") is not None
+            client.abort()
+            foreign = ClientSecurity(SecurityProtocol.SSL, client_context(pki.other_ca.cert_file))
+            with pytest.raises(KafkaClientError) as e:
+                await KafkaClient.connect(
+                    "127.0.0.1", port, client_id="t", response_bytes_max=1024, timeout_s=10, security=foreign
+                )
+            return ok, e.value
+        finally:
+            srv.close()
+
+    ok, refused = asyncio.run(run())
+    assert ok
+    assert refused.failure is Failure.SECURITY and "certificate verify failed" in str(refused)
