@@ -5,6 +5,7 @@ listener."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import socket
 import struct
@@ -13,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kio.schema.api_versions.v0.request import ApiVersionsRequest
@@ -293,3 +298,52 @@ def test_tls_verifies_the_brokers_certificate_and_a_refusal_is_a_security_failur
     ok, refused = asyncio.run(run())
     assert ok
     assert refused.failure is Failure.SECURITY and "certificate verify failed" in str(refused)
+
+
+def test_the_hostname_check_refuses_a_certificate_for_another_host_unless_turned_off(tmp_path: Path) -> None:
+    """Kafka's ssl.endpoint.identification.algorithm=https: a certificate the CA signed, but for another name."""
+    pki = make_pki(tmp_path)
+    elsewhere = _certificate_for(tmp_path, pki.ca, "elsewhere.example")
+    server = server_context(TlsSettings(cert_file=elsewhere[0], key_file=elsewhere[1]))
+
+    async def attempt(check_hostname: bool) -> KafkaClientError | None:
+        srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0, ssl=server)
+        port = srv.sockets[0].getsockname()[1]
+        security = ClientSecurity(SecurityProtocol.SSL, client_context(pki.ca.cert_file, check_hostname=check_hostname))
+        try:
+            client = await KafkaClient.connect(
+                "127.0.0.1", port, client_id="t", response_bytes_max=1024, timeout_s=10, security=security
+            )
+            client.abort()
+            return None
+        except KafkaClientError as e:
+            return e
+        finally:
+            srv.close()
+
+    refused = asyncio.run(attempt(True))
+    assert refused is not None and refused.failure is Failure.SECURITY and "mismatch" in str(refused)
+    assert asyncio.run(attempt(False)) is None
+
+
+def _certificate_for(directory: Path, ca: Any, dns_name: str) -> tuple[Path, Path]:
+    """A server certificate signed by ``ca`` whose only name is ``dns_name`` (not 127.0.0.1)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "elsewhere.crt", directory / "elsewhere.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
