@@ -93,9 +93,10 @@ class KafkaClient:
         security: ClientSecurity = PLAINTEXT,
     ) -> KafkaClient:
         tls: dict[str, Any] = {}
-        if security.ssl_context is not None:
+        if security.tls is not None:
+            context = security.tls.context(time.monotonic_ns() // 1_000_000)  # rebuilt if the files changed
             handshake_s = TLS_HANDSHAKE_TIMEOUT_S if timeout_s is None else min(timeout_s, TLS_HANDSHAKE_TIMEOUT_S)
-            tls = {"ssl": security.ssl_context, "server_hostname": host, "ssl_handshake_timeout": handshake_s}
+            tls = {"ssl": context, "server_hostname": host, "ssl_handshake_timeout": handshake_s}
         try:
             reader, writer = await _within(asyncio.open_connection(host, port, **tls), timeout_s)
         except ConnectionRefusedError as e:

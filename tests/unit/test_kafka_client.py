@@ -50,7 +50,7 @@ from rafka_shards.protocol.client import (
 )
 from rafka_shards.protocol.framing import parse_request_header
 from rafka_shards.protocol.kio_codec import response_class
-from rafka_shards.security.client_security import ClientSecurity
+from rafka_shards.security.client_security import ClientSecurity, ClientTls
 from rafka_shards.security.tls import TlsSettings, client_context, server_context
 from tests.certs import make_pki
 from tests.unit.test_liveness import _listener  # a local listening socket the test drives by hand
@@ -280,13 +280,13 @@ def test_tls_verifies_the_brokers_certificate_and_a_refusal_is_a_security_failur
         srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0, ssl=server)
         port = srv.sockets[0].getsockname()[1]
         try:
-            trusted = ClientSecurity(SecurityProtocol.SSL, client_context(pki.ca.cert_file))
+            trusted = ClientSecurity(SecurityProtocol.SSL, ClientTls.fixed(client_context(pki.ca.cert_file)))
             client = await KafkaClient.connect(
                 "127.0.0.1", port, client_id="t", response_bytes_max=1024, timeout_s=10, security=trusted
             )
             ok = client._writer.get_extra_info("ssl_object") is not None
             client.abort()
-            foreign = ClientSecurity(SecurityProtocol.SSL, client_context(pki.other_ca.cert_file))
+            foreign = ClientSecurity(SecurityProtocol.SSL, ClientTls.fixed(client_context(pki.other_ca.cert_file)))
             with pytest.raises(KafkaClientError) as e:
                 await KafkaClient.connect(
                     "127.0.0.1", port, client_id="t", response_bytes_max=1024, timeout_s=10, security=foreign
@@ -309,7 +309,8 @@ def test_the_hostname_check_refuses_a_certificate_for_another_host_unless_turned
     async def attempt(check_hostname: bool) -> KafkaClientError | None:
         srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0, ssl=server)
         port = srv.sockets[0].getsockname()[1]
-        security = ClientSecurity(SecurityProtocol.SSL, client_context(pki.ca.cert_file, check_hostname=check_hostname))
+        context = client_context(pki.ca.cert_file, check_hostname=check_hostname)
+        security = ClientSecurity(SecurityProtocol.SSL, ClientTls.fixed(context))
         try:
             client = await KafkaClient.connect(
                 "127.0.0.1", port, client_id="t", response_bytes_max=1024, timeout_s=10, security=security

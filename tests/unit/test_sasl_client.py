@@ -218,7 +218,7 @@ def test_the_inter_broker_security_follows_the_inter_broker_listener(tmp_path: P
     security = inter_broker_security(load_config(flags, environ={}))
     assert security.protocol is SecurityProtocol.SASL_SSL
     assert security.sasl == SaslClientSettings("SCRAM-SHA-512", "inter", "inter-pw")
-    assert security.ssl_context is not None and security.ssl_context.check_hostname
+    assert security.tls is not None and security.tls.context(0).check_hostname
     assert "inter-pw" not in repr(security)
     mtls = inter_broker_security(
         load_config(
@@ -226,6 +226,34 @@ def test_the_inter_broker_security_follows_the_inter_broker_listener(tmp_path: P
             environ={},
         )
     )
-    assert mtls.sasl is None and mtls.ssl_context is not None
+    assert mtls.sasl is None and mtls.tls is not None
     with pytest.raises(AssertionError):
         ClientSecurity(SecurityProtocol.SSL)  # TLS without a context is a bug, not a setting
+
+
+def test_the_client_tls_context_is_rebuilt_when_its_files_change(tmp_path: Path) -> None:
+    """As the listeners' contexts: a rotated CA (or client certificate) is used by the connections made after the next
+    check, a file that does not make a context keeps the previous one, and nothing is read between checks."""
+    pki = make_pki(tmp_path)
+    ca = tmp_path / "trusted-ca.pem"
+    ca.write_bytes(pki.ca.cert_file.read_bytes())
+    flags = {
+        "listeners": "INTERNAL://127.0.0.1:9092",
+        "listener_security_protocol_map": "INTERNAL:SSL",
+        "ssl_cert_file": str(pki.server.cert_file),
+        "ssl_key_file": str(pki.server.key_file),
+        "ssl_ca_file": str(ca),
+        "shards": "1",
+    }
+    tls = inter_broker_security(load_config(flags, environ={}), now_ms=0).tls
+    assert tls is not None
+    first = tls.context(0)
+    ca.write_bytes(pki.other_ca.cert_file.read_bytes() + b"\n")  # another CA (and another size)
+    assert tls.context(tls.check_interval_ms - 1) is first  # not looked at before the interval
+    second = tls.context(tls.check_interval_ms)
+    assert second is not first and tls.reload_error is None
+    subjects = [dict(rdn[0] for rdn in c["subject"])["commonName"] for c in second.get_ca_certs()]
+    assert subjects == ["some other CA"]
+    ca.write_bytes(b"not a certificate")
+    assert tls.context(2 * tls.check_interval_ms) is second
+    assert tls.reload_error is not None and "ssl_ca_file" in tls.reload_error
