@@ -2,7 +2,7 @@
 
 - Three nodes whose inter-broker listener (INTERNAL) and client listener (CLIENT) are both SASL_SSL with
   SCRAM-SHA-512: replica fetchers, the controller's liveness probes and the admin API's requests to brokers log in
-  as the configured inter-broker user over TLS. A replication-factor-3 topic gets a full ISR (replication works over
+  as the configured inter-broker user over TLS, with ACLs enforced. A replication-factor-3 topic gets a full ISR (replication works over
   the secured listener); confluent-kafka produces with acks=all over SASL_SSL; the partition leader's node is
   SIGKILLed (fenced by the probe, leadership moves), more is produced, and every acknowledged message is read back;
   the killed node comes back and rejoins the ISR. No password is in any node's log.
@@ -161,7 +161,9 @@ def _logs(cluster: Cluster) -> str:
 @pytest.fixture
 def sasl_ssl_cluster(tmp_path: Path, pki: Pki) -> Iterator[tuple[Cluster, dict[int, int]]]:
     c = Cluster(tmp_path, size=3, spare=0)
-    ports = _secure(c, pki, "SASL_SSL", _sasl_login())
+    # Authorization on: replica fetches and the admin API's requests pass as the inter-broker user, nobody else's.
+    acl = ["--authorization-enabled", "true", "--super-users", f"User:{CLIENT_USER}"]
+    ports = _secure(c, pki, "SASL_SSL", [*_sasl_login(), *acl])
     c.start()
     yield c, ports
     stop_all(c.nodes.values())
