@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
+from kio.schema.sasl_authenticate.v1.request import SaslAuthenticateRequest
 from kio.schema.sasl_authenticate.v1.response import SaslAuthenticateResponse
 from kio.schema.sasl_handshake.v1.response import SaslHandshakeResponse
 from kio.static.protocol import Entity
@@ -38,6 +39,7 @@ from rafka_shards.security.sasl_client import SaslClientError, SaslClientExchang
 from rafka_shards.security.tls import TLS_HANDSHAKE_TIMEOUT_S
 
 REAUTH_FRACTION: Final = 0.85  # of the session lifetime the server granted: log in again after that much of it
+SASL_ROUND_TRIPS_MAX: Final = 4  # SaslAuthenticate requests in one login (PLAIN takes 1, SCRAM 2)
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Entity)  # a kio response class
@@ -122,14 +124,16 @@ class KafkaClient:
         exchange = SaslClientExchange(self._sasl)
         try:
             handshake = await self._exchange(exchange.handshake(), timeout_s, self._decoder(SaslHandshakeResponse))
-            step = exchange.on_handshake(handshake)
-            while True:
+            step: SaslAuthenticateRequest | None = exchange.on_handshake(handshake)
+            for _ in range(SASL_ROUND_TRIPS_MAX):
+                assert step is not None
                 answer = await self._exchange(step, timeout_s, self._decoder(SaslAuthenticateResponse))
                 # SCRAM's client-final message costs a PBKDF2 (4096+ HMACs): not on the event loop.
-                following = await asyncio.to_thread(exchange.on_authenticate, answer)
-                if following is None:
+                step = await asyncio.to_thread(exchange.on_authenticate, answer)
+                if step is None:
                     break
-                step = following
+            else:  # the exchange's own states end it sooner; a server that would go on is refused
+                raise SaslClientError(f"the SASL login took more than {SASL_ROUND_TRIPS_MAX} round trips")
         except SaslClientError as e:
             self._broken = True  # the server closes the connection after a failed login
             raise KafkaClientError(Failure.SECURITY, str(e)) from e

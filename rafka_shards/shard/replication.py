@@ -3,13 +3,13 @@
 Runs in a shard process, on its event loop (Kafka's ReplicaFetcherManager and the ISR part of its Partition).
 
 - One ``ReplicaFetcher`` per leader broker this shard follows partitions of: a Kafka client connection to that
-  broker's listener sending Fetch v15 with ``replica_state`` = (this broker, its broker epoch: the offset of its
-  RegisterBroker record), so the leader can refuse a fetch from an earlier incarnation (KIP-903's broker epoch in
-  Fetch). Before it fetches a partition whose
-  leader or epoch changed, it asks the leader where their logs agree (OffsetForLeaderEpoch v3, KIP-101) and
-  truncates what diverged. Fetched batches are validated, appended with the leader's offsets and epochs, and (under
-  durability=fsync) fsynced before the next fetch reports them: the leader counts a follower's fetch offset as data on
-  its disk. Errors back off and retry; a fetcher stops when this shard follows nothing of that leader.
+  broker's inter-broker listener (TLS and a SASL login as that listener's protocol asks: ``security.client_security``)
+  sending Fetch v15 with ``replica_state`` = (this broker, its broker epoch: the offset of its RegisterBroker record),
+  so the leader can refuse a fetch from an earlier incarnation (KIP-903's broker epoch in Fetch). Before it fetches a
+  partition whose leader or epoch changed, it asks the leader where their logs agree (OffsetForLeaderEpoch v3,
+  KIP-101) and truncates what diverged. Fetched batches are validated, appended with the leader's offsets and epochs,
+  and (under durability=fsync) fsynced before the next fetch reports them: the leader counts a follower's fetch offset
+  as data on its disk. Errors back off and retry; a fetcher stops when this shard follows nothing of that leader.
 - The ISR loop: every ``ISR_CHECK_INTERVAL_S`` each partition this shard leads compares its ISR with what its
   followers' fetches show (``Partition.wanted_isr``; fenced brokers never join) and proposes AlterPartition when it
   differs (one at a time per partition; one the controller refused waits ``ISR_RETRY_AFTER_REFUSAL_MS``).

@@ -1,15 +1,16 @@
 """Inter-broker traffic over the inter-broker listener's security protocol (issue 18), on real multi-node clusters.
 
 - Three nodes whose inter-broker listener (INTERNAL) and client listener (CLIENT) are both SASL_SSL with
-  SCRAM-SHA-512: replica fetchers, the controller's liveness probes and the admin API's requests to brokers log in
-  as the configured inter-broker user over TLS, with ACLs enforced. A replication-factor-3 topic gets a full ISR (replication works over
-  the secured listener); confluent-kafka produces with acks=all over SASL_SSL; the partition leader's node is
-  SIGKILLed (fenced by the probe, leadership moves), more is produced, and every acknowledged message is read back;
-  the killed node comes back and rejoins the ISR. No password is in any node's log.
+  SCRAM-SHA-512: replica fetchers, the controller's liveness probes and the admin API's requests to brokers log in as
+  the configured inter-broker user over TLS, with ACLs enforced. A replication-factor-3 topic gets a full ISR
+  (replication works over the secured listener); confluent-kafka produces with acks=all over SASL_SSL; the partition
+  leader's node is SIGKILLed (fenced by the probe, leadership moves), more is produced, and every acknowledged message
+  is read back; the killed node comes back and rejoins the ISR. No password is in any node's log.
 - Two nodes whose inter-broker listener is SSL with client certificates required (mTLS): the brokers present
   their certificates to each other, and replication fills the ISR.
 - A node configured with the wrong inter-broker password: the brokers cannot log in to each other, replication
   does not happen (the ISR stays at the leader) and the logs say why, without the password.
+- Two nodes with SASL_PLAINTEXT and PLAIN between them and short SASL sessions: brokers log in again in time (KIP-368).
 
 Certificates are made by the test (``tests/certs.py``), with SANs 127.0.0.1 and localhost, and hostnames are
 verified. No test asserts speed: each waits, with generous bounds, for the condition it checks.
