@@ -78,8 +78,9 @@ SSL_PREFIX = "ssl_"
 ADMIN_SSL_PREFIX = "admin_ssl_"
 
 
-def _setting(default: Any, doc: str, lo: int | None = None, hi: int | None = None) -> Any:
-    return field(default=default, metadata={"doc": doc, "min": lo, "max": hi})
+def _setting(default: Any, doc: str, lo: int | None = None, hi: int | None = None, *, secret: bool = False) -> Any:
+    """One setting; a ``secret`` one is left out of the config's repr (a traceback or a log line never shows it)."""
+    return field(default=default, repr=not secret, metadata={"doc": doc, "min": lo, "max": hi})
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ class BrokerConfig:
         "SCRAM-SHA-512", "SASL inter-broker listener: the mechanism brokers log in to each other with"
     )
     inter_broker_sasl_username: str = _setting("", "SASL inter-broker listener: the user brokers log in as")
-    inter_broker_sasl_password: str = _setting("", "SASL inter-broker listener: that user's password")
+    inter_broker_sasl_password: str = _setting("", "SASL inter-broker listener: that user's password", secret=True)
     inter_broker_ssl_check_hostname: bool = _setting(
         True,
         "SSL inter-broker listener: a broker's certificate must name the host it is reached at (Kafka's "

@@ -185,5 +185,7 @@ def test_a_secured_inter_broker_listener_is_accepted_with_what_its_clients_need(
         "ssl_ca_file": "/ca.pem",
         "shards": "1",
     }
-    inter = load_config(flags, environ={}).listener_specs()[0]
+    config = load_config(flags, environ={})
+    inter = config.listener_specs()[0]
     assert (inter.name, inter.protocol.value) == ("INTERNAL", "SASL_SSL")
+    assert "inter_broker_sasl_password" not in repr(config)  # a traceback or a log line never shows it
