@@ -196,8 +196,10 @@ class Shard:
                 self.config.connections_max_reauth_ms,
                 self.config.connection_failed_authentication_delay_ms,
             )
-            if self._inter_broker_user is None and self.config.inter_broker_sasl_username:
-                config = self.config  # PBKDF2 twice, once per process: in a thread, the loop serves the channel
+            config = self.config
+            # The inter-broker login exists only where brokers use it: a SASL inter-broker listener.
+            if self._inter_broker_user is None and config.listener_specs()[0].protocol.sasl:
+                # PBKDF2 twice, once per process: in a thread, the loop serves the controller channel meanwhile.
                 self._inter_broker_user = await asyncio.to_thread(
                     local_user, config.inter_broker_sasl_username, config.inter_broker_sasl_password
                 )
