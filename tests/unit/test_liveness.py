@@ -4,13 +4,21 @@ timeouts and closed connections never do. And the probe shell against real loopb
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+from pathlib import Path
+
+import pytest
 
 from controller.commands import Command, FenceBroker, RegisterBroker
 from controller.image import MetadataImage
 from controller.liveness import BrokerProbes, ProbeOutcome, ProbeTarget
 from controller.state_machine import apply
+from rafka_shards.config import SecurityProtocol
 from rafka_shards.controller_node.broker_probe import probe_broker
+from rafka_shards.security.client_security import ClientSecurity, ClientTls
+from rafka_shards.security.tls import TlsSettings, client_context, server_context
+from tests.certs import make_pki
 
 
 def _image(*commands: Command) -> MetadataImage:
@@ -120,3 +128,39 @@ def test_the_probe_shell_reports_a_timeout_when_a_listener_never_answers() -> No
         return seen
 
     assert asyncio.run(run()) == [ProbeOutcome.TIMED_OUT]
+
+
+def test_a_refused_certificate_is_no_proof_of_death_and_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TLS listener whose certificate the probe's CA did not sign: reported as timed out (the session decides),
+    never refused, and logged once while it lasts, not at every probe."""
+    pki = make_pki(tmp_path)
+    server = server_context(TlsSettings(cert_file=pki.server.cert_file, key_file=pki.server.key_file))
+    foreign = ClientSecurity(SecurityProtocol.SSL, ClientTls.fixed(client_context(pki.other_ca.cert_file)))
+
+    async def run() -> list[ProbeOutcome]:
+        srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0, ssl=server)
+        target = ProbeTarget(0, "i", "127.0.0.1", srv.sockets[0].getsockname()[1])
+        seen: list[ProbeOutcome] = []
+
+        def report(_t: ProbeTarget, outcome: ProbeOutcome) -> None:
+            seen.append(outcome)
+
+        task = asyncio.get_running_loop().create_task(probe_broker(target, 20, 2000, report, foreign))
+        try:
+            for _ in range(500):  # bounded: a few probes are enough
+                if len(seen) >= 3:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            srv.close()
+        return seen
+
+    with caplog.at_level(logging.WARNING, logger="rafka_shards.controller_node.broker_probe"):
+        seen = asyncio.run(run())
+    assert len(seen) >= 3 and set(seen) == {ProbeOutcome.TIMED_OUT}
+    warnings = [r.getMessage() for r in caplog.records if "certificate verify failed" in r.getMessage()]
+    assert len(warnings) == 1, warnings
