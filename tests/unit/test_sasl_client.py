@@ -16,6 +16,7 @@ from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
 from kio.schema.sasl_handshake.v1.response import SaslHandshakeResponse
 from kio.static.primitive import i64Timedelta
 
+from rafka_shards.cli import main
 from rafka_shards.config import SecurityProtocol, load_config
 from rafka_shards.security.client_security import PLAINTEXT, ClientSecurity, inter_broker_security
 from rafka_shards.security.sasl import SaslError, ScramCredential, ScramMechanism, make_credential
@@ -257,3 +258,13 @@ def test_the_client_tls_context_is_rebuilt_when_its_files_change(tmp_path: Path)
     ca.write_bytes(b"not a certificate")
     assert tls.context(2 * tls.check_interval_ms) is second
     assert tls.reload_error is not None and "ssl_ca_file" in tls.reload_error
+
+
+def test_a_start_with_an_unusable_inter_broker_tls_file_stops_with_the_setting_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = make_pki(tmp_path)
+    args = ["serve", "--shards", "1", "--listeners", "SSL://127.0.0.1:9092", "--data-dir", str(tmp_path / "d")]
+    args += ["--ssl-cert-file", str(pki.server.cert_file), "--ssl-key-file", str(pki.server.key_file)]
+    assert main([*args, "--ssl-ca-file", str(tmp_path / "missing.pem")]) == 2
+    assert "ssl_ca_file" in capsys.readouterr().err
