@@ -18,6 +18,7 @@ verified. No test asserts speed: each waits, with generous bounds, for the condi
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -27,10 +28,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from kio.schema.api_versions.v0.request import ApiVersionsRequest
 
 from tests.certs import Pki, make_pki
 from tests.conftest import free_port_range, stop_all
-from tests.integration.helpers import admin_call
+from tests.integration.helpers import admin_call, kafka_request
 from tests.integration.test_cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -177,6 +179,15 @@ def test_a_sasl_ssl_cluster_replicates_over_its_inter_broker_listener_and_loses_
     body = {"username": CLIENT_USER, "password": CLIENT_PASSWORD, "algorithm": "SCRAM-SHA-512"}
     status, answer = admin_call(cluster.nodes[cluster.leader()].admin, "POST", "/v1/security/users", body)
     assert status == 201, answer
+    # The inter-broker listener is TLS: a plaintext Kafka request there gets no Kafka answer (a TLS alert, or closed).
+    with socket.create_connection(("127.0.0.1", cluster.nodes[1].port), timeout=10) as sock:
+        sock.sendall(kafka_request(18, 0, ApiVersionsRequest()))
+        try:
+            answer_bytes = sock.recv(64)
+        except ConnectionResetError:
+            answer_bytes = b""
+    assert not answer_bytes or answer_bytes[0] == 0x15, answer_bytes  # 0x15: a TLS alert record
+
     _create_topic(cluster, topic_name, 3, {"min.insync.replicas": "2"})
     # The ISR fills only if both followers fetched from the leader: over SASL_SSL, logged in as the inter-broker user.
     _wait("a full ISR", lambda: len(_partitions(cluster, topic_name)[0]["isr"]) == 3)
