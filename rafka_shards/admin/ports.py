@@ -22,8 +22,8 @@ from controller.topics import TopicProposal
 from rafka_shards.config import ADMIN_SSL_PREFIX, BrokerConfig, ConfigError
 from rafka_shards.ipc.channel import Stats
 from rafka_shards.security.admin_auth import AdminPolicy, BootstrapUser, parse_bootstrap_user, read_tokens_file
-from rafka_shards.security.tls import TlsSettings, parse_tls_settings
 from rafka_shards.security.client_security import PLAINTEXT, ClientSecurity
+from rafka_shards.security.tls import TlsSettings, parse_tls_settings
 
 
 class MetadataReader(Protocol):
