@@ -127,7 +127,7 @@ class BrokerConfig:
     )
     ssl_cert_file: str = _setting("", "SSL listeners: PEM certificate chain the shards present")
     ssl_key_file: str = _setting("", "SSL listeners: PEM private key (default: in ssl_cert_file)")
-    ssl_key_password: str = _setting("", "SSL listeners: password of an encrypted ssl_key_file")
+    ssl_key_password: str = _setting("", "SSL listeners: password of an encrypted ssl_key_file", secret=True)
     ssl_ca_file: str = _setting("", "SSL listeners: PEM CA certificates client certificates must chain to")
     ssl_client_auth: str = _setting("none", "SSL listeners: client certificates: none, requested or required")
     ssl_ciphers: str = _setting("", "SSL listeners: OpenSSL cipher list for TLS 1.2 (default: Python's)")
@@ -193,7 +193,9 @@ class BrokerConfig:
     )
     admin_ssl_cert_file: str = _setting("", "admin API over HTTPS: PEM certificate chain ('' plain HTTP)")
     admin_ssl_key_file: str = _setting("", "admin API over HTTPS: PEM private key (default: in admin_ssl_cert_file)")
-    admin_ssl_key_password: str = _setting("", "admin API over HTTPS: password of an encrypted admin_ssl_key_file")
+    admin_ssl_key_password: str = _setting(
+        "", "admin API over HTTPS: password of an encrypted admin_ssl_key_file", secret=True
+    )
     admin_ssl_ca_file: str = _setting("", "admin API over HTTPS: CA certificates client certificates must chain to")
     admin_ssl_client_auth: str = _setting(
         "none", "admin API over HTTPS: client certificates: none, requested or required"
@@ -225,7 +227,9 @@ class BrokerConfig:
     )
     controller_listen: str = _setting("", "HOST:PORT for Raft traffic from other nodes (default: its voter entry)")
     controller_peers: str = _setting("", "ID@HOST:PORT,... of nodes that are not first voters (learners added later)")
-    controller_secret: str = _setting("", "shared secret: every controller-to-controller frame carries its HMAC")
+    controller_secret: str = _setting(
+        "", "shared secret: every controller-to-controller frame carries its HMAC", secret=True
+    )
     cluster_id: str = _setting("", "cluster id for a new quorum (default: random for one node, derived from voters)")
     raft_election_timeout_ms: int = _setting(1000, "Raft election timeout (randomized up to twice this)", 50, 60_000)
     raft_heartbeat_interval_ms: int = _setting(100, "Raft heartbeat interval", 10, 10_000)

@@ -60,6 +60,7 @@ from rafka_shards.ipc.process_link import (
     ShardReady,
     ShardState,
 )
+from rafka_shards.security.client_security import inter_broker_security
 from rafka_shards.storage.partition_dirs import remove_stray_partition_dirs
 
 log = logging.getLogger(__name__)
@@ -282,7 +283,8 @@ async def _serve(
 
         def audit_topic() -> RemoteAuditTopic:
             create = lambda: create_audit_topic(server.propose_topic, lambda: raft.image)  # noqa: E731
-            return RemoteAuditTopic(lambda: raft.image, create, PROCESS_NAME.encode(), wall_clock_ms)
+            security = inter_broker_security(config)  # the brokers' inter-broker listener, as the probes
+            return RemoteAuditTopic(lambda: raft.image, create, PROCESS_NAME.encode(), wall_clock_ms, security=security)
 
         # This process's audit log: the admin API's requests and the active controller's own changes.
         audit_log = open_audit_log(config, PROCESS_NAME, wall_clock_ms, audit_topic)

@@ -60,6 +60,7 @@ from rafka_shards.security.audit import (
     AuditSink,
     audit_topic_request,
 )
+from rafka_shards.security.client_security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -351,8 +352,8 @@ class RemoteAuditTopic:
     """Appends to ``_rafka.audit_log`` by producing to its partition's leader over the inter-broker listener (the
     address every broker registers), acks=all, one record batch per call. ``image`` is this process's current
     metadata; ``create`` creates the topic when it does not exist yet (a ``TopicProposal``; TOPIC_ALREADY_EXISTS is
-    success). One connection, kept while the leader stays the same; ``connect`` makes it (default: plaintext, which
-    a secured inter-broker listener refuses: give it the inter-broker client's TLS and SASL there)."""
+    success). One connection, kept while the leader stays the same; ``connect`` makes it (default: with ``security``,
+    the inter-broker client's TLS and SASL login, ``security.client_security.inter_broker_security``)."""
 
     def __init__(
         self,
@@ -362,6 +363,7 @@ class RemoteAuditTopic:
         now_ms: Callable[[], int],
         client_id: str = "rafka-audit",
         connect: Callable[[str, int], Awaitable[KafkaClient]] | None = None,
+        security: ClientSecurity = PLAINTEXT,
     ) -> None:
         self._image = image
         self._create = create
@@ -369,7 +371,7 @@ class RemoteAuditTopic:
         self._now_ms = now_ms
         self._connect = connect or (
             lambda host, port: KafkaClient.connect(
-                host, port, client_id=client_id, response_bytes_max=TOPIC_RESPONSE_BYTES_MAX
+                host, port, client_id=client_id, response_bytes_max=TOPIC_RESPONSE_BYTES_MAX, security=security
             )
         )
         self._client: KafkaClient | None = None

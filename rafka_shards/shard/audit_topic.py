@@ -24,7 +24,8 @@ class ShardAuditTopic(RemoteAuditTopic):
         self, manager: PartitionManager, key: bytes, now_ms: Callable[[], int], ready: Callable[[], bool]
     ) -> None:
         client_id = f"rafka-audit-{key.decode()}"
-        super().__init__(lambda: manager.image, self._create_topic, key, now_ms, client_id=client_id)
+        security = manager.replication.security  # the leader's inter-broker listener, as the replica fetchers
+        super().__init__(lambda: manager.image, self._create_topic, key, now_ms, client_id=client_id, security=security)
         self._manager = manager
         self._ready = ready  # the shard serves (registered, caught up): before that, lines wait
 
