@@ -168,11 +168,12 @@ def test_kafka_python_produces_and_consumes(
     assert got == [b"k0", b"k1", b"k2"]
 
 
-def test_aiokafka_produces_and_consumes_with_scram_over_tls(
-    node: tuple[Broker, dict[str, int]], pki: Pki, topic_name: str
+@pytest.mark.parametrize(("user", "mechanism"), [("alice", "SCRAM-SHA-512"), ("bob", "PLAIN")])
+def test_aiokafka_produces_and_consumes_over_tls(
+    node: tuple[Broker, dict[str, int]], pki: Pki, topic_name: str, user: str, mechanism: str
 ) -> None:
     b, ports = node
-    _wait_for_users(_conf(ports, pki, "SASLSSL", "alice", "SCRAM-SHA-512"))
+    _wait_for_users(_conf(ports, pki, "SASLSSL", user, mechanism))
     _create_topic(b, topic_name)
 
     async def run() -> list[bytes]:
@@ -180,9 +181,9 @@ def test_aiokafka_produces_and_consumes_with_scram_over_tls(
             "bootstrap_servers": f"127.0.0.1:{ports['SASLSSL']}",
             "security_protocol": "SASL_SSL",
             "ssl_context": create_ssl_context(cafile=str(pki.ca.cert_file)),
-            "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_plain_username": "alice",
-            "sasl_plain_password": USERS["alice"][0],
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": user,
+            "sasl_plain_password": USERS[user][0],
         }
         producer = AIOKafkaProducer(acks="all", **common)
         await producer.start()
