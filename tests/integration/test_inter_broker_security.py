@@ -18,6 +18,7 @@ verified. No test asserts speed: each waits, with generous bounds, for the condi
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -166,7 +167,10 @@ def sasl_ssl_cluster(tmp_path: Path, pki: Pki) -> Iterator[tuple[Cluster, dict[i
     c = Cluster(tmp_path, size=3, spare=0)
     # Authorization on: replica fetches and the admin API's requests pass as the inter-broker user, nobody else's.
     acl = ["--authorization-enabled", "true", "--super-users", f"User:{CLIENT_USER}"]
-    ports = _secure(c, pki, "SASL_SSL", [*_sasl_login(), *acl])
+    # The audit topic too: brokers not leading it and the controller processes produce to it over the secured
+    # inter-broker listener.
+    audit = ["--audit-enabled", "true", "--audit-log-to-topic", "true"]
+    ports = _secure(c, pki, "SASL_SSL", [*_sasl_login(), *acl, *audit])
     c.start()
     yield c, ports
     stop_all(c.nodes.values())
@@ -234,6 +238,21 @@ def test_a_sasl_ssl_cluster_replicates_over_its_inter_broker_listener_and_loses_
     logs = _logs(cluster)
     for secret in (INTER_PASSWORD, CLIENT_PASSWORD):
         assert secret not in logs
+
+    # The audit topic holds lines of several processes: those that produce to its leader log in to the inter-broker
+    # listener like the replica fetchers.
+    processes: set[str] = set()
+    reader = Consumer({**_client_conf(pki, client_ports, list(cluster.nodes)), "group.id": f"audit-{uuid.uuid4().hex}"})
+    reader.assign([TopicPartition("_rafka.audit_log", 0, 0)])
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while not ("controller" in processes and len(processes) >= 3) and time.monotonic() < deadline:
+            m = reader.poll(0.5)
+            if m is not None and m.error() is None and m.value():
+                processes.add(json.loads(m.value())["process"])
+    finally:
+        reader.close()
+    assert "controller" in processes and len(processes) >= 3, processes
 
 
 def test_mtls_between_brokers_replicates(tmp_path: Path, pki: Pki, topic_name: str) -> None:
