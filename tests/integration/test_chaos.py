@@ -110,3 +110,7 @@ def test_sigterm_stops_every_node_and_client(tmp_path: Path) -> None:
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output[-3000:]
     assert not wait_gone([*started, *nodes], timeout_s=30)
+    # Nothing that works on the run's directory is left either: a group member's incarnations (subprocesses of the
+    # member's process, started after the snapshot above) included.
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert not wait_gone(left, timeout_s=30), [" ".join(p.info["cmdline"])[:200] for p in left]
