@@ -28,6 +28,30 @@ from bench.chaos.cluster import wait_gone  # one definition: the verifier's, whi
 settings.register_profile("rafka", deadline=None)
 settings.load_profile("rafka")
 
+# The order of the run. ops/test.sh runs pytest-xdist with --dist worksteal: each worker starts on its half of the
+# collection and an idle one takes half of what another has not started. The modules whose tests take longest (25 s
+# and more each in CI: a base image and container cluster, chaos seeds, tiny benchmark runs, a 4-node rebalance, a pod)
+# go first, longest first, so that none of them starts near the end with the other worker idle beside it; the many
+# short unit tests come last and even out the finish. Within a module the order is kept.
+SLOW_FIRST = (
+    "tests/ops/test_container.py",
+    "tests/integration/test_chaos.py",
+    "tests/integration/test_bench.py",
+    "tests/integration/test_balancer.py",
+    "tests/ops/test_k8s.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("container") is not None:
+            return 0
+        path = item.nodeid.split("::", 1)[0]
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: everything else keeps pytest's order
+
+
 START_TIMEOUT_S = 90.0  # generous: a busy 2-core machine starts four shards slowly
 STOP_TIMEOUT_S = 30.0
 
