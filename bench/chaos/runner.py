@@ -200,8 +200,7 @@ def _run(seed: int, opts: Options, out: Path, plan: Plan, cluster: Cluster, grou
     assignment = _assignment(cluster)
     if not assignment:
         notes.append("the replica assignment could not be read: replicas were not compared on disk")
-    for node in cluster.nodes.values():
-        node.stop()
+    cluster.stop_all()
     on_disk = replicas.read_replicas(
         {_replica_name(n.spec.node_id): n.spec.data_dir for n in cluster.nodes.values()}, TOPIC, assignment
     )
