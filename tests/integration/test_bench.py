@@ -50,7 +50,11 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-@pytest.mark.parametrize("name", workload.available())
+# Run by test_throughput_and_latency_over_sasl_ssl_against_plaintext_in_one_run, with the same checks on their rows.
+IN_THE_LISTENER_TEST = ("throughput-1kb", "latency-10k")
+
+
+@pytest.mark.parametrize("name", [n for n in workload.available() if n not in IN_THE_LISTENER_TEST])
 def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     w = workload.load(name)
@@ -72,27 +76,41 @@ def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name:
         return
     assert len(rows) == len(w.steps()) * (2 if w.kind == "compaction" else 1)
     for row in rows:
-        assert row["broker"] == "rafka" and row["workload"] == name and row["git_commit"]
-        assert row["errors"] == "0", row["note"]
-        assert int(row["messages_acked"]) > 0 and float(row["achieved_msgs_s"]) > 0
-        assert float(row["broker_cpu_s"]) > 0 and float(row["broker_peak_rss_mb"]) > 0
-        assert float(row["client_cpu_s"]) > 0
-        produce = [float(row[f"produce_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
-        assert produce == sorted(produce) and produce[0] > 0
+        assert row["broker"] == "rafka" and row["workload"] == name and row["listener"] == "PLAINTEXT"
+        _check_measured_row(row)
         if w.kind == "recovery":
             assert float(row["recovery_s"]) > 0 and "all readable after SIGKILL" in row["note"]
-            continue
-        if w.kind == "compaction":
+        elif w.kind == "compaction":
             _check_compaction_row(row)
-            continue
-        assert row["messages_consumed"] == row["messages_acked"]
-        e2e = [float(row[f"e2e_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
-        assert e2e == sorted(e2e) and e2e[0] > 0
-        if row["target_rate"] != "0":
-            assert float(row["target_attainment_pct"]) > 0
+        else:
+            _check_stream_row(row)
+    _check_plots(out, name, rows)
+
+
+def _check_measured_row(row: dict[str, str]) -> None:
+    """What every measured row of a Kafka broker has: acknowledgements, resources, ordered ack percentiles."""
+    assert row["git_commit"] and row["errors"] == "0", row["note"]
+    assert int(row["messages_acked"]) > 0 and float(row["achieved_msgs_s"]) > 0
+    assert float(row["broker_cpu_s"]) > 0 and float(row["broker_peak_rss_mb"]) > 0
+    assert float(row["client_cpu_s"]) > 0
+    produce = [float(row[f"produce_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
+    assert produce == sorted(produce) and produce[0] > 0
+
+
+def _check_stream_row(row: dict[str, str]) -> None:
+    """A stream step: everything acknowledged was read back, with ordered end-to-end percentiles."""
+    assert row["messages_consumed"] == row["messages_acked"]
+    e2e = [float(row[f"e2e_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
+    assert e2e == sorted(e2e) and e2e[0] > 0
+    if row["target_rate"] != "0":
+        assert float(row["target_attainment_pct"]) > 0
+
+
+def _check_plots(out: Path, name: str, rows: list[dict[str, str]]) -> None:
     plots = sorted(out.glob("*.png"))
     assert plots and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
-    if any(r["target_rate"] != "0" for r in rows):
+    assert (out / f"{name}-throughput.png") in plots
+    if any(r["target_rate"] != "0" for r in rows if r["workload"] == name):
         assert (out / f"{name}-latency.png") in plots
 
 
@@ -286,3 +304,35 @@ def test_a_failed_step_still_gets_its_row_summary_and_plots(tmp_path: Path) -> N
     assert [r["note"] for r in _rows(tmp_path)] == ["", "refused"]
     assert "| rafka | failed |" in report.summary(rows, [], "test")
     assert [p.name for p in report.plots(rows, tmp_path)] == ["w-throughput.png", "w-latency.png"]
+
+
+def test_throughput_and_latency_over_sasl_ssl_against_plaintext_in_one_run(tmp_path: Path) -> None:
+    """Issue 18's comparison at a tiny size: both workloads in one run, each against rafka_shards' PLAINTEXT listener
+    and against a SASL_SSL one (SCRAM-SHA-512, a certificate made for the run); the CSV says which listener each row
+    measured, and the run prints and writes the secured / plaintext ratios. No assertion is about speed."""
+    out = tmp_path / "out"
+    args = ["--brokers", "rafka,rafka-sasl-ssl", "--out", str(out), *TINY]
+    result = _bench("run", "throughput-1kb", "latency-10k", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _rows(out)
+    measured = [(r["workload"], r["broker"], r["listener"]) for r in rows]
+    assert measured == [
+        ("throughput-1kb", "rafka", "PLAINTEXT"),
+        ("throughput-1kb", "rafka-sasl-ssl", "SASL_SSL"),
+        ("latency-10k", "rafka", "PLAINTEXT"),
+        ("latency-10k", "rafka-sasl-ssl", "SASL_SSL"),
+    ]
+    for row in rows:
+        _check_measured_row(row)
+        _check_stream_row(row)
+        assert float(row["achieved_mb_s"]) > 0
+    _check_plots(out, "throughput-1kb", rows)
+    _check_plots(out, "latency-10k", rows)
+    assert "secured listener against PLAINTEXT" in result.stdout
+    for workload_name in ("throughput-1kb", "latency-10k"):
+        line = next(x for x in result.stdout.splitlines() if x.startswith(f"| {workload_name} |") and "acked MB/s" in x)
+        assert float(line.rstrip(" |").rsplit("|", 1)[1]) > 0  # the ratio, whatever it is
+    summary = (out / "summary.md").read_text()
+    assert "## Secured listener against PLAINTEXT (rafka_shards)" in summary
+    assert "password" not in result.stdout + result.stderr + summary  # the run's SCRAM password stays in the run
+    assert not list(out.glob("**/*.key"))  # keys only in the run's temporary directory, removed with it
