@@ -137,8 +137,9 @@ def listener_comparison(rows: list[dict[str, Any]]) -> list[str]:
                 if math.isnan(plain) or math.isnan(secured):
                     continue
                 ratio = f"{secured / plain:.2f}" if plain else ""
+                shown = (round(plain), round(secured)) if key.endswith("_us") else (plain, secured)  # whole µs
                 lines.append(
-                    f"| {workload} | {step} | {listener} | {title} | {_fmt(plain)} | {_fmt(secured)} | {ratio} |"
+                    f"| {workload} | {step} | {listener} | {title} | {_fmt(shown[0])} | {_fmt(shown[1])} | {ratio} |"
                 )
     return lines
 

@@ -336,3 +336,26 @@ def test_throughput_and_latency_over_sasl_ssl_against_plaintext_in_one_run(tmp_p
     assert "## Secured listener against PLAINTEXT (rafka_shards)" in summary
     assert "password" not in result.stdout + result.stderr + summary  # the run's SCRAM password stays in the run
     assert not list(out.glob("**/*.key"))  # keys only in the run's temporary directory, removed with it
+
+
+def test_the_listener_comparison_sets_each_secured_step_against_its_plaintext_one() -> None:
+    """Ratios secured / PLAINTEXT per workload and step, latencies in whole µs; rows without a PLAINTEXT twin, of
+    another broker, or that failed are not compared."""
+    from bench import report
+
+    def row(broker: str, listener: str, step: str, errors: int = 0) -> dict[str, object]:
+        return {"broker": broker, "listener": listener, "workload": "w", "step": step, "errors": errors}
+
+    rows = [
+        {**row("rafka", "PLAINTEXT", "a"), "achieved_mb_s": 10.0, "e2e_p99_us": 1000.4},
+        {**row("rafka-sasl-ssl", "SASL_SSL", "a"), "achieved_mb_s": 7.5, "e2e_p99_us": 2000.0},
+        {**row("rafka-sasl-ssl", "SASL_SSL", "b"), "achieved_mb_s": 1.0},  # no PLAINTEXT row for b
+        {**row("tansu", "PLAINTEXT", "a"), "achieved_mb_s": 99.0},
+        {**row("rafka", "PLAINTEXT", "c"), "achieved_mb_s": 5.0},
+        {**row("rafka-sasl-ssl", "SASL_SSL", "c", errors=1), "achieved_mb_s": 0.1},
+    ]
+    assert report.listener_comparison(rows)[2:] == [
+        "| w | a | SASL_SSL | acked MB/s | 10.0 | 7.5 | 0.75 |",
+        "| w | a | SASL_SSL | e2e p99 us | 1,000 | 2,000 | 2.00 |",
+    ]
+    assert report.listener_comparison(rows[3:]) == []
