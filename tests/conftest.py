@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -255,17 +256,22 @@ class Broker:
 def stop_all(nodes: Iterable[Broker]) -> None:
     """Stop every node still running, each one even if an earlier one did not stop cleanly (a node left running
     would load the machine for the tests after it), then fail with every problem found."""
-    problems = []
-    for b in nodes:
-        if not b.alive():
-            continue
+    problems: list[str] = []
+
+    def stop(b: Broker) -> None:
         try:
             code = b.stop()
         except AssertionError as e:
             problems.append(str(e))
-            continue
+            return
         if code != 0:
             problems.append(f"node exited with {code} on SIGTERM:\n{b.log()}")
+
+    # At the same time, as an operator stopping a whole cluster does: one after another, each node's stop waited for
+    # the one before it (about 2-3 s each on this machine).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for done in [pool.submit(stop, b) for b in nodes if b.alive()]:
+            done.result()
     assert not problems, "\n\n".join(problems)
 
 
