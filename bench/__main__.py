@@ -214,8 +214,8 @@ def _run_workload(
         print("bench: no broker could run; nothing measured", file=sys.stderr)
         return rows, skipped, True, False
 
-    steps = w.steps()
     step_runner = runner.StepRunner(w, overrides, work, commit)
+    steps = _distinct_steps(w.steps(), step_runner)
     progress = _progress(len(steps) * len(brokers), args.no_progress)
     try:
         for broker in brokers:
@@ -236,6 +236,19 @@ def _run_workload(
     finally:
         progress.close()
     return rows, skipped, failed, True
+
+
+def _distinct_steps(steps: list[workload.Step], step_runner: runner.StepRunner) -> list[workload.Step]:
+    """The steps that differ once ``--partitions-max`` capped their partition counts (many-partitions' 100, 1,000 and
+    10,000 partitions under a cap of 16 are one step): each is run once, under its first label; a line says so."""
+    seen: dict[tuple[int, int, int], workload.Step] = {}
+    for step in steps:
+        key = (step.shards, step_runner.partitions(step), step.rate)
+        if key in seen:
+            print(f"step {step.label}: the same as {seen[key].label} under --partitions-max; run once", file=sys.stderr)
+            continue
+        seen[key] = step
+    return list(seen.values())
 
 
 def _brokers(w: workload.Workload, names: list[str], skipped: list[str]) -> list[peers.Broker]:
