@@ -1,8 +1,8 @@
-"""``python -m bench run WORKLOAD [--brokers rafka,tansu,nats,redis] [--out DIR]``: the perf harness;
+"""``python -m bench run WORKLOAD... [--brokers rafka,tansu,nats,redis] [--out DIR]``: the perf harness;
 ``python -m bench chaos [--seed N | --seeds 1-20] [--duration-s S] [--faults ...]``: the Jepsen-style verifier
 (``bench/chaos/``).
 
-Runs a workload from ``bench/workloads/`` against each broker in turn (each started fresh on 127.0.0.1 with its
+Runs each workload from ``bench/workloads/`` against each broker in turn (each started fresh on 127.0.0.1 with its
 data in a temporary directory, stopped afterwards) and writes ``results.csv``, ``summary.md`` and PNG plots to the
 output directory. A broker that cannot be installed or started is skipped with a line saying why. Exit codes: 0 when
 every step ran, 1 when nothing could run or a step failed (an unreachable ``--bootstrap`` broker), 2 for bad usage
@@ -46,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run WORKLOAD (a name from bench/workloads/ or a path to a .toml file) against each broker. "
         "Workload fields: " + ", ".join(f.name for f in __import__("dataclasses").fields(workload.Workload)) + ".",
     )
-    run.add_argument("workload", help=f"one of: {', '.join(workload.available())}; or a .toml path")
+    run.add_argument(
+        "workload",
+        nargs="+",
+        help=f"one or more (in turn, into one CSV and summary) of: {', '.join(workload.available())}; or .toml paths",
+    )
     run.add_argument(
         "--brokers",
         default=DEFAULT_BROKERS,
@@ -111,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "chaos":
         return _chaos(args)
     try:
-        w = workload.load(args.workload)
-        overrides = _overrides(args, w)
+        ws = [workload.load(name) for name in args.workload]
+        checked = [_overrides(args, w) for w in ws]  # one set for all, checked against each workload
+        overrides = checked[0]
         names = [b.strip() for b in args.brokers.split(",") if b.strip()]
         unknown = [n for n in names if n not in peers.FACTORIES]
         if unknown:
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rafka-bench-"))
     try:
-        return _run(args, w, overrides, names, out, work)
+        return _run(args, ws, overrides, names, out, work)
     except KeyboardInterrupt:
         print("bench: interrupted; brokers and clients stopped, temporary data removed", file=sys.stderr)
         return 130
@@ -154,20 +159,43 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def _run(
     args: argparse.Namespace,
-    w: workload.Workload,
+    ws: list[workload.Workload],
     overrides: runner.Overrides,
     names: list[str],
     out: Path,
     work: Path,
 ) -> int:
+    """Every workload in turn, each against every broker; one CSV, summary and set of plots for the whole run."""
     commit = runner.git_commit()
     machine = f"{os.cpu_count()} CPUs, {platform.python_version()}, {platform.platform()}, commit {commit}"
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     failed = False
+    for w in ws:
+        w_rows, w_skipped, w_failed, runnable = _run_workload(args, w, overrides, names, work, commit)
+        rows += w_rows
+        skipped += [f"{line} ({w.name})" if len(ws) > 1 else line for line in w_skipped]
+        failed = failed or w_failed
+        if not runnable:
+            return 1
+    return _finish(rows, skipped, machine, out, failed or any(int(r.get("errors") or 0) for r in rows))
+
+
+def _run_workload(
+    args: argparse.Namespace,
+    w: workload.Workload,
+    overrides: runner.Overrides,
+    names: list[str],
+    work: Path,
+    commit: str,
+) -> tuple[list[dict[str, Any]], list[str], bool, bool]:
+    """The rows of ``w`` against each broker, what was skipped, whether a step failed, and whether anything could
+    run at all (False: the run stops with exit 1)."""
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    failed = False
     if w.kind == "limits":
-        rows = list(runner.limits(w, overrides, work, commit))
-        return _finish(rows, skipped, machine, out, failed)
+        return list(runner.limits(w, overrides, work, commit)), skipped, failed, True
 
     brokers = _brokers(w, names, skipped)
     if args.bootstrap and w.kind == "compaction":
@@ -178,16 +206,16 @@ def _run(
             external.start(work)
         except peers.Unavailable as e:
             print(f"bench: {e}", file=sys.stderr)
-            return 1
+            return rows, skipped, True, False
         brokers.append(external)
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
     if not brokers:
         print("bench: no broker could run; nothing measured", file=sys.stderr)
-        return 1
+        return rows, skipped, True, False
 
-    steps = w.steps()
     step_runner = runner.StepRunner(w, overrides, work, commit)
+    steps = _distinct_steps(w.steps(), step_runner)
     progress = _progress(len(steps) * len(brokers), args.no_progress)
     try:
         for broker in brokers:
@@ -207,7 +235,20 @@ def _run(
                 progress.update(1)
     finally:
         progress.close()
-    return _finish(rows, skipped, machine, out, failed or any(int(r.get("errors") or 0) for r in rows))
+    return rows, skipped, failed, True
+
+
+def _distinct_steps(steps: list[workload.Step], step_runner: runner.StepRunner) -> list[workload.Step]:
+    """The steps that differ once ``--partitions-max`` capped their partition counts (many-partitions' 100, 1,000 and
+    10,000 partitions under a cap of 16 are one step): each is run once, under its first label; a line says so."""
+    seen: dict[tuple[int, int, int], workload.Step] = {}
+    for step in steps:
+        key = (step.shards, step_runner.partitions(step), step.rate)
+        if key in seen:
+            print(f"step {step.label}: the same as {seen[key].label} under --partitions-max; run once", file=sys.stderr)
+            continue
+        seen[key] = step
+    return list(seen.values())
 
 
 def _brokers(w: workload.Workload, names: list[str], skipped: list[str]) -> list[peers.Broker]:
@@ -215,7 +256,10 @@ def _brokers(w: workload.Workload, names: list[str], skipped: list[str]) -> list
     brokers: list[peers.Broker] = []
     for name in names:
         broker = peers.make(name)
-        if len(w.shards) > 1 and name != "rafka":
+        if broker.listener not in ("", "PLAINTEXT") and w.kind in ("groups", "compaction"):
+            skipped.append(f"{name}: {w.name} runs its clients on a PLAINTEXT listener only")
+            continue
+        if len(w.shards) > 1 and not isinstance(broker, peers.Rafka):
             skipped.append(f"{name}: {w.name} varies rafka_shards' shard count; it has no equivalent")
             continue
         if w.kind == "recovery" and name == "tansu":
@@ -258,6 +302,10 @@ def _finish(rows: list[dict[str, Any]], skipped: list[str], machine: str, out: P
     report.write_csv(out / "results.csv", rows)
     (out / "summary.md").write_text(report.summary(rows, skipped, machine))
     pictures = report.plots(rows, out)
+    comparison = report.listener_comparison(rows)
+    if comparison:
+        print("rafka_shards, secured listener against PLAINTEXT (ratio: secured / PLAINTEXT):")
+        print("\n".join(comparison))
     print(f"wrote {out / 'results.csv'}, {out / 'summary.md'} and {len(pictures)} plot(s) in {out}")
     return 1 if failed else 0
 

@@ -56,6 +56,7 @@ class Load:
     clients: int = 1
     keys: int = 0  # Kafka: message n of the step gets key n % keys (0: no key)
     send_times: bool = False  # report the send time of every measured message (Report.sent_ns)
+    client_config: tuple[tuple[str, str], ...] = ()  # Kafka: librdkafka's security settings (Broker.client_config)
 
 
 @dataclass
@@ -185,6 +186,7 @@ def _kafka_produce(load: Load) -> Report:
     rec = _Recorder(load)
     producer = Producer(
         {
+            **dict(load.client_config),
             "bootstrap.servers": load.address,
             "acks": load.acks if load.acks != "all" else "-1",
             "linger.ms": load.linger_ms,
@@ -390,6 +392,7 @@ def _kafka_consume(load: Load, expected: Callable[[], int]) -> Report:
     rec = _Recorder(load)
     consumer = Consumer(
         {
+            **dict(load.client_config),
             "bootstrap.servers": load.address,
             "group.id": f"bench-{os.getpid()}",
             "enable.auto.commit": False,

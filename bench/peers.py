@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,12 +19,15 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from bench import tls
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -83,6 +87,10 @@ class Broker:
     version: str = ""
     log_path: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Kafka brokers: the security protocol of the listener the clients use, and what librdkafka needs for it (TLS
+    # trust, SASL credentials) on top of bootstrap.servers; every Kafka client of the run gets ``client_config``.
+    listener: str = ""
+    client_config: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -154,7 +162,11 @@ class Broker:
 class Rafka(Broker):
     def __init__(self) -> None:
         super().__init__(
-            "rafka", "kafka", "fsync before ack (durability=fsync, group commit)", version=_rafka_version()
+            "rafka",
+            "kafka",
+            "fsync before ack (durability=fsync, group commit)",
+            version=_rafka_version(),
+            listener="PLAINTEXT",
         )
         self.admin_port = 0
         self.extra_args: tuple[str, ...] = ()  # more ``serve`` flags for the next start (compaction: the cleaner's)
@@ -200,6 +212,94 @@ class Rafka(Broker):
         raise Unavailable(f"rafka_shards was not ready within {READY_TIMEOUT_S:.0f} s")
 
 
+class RafkaSaslSsl(Rafka):
+    """rafka_shards with its clients on a SASL_SSL listener (issue 18): TLS with a certificate made for the run
+    (``bench/tls.py``), SCRAM-SHA-512 with a user created through the admin API (``POST /v1/security/users``) after
+    each fresh start. Everything else is the ``rafka`` broker's: one node, the same durability, a PLAINTEXT
+    inter-broker listener that no client of the run uses. Run next to ``rafka`` (``--brokers rafka,rafka-sasl-ssl``)
+    it gives the cost of TLS and SASL on the same workload."""
+
+    MECHANISM = "SCRAM-SHA-512"
+    USER = "bench"
+    INTERNAL_PORT_OFFSET = 500  # the inter-broker listener: port + 500 (+ shard); free_ports reserved 1000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "rafka-sasl-ssl"
+        self.listener = "SASL_SSL"
+        self.pki: tls.ServerPki | None = None
+        self.password = secrets.token_urlsafe(24)  # this run's only: the user lives in the run's data directory
+
+    def command(self, shards: int) -> list[str]:
+        assert self.pki is not None
+        internal = self.port + self.INTERNAL_PORT_OFFSET
+        return [
+            *super().command(shards),
+            "--listeners",
+            f"INTERNAL://127.0.0.1:{internal},CLIENT://127.0.0.1:{self.port}",
+            "--listener-security-protocol-map",
+            "INTERNAL:PLAINTEXT,CLIENT:SASL_SSL",
+            "--inter-broker-listener-name",
+            "INTERNAL",
+            "--ssl-cert-file",
+            str(self.pki.cert_file),
+            "--ssl-key-file",
+            str(self.pki.key_file),
+            "--sasl-enabled-mechanisms",
+            self.MECHANISM,
+        ]
+
+    def start(self, data_dir: Path, shards: int = 1, fresh: bool = True) -> None:
+        if self.pki is None:  # once per run, in the run's temporary directory (never a committed key)
+            self.pki = tls.make_server_pki(data_dir.parent / "rafka-sasl-ssl-pki")
+        self.client_config = {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": self.MECHANISM,
+            "sasl.username": self.USER,
+            "sasl.password": self.password,
+            "ssl.ca.location": str(self.pki.ca_file),
+        }
+        super().start(data_dir, shards, fresh)
+        try:
+            self._create_user()
+        except Unavailable:
+            self.stop()
+            raise
+
+    def _create_user(self) -> None:
+        """The SCRAM user the clients log in as (kept across a restart of the same data directory: 409 then), then
+        a bounded wait until a client authenticates with it (the credential reaches the shards' image a moment after
+        the admin API answered)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        body = json.dumps({"username": self.USER, "password": self.password, "algorithm": self.MECHANISM}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.admin_port}/v1/security/users",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_S):
+                pass
+        except urllib.error.HTTPError as e:
+            if e.code != 409:
+                raise Unavailable(f"creating the SCRAM user through the admin API: HTTP {e.code}") from None
+        except OSError as e:
+            raise Unavailable(f"creating the SCRAM user through the admin API: {e}") from None
+        admin = AdminClient({"bootstrap.servers": self.address, **self.client_config})
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                admin.list_topics(timeout=5)
+                return
+            except KafkaException as e:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"no SASL_SSL login within {READY_TIMEOUT_S:.0f} s: {e}") from None
+                time.sleep(0.2)
+
+
 def _rafka_version() -> str:
     from rafka_shards import __version__
 
@@ -210,6 +310,7 @@ class Tansu(Broker):
     def __init__(self) -> None:
         super().__init__("tansu", "kafka", "memory only (memory:// storage engine; nothing on disk)")
         self.binary = ""
+        self.listener = "PLAINTEXT"
 
     def check(self) -> None:
         binary = shutil.which("tansu")
@@ -305,7 +406,9 @@ class External(Broker):
         host, _, port = address.rpartition(":")
         if not port.isdigit():
             raise Unavailable(f"--bootstrap {address!r}: expected HOST:PORT")
-        super().__init__("external", "kafka", "as configured (not started by the harness)", version="unknown")
+        super().__init__(
+            "external", "kafka", "as configured (not started by the harness)", version="unknown", listener="PLAINTEXT"
+        )
         self.host = host or "127.0.0.1"
         self.port = int(port)
 
@@ -336,7 +439,7 @@ def _version_of(cmd: list[str]) -> str:
     return text[0] if text else "unknown"
 
 
-FACTORIES = {"rafka": Rafka, "tansu": Tansu, "nats": Nats, "redis": Redis}
+FACTORIES = {"rafka": Rafka, "rafka-sasl-ssl": RafkaSaslSsl, "tansu": Tansu, "nats": Nats, "redis": Redis}
 
 
 def make(name: str) -> Broker:

@@ -94,7 +94,54 @@ def summary(rows: list[dict[str, Any]], skipped: list[str], machine: str) -> str
             for r in items:
                 lines.append("| " + " | ".join(_fmt(r.get(key)) for key, _ in cols) + " |")
         lines.append("")
+    comparison = listener_comparison(rows)
+    if comparison:
+        lines += ["## Secured listener against PLAINTEXT (rafka_shards)", "", *comparison, ""]
     return "\n".join(lines)
+
+
+# What the listener comparison sets side by side: (column, title).
+LISTENER_MEASURES = [
+    ("achieved_mb_s", "acked MB/s"),
+    ("consumed_mb_s", "consumed MB/s"),
+    ("produce_p50_us", "ack p50 us"),
+    ("produce_p99_us", "ack p99 us"),
+    ("e2e_p50_us", "e2e p50 us"),
+    ("e2e_p99_us", "e2e p99 us"),
+    ("broker_cpu_s", "broker CPU s"),
+]
+BASELINE_LISTENER = "PLAINTEXT"
+
+
+def listener_comparison(rows: list[dict[str, Any]]) -> list[str]:
+    """rafka_shards on a secured listener against PLAINTEXT, step by step, for the steps run on both in this run
+    (``--brokers rafka,rafka-sasl-ssl``): each measure of both and their ratio, secured / plaintext. A Markdown
+    table, empty when there is nothing to compare."""
+    by_step: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if str(r.get("broker", "")).startswith("rafka") and r.get("listener") and not r.get("errors"):
+            by_step[(str(r["workload"]), str(r["step"]))][str(r["listener"])] = r
+    lines: list[str] = []
+    for (workload, step), by_listener in by_step.items():
+        base = by_listener.get(BASELINE_LISTENER)
+        for listener, r in by_listener.items():
+            if base is None or listener == BASELINE_LISTENER:
+                continue
+            if not lines:
+                lines += [
+                    "| workload | step | listener | measure | PLAINTEXT | secured | secured / PLAINTEXT |",
+                    "|---|---|---|---|---|---|---|",
+                ]
+            for key, title in LISTENER_MEASURES:
+                plain, secured = _number(base.get(key)), _number(r.get(key))
+                if math.isnan(plain) or math.isnan(secured):
+                    continue
+                ratio = f"{secured / plain:.2f}" if plain else ""
+                shown = (round(plain), round(secured)) if key.endswith("_us") else (plain, secured)  # whole µs
+                lines.append(
+                    f"| {workload} | {step} | {listener} | {title} | {_fmt(shown[0])} | {_fmt(shown[1])} | {ratio} |"
+                )
+    return lines
 
 
 def _number(value: Any) -> float:

@@ -29,7 +29,7 @@ from typing import Any
 
 from bench import clients
 from bench.clients import Load, Report
-from bench.peers import Broker
+from bench.peers import Broker, Rafka
 from bench.workload import Step, Workload
 
 STARTUP_LEAD_S = 2.0  # client processes are spawned (a fresh interpreter each) before the common start
@@ -45,6 +45,7 @@ COLUMNS = [
     "broker",
     "broker_version",
     "durability",
+    "listener",
     "workload",
     "step",
     "message_size",
@@ -253,7 +254,7 @@ def create_topics(
         from confluent_kafka.admin import AdminClient
         from confluent_kafka.cimpl import NewTopic
 
-        admin = AdminClient({"bootstrap.servers": broker.address})
+        admin = AdminClient({**broker.client_config, "bootstrap.servers": broker.address})
         new = [NewTopic(t, partitions, 1, config=configs or {}) for t in topics]
         for topic, future in admin.create_topics(new).items():
             try:
@@ -314,11 +315,12 @@ class StepRunner:
             "broker": broker.name,
             "broker_version": broker.version,
             "durability": broker.durability,
+            "listener": broker.listener,
             "workload": w.name,
             "step": step.label,
             "message_size": w.message_size,
             "partitions": self.partitions(step),
-            "shards": step.shards if broker.name == "rafka" else "",
+            "shards": step.shards if isinstance(broker, Rafka) else "",
             "producers": w.producers,
             "consumers": w.consumers,
             "acks": w.acks,
@@ -353,6 +355,7 @@ class StepRunner:
                 end + int(deadline_s * 1e9),
                 i,
                 clients_n,
+                client_config=tuple(broker.client_config.items()),
             )
 
         cap_each = max(1, int(self.setting("messages_max")) // w.producers)
@@ -486,7 +489,7 @@ def _count(broker: Broker, topics: tuple[str, ...], partitions: int) -> int:
     if broker.protocol == "kafka":
         from confluent_kafka import Consumer, TopicPartition
 
-        c = Consumer({"bootstrap.servers": broker.address, "group.id": "bench-recovery"})
+        c = Consumer({**broker.client_config, "bootstrap.servers": broker.address, "group.id": "bench-recovery"})
         try:
             return sum(
                 c.get_watermark_offsets(TopicPartition(t, p), timeout=2)[1] for t in topics for p in range(partitions)

@@ -62,4 +62,4 @@ lint-imports
 echo "==> hadolint Dockerfile"
 hadolint Dockerfile
 echo "==> pytest"
-python -m pytest -n auto "$@"
+python -m pytest -n auto --dist worksteal "$@"

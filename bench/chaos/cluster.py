@@ -11,6 +11,7 @@ controller process and every shard at the same instant. A node's command can be 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -299,6 +300,13 @@ class Cluster:
         if self.net is not None:
             self.net.close()
             self.net = None
+
+    def stop_all(self) -> None:
+        """Stop every node (``Node.stop``) at the same time: each is a clean shutdown of its own, and three in a row
+        took three times as long for nothing."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            for done in [pool.submit(node.stop) for node in self.nodes.values()]:
+                done.result()
 
     def kill_all(self) -> None:
         for node in self.nodes.values():

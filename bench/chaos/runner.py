@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import peers
 from bench.chaos import checker, clients, faults, group_check, group_clients, lazyfs, netns, replicas, report
 from bench.chaos.cluster import Cluster, ClusterError, ports_needed, specs, wait_for
@@ -87,7 +89,7 @@ class _Clients:
         for proc in self.procs:
             proc.join(max(0.0, deadline_s - time.monotonic()))
             if proc.is_alive():
-                proc.kill()
+                _kill_tree(proc.pid)
                 proc.join(5)
                 notes.append(f"{proc.name} did not finish in time and was killed (its history may be cut short)")
             elif proc.exitcode:
@@ -97,8 +99,23 @@ class _Clients:
     def kill(self) -> None:
         for proc in self.procs:
             if proc.is_alive():
-                proc.kill()
+                _kill_tree(proc.pid)
             proc.join(5)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a client process and every process it started: a group member runs each incarnation as a subprocess
+    (``group_clients.member_main``), which would outlive its killed parent, keep writing to a cluster that is being
+    torn down and hold the run's stdout open. Stopped first, the parent cannot start another child meanwhile."""
+    try:
+        root = psutil.Process(pid)
+        root.suspend()
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
 
 
 def _log(text: str) -> None:
@@ -183,8 +200,7 @@ def _run(seed: int, opts: Options, out: Path, plan: Plan, cluster: Cluster, grou
     assignment = _assignment(cluster)
     if not assignment:
         notes.append("the replica assignment could not be read: replicas were not compared on disk")
-    for node in cluster.nodes.values():
-        node.stop()
+    cluster.stop_all()
     on_disk = replicas.read_replicas(
         {_replica_name(n.spec.node_id): n.spec.data_dir for n in cluster.nodes.values()}, TOPIC, assignment
     )

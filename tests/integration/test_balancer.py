@@ -34,6 +34,10 @@ def cluster4(tmp_path: Path) -> Iterator[Cluster]:
         b.extra_args += ["--node-unavailable-timeout-ms", str(NODE_UNAVAILABLE_TIMEOUT_MS)]
         b.extra_args += ["--partition-balancer-tick-ms", "300", "--partition-balancer-moves-max", "4"]
         b.extra_args += ["--reassignment-max-bytes-per-second", str(256 * 1024)]  # the throttled path, for real
+        # The teardown stops the four voters one after another: once two are down the other two have no quorum, and
+        # each would spend the whole controlled-shutdown bound (10 s by default) failing to propose its maintenance.
+        # This test SIGKILLs its victim and never drains a node (test_rolling_restart does): a short bound suffices.
+        b.extra_args += ["--controlled-shutdown-timeout-ms", "2000"]
     try:
         c.start()
         yield c

@@ -20,6 +20,7 @@ from bench.runner import COLUMNS, percentiles
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+PARTITIONS_MAX = 16
 TINY = [
     "--duration-s",
     "3",  # long enough for a first acknowledgement on a busy 2-core machine (1.5 s sometimes saw none)
@@ -28,7 +29,7 @@ TINY = [
     "--messages-max",
     "4000",
     "--partitions-max",
-    "16",
+    str(PARTITIONS_MAX),
     "--data-mb",
     "2",
     "--keys",
@@ -50,13 +51,22 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-@pytest.mark.parametrize("name", workload.available())
+# Run by test_throughput_and_latency_over_sasl_ssl_against_plaintext_in_one_run, with the same checks on their rows.
+IN_THE_LISTENER_TEST = ("throughput-1kb", "latency-10k")
+
+
+@pytest.mark.parametrize("name", [n for n in workload.available() if n not in IN_THE_LISTENER_TEST])
 def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = _bench("run", name, "--brokers", "rafka", "--out", str(out), *TINY)
+    w = workload.load(name)
+    # A workload of several shard counts runs rafka_shards only: a peer named with it is skipped with the reason.
+    brokers = "rafka,redis" if len(w.shards) > 1 else "rafka"
+    result = _bench("run", name, "--brokers", brokers, "--out", str(out), *TINY)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = _rows(out)
-    w = workload.load(name)
+    if len(w.shards) > 1:
+        assert [r["shards"] for r in rows] == [str(n) for n in w.shards]
+        assert f"skipped redis: {name} varies rafka_shards' shard count" in result.stderr
     assert (out / "summary.md").read_text().startswith("# Benchmark run")
     if w.kind == "limits":
         assert [r["broker"] for r in rows] == ["machine"] * 3
@@ -65,29 +75,45 @@ def test_a_tiny_run_of_every_workload_writes_sane_rows_a_summary_and_plots(name:
     if w.kind == "groups":
         _check_groups_rows(rows)
         return
-    assert len(rows) == len(w.steps()) * (2 if w.kind == "compaction" else 1)
+    # Steps the partition cap makes identical run once (many-partitions: 1 and 16 partitions).
+    distinct = {(s.shards, min(s.partitions, PARTITIONS_MAX), s.rate) for s in w.steps()}
+    assert len(rows) == len(distinct) * (2 if w.kind == "compaction" else 1)
     for row in rows:
-        assert row["broker"] == "rafka" and row["workload"] == name and row["git_commit"]
-        assert row["errors"] == "0", row["note"]
-        assert int(row["messages_acked"]) > 0 and float(row["achieved_msgs_s"]) > 0
-        assert float(row["broker_cpu_s"]) > 0 and float(row["broker_peak_rss_mb"]) > 0
-        assert float(row["client_cpu_s"]) > 0
-        produce = [float(row[f"produce_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
-        assert produce == sorted(produce) and produce[0] > 0
+        assert row["broker"] == "rafka" and row["workload"] == name and row["listener"] == "PLAINTEXT"
+        _check_measured_row(row)
         if w.kind == "recovery":
             assert float(row["recovery_s"]) > 0 and "all readable after SIGKILL" in row["note"]
-            continue
-        if w.kind == "compaction":
+        elif w.kind == "compaction":
             _check_compaction_row(row)
-            continue
-        assert row["messages_consumed"] == row["messages_acked"]
-        e2e = [float(row[f"e2e_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
-        assert e2e == sorted(e2e) and e2e[0] > 0
-        if row["target_rate"] != "0":
-            assert float(row["target_attainment_pct"]) > 0
+        else:
+            _check_stream_row(row)
+    _check_plots(out, name, rows)
+
+
+def _check_measured_row(row: dict[str, str]) -> None:
+    """What every measured row of a Kafka broker has: acknowledgements, resources, ordered ack percentiles."""
+    assert row["git_commit"] and row["errors"] == "0", row["note"]
+    assert int(row["messages_acked"]) > 0 and float(row["achieved_msgs_s"]) > 0
+    assert float(row["broker_cpu_s"]) > 0 and float(row["broker_peak_rss_mb"]) > 0
+    assert float(row["client_cpu_s"]) > 0
+    produce = [float(row[f"produce_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
+    assert produce == sorted(produce) and produce[0] > 0
+
+
+def _check_stream_row(row: dict[str, str]) -> None:
+    """A stream step: everything acknowledged was read back, with ordered end-to-end percentiles."""
+    assert row["messages_consumed"] == row["messages_acked"]
+    e2e = [float(row[f"e2e_{p}_us"]) for p in ("p50", "p95", "p99", "max")]
+    assert e2e == sorted(e2e) and e2e[0] > 0
+    if row["target_rate"] != "0":
+        assert float(row["target_attainment_pct"]) > 0
+
+
+def _check_plots(out: Path, name: str, rows: list[dict[str, str]]) -> None:
     plots = sorted(out.glob("*.png"))
     assert plots and all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
-    if any(r["target_rate"] != "0" for r in rows):
+    assert (out / f"{name}-throughput.png") in plots
+    if any(r["target_rate"] != "0" for r in rows if r["workload"] == name):
         assert (out / f"{name}-latency.png") in plots
 
 
@@ -127,14 +153,6 @@ def test_a_compaction_run_skips_the_peers_and_a_bootstrap_broker(tmp_path: Path)
     assert "skipped redis: compaction measures rafka_shards' log cleaner" in result.stderr
     assert "skipped tansu: compaction measures rafka_shards' log cleaner" in result.stderr
     assert "skipped --bootstrap 127.0.0.1:9: compaction restarts the broker" in result.stderr
-
-
-def test_steps_of_shard_scaling_run_rafka_with_each_shard_count(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    result = _bench("run", "shard-scaling", "--brokers", "rafka,redis", "--out", str(out), *TINY)
-    assert result.returncode == 0, result.stderr
-    assert [r["shards"] for r in _rows(out)] == ["1", "2", "4"]
-    assert "skipped redis: shard-scaling varies rafka_shards' shard count" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -289,3 +307,58 @@ def test_a_failed_step_still_gets_its_row_summary_and_plots(tmp_path: Path) -> N
     assert [r["note"] for r in _rows(tmp_path)] == ["", "refused"]
     assert "| rafka | failed |" in report.summary(rows, [], "test")
     assert [p.name for p in report.plots(rows, tmp_path)] == ["w-throughput.png", "w-latency.png"]
+
+
+def test_throughput_and_latency_over_sasl_ssl_against_plaintext_in_one_run(tmp_path: Path) -> None:
+    """Issue 18's comparison at a tiny size: both workloads in one run, each against rafka_shards' PLAINTEXT listener
+    and against a SASL_SSL one (SCRAM-SHA-512, a certificate made for the run); the CSV says which listener each row
+    measured, and the run prints and writes the secured / plaintext ratios. No assertion is about speed."""
+    out = tmp_path / "out"
+    args = ["--brokers", "rafka,rafka-sasl-ssl", "--out", str(out), *TINY]
+    result = _bench("run", "throughput-1kb", "latency-10k", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _rows(out)
+    measured = [(r["workload"], r["broker"], r["listener"]) for r in rows]
+    assert measured == [
+        ("throughput-1kb", "rafka", "PLAINTEXT"),
+        ("throughput-1kb", "rafka-sasl-ssl", "SASL_SSL"),
+        ("latency-10k", "rafka", "PLAINTEXT"),
+        ("latency-10k", "rafka-sasl-ssl", "SASL_SSL"),
+    ]
+    for row in rows:
+        _check_measured_row(row)
+        _check_stream_row(row)
+        assert float(row["achieved_mb_s"]) > 0
+    _check_plots(out, "throughput-1kb", rows)
+    _check_plots(out, "latency-10k", rows)
+    assert "secured listener against PLAINTEXT" in result.stdout
+    for workload_name in ("throughput-1kb", "latency-10k"):
+        line = next(x for x in result.stdout.splitlines() if x.startswith(f"| {workload_name} |") and "acked MB/s" in x)
+        assert float(line.rstrip(" |").rsplit("|", 1)[1]) > 0  # the ratio, whatever it is
+    summary = (out / "summary.md").read_text()
+    assert "## Secured listener against PLAINTEXT (rafka_shards)" in summary
+    assert "password" not in result.stdout + result.stderr + summary  # the run's SCRAM password stays in the run
+    assert not list(out.glob("**/*.key"))  # keys only in the run's temporary directory, removed with it
+
+
+def test_the_listener_comparison_sets_each_secured_step_against_its_plaintext_one() -> None:
+    """Ratios secured / PLAINTEXT per workload and step, latencies in whole µs; rows without a PLAINTEXT twin, of
+    another broker, or that failed are not compared."""
+    from bench import report
+
+    def row(broker: str, listener: str, step: str, errors: int = 0) -> dict[str, object]:
+        return {"broker": broker, "listener": listener, "workload": "w", "step": step, "errors": errors}
+
+    rows = [
+        {**row("rafka", "PLAINTEXT", "a"), "achieved_mb_s": 10.0, "e2e_p99_us": 1000.4},
+        {**row("rafka-sasl-ssl", "SASL_SSL", "a"), "achieved_mb_s": 7.5, "e2e_p99_us": 2000.0},
+        {**row("rafka-sasl-ssl", "SASL_SSL", "b"), "achieved_mb_s": 1.0},  # no PLAINTEXT row for b
+        {**row("tansu", "PLAINTEXT", "a"), "achieved_mb_s": 99.0},
+        {**row("rafka", "PLAINTEXT", "c"), "achieved_mb_s": 5.0},
+        {**row("rafka-sasl-ssl", "SASL_SSL", "c", errors=1), "achieved_mb_s": 0.1},
+    ]
+    assert report.listener_comparison(rows)[2:] == [
+        "| w | a | SASL_SSL | acked MB/s | 10.0 | 7.5 | 0.75 |",
+        "| w | a | SASL_SSL | e2e p99 us | 1,000 | 2,000 | 2.00 |",
+    ]
+    assert report.listener_comparison(rows[3:]) == []
