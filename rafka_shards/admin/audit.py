@@ -3,7 +3,7 @@ credentials or rights, as events of ``rafka_shards.security.audit``.
 
 Runs in the controller process. ``audit_middleware`` is the outermost middleware: it sees every request and its
 final status, 401 and 403 answers of the authentication middleware included. For a POST, PUT, PATCH or DELETE it
-records one ``MutationEvent``: the principal (``request["principal"]``, which the authentication middleware sets;
+records one ``MutationEvent``: the principal (``request[http.PRINCIPAL]``, which the authentication middleware sets;
 unknown without it), the client address, "METHOD /path", the HTTP status, and the metadata commands the request
 proposed (collected by ``AuditingProposer``, which wraps the proposer the routes use; each command as
 ``describe_command`` gives it: a SCRAM user's name and mechanism, never its password, salt or keys). Nothing of the
@@ -24,7 +24,7 @@ from aiohttp import web
 
 from controller.commands import Command
 from controller.topics import TopicProposal
-from rafka_shards.admin.http import Handler
+from rafka_shards.admin.http import PRINCIPAL, Handler
 from rafka_shards.admin.ports import MetadataProposer
 from rafka_shards.security.audit import (
     UNKNOWN,
@@ -56,7 +56,7 @@ def _client(request: web.Request) -> str:
 
 
 def _principal(request: web.Request) -> str:
-    principal = request.get("principal")
+    principal = request.get(PRINCIPAL)
     return principal if isinstance(principal, str) else UNKNOWN
 
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from rafka_shards.admin.http import Handler, error_response, unavailable
+from rafka_shards.admin.http import PRINCIPAL, Handler, error_response, unavailable
 from rafka_shards.admin.ports import AdminSecurity, MetadataReader
 from rafka_shards.security.admin_auth import (
     DECOY_CREDENTIAL,
@@ -115,7 +115,7 @@ class AdminAuth:
             principal = self._bearer(credentials.token)
         if principal is None:
             return await self._failed(request, "bad_credentials", FAILED)
-        request["principal"] = principal  # who, for the audit log (rafka_shards.admin.audit), allowed or not
+        request[PRINCIPAL] = principal  # who, for the audit log (rafka_shards.admin.audit), allowed or not
         if not self.policy.allows(access, principal):
             self.probe.count("forbidden")
             return error_response(

@@ -19,6 +19,10 @@ from controller.state_machine import CommandRejected, RejectKind
 from controller.topics import TopicRejected
 from rafka_shards.admin.requests import BadRequest
 
+# Who made the request, once the authentication middleware knows (``rafka_shards.admin.auth``); the audit log reads
+# it (``rafka_shards.admin.audit``).
+PRINCIPAL: web.RequestKey[str] = web.RequestKey("principal", str)
+
 REQUEST_BODY_MAX_BYTES = 1024 * 1024
 RETRY_AFTER_MS = 500
 ADMIN_SHUTDOWN_S = 3.0  # requests in flight when the node stops get this long to finish

@@ -22,7 +22,7 @@ from controller.acls import AclBinding, AclOperation, AclPermissionType, Pattern
 from controller.commands import CreateAcls, CreateTopic, DeleteScramCredential, UpsertScramCredential
 from rafka_shards.admin.app import build_app
 from rafka_shards.admin.audit import AuditingProposer, audit_middleware
-from rafka_shards.admin.http import errors
+from rafka_shards.admin.http import PRINCIPAL, errors
 from rafka_shards.admin.ports import AdminPorts, AdminSecurity
 from rafka_shards.ipc import audit_log
 from rafka_shards.ipc.audit_log import AuditLog, AuditTopicError, RotatingFile
@@ -308,7 +308,7 @@ def test_the_admin_middleware_records_changes_with_their_commands_and_refusals()
     proposer = AuditingProposer(Proposer(), sink)
 
     async def create_user(request: web.Request) -> web.Response:
-        request["principal"] = "User:admin"  # what the authentication middleware sets
+        request[PRINCIPAL] = "User:admin"  # what the authentication middleware sets
         credential = make_credential(ScramMechanism.SCRAM_SHA_512, b"s3cret-pw")
         await proposer.propose(upsert_command("carol", credential, b"m" * 32))
         return web.json_response({}, status=201)
