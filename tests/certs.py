@@ -44,6 +44,14 @@ class Pki:
     expired_client: Issued  # CN=old, signed by ca, expired yesterday
     foreign_client: Issued  # CN=mallory, signed by other_ca
 
+    def server_args(self, client_auth: str | None = None) -> list[str]:
+        """A node's flags for its SSL listeners: ``server``'s certificate and key, and with ``client_auth``
+        (requested, required) client certificates checked against ``ca``."""
+        args = ["--ssl-cert-file", str(self.server.cert_file), "--ssl-key-file", str(self.server.key_file)]
+        if client_auth is not None:
+            args += ["--ssl-ca-file", str(self.ca.cert_file), "--ssl-client-auth", client_auth]
+        return args
+
 
 def name(*attributes: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
     """A name with one attribute per RDN, in the order given (the order of the certificate's encoding)."""

@@ -64,8 +64,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[tuple[B
         f"MTLS://127.0.0.1:{MTLS_PORT[0]}",
         "--listener-security-protocol-map",
         "INTERNAL:PLAINTEXT,CLIENT:SASL_PLAINTEXT,EXTERNAL:PLAINTEXT,MTLS:SSL",
-        *("--ssl-cert-file", str(pki.server.cert_file), "--ssl-key-file", str(pki.server.key_file)),
-        *("--ssl-ca-file", str(pki.ca.cert_file), "--ssl-client-auth", "required"),
+        *pki.server_args(client_auth="required"),
         # The certificate CN=alice,OU=eng,O=acme,C=US is User:alice, the same principal as SASL's alice.
         *("--ssl-principal-mapping-rules", "RULE:^CN=([^,]+),.*$/$1/,DEFAULT"),
         "--authorization-enabled",

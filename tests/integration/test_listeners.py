@@ -49,14 +49,7 @@ def node(tmp_path: Path, pki: Pki) -> Iterator[tuple[Broker, dict[str, int]]]:
         f"CLIENT://localhost:{client_port}",
         "--listener-security-protocol-map",
         "INTERNAL:PLAINTEXT,CLIENT:PLAINTEXT,SECURE:SSL",
-        "--ssl-cert-file",
-        str(pki.server.cert_file),
-        "--ssl-key-file",
-        str(pki.server.key_file),
-        "--ssl-ca-file",
-        str(pki.ca.cert_file),
-        "--ssl-client-auth",
-        "required",
+        *pki.server_args(client_auth="required"),
     ]
     for started in running(b):
         yield started, ports
