@@ -56,10 +56,12 @@ class Denial:
 DenialHook = Callable[[Denial], None]
 
 
-def _host(address: str) -> str:
+def acl_host(address: str) -> str:
+    """A client's IP address as ACL hosts are written (``kafka_host_address``); what is not an IP address (a Unix
+    socket, no peer) is compared as given. A connection computes it once."""
     try:
         return kafka_host_address(address)
-    except ValueError:  # a Unix socket, a test's fake address: compared as given
+    except ValueError:
         return address
 
 
@@ -113,13 +115,14 @@ class ShardAuthorization:
         return self._configured
 
     def access(self, acls: Authorizer, principal: str, client_host: str, listener: str, api: str) -> Access:
-        """The authorization of one request of ``principal`` from ``client_host`` on ``listener``."""
+        """The authorization of one request of ``principal`` from ``client_host`` (an ``acl_host``) on
+        ``listener``."""
         trusted = listener == self._trusted_listener
         authorizer = self._authorizer(acls) if self.enabled and not trusted else None
         inter_broker = listener == self._inter_broker_listener and (
             self._inter_broker_user is None or principal in self.super_users
         )
-        return Access(authorizer, principal, _host(client_host), listener, api, self._hook, inter_broker=inter_broker)
+        return Access(authorizer, principal, client_host, listener, api, self._hook, inter_broker=inter_broker)
 
 
 class Access:

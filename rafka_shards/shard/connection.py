@@ -43,6 +43,7 @@ from rafka_shards.security.quota import QuotaType, Recorded
 from rafka_shards.security.sasl import PLAIN, SaslError, SaslProtocolError
 from rafka_shards.security.sasl_session import SASL_HANDSHAKE_KEY, SASL_KEYS, Admit, SaslSession, StepReply
 from rafka_shards.security.tls import ANONYMOUS, PrincipalError, PrincipalMapper, principal_from_certificate
+from rafka_shards.shard.authz import acl_host
 from rafka_shards.shard.kafka.api import ApiHandler, CloseConnection, RequestContext, ResponseBody
 from rafka_shards.shard.kafka.handlers import sasl_authenticate, sasl_handshake
 from rafka_shards.shard.kafka.handlers.api_versions import API_KEY as API_VERSIONS_KEY
@@ -188,6 +189,7 @@ class KafkaConnection(asyncio.Protocol):
         self._wake_at = 0.0
         self.peer = "?"
         self.host = ""  # the client's address, as Kafka shows it in group descriptions ("/127.0.0.1")
+        self.acl_host = ""  # the client's address as ACL hosts are written ("127.0.0.1", "0:0:0:0:0:0:0:1")
 
     # ---- asyncio.Protocol ------------------------------------------------------------------------------------
 
@@ -198,6 +200,7 @@ class KafkaConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.host = f"/{peer[0]}" if isinstance(peer, tuple) else ""
+        self.acl_host = acl_host(peer[0]) if isinstance(peer, tuple) else ""
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -387,7 +387,7 @@ class Shard:
         assert self._groups is not None, "shard not started"
         manager = self.manager
         api = kio_codec.api_name(header.api_key) or str(header.api_key)
-        access = self.authorization.access(manager.image.acls, conn.principal, conn.host, conn.listener, api)
+        access = self.authorization.access(manager.image.acls, conn.principal, conn.acl_host, conn.listener, api)
         return RequestContext(
             header,
             manager,
@@ -417,7 +417,7 @@ class Shard:
             self.audit_log.audit(
                 AuthorizationDenial(
                     denial.principal,
-                    denial.host.removeprefix("/"),  # the client's address without its port (Kafka's "/1.2.3.4")
+                    denial.host,  # the client's address, without a port
                     denial.listener,
                     denial.api,
                     denial.operation.name,

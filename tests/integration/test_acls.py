@@ -115,13 +115,14 @@ def allow(
     prefixed: bool = False,
     rt: ResourceType = ResourceType.TOPIC,
     deny: bool = False,
+    host: str = "*",
 ) -> AclBinding:
     return AclBinding(
         rt,
         name,
         ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL,
         principal,
-        "*",
+        host,
         op,
         AclPermissionType.DENY if deny else AclPermissionType.ALLOW,
     )
@@ -174,6 +175,17 @@ def test_a_prefixed_acl_covers_every_topic_of_the_prefix(node: tuple[Broker, int
     wait_for(lambda: produce_one(port, "bob", prefix + "a") is None, "the prefixed ACL never applied")
     err = produce_one(port, "bob", "other-" + prefix)
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_an_acl_for_one_host_applies_to_clients_from_that_address_only(node: tuple[Broker, int]) -> None:
+    b, port = node
+    topic = f"by-host-{uuid.uuid4().hex[:8]}"
+    create_topic(b, topic)
+    create_acls(port, allow("User:bob", AclOperation.WRITE, topic, host="10.9.9.9"))
+    err = produce_one(port, "bob", topic)  # bob connects from 127.0.0.1: the ACL is not his
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    create_acls(port, allow("User:bob", AclOperation.WRITE, topic, host="127.0.0.1"))
+    wait_for(lambda: produce_one(port, "bob", topic) is None, "the ACL for 127.0.0.1 never applied to bob")
 
 
 def test_a_deny_overrides_an_allow(node: tuple[Broker, int]) -> None:
