@@ -320,6 +320,35 @@ class _Entry:
 
 # One resource pattern's ACLs, by principal (WILDCARD_PRINCIPAL among them).
 _Section = Mapping[str, tuple[_Entry, ...]]
+# Kafka's "authorized operations were not requested" in Metadata, DescribeCluster and the group descriptions.
+AUTHORIZED_OPERATIONS_OMITTED: Final = -(2**31)
+# The operations each resource type has (Kafka's AclEntry.supportedOperations): what an authorized-operations bit
+# field (bit = the operation's wire code) is made of.
+SUPPORTED_OPERATIONS: Final[Mapping[ResourceType, tuple[AclOperation, ...]]] = MappingProxyType(
+    {
+        ResourceType.TOPIC: (
+            AclOperation.READ,
+            AclOperation.WRITE,
+            AclOperation.CREATE,
+            AclOperation.DELETE,
+            AclOperation.ALTER,
+            AclOperation.DESCRIBE,
+            AclOperation.DESCRIBE_CONFIGS,
+            AclOperation.ALTER_CONFIGS,
+        ),
+        ResourceType.GROUP: (AclOperation.READ, AclOperation.DELETE, AclOperation.DESCRIBE),
+        ResourceType.CLUSTER: (
+            AclOperation.CREATE,
+            AclOperation.ALTER,
+            AclOperation.DESCRIBE,
+            AclOperation.CLUSTER_ACTION,
+            AclOperation.DESCRIBE_CONFIGS,
+            AclOperation.ALTER_CONFIGS,
+            AclOperation.IDEMPOTENT_WRITE,
+        ),
+        ResourceType.TRANSACTIONAL_ID: (AclOperation.WRITE, AclOperation.DESCRIBE),
+    }
+)
 _HARDCODED_RESOURCE_NAME: Final = "hardcode"  # Kafka's probe in authorizeByResourceType
 
 

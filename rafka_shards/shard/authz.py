@@ -21,12 +21,13 @@ client listener cannot read as a follower, authorization on or off.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from controller.acls import (
     CLUSTER_RESOURCE_NAME,
+    SUPPORTED_OPERATIONS,
     AclOperation,
     Authorizer,
     ResourceType,
@@ -204,12 +205,13 @@ class Access:
         if not self.topic(operation, name):
             raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED_MESSAGE)
 
-    def authorized_operations(self, resource_type: ResourceType, name: str, codes: Iterable[int]) -> int:
-        """Kafka's authorized-operations bit field: bit ``code`` set for each operation (by wire code) allowed."""
+    def authorized_operations(self, resource_type: ResourceType, name: str) -> int:
+        """Kafka's authorized-operations bit field: bit ``code`` set for each operation of the resource type
+        (``SUPPORTED_OPERATIONS``) the principal may do on the resource."""
         out = 0
-        for code in codes:
-            if self.allows(AclOperation(code), resource_type, name, audit=False):
-                out |= 1 << code
+        for operation in SUPPORTED_OPERATIONS[resource_type]:
+            if self.allows(operation, resource_type, name, audit=False):
+                out |= 1 << operation
         return out
 
     def replica_fetch(self) -> bool:

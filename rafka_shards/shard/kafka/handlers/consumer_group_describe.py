@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.acls import AclOperation, ResourceType
+from controller.acls import AUTHORIZED_OPERATIONS_OMITTED, AclOperation, ResourceType
 from rafka_shards.groups.assignors import Assignment
-from rafka_shards.groups.describe_ops import GROUP_OPERATION_CODES, GROUP_OPERATIONS, OPERATIONS_NOT_ASKED
 from rafka_shards.model import ErrorCode, KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
@@ -29,7 +28,7 @@ def _assignment(ctx: RequestContext, a: Assignment) -> dict[str, Any]:
     }
 
 
-def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, Any]:
+def _describe(ctx: RequestContext, group_id: str, with_operations: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "error_code": 0,
         "error_message": None,
@@ -39,12 +38,12 @@ def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, 
         "assignment_epoch": -1,
         "assignor_name": "",
         "members": [],
-        "authorized_operations": operations,
+        "authorized_operations": (
+            ctx.access.authorized_operations(ResourceType.GROUP, group_id)
+            if with_operations
+            else AUTHORIZED_OPERATIONS_OMITTED
+        ),
     }
-    if operations != OPERATIONS_NOT_ASKED:
-        body["authorized_operations"] = ctx.access.authorized_operations(
-            ResourceType.GROUP, group_id, GROUP_OPERATION_CODES
-        )
     try:
         ctx.access.require_group(AclOperation.DESCRIBE, group_id)
         g = ctx.groups.consumer_group(group_id)
@@ -79,8 +78,8 @@ def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, 
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    operations = GROUP_OPERATIONS if req.include_authorized_operations else OPERATIONS_NOT_ASKED
-    groups = [_describe(ctx, str(g), operations) for g in req.group_ids]
+    with_operations = bool(req.include_authorized_operations)
+    groups = [_describe(ctx, str(g), with_operations) for g in req.group_ids]
     return kio_codec.encode_response(69, ctx.version, {"throttle_time": 0, "groups": groups})
 
 

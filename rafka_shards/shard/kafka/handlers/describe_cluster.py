@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
+from controller.acls import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from rafka_shards.model import ErrorCode
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
-from rafka_shards.shard.kafka.handlers.metadata import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
 
 BROKERS_ENDPOINT = 1  # endpoint_type (v1+): 1 = brokers, 2 = controllers
 
@@ -44,7 +43,7 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     if req.include_cluster_authorized_operations:
         access = ctx.access
         if access.cluster(AclOperation.DESCRIBE):
-            operations = access.authorized_operations(ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, CLUSTER_OPERATIONS)
+            operations = access.authorized_operations(ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME)
         else:
             operations = 0
     return kio_codec.encode_response(

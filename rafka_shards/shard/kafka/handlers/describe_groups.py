@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.acls import AclOperation, ResourceType
-from rafka_shards.groups.describe_ops import GROUP_OPERATION_CODES, GROUP_OPERATIONS, OPERATIONS_NOT_ASKED
+from controller.acls import AUTHORIZED_OPERATIONS_OMITTED, AclOperation, ResourceType
 from rafka_shards.model import KafkaError
 from rafka_shards.protocol import kio_codec
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 
 
-def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, Any]:
+def _describe(ctx: RequestContext, group_id: str, with_operations: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "error_code": 0,
         "group_id": group_id,
@@ -24,12 +23,12 @@ def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, 
         "protocol_type": "",
         "protocol_data": "",
         "members": [],
-        "authorized_operations": operations,
+        "authorized_operations": (
+            ctx.access.authorized_operations(ResourceType.GROUP, group_id)
+            if with_operations
+            else AUTHORIZED_OPERATIONS_OMITTED
+        ),
     }
-    if operations != OPERATIONS_NOT_ASKED:
-        body["authorized_operations"] = ctx.access.authorized_operations(
-            ResourceType.GROUP, group_id, GROUP_OPERATION_CODES
-        )
     try:
         ctx.access.require_group(AclOperation.DESCRIBE, group_id)
         d = ctx.groups.describe(group_id)
@@ -52,8 +51,8 @@ def _describe(ctx: RequestContext, group_id: str, operations: int) -> dict[str, 
 
 
 async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
-    operations = GROUP_OPERATIONS if getattr(req, "include_authorized_operations", False) else OPERATIONS_NOT_ASKED
-    groups = [_describe(ctx, str(g), operations) for g in req.groups]
+    with_operations = bool(getattr(req, "include_authorized_operations", False))
+    groups = [_describe(ctx, str(g), with_operations) for g in req.groups]
     return kio_codec.encode_response(15, ctx.version, {"throttle_time": 0, "groups": groups})
 
 

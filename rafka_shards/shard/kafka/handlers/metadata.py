@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.acls import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
+from controller.acls import AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from controller.image import TopicImage
 from rafka_shards.model import INTERNAL_TOPICS, ErrorCode, KafkaError, topic_name_error
 from rafka_shards.protocol.fast_responses import (
@@ -25,10 +25,6 @@ from rafka_shards.protocol.fast_responses import (
 from rafka_shards.shard.kafka.api import ApiHandler, RequestContext, ResponseBody
 
 _NO_TOPIC_ID = bytes(16)
-AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
-# The operations of each resource type (Kafka's AclEntry.supportedOperations), by wire code, for the bit fields.
-TOPIC_OPERATIONS = (3, 4, 5, 6, 7, 8, 10, 11)  # READ WRITE CREATE DELETE ALTER DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
-CLUSTER_OPERATIONS = (5, 7, 8, 9, 10, 11, 12)  # CREATE ALTER DESCRIBE CLUSTER_ACTION DESCRIBE/ALTER_CONFIGS IDEMPOTENT
 
 
 def topic_metadata(topic: TopicImage) -> MetadataTopic:
@@ -110,18 +106,14 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
     # Authorized operations (v8+ topics, v8-v10 cluster), when asked: the bit fields of what the principal may do.
     if getattr(req, "include_topic_authorized_operations", False):
         topics = [
-            t._replace(
-                topic_authorized_operations=access.authorized_operations(ResourceType.TOPIC, t.name, TOPIC_OPERATIONS)
-            )
+            t._replace(topic_authorized_operations=access.authorized_operations(ResourceType.TOPIC, t.name))
             if t.error_code == 0 and t.name is not None
             else t
             for t in topics
         ]
     cluster_operations = AUTHORIZED_OPERATIONS_OMITTED
     if getattr(req, "include_cluster_authorized_operations", False):
-        cluster_operations = access.authorized_operations(
-            ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, CLUSTER_OPERATIONS
-        )
+        cluster_operations = access.authorized_operations(ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME)
     # A quorum of one: this node is the controller (with Raft, the image will name the elected one).
     return encode_metadata_response(
         version,
