@@ -4,9 +4,7 @@ spares PBKDF2 on repeated requests and misses it after a password change, 401/40
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from rafka_shards.admin import auth
 from rafka_shards.admin.app import build_app
-from rafka_shards.admin.ports import AdminPorts, AdminSecurity
+from rafka_shards.admin.ports import AdminSecurity
 from rafka_shards.security.admin_auth import basic_header
 from rafka_shards.security.sasl import ScramMechanism, make_credential
 from rafka_shards.security.scram_users import new_mock_secret, upsert_command
-from tests.unit.test_admin_routes import FakeMetadata, FakeNode
+from tests.unit.test_admin_routes import FakeMetadata, fake_ports
 
 SECURITY = AdminSecurity(require_auth=True, super_users=frozenset({"User:admin"}), failed_auth_delay_ms=0)
 
@@ -33,17 +31,7 @@ Call = tuple[str, str, str | None] | Callable[[], Awaitable[object]]  # a reques
 
 def _calls(metadata: FakeMetadata, calls: list[Call]) -> list[tuple[int, Any]]:
     async def run() -> list[tuple[int, Any]]:
-        ports = AdminPorts(
-            metadata=metadata,
-            proposer=metadata,
-            node=FakeNode(),
-            quorum=None,  # type: ignore[arg-type]  # no route used here asks the quorum
-            metrics_dir=Path(tempfile.mkdtemp()),
-            data_dir=Path(tempfile.mkdtemp()),
-            default_partitions=1,
-            default_replication_factor=1,
-            security=SECURITY,
-        )
+        ports = fake_ports(metadata, security=SECURITY)
         out = []
         async with TestClient(TestServer(build_app(ports))) as client:
             for call in calls:
@@ -108,17 +96,7 @@ def test_passwords_are_checked_once_then_cached_until_they_change(monkeypatch: p
 
 def test_no_path_trick_reaches_a_protected_route_without_credentials() -> None:
     async def run() -> list[bytes]:
-        ports = AdminPorts(
-            metadata=(m := FakeMetadata(brokers=1)),
-            proposer=m,
-            node=FakeNode(),
-            quorum=None,  # type: ignore[arg-type]
-            metrics_dir=Path(tempfile.mkdtemp()),
-            data_dir=Path(tempfile.mkdtemp()),
-            default_partitions=1,
-            default_replication_factor=1,
-            security=SECURITY,
-        )
+        ports = fake_ports(FakeMetadata(brokers=1), security=SECURITY)
         server = TestServer(build_app(ports))
         await server.start_server()
         out = []

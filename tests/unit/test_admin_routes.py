@@ -16,7 +16,7 @@ from controller.commands import Command, RegisterBroker
 from controller.image import MetadataImage
 from controller.state_machine import CommandRejected, apply, validate
 from rafka_shards.admin.app import ROUTES, build_app
-from rafka_shards.admin.ports import AdminPorts, ShardView
+from rafka_shards.admin.ports import AdminPorts, AdminSecurity, ShardView
 from rafka_shards.admin.routes.openapi import openapi_document
 from rafka_shards.ipc.channel import Stats
 
@@ -67,20 +67,28 @@ class StartingNode(FakeNode):
     ready = False  # its shards have not all registered yet
 
 
+def fake_ports(
+    metadata: FakeMetadata, node: FakeNode | None = None, security: AdminSecurity | None = None
+) -> AdminPorts:
+    """The admin API's ports over the fakes: ``metadata`` reads and proposes, no quorum (no route used asks it)."""
+    return AdminPorts(
+        metadata=metadata,
+        proposer=metadata,
+        node=node or FakeNode(),
+        quorum=None,  # type: ignore[arg-type]
+        metrics_dir=Path(tempfile.mkdtemp()),
+        data_dir=Path(tempfile.mkdtemp()),
+        default_partitions=1,
+        default_replication_factor=1,
+        security=security or AdminSecurity(),
+    )
+
+
 def _call(
     metadata: FakeMetadata, calls: list[tuple[str, str, str | None]], node: FakeNode | None = None
 ) -> list[tuple[int, Any]]:
     async def run() -> list[tuple[int, Any]]:
-        ports = AdminPorts(
-            metadata=metadata,
-            proposer=metadata,
-            node=node or FakeNode(),
-            quorum=None,  # type: ignore[arg-type]  # no route used here asks the quorum
-            metrics_dir=Path(tempfile.mkdtemp()),
-            data_dir=Path(tempfile.mkdtemp()),
-            default_partitions=1,
-            default_replication_factor=1,
-        )
+        ports = fake_ports(metadata, node)
         out = []
         async with TestClient(TestServer(build_app(ports))) as client:
             for method, path, body in calls:

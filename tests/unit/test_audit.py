@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from controller.commands import CreateAcls, CreateTopic, DeleteScramCredential, 
 from rafka_shards.admin.app import build_app
 from rafka_shards.admin.audit import AuditingProposer, audit_middleware
 from rafka_shards.admin.http import PRINCIPAL, errors
-from rafka_shards.admin.ports import AdminPorts, AdminSecurity
+from rafka_shards.admin.ports import AdminSecurity
 from rafka_shards.ipc import audit_log
 from rafka_shards.ipc.audit_log import AuditLog, AuditTopicError, RotatingFile
 from rafka_shards.security.admin_auth import basic_header
@@ -47,7 +46,7 @@ from rafka_shards.security.sasl import ScramMechanism, make_credential
 from rafka_shards.security.scram_users import upsert_command
 from rafka_shards.shard.tls_audit import audit_failed_handshakes
 from tests.certs import make_pki
-from tests.unit.test_admin_routes import FakeMetadata, FakeNode
+from tests.unit.test_admin_routes import FakeMetadata, fake_ports
 
 NOW_MS = 1_796_180_400_123  # 2026-12-02T03:00:00.123Z
 
@@ -463,17 +462,7 @@ def test_the_admin_api_audits_with_the_principal_its_authentication_found() -> N
         for user in ("admin", "bob"):
             credential = make_credential(ScramMechanism.SCRAM_SHA_256, f"{user}-pw".encode())
             await metadata.propose(upsert_command(user, credential, b"m" * 32))
-        ports = AdminPorts(
-            metadata=metadata,
-            proposer=metadata,
-            node=FakeNode(),
-            quorum=None,  # type: ignore[arg-type]  # no route used here asks the quorum
-            metrics_dir=Path(tempfile.mkdtemp()),
-            data_dir=Path(tempfile.mkdtemp()),
-            default_partitions=1,
-            default_replication_factor=1,
-            security=security,
-        )
+        ports = fake_ports(metadata, security=security)
         statuses = []
         calls: list[tuple[str | None, str | None]] = [
             ("admin", '{"name": "orders"}'),
