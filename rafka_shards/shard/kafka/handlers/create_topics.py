@@ -74,28 +74,24 @@ async def handle(ctx: RequestContext, req: Any) -> ResponseBody | None:
             )
             if assignments is not None:
                 partitions, rf = len(assignments), len(assignments[0]) if assignments else 0
+            entry["topic_id"] = topic.topic_id if topic is not None else None
             if not access.topic(AclOperation.DESCRIBE_CONFIGS, name):
+                entry["topic_config_error_code"] = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+            else:
                 entry.update(
-                    topic_id=topic.topic_id if topic is not None else None,
-                    topic_config_error_code=int(ErrorCode.TOPIC_AUTHORIZATION_FAILED),
+                    num_partitions=partitions,
+                    replication_factor=rf,
+                    configs=[
+                        {
+                            "name": c["name"],
+                            "value": c["value"],
+                            "read_only": c["read_only"],
+                            "config_source": c["config_source"],
+                            "is_sensitive": c["is_sensitive"],
+                        }
+                        for c in describe_topic_configs(ctx.config, configs, None, with_documentation=False)
+                    ],
                 )
-                results.append(entry)
-                continue
-            entry.update(
-                topic_id=topic.topic_id if topic is not None else None,
-                num_partitions=partitions,
-                replication_factor=rf,
-                configs=[
-                    {
-                        "name": c["name"],
-                        "value": c["value"],
-                        "read_only": c["read_only"],
-                        "config_source": c["config_source"],
-                        "is_sensitive": c["is_sensitive"],
-                    }
-                    for c in describe_topic_configs(ctx.config, configs, None, with_documentation=False)
-                ],
-            )
         except KafkaError as e:
             entry.update(error_code=int(e.code), error_message=e.message)
         results.append(entry)
