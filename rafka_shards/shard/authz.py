@@ -103,9 +103,6 @@ class ShardAuthorization:
         self._source: Authorizer | None = None
         self._configured: Authorizer | None = None
 
-    def set_denial_hook(self, hook: DenialHook | None) -> None:
-        self._hook = hook
-
     def _authorizer(self, acls: Authorizer) -> Authorizer:
         if acls is not self._source:  # the image's ACLs changed: configure the new ones (O(1), the index is shared)
             self._configured = acls.configured(

@@ -90,8 +90,7 @@ class Shard:
         self._inter_broker_user: LocalUser | None = None  # SASL listeners: the inter-broker login, from the config
         self.apis = apis
         self.probe = Probe()
-        # ACL decisions for this shard's requests; the audit log adds its own hook next to the metric's
-        # (``authorization.set_denial_hook``).
+        # ACL decisions for this shard's requests; each denial is counted and audited (``_denied``).
         self.authorization = ShardAuthorization(config, self._denied)
         self.connections: set[KafkaConnection] = set()
         self.quotas: ShardQuotas | None = None  # client quotas, over the manager's image (made in start)
